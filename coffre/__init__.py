@@ -1,0 +1,1 @@
+"""Coffre: a laboratory information system whose stolen copy reveals no patient."""

@@ -1,0 +1,33 @@
+"""The crypto core of Coffre. It imports nothing from Django.
+
+Public calls: :class:`Key` (seal / open / wrap / unwrap), :func:`context` (associated
+data naming a value's place), :class:`BlindIndexer` and :func:`index_bits`, the master
+key providers, and the errors. Primitives stay private to this package.
+"""
+
+from coffre.vault.aead import Key, context, key_id_of
+from coffre.vault.blind import BlindIndexer, index_bits
+from coffre.vault.errors import DecryptionError, KeyProviderError, VaultError
+from coffre.vault.master import (
+    ENV_VAR,
+    MasterKeys,
+    add_key_version,
+    create_key_file,
+    load_master_keys,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "BlindIndexer",
+    "DecryptionError",
+    "Key",
+    "KeyProviderError",
+    "MasterKeys",
+    "VaultError",
+    "add_key_version",
+    "context",
+    "create_key_file",
+    "index_bits",
+    "key_id_of",
+    "load_master_keys",
+]

@@ -1,0 +1,17 @@
+"""Vault errors. Messages name the problem and never contain key material or data."""
+
+
+class VaultError(Exception):
+    """Base class: every vault failure is one of these, so callers can fail closed."""
+
+
+class KeyProviderError(VaultError):
+    """The master key is missing, unreadable, malformed or does not match the data."""
+
+
+class DecryptionError(VaultError):
+    """A ciphertext did not open: wrong key, wrong context (moved row/column) or tampering.
+
+    One vague error for every cause, as pyca's ``InvalidToken``: telling the causes
+    apart would help an attacker more than an operator.
+    """
