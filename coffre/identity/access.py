@@ -1,0 +1,135 @@
+"""The one way to reach patients: scoped to the actor's lab, and audited.
+
+A patient of another lab is indistinguishable from one that does not exist: the same
+PatientNotFound, the same empty search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+
+from coffre.audit import log
+from coffre.identity import french
+from coffre.identity.models import Patient
+from coffre.identity.registry import (
+    FieldError,
+    PatientRecord,
+    build_patient,
+    clean_values,
+    index_values,
+    open_patient,
+)
+from coffre.labs.tenancy import Actor
+
+
+class PatientNotFound(LookupError):
+    pass
+
+
+class SearchError(ValueError):
+    """The search criteria are incomplete or malformed; the message says which."""
+
+
+class InvalidPatient(ValueError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.column}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+def patients_for(actor: Actor) -> QuerySet[Patient]:
+    """Every patient query starts here: the actor's lab and nothing else."""
+    return Patient.unscoped.filter(lab_id=actor.lab_id)
+
+
+def _parse_id(patient_id: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return patient_id if isinstance(patient_id, uuid.UUID) else uuid.UUID(str(patient_id))
+    except ValueError:
+        raise PatientNotFound("no such patient") from None
+
+
+def access_patient(actor: Actor, patient_id: uuid.UUID | str,
+                   names: Iterable[str] | None = None) -> PatientRecord:
+    """Open one patient of the actor's lab, recording the read."""
+    pid = _parse_id(patient_id)
+    patient = patients_for(actor).filter(id=pid, data_key__isnull=False).first()
+    if patient is None:
+        log.record(actor, "read", [pid], outcome="not_found")
+        raise PatientNotFound("no such patient")
+    record = open_patient(patient, names)
+    log.record(actor, "read", [pid])
+    return record
+
+
+def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: str | None,
+              email: str | None) -> tuple[Q, dict[str, str], str]:
+    """The index filter, the canonical values to confirm, and the kind of search."""
+    try:
+        if nir:
+            values = {"nir": french.clean_nir(nir)}
+            return Q(bi_nir=index_values(values)["bi_nir"]), values, "nir"
+        if name or birth_date:
+            if not (name and birth_date):
+                raise SearchError("a search by name needs the birth date too")
+            dob = french.clean_birth_date(birth_date).isoformat()
+            idx = index_values({"birth_name": name, "birth_date": dob})["bi_birth_name_dob"]
+            return (Q(bi_birth_name_dob=idx) | Q(bi_used_name_dob=idx),
+                    {"name": french.normalize_name(name), "birth_date": dob}, "name")
+        if phone:
+            values = {"phone": french.clean_phone(phone)}
+            return Q(bi_phone=index_values(values)["bi_phone"]), values, "phone"
+        if email:
+            values = {"email": french.clean_email(email)}
+            return Q(bi_email=index_values(values)["bi_email"]), values, "email"
+    except french.InvalidValue as exc:
+        raise SearchError(str(exc)) from None
+    raise SearchError("give a NIR, a name and birth date, a phone or an email")
+
+
+def _confirms(record: PatientRecord, wanted: dict[str, str], kind: str) -> bool:
+    """Blind indexes are truncated: drop the candidates that only share a hash."""
+    if kind == "name":
+        names = {french.normalize_name(record.birth_name or ""),
+                 french.normalize_name(record.used_name or "")}
+        return wanted["name"] in names and record.birth_date == wanted["birth_date"]
+    if kind == "nir":
+        return french.normalize_nir(record.nir or "") == french.normalize_nir(wanted["nir"])
+    if kind == "phone":
+        return record.phone == wanted["phone"]
+    return french.normalize_email(record.email or "") == french.normalize_email(wanted["email"])
+
+
+def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = None,
+                  birth_date: str | None = None, phone: str | None = None,
+                  email: str | None = None) -> list[PatientRecord]:
+    """Search the actor's lab through the blind indexes; every match read is recorded."""
+    index_filter, wanted, kind = _criteria(nir, name, birth_date, phone, email)
+    matches = []
+    for patient in patients_for(actor).filter(index_filter, data_key__isnull=False):
+        record = open_patient(patient)
+        if _confirms(record, wanted, kind):
+            matches.append(record)
+    log.record(actor, "search", [r.id for r in matches],
+               outcome="ok" if matches else "no_match")
+    return matches
+
+
+def create_patient(actor: Actor, raw: dict[str, str]) -> PatientRecord:
+    values, errors = clean_values(raw)
+    if errors:
+        raise InvalidPatient(errors)
+    with transaction.atomic():
+        patient = build_patient(actor.lab_id, values)
+        patient.save(force_insert=True)
+        log.record(actor, "create", [patient.id])
+    values.pop("identity_status")
+    return PatientRecord(patient.id, patient.lab_id, patient.identity_status, values)
+
+
+def birth_date_of(record: PatientRecord) -> dt.date | None:
+    return dt.date.fromisoformat(record.birth_date) if record.birth_date else None

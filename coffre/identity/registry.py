@@ -1,0 +1,160 @@
+"""The patient registry's core: validate a patient's values, seal them into a row,
+open a row back into a record, and compute blind indexes. Plain functions, no access
+control here: callers go through coffre.identity.access.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+
+from coffre.identity import french
+from coffre.identity.models import SEALED_FIELDS, IdentityStatus, Patient
+from coffre.keyring import services as keyring
+from coffre.vault import Key, context
+
+TABLE = "patient"
+
+# The registry CSV columns, in order (docs/import-format.md).
+CSV_COLUMNS = (
+    "nir", "birth_name", "used_name", "first_names", "sex", "birth_date", "birth_place",
+    "address", "postal_code", "city", "phone", "email", "blood_group", "doctor_rpps",
+    "doctor_name", "insurer", "notes",
+)
+OPTIONAL_COLUMNS = ("identity_status", "treatments")
+REQUIRED_VALUES = ("birth_name", "first_names", "sex", "birth_date")
+
+
+@dataclass
+class PatientRecord:
+    """A patient's values in clear, in memory only. Fields not read are None."""
+
+    id: uuid.UUID
+    lab_id: int
+    identity_status: str
+    values: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> str | None:
+        if name in SEALED_FIELDS:
+            return self.values.get(name)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:  # a record must never print its values by accident
+        return f"<PatientRecord {self.id} ({len(self.values)} values)>"
+
+    def as_row(self) -> dict[str, str]:
+        """The CSV/JSON shape: CSV column names plus id and identity status."""
+        row = {"id": str(self.id), "identity_status": self.identity_status}
+        row.update({name: self.values.get(name, "") for name in CSV_COLUMNS})
+        return row
+
+
+@dataclass(frozen=True)
+class FieldError:
+    column: str
+    reason: str
+
+
+_CLEANERS: dict[str, Callable[[str], object]] = {
+    "nir": french.clean_nir,
+    "sex": french.clean_sex,
+    "birth_date": french.clean_birth_date,
+    "birth_place": french.clean_insee_place,
+    "postal_code": french.clean_postal_code,
+    "phone": french.clean_phone,
+    "email": french.clean_email,
+    "blood_group": french.clean_blood_group,
+    "doctor_rpps": french.clean_rpps,
+}
+_NAME_FIELDS = ("birth_name", "used_name", "first_names", "city", "doctor_name")
+MAX_LENGTHS = {"notes": 4000, "treatments": 4000, "address": 200}
+
+
+def clean_values(raw: dict[str, str]) -> tuple[dict[str, str], list[FieldError]]:
+    """Validate one patient's values. Returns the canonical values and every error.
+
+    Error reasons name the column and the rule, never the value.
+    """
+    values: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for name in SEALED_FIELDS:
+        text = (raw.get(name) or "").strip()
+        if not text:
+            if name in REQUIRED_VALUES:
+                errors.append(FieldError(name, "is required"))
+            values[name] = ""
+            continue
+        if len(text) > MAX_LENGTHS.get(name, 100):
+            errors.append(FieldError(name, f"is longer than {MAX_LENGTHS.get(name, 100)} characters"))
+            continue
+        cleaner = _CLEANERS.get(name)
+        try:
+            cleaned = cleaner(text) if cleaner else " ".join(text.split())
+        except french.InvalidValue as exc:
+            errors.append(FieldError(name, str(exc)))
+            continue
+        values[name] = cleaned.isoformat() if isinstance(cleaned, dt.date) else str(cleaned)
+    if values.get("nir") and values.get("sex") and values.get("birth_date"):
+        try:
+            french.check_nir_matches(values["nir"], values["sex"],
+                                     dt.date.fromisoformat(values["birth_date"]))
+        except french.InvalidValue as exc:
+            errors.append(FieldError("nir", str(exc)))
+    status = (raw.get("identity_status") or "").strip().upper()
+    if status and status not in IdentityStatus.values:
+        errors.append(FieldError("identity_status", "must be PROV, RECUP, VALI or QUAL"))
+    if status in {"RECUP", "QUAL"} and not values.get("nir"):
+        errors.append(FieldError("identity_status", f"{status} needs a NIR"))
+    values["identity_status"] = status or IdentityStatus.PROVISIONAL
+    return values, errors
+
+
+def index_values(values: dict[str, str]) -> dict[str, int | None]:
+    """Blind index columns for canonical values (None where the value is absent)."""
+    indexer = keyring.indexer()
+    dob = values.get("birth_date", "")
+
+    def name_dob(name: str) -> int | None:
+        if not name or not dob:
+            return None
+        return indexer.compute("name_dob", f"{french.normalize_name(name)}|{dob}")
+
+    def single(index: str, value: str, normalize: Callable[[str], str]) -> int | None:
+        return indexer.compute(index, normalize(value)) if value else None
+
+    return {
+        "bi_nir": single("nir", values.get("nir", ""), french.normalize_nir),
+        "bi_birth_name_dob": name_dob(values.get("birth_name", "")),
+        "bi_used_name_dob": name_dob(values.get("used_name", "")),
+        "bi_phone": single("phone", values.get("phone", ""), french.normalize_phone),
+        "bi_email": single("email", values.get("email", ""), french.normalize_email),
+    }
+
+
+def seal_values(key: Key, row_id: uuid.UUID, values: dict[str, str]) -> dict[str, bytes]:
+    return {name: key.seal(values.get(name, ""), context(TABLE, name, row_id), min_size)
+            for name, min_size in SEALED_FIELDS.items()}
+
+
+def build_patient(lab_id: int, values: dict[str, str], *, encrypt: bool = True) -> Patient:
+    """An unsaved Patient row holding the sealed values and their blind indexes."""
+    row_id = uuid.uuid4()
+    key, wrapped = keyring.new_row_key(lab_id, TABLE, row_id)
+    sealed = seal_values(key, row_id, values)
+    return Patient(id=row_id, lab_id=lab_id, identity_status=values["identity_status"],
+                   data_key=wrapped, **sealed, **index_values(values))
+
+
+def open_patient(patient: Patient, names: Iterable[str] | None = None) -> PatientRecord:
+    """Decrypt the named fields (all by default) of a row into a record."""
+    key = keyring.open_row_key(patient.data_key, TABLE, patient.id)
+    wanted = SEALED_FIELDS if names is None else names
+    values = {name: key.open(getattr(patient, name), context(TABLE, name, patient.id))
+              for name in wanted}
+    return PatientRecord(patient.id, patient.lab_id, patient.identity_status, values)
+
+
+def record_fields() -> list[str]:
+    return [f.name for f in fields(PatientRecord)]

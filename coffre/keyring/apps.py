@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KeyringConfig(AppConfig):
+    name = "coffre.keyring"
+    verbose_name = "Keyring"

@@ -1,0 +1,160 @@
+"""The keyring: loads the master key, keeps unwrapped lab keys in memory, hands out
+per-row data keys. The only module that joins the vault to the database.
+
+Unwrapped keys are cached per process (by key id, which never changes meaning), so a
+patient read costs one unwrap of the patient's data key and no database round trip
+for the lab key.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from coffre import config
+from coffre.keyring.models import InstallationKey, LabKey
+from coffre.vault import (
+    BlindIndexer,
+    Key,
+    KeyProviderError,
+    MasterKeys,
+    VaultError,
+    context,
+    index_bits,
+    key_id_of,
+    load_master_keys,
+)
+
+INDEX_ROOT = "blind-index-root"
+
+_master: MasterKeys | None = None
+_lab_keys: dict[bytes, Key] = {}
+_active_lab_key: dict[int, Key] = {}
+_indexer: BlindIndexer | None = None
+
+
+def clear_caches() -> None:
+    global _master, _indexer
+    _master = None
+    _indexer = None
+    _lab_keys.clear()
+    _active_lab_key.clear()
+
+
+def master_keys() -> MasterKeys:
+    global _master
+    if _master is None:
+        import os
+
+        _master = load_master_keys(config.key_file(), os.environ)
+    return _master
+
+
+def _unwrap_with_master(wrapped: bytes, master_key_id: str, ad: bytes, what: str) -> Key:
+    master = master_keys().by_id(bytes.fromhex(master_key_id))
+    try:
+        return master.unwrap(wrapped, ad)
+    except VaultError:
+        raise KeyProviderError(
+            f"{what} does not open with master key {master.hex_id}: the key or the "
+            "database has been altered"
+        ) from None
+
+
+def initialise(expected_patients: int | None = None) -> bool:
+    """Create the installation keys if this database has none. True if created."""
+    if InstallationKey.objects.filter(purpose=INDEX_ROOT).exists():
+        return False
+    master = master_keys().current
+    root = Key.generate()
+    rows = expected_patients or settings.COFFRE_EXPECTED_PATIENTS
+    InstallationKey.objects.create(
+        purpose=INDEX_ROOT, key_id=root.hex_id, master_key_id=master.hex_id,
+        wrapped=master.wrap(root, context("installation-key", INDEX_ROOT)),
+        index_bits=index_bits(rows),
+    )
+    return True
+
+
+def check() -> None:
+    """Fail closed: raise KeyProviderError unless the master key opens this database."""
+    try:
+        root = InstallationKey.objects.get(purpose=INDEX_ROOT)
+    except InstallationKey.DoesNotExist:
+        raise KeyProviderError("this database has no keyring: run `coffre init` first") from None
+    master = master_keys()
+    if not any(k.hex_id == root.master_key_id for k in (master.current, *master.older)):
+        raise KeyProviderError(
+            f"this database was sealed with master key {root.master_key_id}, but "
+            f"{master.source} holds key {master.current.hex_id}: wrong key file?"
+        )
+    indexer()
+    for lab_key in LabKey.objects.all():
+        _load_lab_key(lab_key)
+
+
+def indexer() -> BlindIndexer:
+    global _indexer
+    if _indexer is None:
+        try:
+            row = InstallationKey.objects.get(purpose=INDEX_ROOT)
+        except InstallationKey.DoesNotExist:
+            raise KeyProviderError("this database has no keyring: run `coffre init`") from None
+        root = _unwrap_with_master(bytes(row.wrapped), row.master_key_id,
+                                   context("installation-key", INDEX_ROOT), "the index key")
+        _indexer = BlindIndexer(root, row.index_bits)
+    return _indexer
+
+
+def create_lab_key(lab_id: int) -> Key:
+    master = master_keys().current
+    key = Key.generate()
+    with transaction.atomic():
+        LabKey.objects.filter(lab_id=lab_id, active=True).update(active=False)
+        LabKey.objects.create(lab_id=lab_id, key_id=key.hex_id, master_key_id=master.hex_id,
+                              wrapped=master.wrap(key, context("lab-key", lab_id)))
+    _lab_keys[key.key_id] = key
+    _active_lab_key[lab_id] = key
+    return key
+
+
+def _load_lab_key(row: LabKey) -> Key:
+    key = _unwrap_with_master(bytes(row.wrapped), row.master_key_id,
+                              context("lab-key", row.lab_id), f"the key of lab {row.lab_id}")
+    _lab_keys[key.key_id] = key
+    if row.active:
+        _active_lab_key[row.lab_id] = key
+    return key
+
+
+def lab_key_by_id(key_id: bytes) -> Key:
+    key = _lab_keys.get(key_id)
+    if key is None:
+        try:
+            row = LabKey.objects.get(key_id=key_id.hex())
+        except LabKey.DoesNotExist:
+            raise KeyProviderError(f"lab key {key_id.hex()} is not in this database") from None
+        key = _load_lab_key(row)
+    return key
+
+
+def active_lab_key(lab_id: int) -> Key:
+    key = _active_lab_key.get(lab_id)
+    if key is None:
+        try:
+            row = LabKey.objects.get(lab_id=lab_id, active=True)
+        except LabKey.DoesNotExist:
+            raise KeyProviderError(f"lab {lab_id} has no active key") from None
+        key = _load_lab_key(row)
+    return key
+
+
+def new_row_key(lab_id: int, table: str, row_id: object) -> tuple[Key, bytes]:
+    """A fresh data key for one row, and its wrapped form to store beside the row."""
+    key = Key.generate()
+    return key, active_lab_key(lab_id).wrap(key, context(table, "data-key", row_id))
+
+
+def open_row_key(wrapped: bytes, table: str, row_id: object) -> Key:
+    wrapped = bytes(wrapped)
+    return lab_key_by_id(key_id_of(wrapped)).unwrap(wrapped, context(table, "data-key", row_id))

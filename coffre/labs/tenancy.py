@@ -1,0 +1,24 @@
+"""Who is acting, for which lab. Every read of patient data takes an Actor.
+
+An Actor is built by the web login, the CLI (operating-system user) or an API token;
+the identity access layer scopes every patient query to ``actor.lab_id``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Actor:
+    person: str  # username, or "os:<user>" for the CLI
+    lab_id: int
+    role: str
+    channel: str  # "web", "cli" or "api"
+    address: str = ""
+
+
+def cli_actor(lab_id: int, role: str = "cli") -> Actor:
+    """The CLI acts as the operating-system user who ran it."""
+    return Actor(person=f"os:{getpass.getuser()}", lab_id=lab_id, role=role, channel="cli")

@@ -1,0 +1,167 @@
+"""Django settings. Every value comes from the environment through coffre.config."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from coffre import config
+
+BASE_DIR = Path(__file__).resolve().parent
+COFFRE_HOME = config.home()
+
+
+def _secret_key() -> str:
+    """Django's SECRET_KEY signs sessions and CSRF tokens; it never protects patient data.
+
+    It lives in its own file under COFFRE_HOME (or COFFRE_SECRET_KEY), created on first
+    use; no vault key is derived from it.
+    """
+    if os.environ.get("COFFRE_SECRET_KEY"):
+        return os.environ["COFFRE_SECRET_KEY"]
+    path = COFFRE_HOME / "secret_key"
+    if not path.exists():
+        COFFRE_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = config.env_bool("COFFRE_DEBUG", False)
+ALLOWED_HOSTS = [h for h in os.environ.get("COFFRE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "coffre.labs",
+    "coffre.keyring",
+    "coffre.identity",
+    "coffre.accounts",
+    "coffre.audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "coffre.urls"
+WSGI_APPLICATION = "coffre.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "coffre.accounts.context.acting_lab",
+            ],
+        },
+    },
+]
+
+
+def _databases() -> dict:
+    url = config.database_url()
+    if url:
+        database = dj_database_url.parse(url, conn_max_age=60)
+        database["TEST"] = {"NAME": os.environ.get("COFFRE_TEST_DATABASE_NAME")
+                            or f"test_{database['NAME']}"}
+        return {"default": database}
+    path = config.sqlite_path()
+    return {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            # A test database is a file under COFFRE_HOME too, so the leak check sees it.
+            "TEST": {"NAME": COFFRE_HOME / "test.sqlite3"},
+            "OPTIONS": {
+                # WAL for concurrent readers; secure_delete so freed pages (a shredded
+                # data key, an erased patient) are overwritten, not left in the file.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA secure_delete=ON; "
+                                "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+
+
+DATABASES = _databases()
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+SESSION_COOKIE_AGE = config.env_int("COFFRE_SESSION_SECONDS", 30 * 60)
+SESSION_SAVE_EVERY_REQUEST = True  # inactivity expiry, not a fixed lifetime
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if config.env_bool("COFFRE_HTTPS", False):
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_SSL_REDIRECT = True
+
+LANGUAGE_CODE = "fr"
+LANGUAGES = [("fr", "Français"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = "Europe/Paris"
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Static files are served by WhiteNoise straight from the package (no collect step);
+# production may collect them to COFFRE_STATIC_ROOT for a reverse proxy.
+STATIC_ROOT = os.environ.get("COFFRE_STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
+
+# Logs never carry patient values: only ids, counts and outcomes are logged by Coffre,
+# and Django's request logger (which can echo URLs and POST data on errors) is muted.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "coffre": {"handlers": ["console"], "level": "INFO"},
+        "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
+
+# Blind index truncation is sized for the planned number of patients (coffre.vault.blind).
+COFFRE_EXPECTED_PATIENTS = config.env_int("COFFRE_EXPECTED_PATIENTS", 500_000)

@@ -1,0 +1,18 @@
+"""WSGI entry point. Refuses to start unless the master key opens the database."""
+
+import os
+import sys
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
+application = get_wsgi_application()
+
+from coffre.keyring import services as keyring  # noqa: E402  (needs Django set up)
+from coffre.vault import VaultError  # noqa: E402
+
+try:
+    keyring.check()
+except VaultError as exc:
+    sys.stderr.write(f"coffre: refusing to start: {exc}\n")
+    raise SystemExit(2) from None

@@ -1,0 +1,65 @@
+"""Fixtures: two labs, a person of each, and a fresh keyring for every test."""
+
+from __future__ import annotations
+
+import pytest
+
+from coffre.identity.french import nir_key
+from coffre.keyring import services as keyring
+from coffre.labs.tenancy import Actor
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keyring():
+    """Unwrapped keys are cached per process; the test database is new each time."""
+    keyring.clear_caches()
+    yield
+    keyring.clear_caches()
+
+
+@pytest.fixture
+def vault(db):
+    keyring.initialise(expected_patients=1_000)
+    return keyring
+
+
+@pytest.fixture
+def lab_a(vault):
+    from coffre.labs.services import add_lab
+
+    return add_lab("750000010", "Laboratoire A")
+
+
+@pytest.fixture
+def lab_b(vault):
+    from coffre.labs.services import add_lab
+
+    return add_lab("690000013", "Laboratoire B")
+
+
+@pytest.fixture
+def actor_a(lab_a) -> Actor:
+    return Actor(person="alice", lab_id=lab_a.id, role="secretary", channel="web")
+
+
+@pytest.fixture
+def actor_b(lab_b) -> Actor:
+    return Actor(person="bob", lab_id=lab_b.id, role="secretary", channel="web")
+
+
+def make_nir(sex: str, year: int, month: int, place: str = "75056", serial: str = "123") -> str:
+    body = f"{1 if sex == 'M' else 2}{year % 100:02d}{month:02d}{place}{serial}"
+    return body + nir_key(body)
+
+
+def patient_row(**overrides: str) -> dict[str, str]:
+    row = {
+        "nir": make_nir("F", 1985, 3), "birth_name": "Lefèvre", "used_name": "Martin",
+        "first_names": "Claire Anne", "sex": "F", "birth_date": "1985-03-14",
+        "birth_place": "75056", "address": "12 rue des Lilas", "postal_code": "75011",
+        "city": "Paris", "phone": "06 12 34 56 78", "email": "claire.lefevre@example.fr",
+        "blood_group": "A+", "doctor_rpps": "10003456786", "doctor_name": "Dr Paul Bernard",
+        "insurer": "CPAM de Paris", "notes": "Grossesse en cours, 2e trimestre",
+    }
+    row.update(overrides)
+    return row

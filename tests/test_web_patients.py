@@ -1,0 +1,70 @@
+"""The staff pages: login, search (POST only), patient page, tenancy on every page."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from coffre.accounts.models import Membership, Role
+from coffre.identity.access import create_patient
+from tests.conftest import make_nir, patient_row
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture
+def staff_a(lab_a):
+    user = get_user_model().objects.create_user("alice", password=PASSWORD)
+    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
+    return user
+
+
+@pytest.fixture
+def client_a(client, staff_a):
+    assert client.login(username="alice", password=PASSWORD)
+    return client
+
+
+def test_the_patient_pages_need_a_login(client, actor_a):
+    patient = create_patient(actor_a, patient_row())
+    for url in ("/patients/", f"/patients/{patient.id}/"):
+        response = client.get(url)
+        assert response.status_code == 302 and "/connexion/" in response["Location"]
+
+
+def test_the_pages_speak_french_by_default(client_a):
+    page = client_a.get("/patients/").content.decode()
+    assert "Rechercher un patient" in page and 'lang="fr"' in page
+
+
+def test_a_search_finds_a_patient_of_the_lab_and_opens_the_record(client_a, actor_a):
+    patient = create_patient(actor_a, patient_row())
+    page = client_a.post("/patients/", {"name": "lefevre", "birth_date": "1985-03-14"})
+    assert f"/patients/{patient.id}/" in page.content.decode()
+    record = client_a.get(f"/patients/{patient.id}/").content.decode()
+    assert "Lefèvre" in record and "+33612345678" in record
+
+
+def test_a_search_never_puts_the_criteria_in_a_url(client_a, actor_a):
+    create_patient(actor_a, patient_row())
+    response = client_a.get("/patients/", {"nir": make_nir("F", 1985, 3)})
+    assert "Lefèvre" not in response.content.decode()  # GET does not search
+    assert response.status_code == 200
+
+
+def test_a_patient_of_another_lab_is_a_plain_404(client_a, actor_b):
+    theirs = create_patient(actor_b, patient_row())
+    response = client_a.get(f"/patients/{theirs.id}/")
+    assert response.status_code == 404
+    assert "Lefèvre" not in response.content.decode()
+    found = client_a.post("/patients/", {"email": "claire.lefevre@example.fr"})
+    assert f"/patients/{theirs.id}/" not in found.content.decode()
+
+
+def test_a_bad_search_says_what_is_wrong_without_echoing_the_value(client_a):
+    page = client_a.post("/patients/", {"nir": "285037505612399"}).content.decode()
+    assert "NIR" in page and "285037505612399" not in page.split("<form")[0]
+
+
+def test_the_record_page_carries_no_patient_value_in_its_url(client_a, actor_a):
+    patient = create_patient(actor_a, patient_row())
+    page = client_a.post("/patients/", {"phone": "0612345678"}).content.decode()
+    assert f'href="/patients/{patient.id}/"' in page
