@@ -33,7 +33,8 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = config.env_bool("COFFRE_DEBUG", False)
-ALLOWED_HOSTS = [h for h in os.environ.get("COFFRE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+ALLOWED_HOSTS = [host for host in
+                 os.environ.get("COFFRE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if host]
 
 INSTALLED_APPS = [
     "django.contrib.auth",

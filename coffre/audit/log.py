@@ -12,17 +12,14 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from coffre.audit.models import AccessEvent
+from coffre.bulk import bulk_insert
 from coffre.labs.tenancy import Actor
 
 
 def record(actor: Actor, action: str, patient_ids: Iterable[uuid.UUID | None], *,
            kind: str = "identity", outcome: str = "ok") -> None:
     """One entry per patient touched (one with no patient for an empty search)."""
-    now = timezone.now()
-    ids = list(patient_ids) or [None]
-    AccessEvent.objects.bulk_create(
-        AccessEvent(at=now, person=actor.person, role=actor.role, channel=actor.channel,
-                    lab_id=actor.lab_id, patient_id=pid, action=action, kind=kind,
-                    address=actor.address, outcome=outcome)
-        for pid in ids
-    )
+    entry = {"at": timezone.now(), "person": actor.person, "role": actor.role,
+             "channel": actor.channel, "lab_id": actor.lab_id, "action": action,
+             "kind": kind, "address": actor.address, "outcome": outcome}
+    bulk_insert(AccessEvent, [{**entry, "patient_id": pid} for pid in list(patient_ids) or [None]])

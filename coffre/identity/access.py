@@ -6,7 +6,6 @@ PatientNotFound, the same empty search.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Iterable
 
@@ -19,10 +18,10 @@ from coffre.identity.models import Patient
 from coffre.identity.registry import (
     FieldError,
     PatientRecord,
-    build_patient,
     clean_values,
     index_values,
     open_patient,
+    sealed_row,
 )
 from coffre.labs.tenancy import Actor
 
@@ -67,25 +66,26 @@ def access_patient(actor: Actor, patient_id: uuid.UUID | str,
 
 
 def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: str | None,
-              email: str | None) -> tuple[Q, dict[str, str], str]:
-    """The index filter, the canonical values to confirm, and the kind of search."""
+              email: str | None) -> tuple[list[Q], dict[str, str], str]:
+    """The index filters (one query each, so each uses its index), the canonical values
+    to confirm, and the kind of search."""
     try:
         if nir:
             values = {"nir": french.clean_nir(nir)}
-            return Q(bi_nir=index_values(values)["bi_nir"]), values, "nir"
+            return [Q(bi_nir=index_values(values)["bi_nir"])], values, "nir"
         if name or birth_date:
             if not (name and birth_date):
                 raise SearchError("a search by name needs the birth date too")
             dob = french.clean_birth_date(birth_date).isoformat()
             idx = index_values({"birth_name": name, "birth_date": dob})["bi_birth_name_dob"]
-            return (Q(bi_birth_name_dob=idx) | Q(bi_used_name_dob=idx),
+            return ([Q(bi_birth_name_dob=idx), Q(bi_used_name_dob=idx)],
                     {"name": french.normalize_name(name), "birth_date": dob}, "name")
         if phone:
             values = {"phone": french.clean_phone(phone)}
-            return Q(bi_phone=index_values(values)["bi_phone"]), values, "phone"
+            return [Q(bi_phone=index_values(values)["bi_phone"])], values, "phone"
         if email:
             values = {"email": french.clean_email(email)}
-            return Q(bi_email=index_values(values)["bi_email"]), values, "email"
+            return [Q(bi_email=index_values(values)["bi_email"])], values, "email"
     except french.InvalidValue as exc:
         raise SearchError(str(exc)) from None
     raise SearchError("give a NIR, a name and birth date, a phone or an email")
@@ -108,12 +108,13 @@ def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = No
                   birth_date: str | None = None, phone: str | None = None,
                   email: str | None = None) -> list[PatientRecord]:
     """Search the actor's lab through the blind indexes; every match read is recorded."""
-    index_filter, wanted, kind = _criteria(nir, name, birth_date, phone, email)
-    matches = []
-    for patient in patients_for(actor).filter(index_filter, data_key__isnull=False):
-        record = open_patient(patient)
-        if _confirms(record, wanted, kind):
-            matches.append(record)
+    index_filters, wanted, kind = _criteria(nir, name, birth_date, phone, email)
+    candidates: dict[uuid.UUID, Patient] = {}
+    for index_filter in index_filters:
+        for patient in patients_for(actor).filter(index_filter, data_key__isnull=False):
+            candidates[patient.id] = patient
+    matches = [record for record in map(open_patient, candidates.values())
+               if _confirms(record, wanted, kind)]
     log.record(actor, "search", [r.id for r in matches],
                outcome="ok" if matches else "no_match")
     return matches
@@ -124,12 +125,9 @@ def create_patient(actor: Actor, raw: dict[str, str]) -> PatientRecord:
     if errors:
         raise InvalidPatient(errors)
     with transaction.atomic():
-        patient = build_patient(actor.lab_id, values)
+        patient = Patient(**sealed_row(actor.lab_id, values))
         patient.save(force_insert=True)
         log.record(actor, "create", [patient.id])
     values.pop("identity_status")
     return PatientRecord(patient.id, patient.lab_id, patient.identity_status, values)
 
-
-def birth_date_of(record: PatientRecord) -> dt.date | None:
-    return dt.date.fromisoformat(record.birth_date) if record.birth_date else None

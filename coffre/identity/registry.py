@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+
+from django.utils import timezone
 
 from coffre.identity import french
 from coffre.identity.models import SEALED_FIELDS, IdentityStatus, Patient
 from coffre.keyring import services as keyring
-from coffre.vault import Key, context
+from coffre.vault import Key, context_prefix
 
 TABLE = "patient"
 
@@ -72,10 +74,13 @@ _NAME_FIELDS = ("birth_name", "used_name", "first_names", "city", "doctor_name")
 MAX_LENGTHS = {"notes": 4000, "treatments": 4000, "address": 200}
 
 
-def clean_values(raw: dict[str, str]) -> tuple[dict[str, str], list[FieldError]]:
+def clean_values(raw: dict[str, str], phone_memo: dict[str, str] | None = None
+                 ) -> tuple[dict[str, str], list[FieldError]]:
     """Validate one patient's values. Returns the canonical values and every error.
 
-    Error reasons name the column and the rule, never the value.
+    Error reasons name the column and the rule, never the value. ``phone_memo`` lets a bulk
+    import reuse the costly phone validation (~60 us) between its two passes; it lives
+    in memory for that import only.
     """
     values: dict[str, str] = {}
     errors: list[FieldError] = []
@@ -86,12 +91,16 @@ def clean_values(raw: dict[str, str]) -> tuple[dict[str, str], list[FieldError]]
                 errors.append(FieldError(name, "is required"))
             values[name] = ""
             continue
-        if len(text) > MAX_LENGTHS.get(name, 100):
-            errors.append(FieldError(name, f"is longer than {MAX_LENGTHS.get(name, 100)} characters"))
+        limit = MAX_LENGTHS.get(name, 100)
+        if len(text) > limit:
+            errors.append(FieldError(name, f"is longer than {limit} characters"))
             continue
         cleaner = _CLEANERS.get(name)
         try:
-            cleaned = cleaner(text) if cleaner else " ".join(text.split())
+            if phone_memo is not None and name == "phone":
+                cleaned = phone_memo.get(text) or phone_memo.setdefault(text, cleaner(text))
+            else:
+                cleaned = cleaner(text) if cleaner else " ".join(text.split())
         except french.InvalidValue as exc:
             errors.append(FieldError(name, str(exc)))
             continue
@@ -128,33 +137,36 @@ def index_values(values: dict[str, str]) -> dict[str, int | None]:
         "bi_nir": single("nir", values.get("nir", ""), french.normalize_nir),
         "bi_birth_name_dob": name_dob(values.get("birth_name", "")),
         "bi_used_name_dob": name_dob(values.get("used_name", "")),
-        "bi_phone": single("phone", values.get("phone", ""), french.normalize_phone),
+        "bi_phone": single("phone", values.get("phone", ""),
+                           lambda phone: french.normalize_phone(phone, canonical=True)),
         "bi_email": single("email", values.get("email", ""), french.normalize_email),
     }
 
 
+_AD_PREFIX = {name: context_prefix(TABLE, name) for name in SEALED_FIELDS}
+
+
 def seal_values(key: Key, row_id: uuid.UUID, values: dict[str, str]) -> dict[str, bytes]:
-    return {name: key.seal(values.get(name, ""), context(TABLE, name, row_id), min_size)
+    row = str(row_id).encode()
+    return {name: key.seal(values.get(name, ""), _AD_PREFIX[name] + row, min_size)
             for name, min_size in SEALED_FIELDS.items()}
 
 
-def build_patient(lab_id: int, values: dict[str, str], *, encrypt: bool = True) -> Patient:
-    """An unsaved Patient row holding the sealed values and their blind indexes."""
+def sealed_row(lab_id: int, values: dict[str, str]) -> dict[str, object]:
+    """A new patient row (column -> value) holding sealed values and blind indexes."""
     row_id = uuid.uuid4()
     key, wrapped = keyring.new_row_key(lab_id, TABLE, row_id)
-    sealed = seal_values(key, row_id, values)
-    return Patient(id=row_id, lab_id=lab_id, identity_status=values["identity_status"],
-                   data_key=wrapped, **sealed, **index_values(values))
+    now = timezone.now()
+    return {"id": row_id, "lab_id": lab_id, "identity_status": values["identity_status"],
+            "data_key": wrapped, "created_at": now, "updated_at": now,
+            **seal_values(key, row_id, values), **index_values(values)}
 
 
 def open_patient(patient: Patient, names: Iterable[str] | None = None) -> PatientRecord:
     """Decrypt the named fields (all by default) of a row into a record."""
     key = keyring.open_row_key(patient.data_key, TABLE, patient.id)
     wanted = SEALED_FIELDS if names is None else names
-    values = {name: key.open(getattr(patient, name), context(TABLE, name, patient.id))
-              for name in wanted}
+    row = str(patient.id).encode()
+    values = {name: key.open(getattr(patient, name), _AD_PREFIX[name] + row) for name in wanted}
     return PatientRecord(patient.id, patient.lab_id, patient.identity_status, values)
 
-
-def record_fields() -> list[str]:
-    return [f.name for f in fields(PatientRecord)]

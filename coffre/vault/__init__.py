@@ -5,7 +5,7 @@ data naming a value's place), :class:`BlindIndexer` and :func:`index_bits`, the 
 key providers, and the errors. Primitives stay private to this package.
 """
 
-from coffre.vault.aead import Key, context, key_id_of
+from coffre.vault.aead import Key, context, context_prefix, key_id_of
 from coffre.vault.blind import BlindIndexer, index_bits
 from coffre.vault.errors import DecryptionError, KeyProviderError, VaultError
 from coffre.vault.master import (
@@ -26,6 +26,7 @@ __all__ = [
     "VaultError",
     "add_key_version",
     "context",
+    "context_prefix",
     "create_key_file",
     "index_bits",
     "key_id_of",

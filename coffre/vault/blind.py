@@ -22,7 +22,7 @@ def index_bits(expected_rows: int) -> int:
     """Largest truncation keeping at least two expected rows per index value."""
     if expected_rows < 8:
         return 1
-    bits = min(MAX_BITS, int(math.floor(math.log2(expected_rows / 2))))
+    bits = min(MAX_BITS, math.floor(math.log2(expected_rows / 2)))
     coincidences = expected_rows / 2**bits
     assert 2 <= coincidences <= math.sqrt(expected_rows)
     return bits

@@ -1,0 +1,151 @@
+"""Registry benchmark: encrypted import against a plaintext baseline, and lookups.
+
+    .venv/bin/python bench/registry.py                 # 100,000 and 491,840 patients
+    .venv/bin/python bench/registry.py --sizes 20000   # a quick run
+
+For each size: write a synthetic CSV (not timed), then in a fresh process each, import
+it with full encryption and blind indexes, and through the same code path with
+encryption switched off (this benchmark's own plaintext ``encrypt`` function); report
+patients per second, the ratio and peak memory; then time lookups by NIR and by name +
+birth date through the real access layer (audit entry included). Figures are ratios
+and medians measured in the same run, as these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FINESS = "750000010"
+
+
+def write_csv(path: Path, count: int) -> None:
+    import csv
+
+    from coffre.identity.synthetic import generate_patients
+
+    rows = generate_patients(count, seed=2021)
+    first = next(rows)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerow(first)
+        writer.writerows(rows)
+
+
+def plaintext_patient(lab_id: int, values: dict[str, str]) -> dict:
+    """The baseline: the same row shape with values stored as plain bytes."""
+    import uuid
+
+    from django.utils import timezone
+
+    from coffre.identity.models import BLIND_INDEXES, SEALED_FIELDS
+
+    now = timezone.now()
+    return {"id": uuid.uuid4(), "lab_id": lab_id, "identity_status": values["identity_status"],
+            "data_key": b"", "created_at": now, "updated_at": now,
+            **{name: values.get(name, "").encode() for name in SEALED_FIELDS},
+            **{f"bi_{name}": None for name in BLIND_INDEXES}}
+
+
+def worker(mode: str, csv_path: Path, lookups: int) -> dict:
+    """Runs in its own process with its own COFFRE_HOME."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from coffre.identity.access import find_patients
+    from coffre.identity.importer import csv_rows, import_rows
+    from coffre.identity.registry import sealed_row
+    from coffre.keyring import services as keyring
+    from coffre.labs.services import add_lab
+    from coffre.labs.tenancy import cli_actor
+    from coffre.vault import create_key_file
+
+    create_key_file(Path(os.environ["COFFRE_HOME"]) / "keys" / "master.key")
+    call_command("migrate", verbosity=0)
+    keyring.initialise()
+    lab = add_lab(FINESS, "Laboratoire Bench")
+    actor = cli_actor(lab.id)
+    encrypt = sealed_row if mode == "encrypted" else plaintext_patient
+    started = time.perf_counter()
+    report = import_rows(actor, lambda: csv_rows(csv_path), encrypt=encrypt)
+    elapsed = time.perf_counter() - started
+    result = {"mode": mode, "patients": report.imported, "seconds": elapsed,
+              "per_second": report.imported / elapsed}
+    if mode == "encrypted" and lookups:
+        result.update(time_lookups(actor, csv_path, lookups, find_patients))
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def time_lookups(actor, csv_path: Path, count: int, find) -> dict:
+    import csv
+
+    with open(csv_path, encoding="utf-8") as handle:
+        rows = [r for _, r in zip(range(count * 7), csv.DictReader(handle), strict=False)
+                if r["nir"]][::7][:count]
+    by_nir, by_name = [], []
+    for row in rows:
+        started = time.perf_counter()
+        assert find(actor, nir=row["nir"])
+        by_nir.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        assert find(actor, name=row["birth_name"], birth_date=row["birth_date"])
+        by_name.append(time.perf_counter() - started)
+    return {"lookup_nir_median_ms": statistics.median(by_nir) * 1000,
+            "lookup_name_median_ms": statistics.median(by_name) * 1000,
+            "lookup_nir_p99_ms": sorted(by_nir)[int(len(by_nir) * 0.99)] * 1000,
+            "lookups": len(rows)}
+
+
+def run_worker(mode: str, csv_path: Path, lookups: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"coffre-bench-{mode}-") as home:
+        env = {**os.environ, "COFFRE_HOME": home, "COFFRE_EXPECTED_PATIENTS": "500000"}
+        env.pop("COFFRE_DATABASE_URL", None)
+        output = subprocess.run(
+            [sys.executable, __file__, "worker", mode, str(csv_path), str(lookups)],
+            env=env, check=True, capture_output=True, text=True).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        print(json.dumps(worker(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 491_840])
+    parser.add_argument("--lookups", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="coffre-bench-") as tmp:
+        for size in args.sizes:
+            csv_path = Path(tmp) / f"patients-{size}.csv"
+            write_csv(csv_path, size)
+            plain = run_worker("plain", csv_path, 0)
+            sealed = run_worker("encrypted", csv_path, args.lookups)
+            print(f"\n== {size:,} patients (SQLite, one lab, {os.cpu_count()} cores)")
+            print(f"import plaintext baseline: {plain['seconds']:7.1f} s  "
+                  f"{plain['per_second']:8,.0f} patients/s  peak {plain['peak_rss_mib']:.0f} MiB")
+            print(f"import encrypted:          {sealed['seconds']:7.1f} s  "
+                  f"{sealed['per_second']:8,.0f} patients/s  peak {sealed['peak_rss_mib']:.0f} MiB")
+            print(f"ratio encrypted/plain:     {sealed['per_second'] / plain['per_second']:.2f}")
+            print(f"lookup by NIR:             median {sealed['lookup_nir_median_ms']:.2f} ms "
+                  f"(p99 {sealed['lookup_nir_p99_ms']:.2f} ms, {sealed['lookups']} lookups)")
+            print(f"lookup by name + birth:    median {sealed['lookup_name_median_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

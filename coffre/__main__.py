@@ -1,0 +1,7 @@
+"""``python -m coffre`` is the ``coffre`` command."""
+
+import sys
+
+from coffre.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""The ``coffre`` command. Each subcommand parses its arguments and calls services.
+
+Every command but ``init`` first opens the vault and fails closed: a missing,
+unreadable or wrong master key stops it with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from coffre import config
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+class CommandError(Exception):
+    """A clear, user-facing failure; printed without a traceback, exit code 1."""
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = handler
+        return handler
+
+    return register
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
+    import django
+
+    django.setup()
+
+
+def open_vault() -> None:
+    """Check the master key before Django touches anything, then against the database."""
+    from coffre.vault import load_master_keys
+
+    load_master_keys(config.key_file(), os.environ)
+    if not config.database_url() and not config.sqlite_path().exists():
+        from coffre.vault import KeyProviderError
+
+        raise KeyProviderError(f"no database at {config.sqlite_path()}: run `coffre init`")
+    _setup_django()
+    from django.db import DatabaseError
+
+    from coffre.keyring import services as keyring
+
+    try:
+        keyring.check()
+    except DatabaseError:
+        raise CommandError("the database is not initialised: run `coffre init`") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    from coffre import commands  # registers the handlers
+
+    top = argparse.ArgumentParser(prog="coffre", description="Coffre laboratory system")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_arguments(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from coffre.vault import VaultError
+
+    try:
+        if args.command != "init":
+            open_vault()
+        return COMMANDS[args.command](args)
+    except VaultError as exc:
+        print(f"coffre: key problem: {exc}", file=sys.stderr)
+        return 2
+    except config.ConfigError as exc:
+        print(f"coffre: configuration problem: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"coffre: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("coffre: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+def print_json_lines(rows: list[dict]) -> None:
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
+

@@ -1,0 +1,181 @@
+"""Handlers of the ``coffre`` subcommands (registered in coffre.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from coffre import config
+from coffre.cli import CommandError, command, print_json_lines
+from coffre.progress import bars
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create the key file and database (idempotent)")
+    p.add_argument("--expected-patients", type=int, default=None,
+                   help="planned number of patients, sizes the blind indexes")
+
+    p = sub.add_parser("serve", help="serve the web interface (development server)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("demo", help="load a small demo data set and print the demo logins")
+    p.add_argument("--patients", type=int, default=300, help="patients per demo lab")
+
+    p = sub.add_parser("generate", help="generate synthetic patients (Faker fr_FR)")
+    p.add_argument("--patients", type=int, default=1000)
+    p.add_argument("--labs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=2021)
+    p.add_argument("--profile", choices=["seed"], help="seed = 491,840 patients in 28 labs")
+
+    lab = sub.add_parser("lab", help="laboratories").add_subparsers(dest="lab_command",
+                                                                    required=True)
+    p = lab.add_parser("add")
+    p.add_argument("--finess", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--address", default="")
+    lab.add_parser("list")
+
+    imp = sub.add_parser("import", help="import data").add_subparsers(dest="what",
+                                                                       required=True)
+    p = imp.add_parser("patients", help="registry CSV (docs/import-format.md)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="import the valid rows and report the others")
+
+    pat = sub.add_parser("patient", help="patients").add_subparsers(dest="patient_command",
+                                                                    required=True)
+    p = pat.add_parser("find")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--nir")
+    group.add_argument("--name")
+    group.add_argument("--phone")
+    group.add_argument("--email")
+    p.add_argument("--birth-date", metavar="YYYY-MM-DD")
+
+    sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
+
+
+@command("init")
+def init(args: argparse.Namespace) -> int:
+    from coffre.setup import initialise
+
+    for line in initialise(args.expected_patients):
+        print(line)
+    return 0
+
+
+@command("serve")
+def serve(args: argparse.Namespace) -> int:
+    from django.core.management import call_command
+
+    print(f"Coffre is serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    call_command("runserver", f"{args.host}:{args.port}", use_reloader=False,
+                 use_threading=True, skip_checks=True)
+    return 0
+
+
+@command("demo")
+def demo(args: argparse.Namespace) -> int:
+    from coffre.setup import load_demo
+
+    for line in load_demo(args.patients):
+        print(line)
+    return 0
+
+
+@command("generate")
+def generate(args: argparse.Namespace) -> int:
+    from coffre.setup import SEED_LABS, SEED_PATIENTS, generate_patients
+
+    patients, labs = (SEED_PATIENTS, SEED_LABS) if args.profile == "seed" \
+        else (args.patients, args.labs)
+    if patients < 1 or labs < 1:
+        raise CommandError("--patients and --labs must be at least 1")
+    with bars() as add:
+        done = generate_patients(patients, labs, args.seed, add)
+    print(f"generated {done} patients in {labs} laboratories (seed {args.seed})")
+    return 0
+
+
+@command("lab")
+def lab(args: argparse.Namespace) -> int:
+    from coffre.labs.models import Lab
+    from coffre.labs.services import LabError, add_lab
+
+    if args.lab_command == "add":
+        try:
+            created = add_lab(args.finess, args.name, args.address)
+        except LabError as exc:
+            raise CommandError(str(exc)) from None
+        print_json_lines([{"finess": created.finess, "name": created.name}])
+        return 0
+    print_json_lines([{"finess": lab.finess, "name": lab.name, "address": lab.address}
+                      for lab in Lab.objects.order_by("finess")])
+    return 0
+
+
+def _lab(finess: str):
+    from coffre.labs.services import LabError, lab_by_finess
+
+    try:
+        return lab_by_finess(finess)
+    except LabError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@command("import")
+def import_patients(args: argparse.Namespace) -> int:
+    from coffre.identity.importer import ImportFileError, csv_rows, import_rows
+    from coffre.labs.tenancy import cli_actor
+
+    target = _lab(args.lab)
+    actor = cli_actor(target.id, role="import")
+    try:
+        with bars() as add:
+            report = import_rows(actor, lambda: csv_rows(args.file),
+                                 skip_invalid=args.skip_invalid,
+                                 advance_check=add("checking", None),
+                                 advance_write=add("encrypting and writing", None))
+    except ImportFileError as exc:
+        raise CommandError(f"{args.file}: {exc}; nothing was imported") from None
+    for error in report.errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    if report.errors and not args.skip_invalid:
+        print(f"{len(report.errors)} problems in {len({e.line for e in report.errors})} rows "
+              f"of {report.rows_read}: nothing was imported (fix them, or use --skip-invalid)",
+              file=sys.stderr)
+        return 1
+    print(f"imported {report.imported} patients into {target.name} ({target.finess}); "
+          f"{report.rows_read - report.imported} rows skipped")
+    return 0
+
+
+@command("patient")
+def patient_find(args: argparse.Namespace) -> int:
+    from coffre.identity.access import SearchError, find_patients
+    from coffre.labs.tenancy import cli_actor
+
+    target = _lab(args.lab)
+    try:
+        records = find_patients(cli_actor(target.id), nir=args.nir, name=args.name,
+                                birth_date=args.birth_date, phone=args.phone,
+                                email=args.email)
+    except SearchError as exc:
+        raise CommandError(str(exc)) from None
+    print_json_lines([{**r.as_row(), "lab": target.finess} for r in records])
+    return 0
+
+
+@command("leakcheck")
+def leakcheck(args: argparse.Namespace) -> int:
+    from coffre.leakcheck.run import run_leakcheck
+
+    with bars() as add:
+        lines, passed = run_leakcheck(config.home(), add)
+    for line in lines:
+        print(line)
+    return 0 if passed else 1

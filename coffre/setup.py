@@ -1,0 +1,112 @@
+"""Initialising an installation, the demo data set and synthetic data generation."""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+from collections.abc import Callable, Iterator
+
+from coffre import config
+
+SEED_PATIENTS = 491_840
+SEED_LABS = 28
+DEMO_LABS = 3
+Bars = Callable[[str, int | None], Callable[[int], None]]
+
+
+def initialise(expected_patients: int | None = None) -> Iterator[str]:
+    """Create COFFRE_HOME, the master key file, the schema and the keyring, as needed.
+
+    Never creates a new key for a database that already has one: that would make its
+    data unreadable. The missing key must be restored instead.
+    """
+    from coffre.cli import _setup_django
+    from coffre.vault import ENV_VAR, KeyProviderError, create_key_file
+
+    home = config.home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _setup_django()
+    from django.core.management import call_command
+
+    from coffre.keyring import services as keyring
+    from coffre.keyring.models import InstallationKey
+
+    call_command("migrate", verbosity=0, interactive=False)
+    yield f"database ready ({'PostgreSQL' if config.database_url() else config.sqlite_path()})"
+    sealed = InstallationKey.objects.exists()
+    key_file = config.key_file()
+    if ENV_VAR not in os.environ and not key_file.exists():
+        if sealed:
+            raise KeyProviderError(
+                f"this database is already sealed, but its master key file {key_file} is "
+                "missing: restore it from its safe place (a new key cannot read the data)")
+        create_key_file(key_file)
+        yield f"created master key file {key_file} (mode 0600): copy it to a safe place now"
+    keyring.clear_caches()
+    if keyring.initialise(expected_patients):
+        yield "created the installation keyring"
+    keyring.check()
+    yield "master key opens this database: ready"
+
+
+def generate_patients(patients: int, labs: int, seed: int, add: Bars) -> int:
+    """Synthetic labs and patients through the same import path as a CSV file."""
+    from coffre.identity import synthetic
+    from coffre.identity.importer import dict_rows, import_rows
+    from coffre.labs.models import Lab
+    from coffre.labs.services import add_lab
+    from coffre.labs.tenancy import cli_actor
+
+    sizes = _split(patients, labs, seed)
+    check = add("checking", patients)
+    write = add("encrypting and writing", patients)
+    start = 0
+    for index, size in enumerate(sizes):
+        finess = synthetic.generate_finess(index, seed)
+        lab = Lab.objects.filter(finess=finess).first() or add_lab(
+            finess, synthetic.lab_name(index, seed))
+        begin = start
+
+        def rows(begin: int = begin, size: int = size):
+            return dict_rows(synthetic.generate_patients(size, seed, start_index=begin))
+
+        report = import_rows(cli_actor(lab.id, role="generate"), rows,
+                             advance_check=check, advance_write=write)
+        if report.errors:
+            raise RuntimeError(f"generated data failed validation: {report.errors[0]}")
+        start += size
+    return start
+
+
+def _split(total: int, parts: int, seed: int) -> list[int]:
+    """Uneven but deterministic lab sizes, as real labs differ."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    weights = [rng.uniform(0.5, 1.5) for _ in range(parts)]
+    sizes = [int(total * w / sum(weights)) for w in weights]
+    sizes[0] += total - sum(sizes)
+    return sizes
+
+
+def load_demo(patients_per_lab: int) -> Iterator[str]:
+    """Demo labs with one account each; passwords are new at every run and printed once."""
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts.models import Membership, Role
+    from coffre.labs.models import Lab
+
+    user_model = get_user_model()
+    if not Lab.objects.exists():
+        generate_patients(patients_per_lab * DEMO_LABS, DEMO_LABS, seed=2021,
+                          add=lambda description, total: lambda n: None)
+        yield f"generated {patients_per_lab * DEMO_LABS} synthetic patients in {DEMO_LABS} labs"
+    yield "demo logins (new passwords at every start; each account is one person's):"
+    for number, lab in enumerate(Lab.objects.order_by("id")[:DEMO_LABS], start=1):
+        username = f"demo{number}"
+        password = secrets.token_urlsafe(12)
+        user, _ = user_model.objects.get_or_create(username=username)
+        user.set_password(password)
+        user.save()
+        Membership.objects.get_or_create(user=user, lab=lab,
+                                         defaults={"role": Role.SECRETARY})
+        yield f"  {username} / {password}  ({lab.name}, FINESS {lab.finess})"

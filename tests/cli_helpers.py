@@ -1,0 +1,60 @@
+"""Running the real ``coffre`` command in a private COFFRE_HOME (and database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from coffre import config
+
+
+@dataclass
+class Cli:
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True, stdin: str | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "coffre", *args], input=stdin,
+                                capture_output=True, text=True,
+                                env={**self.env, **(extra_env or {})}, timeout=600)
+        if check and result.returncode != 0:
+            raise AssertionError(f"coffre {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def json_lines(self, *args: str) -> list[dict]:
+        return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line]
+
+
+def make_cli(home: Path) -> tuple[Cli, str | None]:
+    """A CLI with its own home; on PostgreSQL, its own database (returned to drop)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"COFFRE_MASTER_KEY", "COFFRE_KEY_FILE", "DJANGO_SETTINGS_MODULE"}}
+    env["COFFRE_HOME"] = str(home)
+    env["COFFRE_EXPECTED_PATIENTS"] = "1000"
+    database = None
+    url = config.database_url()
+    if url:
+        database = f"coffre_cli_{uuid.uuid4().hex[:10]}"
+        _admin(f'CREATE DATABASE "{database}"')
+        env["COFFRE_DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + database
+    return Cli(home, env), database
+
+
+def drop_database(name: str | None) -> None:
+    if name:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    url = config.database_url() or ""
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(sql)

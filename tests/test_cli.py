@@ -1,0 +1,188 @@
+"""The ``coffre`` command end to end, as an administrator runs it."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from coffre.identity.registry import CSV_COLUMNS
+from coffre.identity.synthetic import generate_patients
+from tests.cli_helpers import drop_database, make_cli
+from tests.conftest import make_nir, patient_row
+
+FINESS = "750000010"
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    cli, database = make_cli(tmp_path_factory.mktemp("home"))
+    cli.run("init")
+    cli.run("lab", "add", "--finess", FINESS, "--name", "Laboratoire Test")
+    cli.run("lab", "add", "--finess", "690000013", "--name", "Laboratoire Autre")
+    yield cli
+    drop_database(database)
+
+
+def write_csv(path, rows, columns=CSV_COLUMNS):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_lab_list_prints_one_json_object_per_lab(cli):
+    labs = cli.json_lines("lab", "list")
+    assert {(lab["finess"], lab["name"]) for lab in labs} >= {
+        (FINESS, "Laboratoire Test"), ("690000013", "Laboratoire Autre")}
+
+
+def test_a_lab_with_a_bad_finess_is_refused_clearly(cli):
+    result = cli.run("lab", "add", "--finess", "750000011", "--name", "X", check=False)
+    assert result.returncode == 1
+    assert "FINESS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_import_then_find_by_every_trait(cli, tmp_path):
+    rows = [patient_row(), *list(generate_patients(20, seed=7))]
+    result = cli.run("import", "patients", str(write_csv(tmp_path / "p.csv", rows)),
+                     "--lab", FINESS)
+    assert "imported 21 patients" in result.stdout
+    nir = make_nir("F", 1985, 3)
+    for args in (["--nir", nir], ["--name", "LEFEVRE", "--birth-date", "1985-03-14"],
+                 ["--phone", "06 12 34 56 78"], ["--email", "claire.lefevre@example.fr"]):
+        found = cli.json_lines("patient", "find", *args, "--lab", FINESS)
+        assert len(found) == 1, args
+        assert set(found[0]) >= {*CSV_COLUMNS, "id", "lab"}
+        assert found[0]["nir"] == nir and found[0]["lab"] == FINESS
+        assert found[0]["phone"] == "+33612345678"
+    assert cli.json_lines("patient", "find", "--nir", nir, "--lab", "690000013") == []
+
+
+def test_an_invalid_file_lists_every_bad_row_and_imports_nothing(cli, tmp_path):
+    rows = [patient_row(nir=make_nir("M", 1990, 1, serial="501"), sex="M",
+                        birth_date="1990-01-09"),
+            patient_row(nir="190017505650199", sex="M", birth_date="1990-01-09"),
+            patient_row(nir="", first_names="", birth_date="31/12/1990"),
+            patient_row(nir="", email="nobody", blood_group="C+")]
+    path = write_csv(tmp_path / "bad.csv", rows)
+    before = cli.json_lines("patient", "find", "--email", "claire.lefevre@example.fr",
+                            "--lab", "690000013")
+    result = cli.run("import", "patients", str(path), "--lab", "690000013", check=False)
+    assert result.returncode == 1
+    assert "line 3, column nir" in result.stderr
+    assert "line 4, column first_names" in result.stderr
+    assert "line 4, column birth_date" in result.stderr
+    assert "line 5, column email" in result.stderr
+    assert "line 5, column blood_group" in result.stderr
+    assert "nothing was imported" in result.stderr
+    assert "190017505650199" not in result.stderr
+    after = cli.json_lines("patient", "find", "--nir", make_nir("M", 1990, 1, serial="501"),
+                           "--lab", "690000013")
+    assert before == [] and after == []
+
+
+def test_skip_invalid_imports_only_the_good_rows(cli, tmp_path):
+    rows = [patient_row(nir=make_nir("M", 1991, 2, serial="601"), sex="M",
+                        birth_date="1991-02-03", email="good@example.org"),
+            patient_row(nir="", sex="Z")]
+    path = write_csv(tmp_path / "mixed.csv", rows)
+    result = cli.run("import", "patients", str(path), "--lab", "690000013", "--skip-invalid")
+    assert "imported 1 patients" in result.stdout
+    assert "line 3, column sex" in result.stderr
+    assert len(cli.json_lines("patient", "find", "--email", "good@example.org",
+                              "--lab", "690000013")) == 1
+
+
+def test_a_duplicate_nir_in_the_lab_or_the_file_is_refused(cli, tmp_path):
+    nir = make_nir("F", 1985, 3)
+    path = write_csv(tmp_path / "dup.csv", [patient_row(), patient_row(
+        nir=make_nir("F", 1985, 3, serial="777"))] * 2)
+    result = cli.run("import", "patients", str(path), "--lab", FINESS, check=False)
+    assert result.returncode == 1
+    assert "line 2, column nir: a patient with this NIR already exists" in result.stderr
+    assert "line 5, column nir: same NIR as line 3" in result.stderr
+    assert nir not in result.stderr
+
+
+def test_a_file_with_a_bad_header_is_refused_before_anything(cli, tmp_path):
+    path = write_csv(tmp_path / "h.csv", [patient_row()], columns=CSV_COLUMNS[:-1])
+    result = cli.run("import", "patients", str(path), "--lab", FINESS, check=False)
+    assert result.returncode == 1 and "missing columns: notes" in result.stderr
+
+
+def test_a_file_that_is_not_utf8_is_refused(cli, tmp_path):
+    path = write_csv(tmp_path / "latin.csv", [patient_row()])
+    path.write_bytes(path.read_bytes().decode().encode("latin-1"))
+    result = cli.run("import", "patients", str(path), "--lab", FINESS, check=False)
+    assert result.returncode == 1 and "not valid UTF-8" in result.stderr
+
+
+def test_a_cli_search_is_recorded_with_the_operating_system_user(cli):
+    import getpass
+
+    cli.run("patient", "find", "--email", "claire.lefevre@example.fr", "--lab", FINESS)
+    result = cli.run("leakcheck")  # also proves the log holds no readable value
+    assert result.returncode == 0
+    import sqlite3
+
+    if "COFFRE_DATABASE_URL" not in cli.env:
+        with sqlite3.connect(cli.home / "coffre.sqlite3") as db:
+            people = {row[0] for row in db.execute(
+                "SELECT person FROM audit_accessevent WHERE action='search'")}
+        assert f"os:{getpass.getuser()}" in people
+
+
+def test_generate_is_deterministic_and_valid(cli):
+    result = cli.run("generate", "--patients", "60", "--labs", "2", "--seed", "5")
+    assert "generated 60 patients in 2 laboratories" in result.stdout
+    assert len(cli.json_lines("lab", "list")) >= 4
+
+
+def test_every_command_stops_clearly_without_its_key(cli):
+    key = cli.home / "keys" / "master.key"
+    hidden = key.with_name("elsewhere")
+    key.rename(hidden)
+    try:
+        for args in (["lab", "list"], ["patient", "find", "--nir", "1", "--lab", FINESS],
+                     ["leakcheck"], ["serve", "--port", "8799"]):
+            result = cli.run(*args, check=False)
+            assert result.returncode == 2, args
+            assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+        result = cli.run("init", check=False)
+        assert result.returncode == 2 and "restore it" in result.stderr
+        assert not key.exists()
+    finally:
+        hidden.rename(key)
+
+
+def test_a_wrong_key_is_named_and_refused(cli, tmp_path):
+    from coffre.vault import create_key_file
+
+    other = create_key_file(tmp_path / "other.key")
+    result = cli.run("lab", "list", check=False,
+                     extra_env={"COFFRE_KEY_FILE": str(tmp_path / "other.key")})
+    assert result.returncode == 2
+    assert "wrong key file" in result.stderr and other.current.hex_id in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreadable_or_malformed_environment_key_is_refused(cli):
+    result = cli.run("lab", "list", check=False, extra_env={"COFFRE_MASTER_KEY": "garbage!"})
+    assert result.returncode == 2 and "COFFRE_MASTER_KEY is not base64" in result.stderr
+
+
+def test_a_key_file_open_to_others_stops_every_command(cli):
+    key = cli.home / "keys" / "master.key"
+    os.chmod(key, 0o640)
+    try:
+        result = cli.run("lab", "list", check=False)
+        assert result.returncode == 2 and "chmod 600" in result.stderr
+    finally:
+        os.chmod(key, 0o600)
+
+
+def test_lab_list_output_is_json(cli):
+    for line in cli.run("lab", "list").stdout.splitlines():
+        assert isinstance(json.loads(line), dict)

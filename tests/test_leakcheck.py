@@ -1,0 +1,112 @@
+"""`coffre leakcheck` on generated data: clean installations pass, clear copies are
+caught, on SQLite files and on a PostgreSQL pg_dump."""
+
+import csv
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+
+from coffre.identity.synthetic import generate_patients
+from tests.cli_helpers import drop_database, make_cli
+
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    cli, database = make_cli(tmp_path_factory.mktemp("leak"))
+    cli.run("init")
+    cli.run("generate", "--patients", "300", "--labs", "2", "--seed", str(SEED))
+    first = next(generate_patients(1, seed=SEED))
+    cli.run("patient", "find", "--email", first["email"] or "x@example.com", "--lab",
+            cli.json_lines("lab", "list")[0]["finess"])
+    yield cli
+    drop_database(database)
+
+
+@pytest.fixture
+def someone():
+    return next(row for row in generate_patients(50, seed=SEED) if row["email"] and row["nir"])
+
+
+def test_a_fresh_installation_with_generated_patients_passes(cli):
+    result = cli.run("leakcheck")
+    assert "no patient value found in clear" in result.stdout
+    assert "Checked" in result.stdout
+
+
+def test_a_value_written_in_a_log_is_found_and_shown_masked(cli, someone):
+    log = cli.home / "logs" / "app.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(f"2026-11-28 INFO lookup for {someone['email'].upper()} done\n")
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        log.unlink()
+    assert result.returncode == 1
+    assert "HIT logs/app.log" in result.stdout and "field email" in result.stdout
+    assert someone["email"] not in result.stdout
+    assert someone["email"].upper() not in result.stdout
+
+
+def test_a_nir_written_with_spaces_in_a_backup_is_found(cli, someone):
+    nir = someone["nir"]
+    spaced = f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}"
+    backup = cli.home / "backups" / "old.bin"
+    backup.parent.mkdir(exist_ok=True)
+    backup.write_bytes(b"\x00\x17binary" + spaced.encode() + b"\x00\xff")
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        backup.unlink()
+    assert result.returncode == 1 and "field nir" in result.stdout
+
+
+def test_a_plaintext_database_like_the_2021_one_is_caught(cli, tmp_path):
+    rows = list(generate_patients(300, seed=SEED))[:40]
+    path = cli.home / "exports" / "legacy.sqlite3"
+    path.parent.mkdir(exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE patients (nom TEXT, prenom TEXT, tel TEXT, mail TEXT)")
+        db.executemany("INSERT INTO patients VALUES (?, ?, ?, ?)",
+                       [(r["birth_name"], r["first_names"], r["phone"], r["email"]) for r in rows])
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        path.unlink()
+    assert result.returncode == 1
+    assert result.stdout.count("HIT exports/legacy.sqlite3") >= 40
+
+
+def test_a_clear_csv_export_is_caught(cli):
+    rows = list(generate_patients(5, seed=SEED))
+    path = cli.home / "exports" / "extraction.csv"
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "w", newline="", encoding="latin-1", errors="replace") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerows([[r["birth_name"], r["first_names"], r["notes"]] for r in rows])
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        path.unlink()
+    assert result.returncode == 1 and "HIT exports/extraction.csv" in result.stdout
+
+
+@pytest.mark.postgres
+def test_a_postgresql_dump_holds_no_patient_value(cli):
+    url = cli.env.get("COFFRE_DATABASE_URL")
+    if not url:
+        pytest.skip("runs in the PostgreSQL pass of the suite (COFFRE_DATABASE_URL)")
+    assert shutil.which("pg_dump"), "pg_dump is needed for this test"
+    dump = cli.home / "backups" / "dump.sql"
+    dump.parent.mkdir(exist_ok=True)
+    subprocess.run(["pg_dump", "--no-owner", "-f", str(dump), url], check=True)
+    try:
+        assert dump.stat().st_size > 100_000
+        result = cli.run("leakcheck")
+        assert "no patient value found in clear" in result.stdout
+        assert "backups/dump.sql" not in result.stdout
+    finally:
+        dump.unlink()
