@@ -145,6 +145,9 @@ TIME_ZONE = "Europe/Paris"
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The project's own static files (coffre/static) belong to no app, so the finders (and
+# WhiteNoise through them) only see them when listed here.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Static files are served by WhiteNoise straight from the package (no collect step);
 # production may collect them to COFFRE_STATIC_ROOT for a reverse proxy.
 STATIC_ROOT = os.environ.get("COFFRE_STATIC_ROOT") or None

@@ -12,6 +12,7 @@ from coffre import config
 SEED_PATIENTS = 491_840
 SEED_LABS = 28
 DEMO_LABS = 3
+DEMO_SEED = 2021
 Bars = Callable[[str, int | None], Callable[[int], None]]
 
 
@@ -93,14 +94,17 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
     from django.contrib.auth import get_user_model
 
     from coffre.accounts.models import Membership, Role
+    from coffre.identity import synthetic
     from coffre.labs.models import Lab
 
     user_model = get_user_model()
+    total = patients_per_lab * DEMO_LABS
     if not Lab.objects.exists():
-        generate_patients(patients_per_lab * DEMO_LABS, DEMO_LABS, seed=2021,
-                          add=lambda description, total: lambda n: None)
-        yield f"generated {patients_per_lab * DEMO_LABS} synthetic patients in {DEMO_LABS} labs"
+        generate_patients(total, DEMO_LABS, seed=DEMO_SEED,
+                          add=lambda description, count: lambda n: None)
+        yield f"generated {total} synthetic patients in {DEMO_LABS} labs"
     yield "demo logins (new passwords at every start; each account is one person's):"
+    starts = [sum(_split(total, DEMO_LABS, DEMO_SEED)[:i]) for i in range(DEMO_LABS)]
     for number, lab in enumerate(Lab.objects.order_by("id")[:DEMO_LABS], start=1):
         username = f"demo{number}"
         password = secrets.token_urlsafe(12)
@@ -110,3 +114,6 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
         Membership.objects.get_or_create(user=user, lab=lab,
                                          defaults={"role": Role.SECRETARY})
         yield f"  {username} / {password}  ({lab.name}, FINESS {lab.finess})"
+        example = next(synthetic.generate_patients(1, DEMO_SEED, start_index=starts[number - 1]))
+        yield (f"      try: name {example['birth_name']}, born {example['birth_date']} "
+               "(synthetic patient)")

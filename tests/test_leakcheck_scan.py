@@ -113,25 +113,51 @@ def test_hex_of_random_bytes_as_in_a_pg_dump_gives_no_false_hit(tmp_path: Path) 
     assert report.needles_untestable == 0  # the E.164 form (11 digits) is still searched
 
 
-def test_a_value_across_a_chunk_boundary_is_found(tmp_path: Path) -> None:
-    filler = b"x" * 70 + b"\n"
-    prefix = filler * (4090 // len(filler)) + b"a" * (4090 % len(filler))
-    (tmp_path / "app.log").write_bytes(prefix + b" email=" + EMAIL.encode() + b"\n" + filler)
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_a_value_across_a_chunk_boundary_is_found(tmp_path: Path, binary: bool) -> None:
+    filler = random_bytes(70) if binary else b"x" * 70 + b"\n"
+    prefix = (filler * 200)[:12_200] + b"\n"
+    prefix += b"a" * (3 * 4096 - 10 - len(prefix))  # the third read ends inside the value
+    (tmp_path / "app.log").write_bytes(prefix + EMAIL.encode() + b"\n" + filler)
     report = scan(tmp_path, [Needle("p1", "email", EMAIL)], limits=SMALL_CHUNKS)
     assert hits_of(report) == {("app.log", "p1", "email")}
-    assert report.hits[0].offset == len(prefix) - 4090 % len(filler)
+    assert report.hits[0].offset == 12_201
 
 
+@pytest.mark.parametrize("filler", [b'"k": "v", ', b'"k": "v"\xff'], ids=["text", "binary"])
 def test_a_value_across_a_chunk_boundary_inside_a_run_longer_than_a_chunk_is_found(
-    tmp_path: Path,
+    tmp_path: Path, filler: bytes
 ) -> None:
-    # no line break: the reader cuts this run into 4 KiB pieces overlapping by
-    # 512 bytes; the third read ends at byte 12288, inside the value
-    line = (b'{"k": "v", ' * 2000)[: 3 * 4096 - 10] + EMAIL.encode() + b", 0" * 3000
-    (tmp_path / "export.json").write_bytes(line + b"\n")
-    report = scan(tmp_path, [Needle("p1", "email", EMAIL)], limits=SMALL_CHUNKS)
-    assert hits_of(report) == {("export.json", "p1", "email")}
-    assert len(report.hits) == 1  # overlapping pieces of one run give one hit
+    # No control byte: the reader cuts this run into pieces that overlap by
+    # 512 bytes: [7680, 12288), [11776, 16384)... (\xff is invalid UTF-8 and
+    # cuts the run into shorter ones, but not into pieces).
+    line = bytearray(filler * 3000)
+    line[11_780 : 11_780 + len(NIR)] = NIR.encode()  # in both pieces
+    line[12_278 : 12_278 + len(EMAIL)] = EMAIL.encode()  # across their boundary
+    (tmp_path / "export.json").write_bytes(bytes(line) + b"\n")
+    needles = [Needle("p1", "email", EMAIL), Needle("p1", "nir", NIR)]
+    report = scan(tmp_path, needles, limits=SMALL_CHUNKS)
+    assert sorted(hit.field for hit in report.hits) == ["email", "nir"]  # each once
+
+
+def test_a_utf8_log_and_a_binary_file_give_the_same_hits(tmp_path: Path) -> None:
+    text = "état=validé\npatient Hélène LEFÈVRE-Dupontel, tél. +33 6 12 34 56 78\n"
+    (tmp_path / "a.log").write_text(text)
+    (tmp_path / "b.bin").write_bytes(text.encode() + b"\xff\xfe")  # not UTF-8: other reader
+    needles = [
+        Needle("p1", "name", "Helene Lefevre Dupontel"),
+        Needle("p1", "phone", "+33612345678"),
+    ]
+    report = scan(tmp_path, needles)
+    found = {(hit.file, hit.field, hit.offset) for hit in report.hits}
+    assert found == {
+        (name, field, 14) for name in ("a.log", "b.bin") for field in ("name", "phone")
+    }
+
+
+def test_scan_limits_refuse_an_overlap_as_long_as_a_chunk() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        ScanLimits(chunk_size=4096, overlap=4096)
 
 
 def test_a_value_cut_by_a_binary_byte_is_not_a_hit(tmp_path: Path) -> None:
@@ -191,7 +217,7 @@ def test_the_verdict_is_inconclusive_when_nothing_could_be_tested(tmp_path: Path
 def test_the_verdict_says_no_value_found_when_clean(tmp_path: Path) -> None:
     (tmp_path / "data.bin").write_bytes(random_bytes(100_000))
     lines = format_report(scan(tmp_path, [Needle("p1", "nir", NIR)]))
-    assert lines[0] == "Scanned 1 files, 100,000 bytes."
+    assert lines[0].startswith("Scanned 1 files, 100,000 bytes (")
     assert lines[-1] == "Verdict: no patient value found in clear."
 
 
@@ -254,11 +280,34 @@ def test_scale_smoke_200k_needles_over_20_mib_finds_a_planted_value(tmp_path: Pa
     blob[size // 2 : size // 2 + len(planted) + 2] = f"\x00{planted}\x00".encode()
     (tmp_path / "coffre.sqlite3").write_bytes(bytes(blob))
     needles = (Needle(f"p{i}", "nir", nir) for i, nir in enumerate(nirs))
+    calls: list[tuple[float, int]] = []  # the needles are all read before the first call
     started = time.perf_counter()
-    report = scan(tmp_path, needles)
+    report = scan(tmp_path, needles, lambda _f, done, _t: calls.append((time.perf_counter(), done)))
     elapsed = time.perf_counter() - started
     assert hits_of(report) == {("coffre.sqlite3", "p123456", "nir")}
+    (first, first_done), (last, last_done) = calls[0], calls[-1]
+    rate = (last_done - first_done) / (last - first)  # bytes/s, reading and matching
+    needles_time = elapsed - size / rate
     print(
-        f"\nsmoke: 200,000 needles over 20 MiB in {elapsed:.2f} s "
-        f"({200_000 / elapsed:,.0f} needles/s, {size / elapsed / 1e6:.1f} MB/s)"
+        f"\nsmoke: 200,000 needles over 20 MiB in {elapsed:.2f} s: needles "
+        f"{200_000 / needles_time:,.0f}/s, files {rate / 1e6:.0f} MB/s"
     )
+
+
+def test_a_phone_is_tested_in_a_large_encrypted_file_but_not_in_as_much_hex_text(
+    tmp_path: Path,
+) -> None:
+    """Random bytes rarely form text runs; hex text is all text runs."""
+    needle = Needle("p1", "phone", "+33612345678")
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "db.sqlite3").write_bytes(random_bytes(30_000_000))
+    in_binary = scan(binary, [needle])
+    assert in_binary.text_bytes < in_binary.bytes_scanned / 50
+    assert in_binary.needles_untestable == 0
+    hexdir = tmp_path / "hex"
+    hexdir.mkdir()
+    (hexdir / "dump.sql").write_text(random_bytes(15_000_000).hex())
+    in_hex = scan(hexdir, [needle])
+    assert in_hex.text_bytes >= in_hex.bytes_scanned - 16
+    assert in_hex.needles_untestable == 1

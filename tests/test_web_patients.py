@@ -68,3 +68,17 @@ def test_the_record_page_carries_no_patient_value_in_its_url(client_a, actor_a):
     patient = create_patient(actor_a, patient_row())
     page = client_a.post("/patients/", {"phone": "0612345678"}).content.decode()
     assert f'href="/patients/{patient.id}/"' in page
+
+
+@pytest.mark.parametrize(("criteria", "message"), [
+    ({"nir": "285037505612399"}, "NIR : la clé de contrôle"),
+    ({"nir": "2850375056"}, "NIR : il faut 15 caractères"),
+    ({"nir": "385037505612306"}, "NIR invalide"),
+    ({"name": "lefevre"}, "La recherche par nom demande aussi la date de naissance."),
+    ({"phone": "12"}, "Numéro de téléphone invalide."),
+    ({"email": "claire.example.fr"}, "Adresse de courriel invalide."),
+    ({"nir": "", "name": "", "email": ""}, "Indiquez un NIR, un nom et une date de naissance"),
+])
+def test_a_bad_search_is_explained_in_french(client_a, criteria, message):
+    page = client_a.post("/patients/", criteria).content.decode()
+    assert message in page.replace("&#x27;", "'")

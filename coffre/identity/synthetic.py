@@ -125,11 +125,18 @@ def generate_finess(index: int, seed: int) -> str:
     return body + luhn.calc_check_digit(body)
 
 
+# Real towns of north-west France: public place names, which (unlike Faker's towns,
+# built from surnames) cannot coincide with a synthetic patient's name.
+_LAB_TOWNS = ("Rennes", "Brest", "Quimper", "Lorient", "Vannes", "Saint-Brieuc", "Lannion",
+              "Morlaix", "Caen", "Cherbourg", "Nantes", "Saint-Malo", "Laval", "Le Mans")
+_LAB_SITES = ("Centre", "Gare", "Nord", "Sud")
+
+
 def lab_name(index: int, seed: int) -> str:
-    """A laboratory name such as "Laboratoire d'analyses de Briand-sur-Mer"."""
-    addresses = _pools(seed).addresses
-    city = addresses[(index * 7919 + seed) % len(addresses)][2]
-    return f"Laboratoire d'analyses de {city}"
+    """A laboratory name such as "Laboratoire d'analyses de Quimper - Centre"."""
+    town = _LAB_TOWNS[(index + seed) % len(_LAB_TOWNS)]
+    site = _LAB_SITES[(index // len(_LAB_TOWNS)) % len(_LAB_SITES)]
+    return f"Laboratoire d'analyses de {town} - {site}"
 
 
 # --- one patient ----------------------------------------------------------------------

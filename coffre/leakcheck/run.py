@@ -13,21 +13,43 @@ from pathlib import Path
 
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
-from coffre.leakcheck.scan import Needle, format_report, scan
+from coffre.leakcheck.scan import Needle, fold, format_report, scan
 
 SEARCHED_FIELDS = ("nir", "birth_name", "used_name", "first_names", "address", "city",
                    "phone", "email", "notes", "treatments")
 Bars = Callable[[str, int | None], Callable[[int], None]]
 
 
-def patient_needles(advance: Callable[[int], None] | None = None) -> Iterator[Needle]:
+def public_texts() -> list[str]:
+    """Text stored in clear on purpose (lab names and addresses, user names), folded.
+
+    A patient value found only inside one of them proves nothing: a patient called
+    Martin and the "Laboratoire Martin" share a word, not a leak.
+    """
+    from django.contrib.auth import get_user_model
+
+    from coffre.labs.models import Lab
+
+    texts = [t for lab in Lab.objects.all() for t in (lab.name, lab.address)]
+    texts += list(get_user_model().objects.values_list("username", flat=True))
+    return [fold(text) for text in texts if text]
+
+
+def patient_needles(advance: Callable[[int], None] | None = None,
+                    public: list[str] | None = None,
+                    skipped: list[int] | None = None) -> Iterator[Needle]:
+    """Every searched value of every patient; values that are part of a public text
+    are counted in ``skipped`` instead."""
     patients = Patient.unscoped.filter(data_key__isnull=False).iterator(chunk_size=2000)
     for patient in patients:
         record = open_patient(patient, SEARCHED_FIELDS)
         owner = str(patient.id)
         for name in SEARCHED_FIELDS:
             value = record.values[name]
-            if value:
+            if value and public and any(fold(value) in text for text in public):
+                if skipped is not None:
+                    skipped[0] += 1
+            elif value:
                 yield Needle(owner, name, value)
         for surname in {record.birth_name, record.used_name} - {""}:
             yield Needle(owner, "name", f"{surname} {record.first_names}")
@@ -39,7 +61,22 @@ def patient_needles(advance: Callable[[int], None] | None = None) -> Iterator[Ne
 def run_leakcheck(home: Path, add: Bars) -> tuple[list[str], bool]:
     """The report lines, and whether the check passed: no hit, and every file read."""
     total = Patient.unscoped.filter(data_key__isnull=False).count()
-    needles = patient_needles(add("decrypting patients", total))
+    skipped = [0]
+    needles = patient_needles(add("decrypting patients", total), public_texts(), skipped)
     scanning = add("scanning files", None)
-    report = scan(home, needles, progress=lambda _name, done, _size: scanning(done))
-    return format_report(report), not report.hits and not report.errors
+    seen = {"label": "", "done": 0}
+
+    def progress(label: str, done: int, _total: int) -> None:
+        # scan() reports cumulative bytes, restarting at 0 for each needle batch.
+        if label.startswith("needle batch") and label != seen["label"]:
+            seen["done"] = 0
+        seen["label"] = label
+        scanning(done - seen["done"])
+        seen["done"] = done
+
+    report = scan(home, needles, progress=progress)
+    lines = format_report(report)
+    if skipped[0]:
+        lines.insert(-1, f"{skipped[0]:,} values are part of a lab name, address or user name "
+                         "(public text) and were not searched on their own.")
+    return lines, not report.hits and not report.errors

@@ -5,9 +5,10 @@ The caller decrypts each patient's values in memory and passes them as
 
 Both sides go through `fold` (accents, case, spacing and punctuation
 removed), so "Lefèvre" is found as "LEFEVRE" and "06 12 34 56 78" as
-"0612345678". Files are cut into text runs: printable ASCII and valid
-UTF-8 characters; control bytes and invalid UTF-8 are hard separators, so
-random ciphertext cannot glue distant characters into a false match.
+"0612345678". Files are cut into text runs: printable ASCII, tab and
+valid UTF-8 characters; control bytes and invalid UTF-8 are hard
+separators, so random ciphertext cannot glue distant characters into a
+false match.
 
 A value is searched only if a random stream of the scanned size is very
 unlikely to contain it (`testable`); the others are counted, never dropped
@@ -16,7 +17,9 @@ silently.
 
 import bisect
 import dataclasses
+import itertools
 import math
+import operator
 import os
 import re
 import stat
@@ -47,26 +50,32 @@ _NOT_ALNUM = bytes(b for b in range(256) if b not in _ALNUM)
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 # NFKD leaves these letters whole; without this "Lætitia" would lose a letter
 # and not match a log that wrote "Laetitia".
-_LETTERS = str.maketrans(
-    {"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
-     "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH"}
+_LETTERS = (
+    ("æ", "ae"), ("Æ", "AE"), ("œ", "oe"), ("Œ", "OE"), ("ø", "o"), ("Ø", "O"),
+    ("ł", "l"), ("Ł", "L"), ("đ", "d"), ("Đ", "D"), ("ð", "d"), ("Ð", "D"),
+    ("þ", "th"), ("Þ", "TH"),
 )  # fmt: skip
 
 # Control characters separate runs in files; values are cut the same way so a
 # multi-line note is still found line by line. Tab is not one: it separates
 # the columns of a pg_dump COPY or a TSV export, where "name<TAB>first names"
 # must still be found, and random bytes gain almost nothing from it.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
 # A French number in E.164: metropolitan (+33) or overseas departments, whose
 # national form is "0" followed by the 9 digits after the country code.
 _E164_FR = re.compile(r"(?:\+|00)(?:33|262|590|594|596)([1-9]\d{8})")
 _PHONE_PUNCTUATION = re.compile(r"[\s.\-/()]")
 
 # In a buffer decoded with "surrogateescape", invalid UTF-8 bytes become lone
-# surrogates: they, control characters and C1 controls end a run.
-_NOT_RUN = r"\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff"
+# surrogates: they and control characters end a run.
+_NOT_RUN = r"\x00-\x08\x0a-\x1f\x7f\ud800-\udfff"
 _SEPARATOR_BYTES = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 _MARK_SEPARATORS = bytes(0 if b in _SEPARATOR_BYTES else 1 for b in range(256))
+_SEPARATOR = re.compile(f"[{_NOT_RUN}]")
+_SEPARATORS_TO_NEWLINE = bytes(0x0A if b in _SEPARATOR_BYTES else b for b in range(256))
+# fold() of a whole text buffer in one call, keeping each separator as a newline
+_FOLD_KEEP_LINES = _LOWER.translate(_SEPARATORS_TO_NEWLINE)
+_DROP_KEEP_LINES = bytes(b for b in _NOT_ALNUM if b not in _SEPARATOR_BYTES)
 _JOIN = "|"  # never part of a folded needle, so no match crosses two runs
 
 
@@ -99,6 +108,7 @@ class Hit:
 class ScanReport:
     files: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     bytes_scanned: int = 0
+    text_bytes: int = 0  # bytes in text runs long enough to hold a value (Exposure)
     needles_total: int = 0
     needles_untestable: int = 0  # values with no form long enough to search
     variants_tested: int = 0
@@ -119,6 +129,10 @@ class ScanLimits:
     variants_per_automaton: int = 300_000  # about 250 MB of automaton each
     cache_limit: int = 512 * 1024 * 1024  # folded text kept between automata
 
+    def __post_init__(self) -> None:
+        if not 0 < self.overlap < self.chunk_size:
+            raise ValueError("overlap must be positive and smaller than chunk_size")
+
 
 Progress = Callable[[str, int, int], None]
 _Tag = tuple[str, str, str]  # owner, field, masked value
@@ -129,13 +143,6 @@ class _File(NamedTuple):
     path: Path
     rel: str
     size: int
-
-
-class _Run(NamedTuple):
-    run_id: int  # file offset of the run's first byte: identifies it across chunks
-    offset: int  # file offset of this piece of the run
-    end: int
-    text: str
 
 
 class _Segment(NamedTuple):
@@ -151,11 +158,20 @@ class _Segment(NamedTuple):
 
 def fold(text: str) -> str:
     """Reduce text to [a-z0-9]: NFKD, no combining marks, casefolded."""
-    if not text.isascii():
-        decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS))
-        bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-        text = bare.casefold().encode("ascii", "ignore").decode("ascii")
-    return text.encode("ascii").translate(_LOWER, _NOT_ALNUM).decode("ascii")
+    return _to_ascii(text).translate(_LOWER, _NOT_ALNUM).decode("ascii")
+
+
+def _to_ascii(text: str) -> bytes:
+    """fold() before the last step; files in one piece go through it too."""
+    if text.isascii():
+        return text.encode("ascii")
+    for letter, spelled in _LETTERS:  # str.translate is 10 times slower here
+        if letter in text:
+            text = text.replace(letter, spelled)
+    decomposed = unicodedata.normalize("NFKD", text)
+    # Dropping everything outside ASCII drops the combining marks too,
+    # without a Python step per character.
+    return decomposed.casefold().encode("ascii", "ignore")
 
 
 def variants(needle: Needle) -> set[str]:
@@ -188,10 +204,53 @@ def testable(folded: str, total_bytes: int) -> bool:
     return math.log2(max(total_bytes, 1)) + log2_p < math.log2(FALSE_HIT_BUDGET)
 
 
-def _min_testable_length(total_bytes: int) -> int:
+class Exposure(NamedTuple):
+    """How many scanned bytes could hold a random match of a given length.
+
+    A folded form of TEXT_RUN or more characters can only match inside a text run of
+    at least TEXT_RUN bytes. Encrypted files (the database) are mostly random bytes,
+    where such runs are rare, so counting them (`text_bytes`) rather than every byte
+    makes phone numbers and other medium-length values testable in a large database
+    without raising the chance of a false hit.
+    """
+
+    total_bytes: int
+    text_bytes: int
+
+    def for_length(self, length: int) -> int:
+        return self.text_bytes if length >= TEXT_RUN else self.total_bytes
+
+
+TEXT_RUN = 8
+# Printable ASCII, tab, or a valid UTF-8 sequence: what the reader treats as text.
+_TEXT_RUN = re.compile(
+    rb"(?:[\x09\x20-\x7e]|[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}"
+    rb"|[\xf0-\xf4][\x80-\xbf]{3}){%d,}" % TEXT_RUN
+)
+
+
+def _text_bytes(files: list[_File], limits: ScanLimits) -> int:
+    """Bytes lying in text runs of TEXT_RUN bytes or more, over every file.
+
+    A run cut by a chunk boundary may be missed in part, so each chunk counts
+    2 * TEXT_RUN bytes more: the estimate errs towards fewer tested values.
+    """
+    count = 0
+    for file in files:
+        try:
+            with _open_regular(file.path) as fh:
+                while chunk := fh.read(limits.chunk_size):
+                    count += 2 * TEXT_RUN + sum(
+                        m.end() - m.start() for m in _TEXT_RUN.finditer(chunk))
+        except OSError:
+            count += file.size  # unreadable now: assume the worst (reported later)
+    return count
+
+
+def _min_testable_length(exposure: Exposure) -> int:
     """Shortest folded length that can be testable: shorter runs are dropped."""
     length = 1
-    while not testable("z" * length, total_bytes):  # "z" is the rarest character
+    while not testable("z" * length, exposure.for_length(length)):  # rarest character
         length += 1
     return length
 
@@ -206,11 +265,11 @@ def mask(value: str) -> str:
 
 
 def _add_needle(
-    needle: Needle, total_bytes: int, report: ScanReport, pending: dict[str, list[_Tag]]
+    needle: Needle, exposure: Exposure, report: ScanReport, pending: dict[str, list[_Tag]]
 ) -> None:
     report.needles_total += 1
     forms = variants(needle)
-    kept = [form for form in forms if testable(form, total_bytes)]
+    kept = [form for form in forms if testable(form, exposure.for_length(len(form)))]
     report.variants_tested += len(kept)
     report.variants_untestable += len(forms) - len(kept)
     if not kept:
@@ -230,7 +289,7 @@ def _automaton(pending: dict[str, list[_Tag]]) -> ahocorasick.Automaton:
 
 
 def _batches(
-    needles: Iterable[Needle], total_bytes: int, report: ScanReport, size: int
+    needles: Iterable[Needle], exposure: Exposure, report: ScanReport, size: int
 ) -> Iterator[tuple[ahocorasick.Automaton, bool]]:
     """Consume the needles once, yielding (automaton, more batches follow).
 
@@ -239,14 +298,15 @@ def _batches(
     pending: dict[str, list[_Tag]] = {}
     stream = iter(needles)
     for needle in stream:
-        _add_needle(needle, total_bytes, report, pending)
+        _add_needle(needle, exposure, report, pending)
         if len(pending) >= size:
+            automaton = _automaton(pending)
+            pending.clear()  # the automaton holds its own copy of the forms
             upcoming = next(stream, None)  # peek, to know whether to cache runs
-            yield _automaton(pending), upcoming is not None
-            pending = {}
+            yield automaton, upcoming is not None
             if upcoming is None:
                 return
-            _add_needle(upcoming, total_bytes, report, pending)
+            _add_needle(upcoming, exposure, report, pending)
     if pending:
         yield _automaton(pending), False
 
@@ -305,52 +365,97 @@ def _open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _runs_in(buf: bytes, base: int, carry_id: int, pattern: re.Pattern[str]) -> list[_Run]:
-    """The text runs of buf, whose first byte is at file offset base.
+class _Folded(NamedTuple):
+    """The folded runs of one buffer that are long enough to hold a needle."""
 
-    carry_id, when >= 0, is the id of a run that buf continues from an
-    earlier chunk.
+    texts: list[str]
+    run_ids: list[int]
+    offsets: list[int]
+
+
+def _fold_runs(
+    buf: bytes, base: int, carry_id: int, pattern: re.Pattern[str], min_length: int
+) -> _Folded:
+    """Fold the text runs of buf, whose first byte is at file offset base.
+
+    carry_id, when >= 0, is the id of a run that buf continues from the
+    previous chunk (a run longer than a chunk).
     """
-    ascii_only = buf.isascii()
-    text = buf.decode("ascii") if ascii_only else buf.decode("utf-8", "surrogateescape")
-    runs: list[_Run] = []
-    chars, position = 0, base  # last char index seen and its file offset
+    try:
+        text = buf.decode("utf-8")
+    except UnicodeDecodeError:
+        return _fold_binary_runs(buf, base, carry_id, pattern, min_length)
+    return _fold_text_runs(text, buf, base, carry_id, min_length)
+
+
+def _fold_binary_runs(
+    buf: bytes, base: int, carry_id: int, pattern: re.Pattern[str], min_length: int
+) -> _Folded:
+    text = buf.decode("utf-8", "surrogateescape")
+    folded = _Folded([], [], [])
+    chars, position = 0, base  # byte offsets differ from char indexes: encode gaps once
     for match in pattern.finditer(text):
-        if ascii_only:
-            start, end = base + match.start(), base + match.end()
-        else:  # byte offsets differ from char indexes: encode the gaps once
-            start = position + len(text[chars : match.start()].encode("utf-8", "surrogateescape"))
-            end = start + len(match.group().encode("utf-8"))
-            chars, position = match.end(), end
-        run_id = carry_id if carry_id >= 0 and start == base else start
-        runs.append(_Run(run_id, start, end, match.group()))
-    return runs
+        start = position + len(text[chars : match.start()].encode("utf-8", "surrogateescape"))
+        chars, position = match.end(), start + len(match.group().encode("utf-8"))
+        run = fold(match.group())
+        if len(run) >= min_length:
+            folded.texts.append(run)
+            folded.run_ids.append(carry_id if carry_id >= 0 and start == base else start)
+            folded.offsets.append(start)
+    return folded
 
 
-def _read_runs(
-    fh: BinaryIO, pattern: re.Pattern[str], limits: ScanLimits
-) -> Iterator[tuple[int, list[_Run]]]:
-    """Yield (bytes read, complete runs) chunk by chunk.
+def _fold_text_runs(text: str, buf: bytes, base: int, carry_id: int, min_length: int) -> _Folded:
+    """The same for valid UTF-8 (logs, dumps, exports) without a Python step
+    per run: 10 to 20 times faster on log files."""
+    # Each separator byte becomes one newline on both sides, so the folded and
+    # raw pieces correspond one to one.
+    ascii_text = buf if buf.isascii() else _to_ascii(text)
+    pieces = ascii_text.translate(_FOLD_KEEP_LINES, _DROP_KEEP_LINES).decode("ascii").split("\n")
+    lengths = map(len, buf.translate(_SEPARATORS_TO_NEWLINE).split(b"\n"))
+    starts = map(operator.add, itertools.accumulate(lengths, initial=base), itertools.count())
+    wanted = list(map(min_length.__le__, map(len, pieces)))
+    offsets = list(itertools.compress(starts, wanted))
+    run_ids = offsets.copy()
+    if carry_id >= 0 and offsets and offsets[0] == base:
+        run_ids[0] = carry_id
+    return _Folded(list(itertools.compress(pieces, wanted)), run_ids, offsets)
+
+
+def _read_folded(
+    fh: BinaryIO, pattern: re.Pattern[str], limits: ScanLimits, min_length: int
+) -> Iterator[tuple[int, _Folded]]:
+    """Yield (bytes read, folded complete runs) chunk by chunk.
 
     The run still open at the end of a chunk is carried into the next one.
     A run longer than a chunk (a minified export) is cut into pieces that
-    overlap by limits.overlap bytes and share its run id.
+    overlap by limits.overlap bytes and share one run id.
     """
     base, carry, carry_id = 0, b"", -1
     while data := fh.read(limits.chunk_size):
         buf = carry + data
         cut = buf.translate(_MARK_SEPARATORS).rfind(0) + 1  # after the last control byte
         if len(buf) - cut <= limits.chunk_size:
-            yield len(data), _runs_in(buf[:cut], base, carry_id, pattern)
+            yield len(data), _fold_runs(buf[:cut], base, carry_id, pattern, min_length)
             carry_id = carry_id if cut == 0 else -1
             carry, base = buf[cut:], base + cut
             continue
-        runs = _runs_in(buf, base, carry_id, pattern)
-        keep = _char_start(buf, max(0, len(buf) - limits.overlap))
-        carry_id = next((r.run_id for r in runs if r.offset <= base + keep < r.end), -1)
+        keep = _char_start(buf, max(cut, len(buf) - limits.overlap))
+        yield len(data), _fold_runs(buf, base, carry_id, pattern, min_length)
+        carry_id = _covering_id(buf, base, cut, keep, carry_id)
         carry, base = buf[keep:], base + keep
-        yield len(data), runs
-    yield 0, _runs_in(carry, base, carry_id, pattern)
+    yield 0, _fold_runs(carry, base, carry_id, pattern, min_length)
+
+
+def _covering_id(buf: bytes, base: int, cut: int, keep: int, carry_id: int) -> int:
+    """Id of the run holding buf[keep], found as _fold_runs names it: the file
+    offset where it starts (no control byte lies between cut and keep)."""
+    head = buf[cut:keep].decode("utf-8", "surrogateescape")
+    last = _SEPARATOR.search(head[::-1])  # invalid UTF-8 also ends a run
+    if last is None and cut == 0 and carry_id >= 0:
+        return carry_id
+    start = len(head) - last.start() if last else 0
+    return base + cut + len(head[:start].encode("utf-8", "surrogateescape"))
 
 
 def _char_start(buf: bytes, index: int) -> int:
@@ -361,37 +466,36 @@ def _char_start(buf: bytes, index: int) -> int:
     return index
 
 
-def _segment(rel: str, size: int, runs: list[_Run], min_length: int) -> _Segment:
-    texts: list[str] = []
-    starts, run_ids, offsets = array("q"), array("q"), array("q")
-    position = 0
-    for run in runs:
-        folded = fold(run.text)
-        if len(folded) < min_length:
-            continue
-        texts.append(folded)
-        starts.append(position)
-        run_ids.append(run.run_id)
-        offsets.append(run.offset)
-        position += len(folded) + len(_JOIN)
-    return _Segment(rel, size, _JOIN.join(texts), starts, run_ids, offsets)
+def _segment(rel: str, size: int, folded: _Folded) -> _Segment:
+    lengths = map(len, folded.texts)
+    starts = map(operator.add, itertools.accumulate(lengths, initial=0), itertools.count())
+    return _Segment(
+        rel,
+        size,
+        _JOIN.join(folded.texts),
+        array("q", itertools.islice(starts, len(folded.texts))),
+        array("q", folded.run_ids),
+        array("q", folded.offsets),
+    )
 
 
 def _segments(
     files: list[_File], min_length: int, limits: ScanLimits, errors: list[str]
 ) -> Iterator[_Segment]:
     """Read every file into segments; a file that fails is reported, not fatal."""
-    # Most characters fold to at most one of [a-z0-9]; ß, æ, œ give two. Two
-    # characters of slack keep values with up to two of them; asking for
-    # half the length would make random binary (where most short runs are)
-    # three times slower to read. Cost: a value with three or more of ß, æ,
-    # œ and within two characters of the minimum length could be missed.
+    # Binary chunks only (text chunks are folded whole): the run pattern asks
+    # for a minimum number of characters. Most fold to at most one of
+    # [a-z0-9]; ß, æ, œ give two, so two characters of slack keep values with
+    # up to two of them. Half the length would be exact but makes random
+    # binary, where most short runs are, three times slower to read. Cost: a
+    # value with three or more of ß, æ, œ and within two characters of the
+    # minimum length could be missed in a binary file.
     pattern = re.compile(f"[^{_NOT_RUN}]{{{max(1, min_length - 2)},}}")
     for file in files:
         try:
             with _open_regular(file.path) as fh:
-                for size, runs in _read_runs(fh, pattern, limits):
-                    yield _segment(file.rel, size, runs, min_length)
+                for size, folded in _read_folded(fh, pattern, limits, min_length):
+                    yield _segment(file.rel, size, folded)
         except OSError as exc:
             message = f"{file.rel}: {exc.strerror or exc}"
             if message not in errors:
@@ -484,14 +588,16 @@ def scan(
     report.files = [(f.rel, f.size) for f in files]
     total = sum(f.size for f in files)
     limits = limits or ScanLimits()
-    context = _Context(report, limits, _min_testable_length(total), progress)
+    exposure = Exposure(total, _text_bytes(files, limits))
+    report.text_bytes = exposure.text_bytes
+    context = _Context(report, limits, _min_testable_length(exposure), progress)
     # Memory, measured: an automaton costs about 800 bytes per form, so the
     # seed set's ~5 million forms are matched in batches. Between batches the
     # folded runs stay in memory: encrypted files leave few long runs, and
     # re-reading means re-decoding every file (~40 MB/s on random bytes).
     # Runs are never spilled to disk: they may hold the very values leaked.
     cache: list[_Segment] | None = None
-    batches = _batches(needles, total, report, limits.variants_per_automaton)
+    batches = _batches(needles, exposure, report, limits.variants_per_automaton)
     for number, (automaton, more) in enumerate(batches):
         if number == 0:
             cache = _first_pass(files, automaton, context, keep=more)
@@ -508,11 +614,12 @@ def format_report(report: ScanReport) -> list[str]:
     """Human-readable lines; values appear only masked."""
     checked = report.needles_total - report.needles_untestable
     lines = [
-        f"Scanned {len(report.files):,} files, {report.bytes_scanned:,} bytes.",
+        f"Scanned {len(report.files):,} files, {report.bytes_scanned:,} bytes "
+        f"({report.text_bytes:,} in text runs).",
         f"Checked {checked:,} of {report.needles_total:,} values "
         f"({report.variants_tested:,} forms searched).",
     ]
-    if report.needles_untestable:
+    if report.variants_untestable:  # counted, never dropped silently
         lines.append(
             f"{report.needles_untestable:,} values too short to test on their own "
             f"({report.variants_untestable:,} forms not searched)."

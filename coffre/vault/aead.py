@@ -60,7 +60,7 @@ class Key:
     key version lazily; it reveals nothing about the key.
     """
 
-    __slots__ = ("_aead", "_material", "key_id")
+    __slots__ = ("_aead", "_header", "_material", "key_id")
 
     def __init__(self, key_id: bytes, material: bytes) -> None:
         if len(key_id) != KEY_ID_BYTES or len(material) != KEY_BYTES:
@@ -68,6 +68,7 @@ class Key:
         self.key_id = key_id
         self._material = material
         self._aead = AESGCM(material)
+        self._header = bytes((FORMAT_AES256GCM_V1,)) + key_id
 
     @classmethod
     def generate(cls) -> Key:
@@ -81,15 +82,15 @@ class Key:
         return f"<Key {self.hex_id}>"
 
     def seal_bytes(self, data: bytes, ad: bytes, min_size: int = 0) -> bytes:
-        header = bytes((FORMAT_AES256GCM_V1,)) + self.key_id
         nonce = os.urandom(NONCE_BYTES)
-        return header + nonce + self._aead.encrypt(nonce, _pad(data, min_size), header + ad)
+        return self._header + nonce + self._aead.encrypt(nonce, _pad(data, min_size),
+                                                         self._header + ad)
 
     def open_bytes(self, blob: bytes, ad: bytes) -> bytes:
         blob = bytes(blob)
         if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[0] != FORMAT_AES256GCM_V1:
             raise DecryptionError("not a Coffre ciphertext")
-        if blob[1:HEADER_BYTES] != self.key_id:
+        if blob[:HEADER_BYTES] != self._header:
             raise DecryptionError(f"ciphertext was sealed under key {blob[1:5].hex()}")
         nonce = blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES]
         try:

@@ -1,0 +1,209 @@
+"""The staff pages in a real headless Chromium: what a lab secretary sees and clicks.
+
+The live server answers from another thread, so every test commits its data
+(``transaction=True``). Screenshots of each step go to ``screenshots/`` at the repo root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from coffre.accounts.models import Membership, Role
+from coffre.identity.access import create_patient
+from tests.conftest import make_nir, patient_row
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+PASSWORD = "correct horse battery staple 42"
+
+# What a page about patient Claire Lefèvre would show if it leaked her record.
+CLAIRE_VALUES = ("Lefèvre", "Claire Anne", "claire.lefevre@example.fr", "+33612345678",
+                 "12 rue des Lilas", make_nir("F", 1985, 3), "Grossesse")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.fail(f"the browser tests need Debian's Chromium at {CHROMIUM} "
+                    "(apt-get install chromium); it is missing", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an asyncio loop in this thread, which Django's ORM takes
+    # for an async context; the tests' own ORM calls are plain synchronous code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                  headless=True, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR",
+                                  base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def secretary_a(lab_a):
+    user = get_user_model().objects.create_user("alice", password=PASSWORD)
+    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
+    return user
+
+
+def shoot(page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, username: str = "alice", shot: str | None = None) -> None:
+    page.goto("/connexion/")
+    page.get_by_label("Identifiant").fill(username)
+    page.get_by_label("Mot de passe").fill(PASSWORD)
+    if shot:
+        shoot(page, shot)
+    page.get_by_role("button", name="Se connecter").click()
+    page.wait_for_url("**/patients/")
+
+
+def test_a_secretary_finds_a_patient_by_name_and_birth_date_and_opens_the_record(
+        page, secretary_a, actor_a):
+    claire = create_patient(actor_a, patient_row())
+    create_patient(actor_a, patient_row(nir=make_nir("F", 1990, 7), birth_name="Lefèvre",
+                                        used_name="", first_names="Sophie",
+                                        birth_date="1990-07-02", phone="06 98 76 54 32",
+                                        email="sophie.lefevre@example.fr"))
+
+    log_in(page, shot="01-login")
+    assert page.get_by_role("heading", name="Rechercher un patient").is_visible()
+    assert page.locator(".topbar .lab").inner_text() == "Laboratoire A"
+    shoot(page, "02-search")
+
+    page.get_by_label("Nom de naissance ou d'usage").fill("lefevre")
+    page.get_by_label("Date de naissance").fill("1985-03-14")
+    page.get_by_role("button", name="Rechercher").click()
+    results = page.locator("table.list tbody tr")
+    results.first.wait_for()
+    assert results.count() == 1
+    assert page.get_by_role("heading", name="1 patient trouvé").is_visible()
+    assert "Claire Anne" in results.first.inner_text()
+    assert "Sophie" not in page.content()
+    shoot(page, "03-results")
+
+    results.first.get_by_role("link").click()
+    page.wait_for_url(f"**/patients/{claire.id}/")
+    record = page.locator("main").inner_text()
+    for value in ("Lefèvre", "Claire Anne", "Martin", make_nir("F", 1985, 3),
+                  "+33612345678", "claire.lefevre@example.fr", "12 rue des Lilas",
+                  "75011 Paris", "Dr Paul Bernard", "CPAM de Paris"):
+        assert value in record, value
+    shoot(page, "04-record")
+
+
+def test_a_nir_with_a_wrong_check_key_is_refused_in_french(page, secretary_a, actor_a):
+    create_patient(actor_a, patient_row())
+    good = make_nir("F", 1985, 3)
+    wrong = good[:13] + f"{(int(good[13:]) % 97) + 1:02d}"
+
+    log_in(page)
+    page.get_by_label("NIR / INS").fill(wrong)
+    page.get_by_role("button", name="Rechercher").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    message = alert.inner_text()
+    assert "NIR" in message and "clé de contrôle" in message
+    assert wrong not in message
+    assert page.locator("table.list").count() == 0
+    shoot(page, "05-nir-error")
+
+
+def test_a_patient_of_another_lab_is_neither_found_nor_opened(page, secretary_a, actor_b):
+    theirs = create_patient(actor_b, patient_row())
+
+    log_in(page)
+    page.get_by_label("Courriel").fill("claire.lefevre@example.fr")
+    page.get_by_role("button", name="Rechercher").click()
+    page.get_by_role("heading", name="Aucun patient trouvé").wait_for()
+    assert page.locator("table.list").count() == 0
+    assert "Aucun patient de ce laboratoire ne correspond." in page.content()
+    shoot(page, "06-other-lab-search")
+
+    response = page.goto(f"/patients/{theirs.id}/")
+    assert response.status == 404
+    assert page.get_by_role("heading", name="Page introuvable").is_visible()
+    shown = page.content()
+    for value in CLAIRE_VALUES:
+        assert value not in shown, value
+    shoot(page, "07-other-lab-404")
+
+
+def test_the_pages_are_french_by_default_and_the_button_switches_to_english(
+        page, secretary_a):
+    log_in(page)
+    html = page.locator("html")
+    assert html.get_attribute("lang") == "fr"
+    page.get_by_role("button", name="English").click()
+    page.wait_for_load_state()
+    assert html.get_attribute("lang") == "en"
+    assert page.url.endswith("/patients/")
+    assert page.get_by_role("button", name="Français").is_visible()
+    assert page.get_by_role("button", name="English").count() == 0
+    shoot(page, "08-english")
+
+    page.get_by_role("button", name="Français").click()
+    page.wait_for_load_state()
+    assert html.get_attribute("lang") == "fr"
+
+
+def test_the_staff_pages_load_no_inline_code_and_nothing_from_elsewhere(
+        page, live_server, secretary_a, actor_a):
+    claire = create_patient(actor_a, patient_row())
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("response", lambda response: response.status < 400 or failed.append(response.url))
+
+    log_in(page)
+    inline = {}
+    for step in ("search", "results", "record"):
+        if step == "results":
+            page.get_by_label("Téléphone").fill("06 12 34 56 78")
+            page.get_by_role("button", name="Rechercher").click()
+            page.locator("table.list").wait_for()
+        if step == "record":
+            page.goto(f"/patients/{claire.id}/")
+        inline[step] = page.evaluate("""() => ({
+            scripts: document.scripts.length,
+            styles: document.querySelectorAll('style, [style]').length,
+            handlers: [...document.querySelectorAll('*')].filter(
+                el => [...el.attributes].some(a => a.name.startsWith('on'))).length,
+            stylesheets: [...document.styleSheets].filter(s => s.cssRules.length).map(
+                s => s.href),
+        })""")
+    for step, found in inline.items():
+        assert (found["scripts"], found["styles"], found["handlers"]) == (0, 0, 0), step
+        assert found["stylesheets"] == [f"{live_server.url}/static/coffre/coffre.css"], step
+
+    assert requested and failed == []
+    outside = [url for url in requested if not url.startswith(live_server.url + "/")]
+    assert outside == []
