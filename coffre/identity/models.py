@@ -9,6 +9,7 @@ There is deliberately no ``objects`` manager: patient rows are reached through
 import uuid
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 # Sealed columns and the minimum padded plaintext size of each (bytes). Free text gets
 # a generous minimum so an empty note and a short one look the same at rest.
@@ -37,10 +38,10 @@ BLIND_INDEXES = ("nir", "birth_name_dob", "used_name_dob", "phone", "email")
 
 
 class IdentityStatus(models.TextChoices):
-    PROVISIONAL = "PROV", "Identité provisoire"
-    RETRIEVED = "RECUP", "Identité récupérée"
-    VALIDATED = "VALI", "Identité validée"
-    QUALIFIED = "QUAL", "Identité qualifiée"
+    PROVISIONAL = "PROV", _("Identité provisoire")
+    RETRIEVED = "RECUP", _("Identité récupérée")
+    VALIDATED = "VALI", _("Identité validée")
+    QUALIFIED = "QUAL", _("Identité qualifiée")
 
 
 class Patient(models.Model):
