@@ -30,7 +30,7 @@ def command(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _setup_django() -> None:
+def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
     import django
 
@@ -46,7 +46,7 @@ def open_vault() -> None:
         from coffre.vault import KeyProviderError
 
         raise KeyProviderError(f"no database at {config.sqlite_path()}: run `coffre init`")
-    _setup_django()
+    setup_django()
     from django.db import DatabaseError
 
     from coffre.keyring import services as keyring
@@ -67,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # the database, WAL, logs and exports: readable by their owner only
     args = parser().parse_args(argv)
     from coffre.vault import VaultError
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from coffre import config
 from coffre.cli import CommandError, command, print_json_lines
 from coffre.progress import bars
+
+log = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +114,7 @@ def lab(args: argparse.Namespace) -> int:
             created = add_lab(args.finess, args.name, args.address)
         except LabError as exc:
             raise CommandError(str(exc)) from None
+        log.info("lab added: %s", created.finess)
         print_json_lines([{"finess": created.finess, "name": created.name}])
         return 0
     print_json_lines([{"finess": lab.finess, "name": lab.name, "address": lab.address}
@@ -149,6 +153,8 @@ def import_patients(args: argparse.Namespace) -> int:
               f"of {report.rows_read}: nothing was imported (fix them, or use --skip-invalid)",
               file=sys.stderr)
         return 1
+    log.info("import: %d patients into lab %s, %d rows skipped", report.imported,
+             target.finess, report.rows_read - report.imported)
     print(f"imported {report.imported} patients into {target.name} ({target.finess}); "
           f"{report.rows_read - report.imported} rows skipped")
     return 0
@@ -178,4 +184,5 @@ def leakcheck(args: argparse.Namespace) -> int:
         lines, passed = run_leakcheck(config.home(), add)
     for line in lines:
         print(line)
+    log.info("leakcheck: %s", "passed" if passed else "FAILED")
     return 0 if passed else 1

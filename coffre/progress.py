@@ -24,7 +24,7 @@ def bars() -> Iterator[Callable[[str, int | None], Advance]]:
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  transient=False, disable=not console.is_terminal and False) as progress:
+                  transient=False) as progress:
 
         def add(description: str, total: int | None) -> Advance:
             task = progress.add_task(description, total=total)

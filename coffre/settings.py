@@ -155,15 +155,20 @@ WHITENOISE_USE_FINDERS = True
 
 # Logs never carry patient values: only ids, counts and outcomes are logged by Coffre,
 # and Django's request logger (which can echo URLs and POST data on errors) is muted.
+# They go to COFFRE_HOME/logs, where `coffre leakcheck` searches them too.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "file": {"class": "logging.handlers.RotatingFileHandler",
+                 "filename": config.subdir("logs") / "coffre.log",
+                 "maxBytes": 20 * 1024 * 1024, "backupCount": 10, "formatter": "plain"},
+    },
     "loggers": {
-        "coffre": {"handlers": ["console"], "level": "INFO"},
+        "coffre": {"handlers": ["file"], "level": "INFO"},
         "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
-        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "django.security": {"handlers": ["file"], "level": "WARNING", "propagate": False},
     },
 }
 

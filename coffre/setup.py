@@ -22,12 +22,12 @@ def initialise(expected_patients: int | None = None) -> Iterator[str]:
     Never creates a new key for a database that already has one: that would make its
     data unreadable. The missing key must be restored instead.
     """
-    from coffre.cli import _setup_django
+    from coffre.cli import setup_django
     from coffre.vault import ENV_VAR, KeyProviderError, create_key_file
 
     home = config.home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _setup_django()
+    setup_django()
     from django.core.management import call_command
 
     from coffre.keyring import services as keyring

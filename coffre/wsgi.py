@@ -5,6 +5,7 @@ import sys
 
 from django.core.wsgi import get_wsgi_application
 
+os.umask(0o077)  # files the server creates (logs, SQLite WAL) are owner-only
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
 application = get_wsgi_application()
 

@@ -186,3 +186,25 @@ def test_a_key_file_open_to_others_stops_every_command(cli):
 def test_lab_list_output_is_json(cli):
     for line in cli.run("lab", "list").stdout.splitlines():
         assert isinstance(json.loads(line), dict)
+
+
+def test_the_wsgi_application_refuses_to_start_with_a_wrong_key(cli, tmp_path):
+    """What a production server (gunicorn) imports: it must fail closed too."""
+    import subprocess
+    import sys
+
+    from coffre.vault import create_key_file
+
+    create_key_file(tmp_path / "wrong.key")
+    env = {**cli.env, "COFFRE_KEY_FILE": str(tmp_path / "wrong.key")}
+    result = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "refusing to start" in result.stderr and "wrong key file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_files_under_coffre_home_are_readable_by_their_owner_only(cli):
+    for path in cli.home.rglob("*"):
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path
