@@ -172,5 +172,14 @@ LOGGING = {
     },
 }
 
+# Alerts are mailed to the lab's data-protection officers. Without SMTP settings the
+# mails are written to COFFRE_HOME/mail (and checked by the leak check like any file).
+EMAIL_BACKEND = os.environ.get("COFFRE_EMAIL_BACKEND",
+                               "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = COFFRE_HOME / "mail"
+EMAIL_HOST = os.environ.get("COFFRE_EMAIL_HOST", "localhost")
+EMAIL_PORT = config.env_int("COFFRE_EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = os.environ.get("COFFRE_EMAIL_FROM", "coffre@localhost")
+
 # Blind index truncation is sized for the planned number of patients (coffre.vault.blind).
 COFFRE_EXPECTED_PATIENTS = config.env_int("COFFRE_EXPECTED_PATIENTS", 500_000)

@@ -11,10 +11,16 @@ from coffre.labs.tenancy import Actor
 
 @pytest.fixture(autouse=True)
 def _fresh_keyring():
-    """Unwrapped keys are cached per process; the test database is new each time."""
+    """Unwrapped keys and canary ids are cached per process; the test database is new
+    each time."""
+    from coffre.audit import canaries, detection
+
     keyring.clear_caches()
+    canaries.clear_cache()
+    detection._usual_cache.clear()
     yield
     keyring.clear_caches()
+    canaries.clear_cache()
 
 
 @pytest.fixture

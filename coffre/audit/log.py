@@ -1,7 +1,9 @@
 """Recording access to patient data. The one place where reads are logged.
 
 Entries carry ids, never readable values: the patient by internal id, the action, the
-kind of data, the outcome.
+kind of data, the outcome; a purpose (break-the-glass reason) is sealed. Every entry is
+chained (coffre.audit.chain); reads then feed the mass-reading detection and the
+canary check.
 """
 
 from __future__ import annotations
@@ -11,15 +13,34 @@ from collections.abc import Iterable
 
 from django.utils import timezone
 
-from coffre.audit.models import AccessEvent
-from coffre.bulk import bulk_insert
+from coffre.audit import chain
 from coffre.labs.tenancy import Actor
+from coffre.vault import context
+
+READ_ACTIONS = frozenset({"read", "search", "export", "print"})
+
+
+def seal_text(text: str, where: str) -> bytes:
+    """Free text kept in the audit tables (a reason, a comment) is sealed."""
+    return chain._audit_key().seal(text, context("audit", where)) if text else b""
+
+
+def open_text(blob: bytes, where: str) -> str:
+    return chain._audit_key().open(bytes(blob), context("audit", where)) if blob else ""
 
 
 def record(actor: Actor, action: str, patient_ids: Iterable[uuid.UUID | None], *,
-           kind: str = "identity", outcome: str = "ok") -> None:
+           kind: str = "identity", outcome: str = "ok", purpose: str = "") -> None:
     """One entry per patient touched (one with no patient for an empty search)."""
+    ids = list(patient_ids) or [None]
     entry = {"at": timezone.now(), "person": actor.person, "role": actor.role,
              "channel": actor.channel, "lab_id": actor.lab_id, "action": action,
-             "kind": kind, "address": actor.address, "outcome": outcome}
-    bulk_insert(AccessEvent, [{**entry, "patient_id": pid} for pid in list(patient_ids) or [None]])
+             "kind": kind, "address": actor.address, "outcome": outcome,
+             "purpose": seal_text(purpose, "purpose")}
+    chain.append([{**entry, "patient_id": pid} for pid in ids])
+    read = [pid for pid in ids if pid is not None]
+    if action in READ_ACTIONS and read and outcome in {"ok", "break_glass"}:
+        from coffre.audit import canaries, detection
+
+        canaries.check_reads(actor, read)
+        detection.observe(actor)

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from coffre.audit import log
+from coffre.audit import canaries, detection, log
+from coffre.audit.alerts import raise_alert
+from coffre.audit.models import AlertKind
 from coffre.identity import french
 from coffre.identity.models import Patient
 from coffre.identity.registry import (
@@ -23,6 +25,7 @@ from coffre.identity.registry import (
     open_patient,
     sealed_row,
 )
+from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
 
@@ -41,7 +44,9 @@ class InvalidPatient(ValueError):
 
 
 def patients_for(actor: Actor) -> QuerySet[Patient]:
-    """Every patient query starts here: the actor's lab and nothing else."""
+    """Every patient query starts here: the actor's lab and nothing else, and nothing
+    at all for an account locked by the mass-reading detection."""
+    detection.ensure_not_locked(actor)
     return Patient.unscoped.filter(lab_id=actor.lab_id)
 
 
@@ -108,16 +113,75 @@ def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = No
                   birth_date: str | None = None, phone: str | None = None,
                   email: str | None = None) -> list[PatientRecord]:
     """Search the actor's lab through the blind indexes; every match read is recorded."""
+    matches = _search(patients_for(actor), nir, name, birth_date, phone, email)
+    log.record(actor, "search", [r.id for r in matches],
+               outcome="ok" if matches else "no_match")
+    return canaries.without(matches)
+
+
+def _search(scope: QuerySet[Patient], nir: str | None, name: str | None,
+            birth_date: str | None, phone: str | None, email: str | None
+            ) -> list[PatientRecord]:
     index_filters, wanted, kind = _criteria(nir, name, birth_date, phone, email)
     candidates: dict[uuid.UUID, Patient] = {}
     for index_filter in index_filters:
-        for patient in patients_for(actor).filter(index_filter, data_key__isnull=False):
+        for patient in scope.filter(index_filter, data_key__isnull=False):
             candidates[patient.id] = patient
-    matches = [record for record in map(open_patient, candidates.values())
-               if _confirms(record, wanted, kind)]
-    log.record(actor, "search", [r.id for r in matches],
-               outcome="ok" if matches else "no_match")
+    return [record for record in map(open_patient, candidates.values())
+            if _confirms(record, wanted, kind)]
+
+
+# --- break-the-glass: another lab of the group, with a written reason ------------------
+
+MIN_REASON = 15
+
+
+class ReasonRequired(ValueError):
+    pass
+
+
+def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
+    """Patients of the other labs of the actor's lab group."""
+    if len(reason.strip()) < MIN_REASON:
+        raise ReasonRequired(f"break-the-glass needs a written reason of at least "
+                             f"{MIN_REASON} characters")
+    detection.ensure_not_locked(actor)
+    own = Lab.objects.filter(pk=actor.lab_id).values_list("group_id", flat=True).first()
+    if own is None:
+        return Patient.unscoped.none()
+    others = Lab.objects.filter(group_id=own).exclude(pk=actor.lab_id)
+    return Patient.unscoped.filter(lab__in=others)
+
+
+def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
+                        reason: str) -> None:
+    log.record(actor, action, [r.id for r in records], outcome="break_glass",
+               purpose=reason)
+    for record in records:
+        raise_alert(record.lab_id, AlertKind.BREAK_GLASS, actor.person,
+                    f"break-the-glass {action} from lab {actor.lab_id}", patient_id=record.id)
+
+
+def break_glass_find(actor: Actor, reason: str, **criteria: str | None
+                     ) -> list[PatientRecord]:
+    """Search the other labs of the group; logged with the reason and alerted."""
+    matches = canaries.without(_search(_group_scope(actor, reason), **criteria))
+    if matches:
+        _record_break_glass(actor, "search", matches, reason)
+    else:
+        log.record(actor, "search", [], outcome="no_match", purpose=reason)
     return matches
+
+
+def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
+                       ) -> PatientRecord:
+    pid = _parse_id(patient_id)
+    patient = _group_scope(actor, reason).filter(id=pid, data_key__isnull=False).first()
+    if patient is None:
+        raise PatientNotFound("no such patient")
+    record = open_patient(patient)
+    _record_break_glass(actor, "read", [record], reason)
+    return record
 
 
 def create_patient(actor: Actor, raw: dict[str, str]) -> PatientRecord:

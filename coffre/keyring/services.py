@@ -28,6 +28,7 @@ from coffre.vault import (
 INDEX_ROOT = "blind-index-root"
 
 _master: MasterKeys | None = None
+_installation_keys: dict[str, Key] = {}
 _lab_keys: dict[bytes, Key] = {}
 _active_lab_key: dict[int, Key] = {}
 _indexer: BlindIndexer | None = None
@@ -37,6 +38,7 @@ def clear_caches() -> None:
     global _master, _indexer
     _master = None
     _indexer = None
+    _installation_keys.clear()
     _lab_keys.clear()
     _active_lab_key.clear()
 
@@ -91,6 +93,28 @@ def check() -> None:
     indexer()
     for lab_key in LabKey.objects.all():
         _load_lab_key(lab_key)
+
+
+def installation_key(purpose: str) -> Key:
+    """A key of the whole installation for one purpose (e.g. "audit"), created on first
+    use and wrapped by the master key."""
+    key = _installation_keys.get(purpose)
+    if key is not None:
+        return key
+    ad = context("installation-key", purpose)
+    row = InstallationKey.objects.filter(purpose=purpose).first()
+    if row is None:
+        master = master_keys().current
+        key = Key.generate()
+        with transaction.atomic():
+            InstallationKey.objects.create(purpose=purpose, key_id=key.hex_id,
+                                           master_key_id=master.hex_id,
+                                           wrapped=master.wrap(key, ad))
+    else:
+        key = _unwrap_with_master(bytes(row.wrapped), row.master_key_id, ad,
+                                  f"the {purpose} key")
+    _installation_keys[purpose] = key
+    return key
 
 
 def indexer() -> BlindIndexer:

@@ -1,0 +1,66 @@
+"""Alerts for the data-protection officer: recorded, shown on the alerts page, mailed.
+
+An alert names the account and counts or internal ids, never a patient value, so the
+mail and the page leak nothing even if read by the wrong person.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.utils import timezone
+
+from coffre.audit.models import Alert
+
+log = logging.getLogger("coffre.audit")
+
+
+def raise_alert(lab_id: int | None, kind: str, person: str, summary: str,
+                patient_id: uuid.UUID | None = None) -> Alert:
+    alert = Alert.objects.create(lab_id=lab_id, kind=kind, person=person, summary=summary,
+                                 patient_id=patient_id)
+    log.warning("alert %s: %s in lab %s (%s)", kind, person, lab_id, summary)
+    _mail_officers(alert)
+    return alert
+
+
+def raise_once(lab_id: int | None, kind: str, person: str, summary: str, *,
+               within: dt.timedelta) -> Alert | None:
+    """Raise unless the same kind of alert for the person is still open and recent."""
+    recent = Alert.objects.filter(lab_id=lab_id, kind=kind, person=person,
+                                  acknowledged_at__isnull=True,
+                                  at__gte=timezone.now() - within)
+    if recent.exists():
+        return None
+    return raise_alert(lab_id, kind, person, summary)
+
+
+def officers_emails(lab_id: int | None) -> list[str]:
+    from coffre.accounts.models import Membership, Role
+
+    return sorted({m.user.email for m in Membership.objects.filter(
+        lab_id=lab_id, role=Role.DPO).select_related("user") if m.user.email})
+
+
+def _mail_officers(alert: Alert) -> None:
+    recipients = officers_emails(alert.lab_id)
+    if not recipients:
+        return
+    send_mail(subject=f"[Coffre] {alert.get_kind_display()}",
+              message=(f"{alert.get_kind_display()}\n\nCompte : {alert.person}\n"
+                       f"Détail : {alert.summary}\n\nConsultez la page des alertes de Coffre."),
+              from_email=settings.DEFAULT_FROM_EMAIL, recipient_list=recipients,
+              fail_silently=True)
+
+
+def acknowledge(alert: Alert, by: str, comment: str) -> None:
+    from coffre.audit.log import seal_text
+
+    alert.acknowledged_by = by
+    alert.acknowledged_at = timezone.now()
+    alert.comment = seal_text(comment, f"alert-comment-{alert.pk}")
+    alert.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])

@@ -1,0 +1,228 @@
+"""Appending to and verifying the forward-secure access log (see coffre.vault.chain).
+
+The chain key k_0 and the checkpoint signing key are derived from the installation's
+"audit" key, wrapped by the master key: a copy of the database cannot recompute a MAC.
+The current key k_i lives in ChainHead sealed under the same key, so a running server
+can append without ever holding an earlier key.
+
+Checkpoints (seq, MAC, time, Ed25519 signature) are appended to
+COFFRE_HOME/audit/checkpoints.jsonl (and to syslog when COFFRE_AUDIT_SYSLOG is set)
+after commit, at most every COFFRE_AUDIT_CHECKPOINT_SECONDS: truncating the table or
+rewriting its tail is then caught against a copy the database does not hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import logging
+import logging.handlers
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from coffre import config
+from coffre.audit.models import AccessEvent, ChainHead
+from coffre.bulk import bulk_insert
+from coffre.keyring import services as keyring
+from coffre.vault import Key, context
+from coffre.vault.chain import (
+    GENESIS,
+    CheckpointSigner,
+    chain_mac,
+    next_key,
+    same_mac,
+    signature_valid,
+)
+
+AUDIT_KEY = "audit"
+_HEAD_AD = context("audit", "chain-head")
+FIELDS = ("seq", "at", "person", "role", "channel", "lab_id", "patient_id", "action", "kind",
+          "address", "outcome")
+
+
+def _audit_key() -> Key:
+    return keyring.installation_key(AUDIT_KEY)
+
+
+def first_chain_key() -> bytes:
+    return _audit_key().derive(b"coffre/audit-chain/v1")
+
+
+def signer() -> CheckpointSigner:
+    return CheckpointSigner(_audit_key().derive(b"coffre/audit-checkpoint/v1"))
+
+
+def canonical(entry: dict) -> bytes:
+    """The bytes a MAC covers: every field, and a digest of the sealed purpose."""
+    parts = [_text(entry[name]) for name in FIELDS]
+    parts.append(hashlib.sha256(bytes(entry.get("purpose") or b"")).hexdigest())
+    return "\x1f".join(parts).encode()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    return str(value)
+
+
+def append(entries: list[dict]) -> None:
+    """Chain and insert entries (dicts of AccessEvent fields without seq and mac).
+
+    Runs in one transaction holding the head row, so concurrent writers queue up and
+    the chain stays linear.
+    """
+    with transaction.atomic():
+        head = _locked_head()
+        key = _audit_key().open_bytes(bytes(head.key), _HEAD_AD)
+        mac, seq = bytes(head.mac), head.seq
+        for entry in entries:
+            seq += 1
+            entry["seq"] = seq
+            entry.setdefault("purpose", b"")
+            mac = entry["mac"] = chain_mac(key, canonical(entry), mac)
+            key = next_key(key)
+        bulk_insert(AccessEvent, entries)
+        ChainHead.objects.filter(pk=head.pk).update(
+            seq=seq, mac=mac, key=_audit_key().seal_bytes(key, _HEAD_AD))
+        if _checkpoint_due(head):
+            ChainHead.objects.filter(pk=head.pk).update(checkpoint_seq=seq,
+                                                        checkpoint_at=timezone.now())
+            transaction.on_commit(lambda: write_checkpoint(seq, mac))
+
+
+def _locked_head() -> ChainHead:
+    head = ChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        head = ChainHead.objects.create(
+            pk=1, seq=0, mac=GENESIS,
+            key=_audit_key().seal_bytes(first_chain_key(), _HEAD_AD))
+    return head
+
+
+def _checkpoint_due(head: ChainHead) -> bool:
+    interval = config.env_int("COFFRE_AUDIT_CHECKPOINT_SECONDS", 60)
+    return head.checkpoint_at is None or \
+        timezone.now() - head.checkpoint_at >= dt.timedelta(seconds=interval)
+
+
+def checkpoint_file() -> Path:
+    return config.subdir("audit") / "checkpoints.jsonl"
+
+
+def _checkpoint_message(seq: int, mac: bytes, at: str) -> bytes:
+    return f"coffre-audit-checkpoint/1|{seq}|{mac.hex()}|{at}".encode()
+
+
+def write_checkpoint(seq: int, mac: bytes) -> None:
+    """Append one signed line; fsync so a crash cannot lose an acknowledged head."""
+    at = timezone.now().astimezone(dt.UTC).isoformat()
+    line = json.dumps({"seq": seq, "mac": mac.hex(), "at": at,
+                       "signature": signer().sign(_checkpoint_message(seq, mac, at)).hex()})
+    with open(checkpoint_file(), "a", encoding="ascii") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    if os.environ.get("COFFRE_AUDIT_SYSLOG"):
+        _syslog().info("coffre audit checkpoint %s", line)
+
+
+def checkpoint_now() -> None:
+    """Write a checkpoint of the current head (e.g. before a backup or at shutdown)."""
+    head = ChainHead.objects.filter(pk=1).first()
+    if head is not None and head.seq:
+        write_checkpoint(head.seq, bytes(head.mac))
+
+
+def _syslog() -> logging.Logger:
+    logger = logging.getLogger("coffre.audit.syslog")
+    if not logger.handlers:
+        logger.addHandler(logging.handlers.SysLogHandler(address="/dev/log"))
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    checkpoints: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _checkpoints(report: VerifyReport) -> dict[int, bytes]:
+    """Valid checkpoints by seq; a forged or damaged line is a problem of its own."""
+    path = checkpoint_file()
+    found: dict[int, bytes] = {}
+    if not path.exists():
+        return found
+    public = signer().public_bytes
+    for number, line in enumerate(path.read_text(encoding="ascii").splitlines(), start=1):
+        try:
+            item = json.loads(line)
+            seq, mac, at = int(item["seq"]), bytes.fromhex(item["mac"]), str(item["at"])
+            signature = bytes.fromhex(item["signature"])
+        except (ValueError, KeyError, TypeError):
+            report.problems.append(f"checkpoint line {number} is malformed")
+            continue
+        if not signature_valid(public, _checkpoint_message(seq, mac, at), signature):
+            report.problems.append(f"checkpoint line {number} has an invalid signature")
+            continue
+        found[seq] = mac
+    report.checkpoints = len(found)
+    return found
+
+
+def _rows() -> Iterator[dict]:
+    columns = (*FIELDS, "purpose", "mac", "id")
+    yield from AccessEvent.objects.order_by("seq").values(*columns).iterator(chunk_size=5000)
+
+
+def verify(advance: Callable[[int], None] | None = None) -> VerifyReport:
+    """Recompute the whole chain from k_0; name the first changed, removed or reordered
+    entry, and any truncation against the signed checkpoints."""
+    report = VerifyReport()
+    checkpoints = _checkpoints(report)
+    key, mac, expected, last_id = first_chain_key(), GENESIS, 1, 0
+    for row, following in itertools.pairwise(itertools.chain(_rows(), [None])):
+        report.entries += 1
+        seq = row["seq"]
+        if seq != expected:
+            report.problems.append(f"entry {expected} is missing (removed); the chain "
+                                   f"resumes at entry {seq}")
+            return report
+        computed = chain_mac(key, canonical(row), mac)
+        if not same_mac(computed, bytes(row["mac"])):
+            # Rows are inserted in chain order, so their ids rise with seq; an entry
+            # whose id breaks that order was moved, not merely edited.
+            moved = row["id"] < last_id or (following is not None and following["id"] < row["id"])
+            report.problems.append(f"entry {seq} is out of order (reordered)" if moved
+                                   else f"entry {seq} has been changed (its MAC does not match)")
+            return report
+        if seq in checkpoints and not same_mac(checkpoints[seq], computed):
+            report.problems.append(f"entry {seq} does not match its signed checkpoint")
+            return report
+        key, mac, expected, last_id = next_key(key), computed, expected + 1, row["id"]
+        if advance:
+            advance(1)
+    last = expected - 1
+    beyond = [seq for seq in checkpoints if seq > last]
+    if beyond:
+        report.problems.append(f"the log is truncated: it ends at entry {last} but a signed "
+                               f"checkpoint records entry {max(beyond)}")
+    head = ChainHead.objects.filter(pk=1).first()
+    if head is not None and head.seq != last:
+        report.problems.append(f"the chain head says entry {head.seq} but the log ends at "
+                               f"entry {last}")
+    return report

@@ -1,0 +1,125 @@
+"""Mass-reading detection: distinct patients read per account over sliding windows.
+
+Above a soft threshold the lab's data-protection officers are alerted (alerts page and
+email); above a hard threshold the account is locked (its web sessions stop working at
+the next request) until a manager unlocks it. Thresholds are per lab (AuditSettings),
+defaulting by role; the soft ones rise with the account's usual level (twice its busiest
+hour of the last 30 days), the hard ones never do: a busy account that is stolen must
+still be stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count
+from django.utils import timezone
+
+from coffre.audit import alerts
+from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
+from coffre.labs.tenancy import Actor
+
+READS = ("read", "search", "export", "print")
+WINDOWS = (("10_minutes", dt.timedelta(minutes=10)), ("hour", dt.timedelta(hours=1)))
+DEFAULTS = {"soft_per_10_minutes": 60, "hard_per_10_minutes": 150,
+            "soft_per_hour": 200, "hard_per_hour": 400, "export_approval_patients": 100}
+# Roles that read many patients in normal work get more room.
+ROLE_FACTOR = {"biologist": 1.5, "technician": 1.5, "dpo": 0.5, "platform_admin": 0.25}
+_usual_cache: dict[str, tuple[float, int]] = {}
+
+
+class AccountLocked(PermissionError):
+    """The account is locked for mass reading; the message carries no patient data."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    soft: dict[str, int]
+    hard: dict[str, int]
+
+
+def thresholds(actor: Actor) -> Thresholds:
+    configured = AuditSettings.objects.filter(lab_id=actor.lab_id).first()
+    factor = ROLE_FACTOR.get(actor.role, 1.0)
+
+    def value(name: str) -> int:
+        own = getattr(configured, name, None) if configured else None
+        return own if own is not None else max(1, int(DEFAULTS[name] * factor))
+
+    hard = {w: value(f"hard_per_{w}") for w, _ in WINDOWS}
+    usual = usual_level(actor.person)
+    soft = {w: min(hard[w] - 1, max(value(f"soft_per_{w}"), 2 * usual)) for w, _ in WINDOWS}
+    return Thresholds(soft, hard)
+
+
+def usual_level(person: str) -> int:
+    """The most distinct patients the person read in one hour over the last 30 days
+    (the current hour excluded); computed at most once an hour per process."""
+    cached = _usual_cache.get(person)
+    if cached and time.monotonic() - cached[0] < 3600:
+        return cached[1]
+    now = timezone.now()
+    rows = (AccessEvent.objects
+            .filter(person=person, action__in=READS, patient_id__isnull=False,
+                    at__gte=now - dt.timedelta(days=30), at__lt=now - dt.timedelta(hours=1))
+            .values_list("at", "patient_id"))
+    per_hour: dict[tuple, set] = {}
+    for at, patient_id in rows.iterator(chunk_size=5000):
+        per_hour.setdefault((at.date(), at.hour), set()).add(patient_id)
+    level = max((len(ids) for ids in per_hour.values()), default=0)
+    _usual_cache[person] = (time.monotonic(), level)
+    return level
+
+
+def distinct_read(person: str) -> dict[str, int]:
+    """Distinct patients read by the person in each window."""
+    now = timezone.now()
+    recent = AccessEvent.objects.filter(person=person, action__in=READS,
+                                        patient_id__isnull=False)
+    return {name: recent.filter(at__gte=now - span).aggregate(
+        n=Count("patient_id", distinct=True))["n"] for name, span in WINDOWS}
+
+
+def ensure_not_locked(actor: Actor) -> None:
+    if AccountLock.objects.filter(person=actor.person, unlocked_at__isnull=True).exists():
+        raise AccountLocked("this account is locked after unusual reading; a lab manager "
+                            "must unlock it")
+
+
+def observe(actor: Actor) -> None:
+    """Called after each logged read: alert, or lock and stop this request."""
+    counts = distinct_read(actor.person)
+    limits = thresholds(actor)
+    over_hard = [w for w, n in counts.items() if n >= limits.hard[w]]
+    if over_hard:
+        lock(actor, f"{counts[over_hard[0]]} distinct patients read in the last "
+                    f"{over_hard[0].replace('_', ' ')} (limit {limits.hard[over_hard[0]]})")
+        raise AccountLocked("this account has been locked after reading too many patients; "
+                            "the data-protection officer has been alerted")
+    over_soft = [w for w, n in counts.items() if n >= limits.soft[w]]
+    if over_soft:
+        alerts.raise_once(actor.lab_id, AlertKind.MASS_READING, actor.person,
+                          f"{counts[over_soft[0]]} distinct patients read in the last "
+                          f"{over_soft[0].replace('_', ' ')} (alert at "
+                          f"{limits.soft[over_soft[0]]}, lock at {limits.hard[over_soft[0]]})",
+                          within=dt.timedelta(hours=1))
+
+
+def lock(actor: Actor, reason: str) -> None:
+    AccountLock.objects.create(person=actor.person, lab_id=actor.lab_id, reason=reason)
+    if actor.channel == "web":
+        # Inactive users are refused by Django's auth backend on their next request,
+        # which ends every session of the account at once.
+        get_user_model().objects.filter(username=actor.person).update(is_active=False)
+    alerts.raise_alert(actor.lab_id, AlertKind.ACCOUNT_LOCKED, actor.person, reason)
+
+
+def unlock(person: str, by: str) -> int:
+    """Lift every open lock of the person; returns how many were lifted."""
+    lifted = AccountLock.objects.filter(person=person, unlocked_at__isnull=True).update(
+        unlocked_by=by, unlocked_at=timezone.now())
+    get_user_model().objects.filter(username=person).update(is_active=True)
+    return lifted
