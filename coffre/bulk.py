@@ -1,4 +1,5 @@
-"""Fast multi-row INSERT for bulk imports, bypassing per-value ORM preparation.
+"""Fast multi-row INSERT for bulk imports and the access log, bypassing per-value ORM
+preparation.
 
 Django's bulk_create prepares every value through its field (about 25 us a row for a
 patient's 25 columns); sealed values are bytes that need no preparation, so only the
@@ -7,7 +8,8 @@ few other columns are prepared here. Runs inside the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 
 from django.db import connection, models
 
@@ -15,26 +17,35 @@ _PASS_THROUGH = (models.BinaryField, models.IntegerField, models.CharField,
                  models.BooleanField)
 
 
+@cache
+def _statement(model: type[models.Model], vendor: str) -> tuple[str, tuple[models.Field, ...]]:
+    fields = tuple(f for f in model._meta.concrete_fields
+                   if not isinstance(f, models.AutoField | models.BigAutoField))
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    table = connection.ops.quote_name(model._meta.db_table)
+    # Names come from the model; values are parameters.
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks})", fields  # noqa: S608
+
+
 def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
     """INSERT ``rows`` (dicts keyed by field attname; auto-increment ids are left out)."""
     if not rows:
         return
-    fields = [f for f in model._meta.concrete_fields if not isinstance(f, models.AutoField)
-              and not isinstance(f, models.BigAutoField)]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) " \
-          f"VALUES ({marks})"  # noqa: S608 - names come from the model, values are params
+    sql, fields = _statement(model, connection.vendor)
     prepare = [_preparer(f) for f in fields]
     names = [f.attname for f in fields]
     params = [[value if prep is None else prep(value)
                for value, prep in zip((row[n] for n in names), prepare, strict=True)]
               for row in rows]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
 
 
-def _preparer(field: models.Field):
+def _preparer(field: models.Field) -> Callable | None:
     """None when the value goes to the driver as is; else a memoised preparation
     (rows of one batch share their timestamps)."""
     if isinstance(field, _PASS_THROUGH) and not field.is_relation:
@@ -43,7 +54,7 @@ def _preparer(field: models.Field):
         return None if connection.features.has_native_uuid_field else (lambda v: v and v.hex)
     memo: dict = {}
 
-    def prepare(value):
+    def prepare(value: object) -> object:
         if value not in memo:
             memo[value] = field.get_db_prep_save(value, connection)
         return memo[value]

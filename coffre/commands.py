@@ -61,6 +61,22 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
     sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
 
+    audit = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_command",
+                                                                         required=True)
+    audit.add_parser("verify", help="check the whole chain against the signed checkpoints")
+    audit.add_parser("checkpoint", help="write a signed checkpoint of the chain head now")
+    p = audit.add_parser("unlock", help="unlock an account locked for mass reading")
+    p.add_argument("person", help="user name, os:<user> or api:<client>")
+    p = audit.add_parser("alerts", help="alerts, one JSON object per line")
+    p.add_argument("--open", action="store_true", help="only those not acknowledged")
+
+    canary = sub.add_parser("canary", help="canary patients").add_subparsers(
+        dest="canary_command", required=True)
+    p = canary.add_parser("plant", help="add canary patients to every lab (or one)")
+    p.add_argument("--per-lab", type=int, default=3)
+    p.add_argument("--lab", metavar="FINESS")
+    canary.add_parser("list", help="how many canaries each lab has (never their values)")
+
 
 @command("init")
 def init(args: argparse.Namespace) -> int:
@@ -186,3 +202,58 @@ def leakcheck(args: argparse.Namespace) -> int:
         print(line)
     log.info("leakcheck: %s", "passed" if passed else "FAILED")
     return 0 if passed else 1
+
+
+@command("audit")
+def audit(args: argparse.Namespace) -> int:
+    from coffre.audit import chain, detection
+    from coffre.audit.models import AccessEvent, Alert
+
+    if args.audit_command == "verify":
+        with bars() as add:
+            report = chain.verify(add("verifying", AccessEvent.objects.count()))
+        print(f"{report.entries} entries read, {report.checkpoints} signed checkpoints")
+        for problem in report.problems:
+            print(f"PROBLEM: {problem}")
+        print("the access log is intact" if report.ok else "the access log has been altered")
+        log.info("audit verify: %s", "intact" if report.ok else "ALTERED")
+        return 0 if report.ok else 1
+    if args.audit_command == "checkpoint":
+        chain.checkpoint_now()
+        print(f"checkpoint written to {chain.checkpoint_file()}")
+        return 0
+    if args.audit_command == "unlock":
+        from coffre.labs.tenancy import cli_actor
+
+        lifted = detection.unlock(args.person, by=cli_actor(0).person)
+        print(f"{lifted} lock(s) lifted for {args.person}")
+        return 0 if lifted else 1
+    alerts = Alert.objects.all()
+    if args.open:
+        alerts = alerts.filter(acknowledged_at__isnull=True)
+    print_json_lines([{"id": a.pk, "at": a.at.isoformat(), "lab_id": a.lab_id, "kind": a.kind,
+                       "person": a.person, "summary": a.summary,
+                       "patient_id": str(a.patient_id) if a.patient_id else None,
+                       "acknowledged_by": a.acknowledged_by or None} for a in alerts])
+    return 0
+
+
+@command("canary")
+def canary(args: argparse.Namespace) -> int:
+    from coffre.audit import canaries
+    from coffre.labs.models import Lab
+    from coffre.labs.tenancy import cli_actor
+
+    labs = [_lab(args.lab)] if getattr(args, "lab", None) else list(Lab.objects.all())
+    if args.canary_command == "plant":
+        if args.per_lab < 1:
+            raise CommandError("--per-lab must be at least 1")
+        for target in labs:
+            canaries.plant(target.id, args.per_lab, cli_actor(target.id, role="canary"))
+            print(f"planted {args.per_lab} canaries in {target.name} ({target.finess})")
+        return 0
+    counts = {}
+    for record in canaries.planted():
+        counts[record["lab_id"]] = counts.get(record["lab_id"], 0) + 1
+    print_json_lines([{"finess": t.finess, "canaries": counts.get(t.id, 0)} for t in labs])
+    return 0

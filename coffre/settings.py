@@ -76,6 +76,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "coffre.accounts.context.acting_lab",
+                "coffre.accounts.context.alerts_badge",
             ],
         },
     },

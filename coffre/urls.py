@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from coffre.accounts import views as account_views
+from coffre.audit import views as audit_views
 from coffre.identity import views as identity_views
 
 urlpatterns = [
@@ -13,5 +14,14 @@ urlpatterns = [
     path("laboratoire/", account_views.choose_lab, name="choose_lab"),
     path("patients/", identity_views.patient_search, name="patient_search"),
     path("patients/<uuid:patient_id>/", identity_views.patient_detail, name="patient_detail"),
+    path("patients/bris-de-glace/", identity_views.break_glass_search,
+         name="break_glass_search"),
+    path("patients/<uuid:patient_id>/bris-de-glace/", identity_views.break_glass_patient,
+         name="break_glass_patient"),
+    path("alertes/", audit_views.alert_list, name="alerts"),
+    path("alertes/<int:alert_id>/acquitter/", audit_views.alert_acknowledge,
+         name="alert_acknowledge"),
+    path("alertes/verrous/<int:lock_id>/deverrouiller/", audit_views.account_unlock,
+         name="account_unlock"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

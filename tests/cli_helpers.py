@@ -31,6 +31,20 @@ class Cli:
     def json_lines(self, *args: str) -> list[dict]:
         return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line]
 
+    def sql(self, statement: str) -> None:
+        """Run SQL on this CLI's database directly, as an intruder with a copy would."""
+        url = self.env.get("COFFRE_DATABASE_URL")
+        if url:
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(statement)
+            return
+        import sqlite3
+
+        with sqlite3.connect(self.home / "coffre.sqlite3") as db:
+            db.execute(statement)
+
 
 def make_cli(home: Path) -> tuple[Cli, str | None]:
     """A CLI with its own home; on PostgreSQL, its own database (returned to drop)."""

@@ -17,7 +17,7 @@ def _fresh_keyring():
 
     keyring.clear_caches()
     canaries.clear_cache()
-    detection._usual_cache.clear()
+    detection.clear_caches()
     yield
     keyring.clear_caches()
     canaries.clear_cache()

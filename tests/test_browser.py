@@ -14,7 +14,12 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from coffre.accounts.models import Membership, Role
+from coffre.audit import alerts
+from coffre.audit.models import Alert, AlertKind
 from coffre.identity.access import create_patient
+from coffre.labs.models import LabGroup
+from coffre.labs.services import add_lab
+from coffre.labs.tenancy import Actor
 from tests.conftest import make_nir, patient_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -76,6 +81,18 @@ def secretary_a(lab_a):
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def inline_code(page) -> dict:
+    """What a strict CSP would block: scripts, inline styles, event handlers."""
+    return page.evaluate("""() => ({
+        scripts: document.scripts.length,
+        styles: document.querySelectorAll('style, [style]').length,
+        handlers: [...document.querySelectorAll('*')].filter(
+            el => [...el.attributes].some(a => a.name.startsWith('on'))).length,
+        stylesheets: [...document.styleSheets].filter(s => s.cssRules.length).map(
+            s => s.href),
+    })""")
 
 
 def log_in(page, username: str = "alice", shot: str | None = None) -> None:
@@ -194,14 +211,7 @@ def test_the_staff_pages_load_no_inline_code_and_nothing_from_elsewhere(
             page.locator("table.list").wait_for()
         if step == "record":
             page.goto(f"/patients/{claire.id}/")
-        inline[step] = page.evaluate("""() => ({
-            scripts: document.scripts.length,
-            styles: document.querySelectorAll('style, [style]').length,
-            handlers: [...document.querySelectorAll('*')].filter(
-                el => [...el.attributes].some(a => a.name.startsWith('on'))).length,
-            stylesheets: [...document.styleSheets].filter(s => s.cssRules.length).map(
-                s => s.href),
-        })""")
+        inline[step] = inline_code(page)
     for step, found in inline.items():
         assert (found["scripts"], found["styles"], found["handlers"]) == (0, 0, 0), step
         assert found["stylesheets"] == [f"{live_server.url}/static/coffre/coffre.css"], step
@@ -209,3 +219,95 @@ def test_the_staff_pages_load_no_inline_code_and_nothing_from_elsewhere(
     assert requested and failed == []
     outside = [url for url in requested if not url.startswith(live_server.url + "/")]
     assert outside == []
+
+
+def member(username: str, lab, role: str):
+    user = get_user_model().objects.create_user(username, password=PASSWORD)
+    Membership.objects.create(user=user, lab=lab, role=role)
+    return user
+
+
+def test_the_dpo_sees_an_alert_and_acknowledges_it_with_a_comment(page, lab_a):
+    member("dora", lab_a, Role.DPO)
+    alerts.raise_alert(lab_a.id, AlertKind.ACCOUNT_LOCKED, "eve",
+                       "151 distinct patients read in the last 10 minutes (limit 150)")
+    alert = alerts.raise_alert(lab_a.id, AlertKind.MASS_READING, "eve",
+                               "63 distinct patients read in the last 10 minutes "
+                               "(alert at 60, lock at 150)")
+
+    log_in(page, "dora")
+    link = page.locator(".topbar nav a", has_text="Alertes")
+    assert link.locator(".count").inner_text() == "2"
+    link.click()
+    page.wait_for_url("**/alertes/")
+    assert page.get_by_role("heading", name="2 alertes ouvertes").is_visible()
+    item = page.locator(".alert-item", has_text="63 distinct patients")
+    assert "Lecture massive" in item.inner_text() and "eve" in item.inner_text()
+    assert page.get_by_role("button", name="Déverrouiller").count() == 0  # not the DPO's
+    found = inline_code(page)
+    assert (found["scripts"], found["styles"], found["handlers"]) == (0, 0, 0)
+    shoot(page, "09-alerts")
+
+    comment = "Campagne de rappel du service, vérifiée avec la responsable"
+    item.get_by_label("Commentaire (obligatoire)").fill(comment)
+    item.get_by_role("button", name="Acquitter").click()
+    page.get_by_role("status").wait_for()
+    assert "Alerte acquittée." in page.get_by_role("status").inner_text()
+    assert page.locator(".topbar nav .count").inner_text() == "1"
+    done = page.locator("section", has=page.get_by_role("heading", name="Alertes acquittées"))
+    row = done.locator("tbody tr").first
+    assert "dora" in row.inner_text() and comment in row.inner_text()
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == "dora"
+    assert Alert.objects.filter(acknowledged_at__isnull=True).count() == 1
+    shoot(page, "10-alert-acknowledged")
+
+
+REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
+
+
+def test_a_break_the_glass_search_opens_a_group_record_under_a_red_banner(
+        page, browser, live_server, secretary_a, lab_a, lab_b, actor_b):
+    group = LabGroup.objects.create(name="Groupe Ouest")
+    sister = add_lab("350000014", "Laboratoire Saint-Malo", "2 quai Duguay-Trouin")
+    for lab in (lab_a, sister):
+        lab.group = group
+        lab.save()
+    claire = create_patient(Actor("carol", sister.id, "secretary", "web"), patient_row())
+    create_patient(actor_b, patient_row(email="claire.b@example.fr"))  # outside the group
+
+    log_in(page)
+    section = page.locator("#bris-de-glace")
+    section.locator("summary").click()
+    section.get_by_label("Motif").fill(REASON)
+    section.get_by_label("Nom de naissance ou d'usage").fill("lefevre")
+    section.get_by_label("Date de naissance").fill("1985-03-14")
+    section.get_by_role("button", name="Rechercher dans le groupe").click()
+    results = page.locator("#bris-de-glace table.list tbody tr")
+    results.first.wait_for()
+    assert results.count() == 1
+    assert "Laboratoire Saint-Malo" in results.first.inner_text()
+    shoot(page, "11-break-glass-search")
+
+    results.first.get_by_role("link").click()
+    page.wait_for_url(f"**/patients/{claire.id}/bris-de-glace/")
+    banner = page.get_by_role("alert")
+    assert "Accès exceptionnel (bris de glace)" in banner.inner_text()
+    assert "LEFÈVRE" in page.locator("main").inner_text()
+    found = inline_code(page)
+    assert (found["scripts"], found["styles"], found["handlers"]) == (0, 0, 0)
+    shoot(page, "12-break-glass-record")
+
+    # The sister lab's DPO sees the access in the record's history, with the reason.
+    member("sophie", sister, Role.DPO)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR",
+                                  base_url=live_server.url)
+    dpo = context.new_page()
+    log_in(dpo, "sophie")
+    dpo.goto(f"/patients/{claire.id}/")
+    history = dpo.locator("section.history")
+    row = history.locator("tr.break-glass").first
+    assert "bris de glace" in row.inner_text() and "Laboratoire A" in row.inner_text()
+    assert REASON in row.inner_text()
+    history.screenshot(path=str(SHOTS / "13-access-history.png"))
+    context.close()

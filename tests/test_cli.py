@@ -208,3 +208,30 @@ def test_files_under_coffre_home_are_readable_by_their_owner_only(cli):
     for path in cli.home.rglob("*"):
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_audit_verify_passes_then_names_a_changed_entry(cli):
+    result = cli.run("audit", "verify")
+    assert "the access log is intact" in result.stdout
+    cli.sql("UPDATE audit_accessevent SET person = 'mallory' WHERE seq = 3")
+    try:
+        result = cli.run("audit", "verify", check=False)
+        assert result.returncode == 1
+        assert "PROBLEM: entry 3 has been changed" in result.stdout
+    finally:
+        cli.sql("UPDATE audit_accessevent SET person = (SELECT person FROM audit_accessevent "
+                "WHERE seq = 4) WHERE seq = 3")
+    assert cli.run("audit", "verify").returncode == 0
+
+
+def test_canaries_are_planted_counted_and_never_listed_with_values(cli):
+    result = cli.run("canary", "plant", "--per-lab", "2", "--lab", FINESS)
+    assert "planted 2 canaries" in result.stdout
+    counts = {row["finess"]: row["canaries"] for row in cli.json_lines("canary", "list")}
+    assert counts[FINESS] == 2
+    assert set(cli.json_lines("canary", "list")[0]) == {"finess", "canaries"}
+
+
+def test_an_unknown_person_cannot_be_unlocked(cli):
+    result = cli.run("audit", "unlock", "nobody", check=False)
+    assert result.returncode == 1 and "0 lock(s) lifted" in result.stdout

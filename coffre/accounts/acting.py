@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 
-from coffre.accounts.models import Membership
+from coffre.accounts.models import Membership, Role
+from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.labs.tenancy import Actor
 
 SESSION_LAB = "acting_lab_id"
+# Who reviews the lab's alerts: the data-protection officer acknowledges them, the lab
+# manager sees them and lifts the account locks (separation of duties).
+ALERT_REVIEWERS = (Role.DPO, Role.LAB_MANAGER)
 
 
 def memberships(user) -> list[Membership]:
@@ -34,8 +39,18 @@ def actor_for(request: HttpRequest, membership: Membership) -> Actor:
                  address=request.META.get("REMOTE_ADDR", ""))
 
 
+def locked_out(request: HttpRequest) -> HttpResponse:
+    """End the session of a locked account and say why, without any patient value."""
+    logout(request)
+    return render(request, "accounts/locked.html", status=403)
+
+
 def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required, a lab chosen, and ``request.actor`` set for the access layer."""
+    """Login required, a lab chosen, and ``request.actor`` set for the access layer.
+
+    An account locked by the mass-reading detection, before or while the view runs, is
+    logged out and shown the "account locked" page: the one place the web handles it.
+    """
 
     @login_required
     @wraps(view)
@@ -51,6 +66,26 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
             membership = mine[0]
         request.actor = actor_for(request, membership)
         request.membership = membership
-        return view(request, *args, **kwargs)
+        try:
+            ensure_not_locked(request.actor)
+            return view(request, *args, **kwargs)
+        except AccountLocked:
+            return locked_out(request)
 
     return wrapper
+
+
+def requires_role(*roles: str) -> Callable[[Callable[..., HttpResponse]],
+                                            Callable[..., HttpResponse]]:
+    """Only these roles in the acting lab; put it under ``@staff_view``."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.membership.role not in roles:
+                raise PermissionDenied("role not allowed")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -57,10 +57,35 @@ def _mail_officers(alert: Alert) -> None:
               fail_silently=True)
 
 
+class CommentRequired(ValueError):
+    """An alert is acknowledged with a written comment (what was checked, what was done)."""
+
+
+def open_alerts(lab_id: int) -> list[Alert]:
+    return list(Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=True))
+
+
+def count_open(lab_id: int) -> int:
+    return Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=True).count()
+
+
+def acknowledged_alerts(lab_id: int, limit: int = 50) -> list[Alert]:
+    return list(Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=False)
+                .order_by("-acknowledged_at")[:limit])
+
+
+def comment_of(alert: Alert) -> str:
+    from coffre.audit.log import open_text
+
+    return open_text(alert.comment, f"alert-comment-{alert.pk}")
+
+
 def acknowledge(alert: Alert, by: str, comment: str) -> None:
     from coffre.audit.log import seal_text
 
+    if not comment.strip():
+        raise CommentRequired("an alert is acknowledged with a comment")
     alert.acknowledged_by = by
     alert.acknowledged_at = timezone.now()
-    alert.comment = seal_text(comment, f"alert-comment-{alert.pk}")
+    alert.comment = seal_text(comment.strip(), f"alert-comment-{alert.pk}")
     alert.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])

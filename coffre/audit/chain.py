@@ -20,11 +20,12 @@ import json
 import logging
 import logging.handlers
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from coffre import config
@@ -74,16 +75,26 @@ def _text(value: object) -> str:
     return str(value)
 
 
+# Raw SQL on the hot path: every read of a patient appends here, and the ORM's query
+# compilation cost more than the append itself (docs/benchmarks.md).
+_HEAD = "SELECT seq, mac, key, checkpoint_epoch FROM audit_chainhead WHERE id = 1"
+_MOVE = "UPDATE audit_chainhead SET seq = %s, mac = %s, key = %s WHERE id = 1"
+_MOVE_CHECKPOINT = ("UPDATE audit_chainhead SET seq = %s, mac = %s, key = %s, "
+                    "checkpoint_seq = %s, checkpoint_epoch = %s WHERE id = 1")
+
+
 def append(entries: list[dict]) -> None:
     """Chain and insert entries (dicts of AccessEvent fields without seq and mac).
 
-    Runs in one transaction holding the head row, so concurrent writers queue up and
-    the chain stays linear.
+    Runs in one transaction holding the head row (FOR UPDATE on PostgreSQL; SQLite's
+    IMMEDIATE transactions lock the database), so concurrent writers queue up and the
+    chain stays linear; a rolled-back transaction takes its entries and the head move
+    with it, so no gap can appear.
     """
-    with transaction.atomic():
-        head = _locked_head()
-        key = _audit_key().open_bytes(bytes(head.key), _HEAD_AD)
-        mac, seq = bytes(head.mac), head.seq
+    with transaction.atomic(), connection.cursor() as cursor:
+        seq, mac, sealed_key, checkpoint_epoch = _locked_head(cursor)
+        key = _audit_key().open_bytes(bytes(sealed_key), _HEAD_AD)
+        mac = bytes(mac)
         for entry in entries:
             seq += 1
             entry["seq"] = seq
@@ -91,27 +102,26 @@ def append(entries: list[dict]) -> None:
             mac = entry["mac"] = chain_mac(key, canonical(entry), mac)
             key = next_key(key)
         bulk_insert(AccessEvent, entries)
-        ChainHead.objects.filter(pk=head.pk).update(
-            seq=seq, mac=mac, key=_audit_key().seal_bytes(key, _HEAD_AD))
-        if _checkpoint_due(head):
-            ChainHead.objects.filter(pk=head.pk).update(checkpoint_seq=seq,
-                                                        checkpoint_at=timezone.now())
-            transaction.on_commit(lambda: write_checkpoint(seq, mac))
+        sealed_key = _audit_key().seal_bytes(key, _HEAD_AD)
+        now = int(time.time())
+        if now - checkpoint_epoch >= config.env_int("COFFRE_AUDIT_CHECKPOINT_SECONDS", 60):
+            cursor.execute(_MOVE_CHECKPOINT, [seq, mac, sealed_key, seq, now])
+            last_seq, last_mac = seq, mac
+            transaction.on_commit(lambda: write_checkpoint(last_seq, last_mac))
+        else:
+            cursor.execute(_MOVE, [seq, mac, sealed_key])
 
 
-def _locked_head() -> ChainHead:
-    head = ChainHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        head = ChainHead.objects.create(
-            pk=1, seq=0, mac=GENESIS,
-            key=_audit_key().seal_bytes(first_chain_key(), _HEAD_AD))
-    return head
-
-
-def _checkpoint_due(head: ChainHead) -> bool:
-    interval = config.env_int("COFFRE_AUDIT_CHECKPOINT_SECONDS", 60)
-    return head.checkpoint_at is None or \
-        timezone.now() - head.checkpoint_at >= dt.timedelta(seconds=interval)
+def _locked_head(cursor) -> tuple:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(_HEAD + lock)
+    row = cursor.fetchone()
+    if row is None:
+        ChainHead.objects.create(pk=1, seq=0, mac=GENESIS,
+                                 key=_audit_key().seal_bytes(first_chain_key(), _HEAD_AD))
+        cursor.execute(_HEAD + lock)
+        row = cursor.fetchone()
+    return row
 
 
 def checkpoint_file() -> Path:

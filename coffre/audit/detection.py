@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from coffre.audit import alerts
@@ -28,7 +28,21 @@ DEFAULTS = {"soft_per_10_minutes": 60, "hard_per_10_minutes": 150,
             "soft_per_hour": 200, "hard_per_hour": 400, "export_approval_patients": 100}
 # Roles that read many patients in normal work get more room.
 ROLE_FACTOR = {"biologist": 1.5, "technician": 1.5, "dpo": 0.5, "platform_admin": 0.25}
+# Counting in the database on every read would cost more than the read: each process
+# counts an account's reads and asks the database every CHECK_EVERY of them, so a
+# reader is stopped at most CHECK_EVERY reads (per server process) past the threshold.
+CHECK_EVERY = 10
+LOCKS_TTL = 5.0  # seconds a process trusts its list of locked accounts
 _usual_cache: dict[str, tuple[float, int]] = {}
+_reads_since_check: dict[str, int] = {}
+_locked: tuple[float, frozenset[str]] | None = None
+
+
+def clear_caches() -> None:
+    global _locked
+    _usual_cache.clear()
+    _reads_since_check.clear()
+    _locked = None
 
 
 class AccountLocked(PermissionError):
@@ -42,7 +56,7 @@ class Thresholds:
 
 
 def thresholds(actor: Actor) -> Thresholds:
-    configured = AuditSettings.objects.filter(lab_id=actor.lab_id).first()
+    configured = AuditSettings.objects.filter(lab_id=actor.lab_id).first()  # every 10 reads
     factor = ROLE_FACTOR.get(actor.role, 1.0)
 
     def value(name: str) -> int:
@@ -75,22 +89,42 @@ def usual_level(person: str) -> int:
 
 
 def distinct_read(person: str) -> dict[str, int]:
-    """Distinct patients read by the person in each window."""
+    """Distinct patients read by the person in each window (one indexed query)."""
     now = timezone.now()
     recent = AccessEvent.objects.filter(person=person, action__in=READS,
-                                        patient_id__isnull=False)
-    return {name: recent.filter(at__gte=now - span).aggregate(
-        n=Count("patient_id", distinct=True))["n"] for name, span in WINDOWS}
+                                        patient_id__isnull=False,
+                                        at__gte=now - max(span for _, span in WINDOWS))
+    counts = recent.aggregate(**{
+        name: Count("patient_id", distinct=True, filter=Q(at__gte=now - span))
+        for name, span in WINDOWS})
+    return {name: counts[name] for name, _ in WINDOWS}
+
+
+def _locked_people() -> frozenset[str]:
+    global _locked
+    if _locked is None or time.monotonic() - _locked[0] > LOCKS_TTL:
+        people = AccountLock.objects.filter(unlocked_at__isnull=True).values_list(
+            "person", flat=True)
+        _locked = (time.monotonic(), frozenset(people))
+    return _locked[1]
 
 
 def ensure_not_locked(actor: Actor) -> None:
-    if AccountLock.objects.filter(person=actor.person, unlocked_at__isnull=True).exists():
+    """Refuse a locked account. Web sessions of a locked user end at once (inactive
+    user); other channels within LOCKS_TTL seconds, at once in the locking process."""
+    if actor.person in _locked_people():
         raise AccountLocked("this account is locked after unusual reading; a lab manager "
                             "must unlock it")
 
 
 def observe(actor: Actor) -> None:
-    """Called after each logged read: alert, or lock and stop this request."""
+    """Called after each logged read: every CHECK_EVERY reads of the account in this
+    process, count in the database; alert, or lock and stop this request."""
+    done = _reads_since_check.get(actor.person, 0) + 1
+    if done < CHECK_EVERY:
+        _reads_since_check[actor.person] = done
+        return
+    _reads_since_check[actor.person] = 0
     counts = distinct_read(actor.person)
     limits = thresholds(actor)
     over_hard = [w for w, n in counts.items() if n >= limits.hard[w]]
@@ -109,7 +143,9 @@ def observe(actor: Actor) -> None:
 
 
 def lock(actor: Actor, reason: str) -> None:
+    global _locked
     AccountLock.objects.create(person=actor.person, lab_id=actor.lab_id, reason=reason)
+    _locked = None
     if actor.channel == "web":
         # Inactive users are refused by Django's auth backend on their next request,
         # which ends every session of the account at once.
@@ -117,9 +153,17 @@ def lock(actor: Actor, reason: str) -> None:
     alerts.raise_alert(actor.lab_id, AlertKind.ACCOUNT_LOCKED, actor.person, reason)
 
 
+def open_locks(lab_id: int) -> list[AccountLock]:
+    """The locks a manager of the lab may lift, oldest first."""
+    return list(AccountLock.objects.filter(lab_id=lab_id, unlocked_at__isnull=True)
+                .order_by("locked_at"))
+
+
 def unlock(person: str, by: str) -> int:
     """Lift every open lock of the person; returns how many were lifted."""
+    global _locked
     lifted = AccountLock.objects.filter(person=person, unlocked_at__isnull=True).update(
         unlocked_by=by, unlocked_at=timezone.now())
+    _locked = None
     get_user_model().objects.filter(username=person).update(is_active=True)
     return lifted

@@ -8,12 +8,14 @@ from django.utils.translation import gettext_lazy as _
 
 
 class AccessEvent(models.Model):
+    # Few indexes: each costs every read of a patient a B-tree insert. seq for the
+    # chain, patient for the patient's history, (person, at) for the detection.
     seq = models.BigIntegerField(unique=True)  # position in the chain, from 1
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    at = models.DateTimeField(default=timezone.now)
     person = models.CharField(max_length=150)
     role = models.CharField(max_length=40)
     channel = models.CharField(max_length=10)
-    lab_id = models.IntegerField(null=True, db_index=True)
+    lab_id = models.IntegerField(null=True)
     patient_id = models.UUIDField(null=True, db_index=True)
     action = models.CharField(max_length=20)  # read, search, create, update, export, print
     kind = models.CharField(max_length=40)  # identity, contact, health...
@@ -34,7 +36,7 @@ class ChainHead(models.Model):
     mac = models.BinaryField()
     key = models.BinaryField()
     checkpoint_seq = models.BigIntegerField(default=0)
-    checkpoint_at = models.DateTimeField(null=True)
+    checkpoint_epoch = models.BigIntegerField(default=0)  # seconds; 0 = never
 
 
 class AlertKind(models.TextChoices):

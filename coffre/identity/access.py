@@ -50,6 +50,25 @@ def patients_for(actor: Actor) -> QuerySet[Patient]:
     return Patient.unscoped.filter(lab_id=actor.lab_id)
 
 
+def reachable_ids(actor: Actor, patient_ids: Iterable[uuid.UUID | None]) -> set[uuid.UUID]:
+    """Which of these ids are patients of the actor's lab that a page may link to
+    (canaries excluded: a link to one is a trap for the person who follows it). Reads
+    no value and logs nothing; opening the record logs the read."""
+    wanted = {pid for pid in patient_ids if pid is not None} - canaries.canary_ids()
+    if not wanted:
+        return set()
+    return set(patients_for(actor).filter(id__in=wanted, data_key__isnull=False)
+               .values_list("id", flat=True))
+
+
+def other_group_labs(actor: Actor) -> list[Lab]:
+    """The other labs of the actor's lab group: where break-the-glass can reach."""
+    group_id = Lab.objects.filter(pk=actor.lab_id).values_list("group_id", flat=True).first()
+    if group_id is None:
+        return []
+    return list(Lab.objects.filter(group_id=group_id).exclude(pk=actor.lab_id))
+
+
 def _parse_id(patient_id: uuid.UUID | str) -> uuid.UUID:
     try:
         return patient_id if isinstance(patient_id, uuid.UUID) else uuid.UUID(str(patient_id))
@@ -113,15 +132,16 @@ def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = No
                   birth_date: str | None = None, phone: str | None = None,
                   email: str | None = None) -> list[PatientRecord]:
     """Search the actor's lab through the blind indexes; every match read is recorded."""
-    matches = _search(patients_for(actor), nir, name, birth_date, phone, email)
+    matches = _search(patients_for(actor), nir=nir, name=name, birth_date=birth_date,
+                      phone=phone, email=email)
     log.record(actor, "search", [r.id for r in matches],
                outcome="ok" if matches else "no_match")
     return canaries.without(matches)
 
 
-def _search(scope: QuerySet[Patient], nir: str | None, name: str | None,
-            birth_date: str | None, phone: str | None, email: str | None
-            ) -> list[PatientRecord]:
+def _search(scope: QuerySet[Patient], *, nir: str | None = None, name: str | None = None,
+            birth_date: str | None = None, phone: str | None = None,
+            email: str | None = None) -> list[PatientRecord]:
     index_filters, wanted, kind = _criteria(nir, name, birth_date, phone, email)
     candidates: dict[uuid.UUID, Patient] = {}
     for index_filter in index_filters:
@@ -146,11 +166,7 @@ def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")
     detection.ensure_not_locked(actor)
-    own = Lab.objects.filter(pk=actor.lab_id).values_list("group_id", flat=True).first()
-    if own is None:
-        return Patient.unscoped.none()
-    others = Lab.objects.filter(group_id=own).exclude(pk=actor.lab_id)
-    return Patient.unscoped.filter(lab__in=others)
+    return Patient.unscoped.filter(lab__in=other_group_labs(actor))
 
 
 def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],

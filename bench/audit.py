@@ -1,0 +1,162 @@
+"""Audit benchmark: the cost of logging a read, and `audit verify` throughput.
+
+    .venv/bin/python bench/audit.py                    # 2,000 reads, 1,000,000 entries
+    .venv/bin/python bench/audit.py --entries 100000   # quicker
+
+Reads go through access.access_patient and through the staff patient page, in three
+modes measured in the same run: "no log" (log.record replaced by a no-op: the
+baseline), "chain only" (the chained append; detection and canary checks off) and
+"full" (what production does: chained entry, mass-reading counts, canary check). The
+reads are shared by 20 staff accounts (50 distinct patients each per 1,000 reads), as in
+a lab, with the default detection thresholds. Then N chained entries are appended in
+batches and `chain.verify` is timed over all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def setup(home: str) -> None:
+    os.environ["COFFRE_HOME"] = home
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
+    os.environ["COFFRE_AUDIT_CHECKPOINT_SECONDS"] = "60"
+    os.environ["COFFRE_ALLOWED_HOSTS"] = "testserver"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from coffre.keyring import services as keyring
+    from coffre.vault import create_key_file
+
+    create_key_file(Path(home) / "keys" / "master.key")
+    call_command("migrate", verbosity=0)
+    keyring.initialise()
+
+
+def time_reads(actors: list, ids: list, rounds: int = 3) -> tuple[float, float]:
+    """Median over rounds of the mean time per read, in milliseconds: through the access
+    layer, and as the staff patient page (view, template, session, audit)."""
+    from django.test import Client
+
+    from coffre.identity.access import access_patient
+
+    clients = []
+    for actor in actors:
+        clients.append(Client())
+        clients[-1].force_login(_staff_user(actor))
+    layer, page = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for number, patient_id in enumerate(ids):
+            access_patient(actors[number % len(actors)], patient_id)
+        layer.append((time.perf_counter() - started) / len(ids) * 1000)
+        started = time.perf_counter()
+        for number, patient_id in enumerate(ids):
+            response = clients[number % len(clients)].get(f"/patients/{patient_id}/")
+            assert response.status_code == 200, response.status_code
+        page.append((time.perf_counter() - started) / len(ids) * 1000)
+    return statistics.median(layer), statistics.median(page)
+
+
+def _staff_user(actor):
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts.models import Membership
+
+    user, created = get_user_model().objects.get_or_create(username=actor.person)
+    if created:
+        Membership.objects.create(user=user, lab_id=actor.lab_id, role=actor.role)
+    return user
+
+
+def reads(count: int) -> dict[str, tuple[float, float]]:
+    from coffre.audit import log
+    from coffre.identity.importer import dict_rows, import_rows
+    from coffre.identity.models import Patient
+    from coffre.identity.synthetic import generate_patients
+    from coffre.labs.services import add_lab
+    from coffre.labs.tenancy import Actor
+
+    lab = add_lab("750000010", "Laboratoire Bench")
+    actors = [Actor(f"staff{i}", lab.id, "secretary", "web", "127.0.0.1") for i in range(20)]
+    import_rows(Actor("import", lab.id, "import", "cli"),
+                lambda: dict_rows(generate_patients(count, seed=4)))
+    ids = list(Patient.unscoped.values_list("id", flat=True))
+    real_record = log.record
+    results = {}
+    log.record = lambda *args, **kwargs: None
+    results["no log"] = time_reads(actors, ids)
+    from coffre.audit import chain
+
+    def chain_only(actor, action, patient_ids, *, kind="identity", outcome="ok", purpose=""):
+        from django.utils import timezone
+
+        chain.append([{"at": timezone.now(), "person": actor.person, "role": actor.role,
+                       "channel": actor.channel, "lab_id": actor.lab_id, "action": action,
+                       "kind": kind, "address": actor.address, "outcome": outcome,
+                       "patient_id": pid} for pid in patient_ids])
+
+    log.record = chain_only
+    results["chain only"] = time_reads(actors, ids)
+    log.record = real_record
+    results["full"] = time_reads(actors, ids)
+    return results
+
+
+def verify(entries: int) -> tuple[float, float, int]:
+    from django.utils import timezone
+
+    from coffre.audit import chain
+
+    batch = 10_000
+    started = time.perf_counter()
+    for start in range(0, entries, batch):
+        now = timezone.now()
+        chain.append([{"at": now, "person": f"user{i % 50}", "role": "secretary",
+                       "channel": "web", "lab_id": 1, "patient_id": None, "action": "read",
+                       "kind": "identity", "address": "10.0.0.1", "outcome": "ok"}
+                      for i in range(start, min(entries, start + batch))])
+    appended = time.perf_counter() - started
+    started = time.perf_counter()
+    report = chain.verify()
+    assert report.ok, report.problems
+    return appended, time.perf_counter() - started, report.entries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="coffre-bench-audit-") as home:
+        setup(home)
+        results = reads(args.reads)
+        print(f"== reading one patient, {args.reads} distinct patients, SQLite, "
+              "median of 3 rounds")
+        for level, name in ((0, "access layer (access_patient)"),
+                            (1, "staff patient page (GET /patients/<id>/)")):
+            base = results["no log"][level]
+            print(name)
+            for mode, times in results.items():
+                print(f"  {mode:>11}: {times[level]:.3f} ms per read  "
+                      f"(overhead {100 * (times[level] / base - 1):+.0f}%)")
+        appended, verified, count = verify(args.entries)
+        print(f"== audit chain of {count:,} entries (plus the reads above)")
+        print(f"append: {appended:.1f} s ({args.entries / appended:,.0f} entries/s, "
+              f"batches of 10,000)")
+        print(f"verify: {verified:.1f} s ({count / verified:,.0f} entries/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""A patient's access history, read from the access log: who opened the record, when,
+from which lab, and whether it was a break-the-glass access.
+
+Shown on the staff patient page and, later, to the patient on the portal. Reading the
+history writes nothing to the log: the page that shows it has already logged its read.
+Entries carry names of staff and labs, never a patient value; the sealed reason of a
+break-the-glass access is opened only when the caller asks for it (the DPO's view).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.utils.translation import gettext_lazy as _
+
+from coffre.accounts.models import Role
+from coffre.audit.log import open_text
+from coffre.audit.models import AccessEvent
+from coffre.labs.models import Lab
+
+ACTION_LABELS = {
+    "read": _("consultation"),
+    "search": _("recherche"),
+    "create": _("création"),
+    "update": _("modification"),
+    "export": _("export"),
+    "print": _("impression"),
+}
+OTHER_ROLES = {"cli": _("Ligne de commande"), "import": _("Import")}
+# An attempt on an id the person could not reach read nothing of the patient.
+NOT_ACCESSES = ("not_found",)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: dt.datetime
+    person: str
+    role: str
+    role_label: str
+    channel: str
+    lab_id: int | None
+    lab_name: str
+    action: str
+    action_label: str
+    break_glass: bool
+    reason: str  # the break-the-glass reason, only when asked for; else ""
+
+
+def role_label(role: str) -> str:
+    if role in Role.values:
+        return str(Role(role).label)
+    return str(OTHER_ROLES.get(role, role))
+
+
+def patient_history(patient_id: uuid.UUID, limit: int = 50, *,
+                    with_reasons: bool = False) -> list[HistoryEntry]:
+    """The latest ``limit`` accesses to the patient, newest first.
+
+    The caller must already be allowed to see the patient (it went through
+    ``identity.access``). ``with_reasons`` opens the sealed break-the-glass reasons.
+    """
+    events = list(AccessEvent.objects.filter(patient_id=patient_id)
+                  .exclude(outcome__in=NOT_ACCESSES)
+                  .order_by("-seq")[:limit])
+    labs = Lab.objects.in_bulk({e.lab_id for e in events if e.lab_id is not None})
+    return [HistoryEntry(
+        at=e.at, person=e.person, role=e.role, role_label=role_label(e.role),
+        channel=e.channel, lab_id=e.lab_id,
+        lab_name=labs[e.lab_id].name if e.lab_id in labs else "",
+        action=e.action, action_label=str(ACTION_LABELS.get(e.action, e.action)),
+        break_glass=e.outcome == "break_glass",
+        reason=open_text(e.purpose, "purpose") if with_reasons and e.purpose else "",
+    ) for e in events]

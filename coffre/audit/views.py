@@ -1,0 +1,64 @@
+"""The alerts page: the data-protection officer reviews and acknowledges the lab's
+alerts; the lab manager sees them and lifts account locks. Neither can do the other's
+part (separation of duties)."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from coffre.accounts.acting import ALERT_REVIEWERS, requires_role, staff_view
+from coffre.accounts.models import Role
+from coffre.audit import alerts, detection
+from coffre.audit.models import AccountLock, Alert
+from coffre.identity.access import reachable_ids
+
+
+@staff_view
+@requires_role(*ALERT_REVIEWERS)
+@require_GET
+def alert_list(request: HttpRequest) -> HttpResponse:
+    lab_id = request.actor.lab_id
+    is_dpo = request.membership.role == Role.DPO
+    pending = alerts.open_alerts(lab_id)
+    done = alerts.acknowledged_alerts(lab_id)
+    return render(request, "audit/alerts.html", {
+        "open_alerts": pending,
+        "linkable": reachable_ids(request.actor, [a.patient_id for a in pending]),
+        "acknowledged": [(a, alerts.comment_of(a) if is_dpo else "") for a in done],
+        "can_acknowledge": is_dpo,
+        "locks": (detection.open_locks(lab_id)
+                  if request.membership.role == Role.LAB_MANAGER else None),
+    })
+
+
+@staff_view
+@requires_role(Role.DPO)
+@require_POST
+def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = Alert.objects.filter(pk=alert_id, lab_id=request.actor.lab_id,
+                                 acknowledged_at__isnull=True).first()
+    if alert is None:
+        raise Http404("no such alert")
+    try:
+        alerts.acknowledge(alert, by=request.user.get_username(),
+                           comment=request.POST.get("comment", ""))
+    except alerts.CommentRequired:
+        messages.error(request, _("Un commentaire est obligatoire pour acquitter une alerte."))
+    else:
+        messages.success(request, _("Alerte acquittée."))
+    return redirect("alerts")
+
+
+@staff_view
+@requires_role(Role.LAB_MANAGER)
+@require_POST
+def account_unlock(request: HttpRequest, lock_id: int) -> HttpResponse:
+    lock = AccountLock.objects.filter(pk=lock_id, lab_id=request.actor.lab_id,
+                                      unlocked_at__isnull=True).first()
+    if lock is None:
+        raise Http404("no such lock")
+    detection.unlock(lock.person, by=request.user.get_username())
+    messages.success(request, _("Compte %(person)s déverrouillé.") % {"person": lock.person})
+    return redirect("alerts")

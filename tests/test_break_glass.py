@@ -1,0 +1,70 @@
+"""Break-the-glass: another lab of the group, only with a written reason, logged,
+alerted and shown in the patient's history; never a lab outside the group."""
+
+import pytest
+
+from coffre.audit.log import open_text
+from coffre.audit.models import AccessEvent, Alert, AlertKind
+from coffre.identity.access import (
+    PatientNotFound,
+    ReasonRequired,
+    break_glass_access,
+    break_glass_find,
+    create_patient,
+)
+from coffre.labs.models import LabGroup
+from coffre.labs.services import add_lab
+from coffre.labs.tenancy import Actor
+from tests.conftest import patient_row
+
+REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
+
+
+@pytest.fixture
+def sister_lab(lab_a):
+    group = LabGroup.objects.create(name="Groupe Ouest")
+    lab_a.group = group
+    lab_a.save()
+    sister = add_lab("350000014", "Laboratoire Sœur")
+    sister.group = group
+    sister.save()
+    return sister
+
+
+@pytest.fixture
+def sister_patient(sister_lab):
+    return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
+
+
+def test_a_patient_of_a_group_lab_is_found_with_a_reason(actor_a, sister_patient):
+    found = break_glass_find(actor_a, REASON, email="claire.lefevre@example.fr")
+    assert [r.id for r in found] == [sister_patient.id]
+
+
+def test_no_reason_no_access(actor_a, sister_patient):
+    with pytest.raises(ReasonRequired):
+        break_glass_find(actor_a, "urgent", email="claire.lefevre@example.fr")
+    with pytest.raises(ReasonRequired):
+        break_glass_access(actor_a, sister_patient.id, "   ")
+
+
+def test_a_lab_outside_the_group_is_never_reached(actor_a, actor_b, sister_patient):
+    outside = create_patient(actor_b, patient_row(email="b@example.org"))
+    assert break_glass_find(actor_a, REASON, email="b@example.org") == []
+    with pytest.raises(PatientNotFound):
+        break_glass_access(actor_a, outside.id, REASON)
+
+
+def test_the_access_is_logged_with_its_sealed_reason_and_alerted(actor_a, sister_patient,
+                                                                sister_lab):
+    break_glass_access(actor_a, sister_patient.id, REASON)
+    entry = AccessEvent.objects.get(patient_id=sister_patient.id, outcome="break_glass")
+    assert entry.person == "alice" and entry.action == "read"
+    assert REASON.encode() not in bytes(entry.purpose)
+    assert open_text(entry.purpose, "purpose") == REASON
+    alert = Alert.objects.get(kind=AlertKind.BREAK_GLASS)
+    assert alert.lab_id == sister_lab.id and alert.patient_id == sister_patient.id
+
+
+def test_a_lab_without_a_group_has_no_glass_to_break(actor_b, sister_patient):
+    assert break_glass_find(actor_b, REASON, email="claire.lefevre@example.fr") == []
