@@ -230,10 +230,10 @@ def member(username: str, lab, role: str):
 def test_the_dpo_sees_an_alert_and_acknowledges_it_with_a_comment(page, lab_a):
     member("dora", lab_a, Role.DPO)
     alerts.raise_alert(lab_a.id, AlertKind.ACCOUNT_LOCKED, "eve",
-                       "151 distinct patients read in the last 10 minutes (limit 150)")
+                       "151 patients distincts lus en 10 minutes (limite 150)")
     alert = alerts.raise_alert(lab_a.id, AlertKind.MASS_READING, "eve",
-                               "63 distinct patients read in the last 10 minutes "
-                               "(alert at 60, lock at 150)")
+                               "63 patients distincts lus en 10 minutes "
+                               "(alerte à 60, verrouillage à 150)")
 
     log_in(page, "dora")
     link = page.locator(".topbar nav a", has_text="Alertes")
@@ -241,7 +241,7 @@ def test_the_dpo_sees_an_alert_and_acknowledges_it_with_a_comment(page, lab_a):
     link.click()
     page.wait_for_url("**/alertes/")
     assert page.get_by_role("heading", name="2 alertes ouvertes").is_visible()
-    item = page.locator(".alert-item", has_text="63 distinct patients")
+    item = page.locator(".alert-item", has_text="63 patients distincts")
     assert "Lecture massive" in item.inner_text() and "eve" in item.inner_text()
     assert page.get_by_role("button", name="Déverrouiller").count() == 0  # not the DPO's
     found = inline_code(page)

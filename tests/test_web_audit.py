@@ -161,7 +161,7 @@ def test_break_glass_reasons_are_shown_to_the_dpo_only(people, actor_a, sister_l
 @pytest.fixture
 def alert_a(lab_a):
     return alerts.raise_alert(lab_a.id, AlertKind.MASS_READING, "eve",
-                              "72 distinct patients read in the last 10 minutes")
+                              "72 patients distincts lus en 10 minutes")
 
 
 def test_the_alerts_page_needs_a_login(client, alert_a):
@@ -179,7 +179,7 @@ def test_staff_of_the_same_lab_who_do_not_review_alerts_are_refused(lab_a, alert
 
 def test_the_dpo_sees_the_open_alerts_of_the_lab_and_a_count_in_the_menu(people, alert_a):
     page = text(client_for("dora").get("/alertes/"))
-    assert "Lecture massive" in page and "eve" in page and "72 distinct patients" in page
+    assert "Lecture massive" in page and "eve" in page and "72 patients distincts" in page
     assert re.search(r'class="nav-alerts">Alertes <span class="count"[^>]*>1</span>', page)
     assert 'name="comment"' in page
 
@@ -262,7 +262,7 @@ def eve_locked(lab_a):
     eve.is_active = False
     eve.save()
     return AccountLock.objects.create(person="eve", lab_id=lab_a.id,
-                                      reason="151 distinct patients read in the last 10 minutes")
+                                      reason="151 patients distincts lus en 10 minutes")
 
 
 def test_a_lab_manager_unlocks_a_locked_account(people, eve_locked):

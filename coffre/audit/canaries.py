@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from coffre.audit import alerts, chain
 from coffre.audit.models import AlertKind, CanaryMark
@@ -62,8 +63,9 @@ def without(records: list, ids: Iterable[uuid.UUID] | None = None) -> list:
 def check_reads(actor: Actor, patient_ids: Iterable[uuid.UUID]) -> None:
     for patient_id in set(patient_ids) & canary_ids():
         alerts.raise_alert(actor.lab_id, AlertKind.CANARY, actor.person,
-                           f"canary patient read through the {actor.channel} channel "
-                           "(this never happens in normal work)", patient_id=patient_id)
+                           _("patient sentinelle lu (canal %(channel)s) : cela n'arrive "
+                             "jamais dans le travail normal") % {"channel": actor.channel},
+                           patient_id=patient_id)
 
 
 def plant(lab_id: int, count: int, actor: Actor) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from coffre.audit import alerts
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
@@ -24,6 +25,9 @@ from coffre.labs.tenancy import Actor
 
 READS = ("read", "search", "export", "print")
 WINDOWS = (("10_minutes", dt.timedelta(minutes=10)), ("hour", dt.timedelta(hours=1)))
+# Alert texts are stored in the installation's language (French by default); they hold
+# counts only.
+WINDOW_LABELS = {"10_minutes": _("10 minutes"), "hour": _("une heure")}
 DEFAULTS = {"soft_per_10_minutes": 60, "hard_per_10_minutes": 150,
             "soft_per_hour": 200, "hard_per_hour": 400, "export_approval_patients": 100}
 # Roles that read many patients in normal work get more room.
@@ -129,16 +133,20 @@ def observe(actor: Actor) -> None:
     limits = thresholds(actor)
     over_hard = [w for w, n in counts.items() if n >= limits.hard[w]]
     if over_hard:
-        lock(actor, f"{counts[over_hard[0]]} distinct patients read in the last "
-                    f"{over_hard[0].replace('_', ' ')} (limit {limits.hard[over_hard[0]]})")
+        window = over_hard[0]
+        lock(actor, _("%(count)s patients distincts lus en %(window)s (limite %(hard)s)") % {
+            "count": counts[window], "window": WINDOW_LABELS[window],
+            "hard": limits.hard[window]})
         raise AccountLocked("this account has been locked after reading too many patients; "
                             "the data-protection officer has been alerted")
     over_soft = [w for w, n in counts.items() if n >= limits.soft[w]]
     if over_soft:
+        window = over_soft[0]
         alerts.raise_once(actor.lab_id, AlertKind.MASS_READING, actor.person,
-                          f"{counts[over_soft[0]]} distinct patients read in the last "
-                          f"{over_soft[0].replace('_', ' ')} (alert at "
-                          f"{limits.soft[over_soft[0]]}, lock at {limits.hard[over_soft[0]]})",
+                          _("%(count)s patients distincts lus en %(window)s (alerte à "
+                            "%(soft)s, verrouillage à %(hard)s)") % {
+                              "count": counts[window], "window": WINDOW_LABELS[window],
+                              "soft": limits.soft[window], "hard": limits.hard[window]},
                           within=dt.timedelta(hours=1))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext as _
 
 from coffre.audit import canaries, detection, log
 from coffre.audit.alerts import raise_alert
@@ -174,8 +175,11 @@ def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
     log.record(actor, action, [r.id for r in records], outcome="break_glass",
                purpose=reason)
     for record in records:
-        raise_alert(record.lab_id, AlertKind.BREAK_GLASS, actor.person,
-                    f"break-the-glass {action} from lab {actor.lab_id}", patient_id=record.id)
+        summary = _("bris de glace (%(action)s) depuis le laboratoire %(lab)s") % {
+            "action": _("consultation") if action == "read" else _("recherche"),
+            "lab": actor.lab_id}
+        raise_alert(record.lab_id, AlertKind.BREAK_GLASS, actor.person, summary,
+                    patient_id=record.id)
 
 
 def break_glass_find(actor: Actor, reason: str, **criteria: str | None
