@@ -63,7 +63,13 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
     audit = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_command",
                                                                          required=True)
-    audit.add_parser("verify", help="check the whole chain against the signed checkpoints")
+    p = audit.add_parser("verify", help="check the whole chain against the signed checkpoints")
+    p.add_argument("--auditor-key", type=Path, metavar="FILE",
+                   help="the auditor's private key (default: COFFRE_HOME/audit/"
+                        "auditor-private.key if it is still there)")
+    p = audit.add_parser("auditor-key", help="make the auditor's key pair (before any entry)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="where to write the private key (0600); keep it off this machine")
     audit.add_parser("checkpoint", help="write a signed checkpoint of the chain head now")
     p = audit.add_parser("unlock", help="unlock an account locked for mass reading")
     p.add_argument("person", help="user name, os:<user> or api:<client>")
@@ -208,10 +214,22 @@ def leakcheck(args: argparse.Namespace) -> int:
 def audit(args: argparse.Namespace) -> int:
     from coffre.audit import chain, detection
     from coffre.audit.models import AccessEvent, Alert
+    from coffre.vault import VaultError
 
+    if args.audit_command == "auditor-key":
+        try:
+            chain.create_auditor_key(args.out)
+        except chain.VerifyError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"auditor private key written to {args.out}: move it off this machine")
+        return 0
     if args.audit_command == "verify":
-        with bars() as add:
-            report = chain.verify(add("verifying", AccessEvent.objects.count()))
+        private = _auditor_private(args.auditor_key)
+        try:
+            with bars() as add:
+                report = chain.verify(add("verifying", AccessEvent.objects.count()), private)
+        except (chain.VerifyError, VaultError) as exc:
+            raise CommandError(f"cannot verify: {exc}") from None
         print(f"{report.entries} entries read, {report.checkpoints} signed checkpoints")
         for problem in report.problems:
             print(f"PROBLEM: {problem}")
@@ -236,6 +254,20 @@ def audit(args: argparse.Namespace) -> int:
                        "patient_id": str(a.patient_id) if a.patient_id else None,
                        "acknowledged_by": a.acknowledged_by or None} for a in alerts])
     return 0
+
+
+def _auditor_private(path: Path | None) -> bytes | None:
+    import base64
+
+    from coffre.audit import chain
+
+    path = path or chain.default_auditor_private_file()
+    if not path.exists():
+        return None
+    try:
+        return base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError):
+        raise CommandError(f"{path} is not a readable auditor key") from None
 
 
 @command("canary")

@@ -48,7 +48,20 @@ def initialise(expected_patients: int | None = None) -> Iterator[str]:
     if keyring.initialise(expected_patients):
         yield "created the installation keyring"
     keyring.check()
+    yield from _auditor_key()
     yield "master key opens this database: ready"
+
+
+def _auditor_key() -> Iterator[str]:
+    """Before the access log's first entry, make the auditor's key pair (docs/audit.md)."""
+    from coffre.audit import chain
+    from coffre.audit.models import ChainHead
+
+    if ChainHead.objects.exists() or chain.auditor_public_key():
+        return
+    path = chain.create_auditor_key(chain.default_auditor_private_file())
+    yield (f"created the auditor's key {path} (mode 0600): move it off this machine; "
+           "`coffre audit verify --auditor-key FILE` needs it")
 
 
 def generate_patients(patients: int, labs: int, seed: int, add: Bars) -> int:

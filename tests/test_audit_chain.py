@@ -124,3 +124,36 @@ def test_no_audit_entry_holds_a_readable_value(entries, actor_a):
         dump = repr(cursor.fetchall()).lower()
     for value in ("lefèvre", "lefevre", "claire", "612345678", "example.fr", "urgence"):
         assert value not in dump
+
+
+@pytest.fixture
+def auditor(monkeypatch):
+    """An auditor key pair set before the first entry, as `coffre init` does."""
+    import base64
+
+    from coffre.vault.chain import new_auditor_keypair
+
+    private, public = new_auditor_keypair()
+    monkeypatch.setenv("COFFRE_AUDITOR_PUBLIC_KEY", base64.b64encode(public).decode())
+    return private
+
+
+def test_with_an_auditor_key_the_server_cannot_recover_the_first_key(auditor, actor_a):
+    from coffre.vault import DecryptionError
+
+    create_patient(actor_a, patient_row())
+    head = ChainHead.objects.get()
+    assert head.first_key_holder == "auditor"
+    with pytest.raises(DecryptionError):
+        chain._audit_key().open_bytes(bytes(head.first_key), chain._FIRST_AD)
+    with pytest.raises(chain.VerifyError, match="--auditor-key"):
+        chain.verify()
+
+
+def test_the_auditor_verifies_and_still_catches_a_change(auditor, actor_a):
+    patient = create_patient(actor_a, patient_row())
+    access_patient(actor_a, patient.id)
+    assert chain.verify(auditor_private=auditor).ok
+    AccessEvent.objects.filter(seq=2).update(action="search")
+    assert chain.verify(auditor_private=auditor).problems == [
+        "entry 2 has been changed (its MAC does not match)"]

@@ -235,3 +235,17 @@ def test_canaries_are_planted_counted_and_never_listed_with_values(cli):
 def test_an_unknown_person_cannot_be_unlocked(cli):
     result = cli.run("audit", "unlock", "nobody", check=False)
     assert result.returncode == 1 and "0 lock(s) lifted" in result.stdout
+
+
+def test_init_makes_an_auditor_key_that_verification_needs(cli, tmp_path):
+    private = cli.home / "audit" / "auditor-private.key"
+    assert private.exists() and private.stat().st_mode & 0o077 == 0
+    moved = tmp_path / "offline-auditor.key"
+    private.rename(moved)
+    try:
+        result = cli.run("audit", "verify", check=False)
+        assert result.returncode == 1 and "--auditor-key" in result.stderr
+        result = cli.run("audit", "verify", "--auditor-key", str(moved))
+        assert "the access log is intact" in result.stdout
+    finally:
+        moved.rename(private)

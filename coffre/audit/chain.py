@@ -1,9 +1,12 @@
 """Appending to and verifying the forward-secure access log (see coffre.vault.chain).
 
-The chain key k_0 and the checkpoint signing key are derived from the installation's
-"audit" key, wrapped by the master key: a copy of the database cannot recompute a MAC.
-The current key k_i lives in ChainHead sealed under the same key, so a running server
-can append without ever holding an earlier key.
+The chain's first key k_0 is random and sealed to the auditor's X25519 public key
+(`coffre init` makes the pair; the private key belongs off the machine), so the running
+server forgets it after the first entry. The current key k_i lives in ChainHead sealed
+under the installation's "audit" key (wrapped by the master key): a copy of the
+database cannot recompute any MAC, and a compromised server only later ones. Without
+an auditor key, k_0 is sealed under the audit key instead: then only a copy of the
+database, not a compromised server, is kept from rewriting the log.
 
 Checkpoints (seq, MAC, time, Ed25519 signature) are appended to
 COFFRE_HOME/audit/checkpoints.jsonl (and to syslog when COFFRE_AUDIT_SYSLOG is set)
@@ -13,6 +16,7 @@ rewriting its tail is then caught against a copy the database does not hold.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import itertools
@@ -37,8 +41,11 @@ from coffre.vault.chain import (
     GENESIS,
     CheckpointSigner,
     chain_mac,
+    new_auditor_keypair,
     next_key,
+    open_as_auditor,
     same_mac,
+    seal_for_auditor,
     signature_valid,
 )
 
@@ -52,8 +59,67 @@ def _audit_key() -> Key:
     return keyring.installation_key(AUDIT_KEY)
 
 
-def first_chain_key() -> bytes:
-    return _audit_key().derive(b"coffre/audit-chain/v1")
+_FIRST_AD = context("audit", "chain-first-key")
+
+
+class VerifyError(Exception):
+    """Verification cannot start (e.g. the auditor key is needed); nothing was checked."""
+
+
+def auditor_public_key_file() -> Path:
+    return config.subdir("audit") / "auditor.pub"
+
+
+def default_auditor_private_file() -> Path:
+    return config.subdir("audit") / "auditor-private.key"
+
+
+def auditor_public_key() -> bytes | None:
+    value = os.environ.get("COFFRE_AUDITOR_PUBLIC_KEY")
+    path = auditor_public_key_file()
+    if not value and path.exists():
+        value = path.read_text().strip()
+    return base64.b64decode(value) if value else None
+
+
+def create_auditor_key(private_file: Path) -> Path:
+    """A new auditor key pair: the private key to ``private_file`` (0600, for the person
+    who verifies the log, off this machine), the public key under COFFRE_HOME. Only
+    before the first entry: k_0 is sealed when the chain starts."""
+    if ChainHead.objects.exists():
+        raise VerifyError("the access log has started: its first key is already sealed")
+    private, public = new_auditor_keypair()
+    private_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise VerifyError(f"{private_file} already exists; not overwriting") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(private).decode() + "\n")
+    auditor_public_key_file().write_text(base64.b64encode(public).decode() + "\n")
+    return private_file
+
+
+def _new_first_key() -> tuple[bytes, bytes, str]:
+    """(k_0, k_0 sealed for its holder, holder). With an auditor key, the server keeps
+    no way back to k_0: even a compromised server cannot rewrite past entries."""
+    first = os.urandom(32)
+    public = auditor_public_key()
+    if public:
+        return first, seal_for_auditor(public, first), "auditor"
+    return first, _audit_key().seal_bytes(first, _FIRST_AD), "installation"
+
+
+def first_chain_key(auditor_private: bytes | None = None) -> bytes:
+    head = ChainHead.objects.filter(pk=1).first()
+    if head is None:
+        raise VerifyError("the access log is empty")
+    if head.first_key_holder == "auditor":
+        if auditor_private is None:
+            raise VerifyError("the chain's first key is sealed for the auditor: pass "
+                              "--auditor-key with the auditor's private key file")
+        return open_as_auditor(auditor_private, bytes(head.first_key))
+    return _audit_key().open_bytes(bytes(head.first_key), _FIRST_AD)
 
 
 def signer() -> CheckpointSigner:
@@ -117,8 +183,10 @@ def _locked_head(cursor) -> tuple:
     cursor.execute(_HEAD + lock)
     row = cursor.fetchone()
     if row is None:
-        ChainHead.objects.create(pk=1, seq=0, mac=GENESIS,
-                                 key=_audit_key().seal_bytes(first_chain_key(), _HEAD_AD))
+        first, sealed_first, holder = _new_first_key()
+        ChainHead.objects.create(pk=1, seq=0, mac=GENESIS, first_key=sealed_first,
+                                 first_key_holder=holder,
+                                 key=_audit_key().seal_bytes(first, _HEAD_AD))
         cursor.execute(_HEAD + lock)
         row = cursor.fetchone()
     return row
@@ -199,12 +267,15 @@ def _rows() -> Iterator[dict]:
     yield from AccessEvent.objects.order_by("seq").values(*columns).iterator(chunk_size=5000)
 
 
-def verify(advance: Callable[[int], None] | None = None) -> VerifyReport:
+def verify(advance: Callable[[int], None] | None = None,
+           auditor_private: bytes | None = None) -> VerifyReport:
     """Recompute the whole chain from k_0; name the first changed, removed or reordered
     entry, and any truncation against the signed checkpoints."""
     report = VerifyReport()
     checkpoints = _checkpoints(report)
-    key, mac, expected, last_id = first_chain_key(), GENESIS, 1, 0
+    if not ChainHead.objects.exists() and not AccessEvent.objects.exists():
+        return report
+    key, mac, expected, last_id = first_chain_key(auditor_private), GENESIS, 1, 0
     for row, following in itertools.pairwise(itertools.chain(_rows(), [None])):
         report.entries += 1
         seq = row["seq"]

@@ -30,11 +30,14 @@ class AccessEvent(models.Model):
 
 
 class ChainHead(models.Model):
-    """The last entry's position and MAC, and the current chain key (sealed)."""
+    """The last entry's position and MAC, the current chain key (sealed), and the first
+    key k_0 sealed for the auditor (or, without an auditor key, for the installation)."""
 
     seq = models.BigIntegerField(default=0)
     mac = models.BinaryField()
     key = models.BinaryField()
+    first_key = models.BinaryField(default=b"")
+    first_key_holder = models.CharField(max_length=12, default="installation")
     checkpoint_seq = models.BigIntegerField(default=0)
     checkpoint_epoch = models.BigIntegerField(default=0)  # seconds; 0 = never
 
