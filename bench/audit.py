@@ -1,14 +1,14 @@
 """Audit benchmark: the cost of logging a read, and `audit verify` throughput.
 
-    .venv/bin/python bench/audit.py                    # 2,000 reads, 1,000,000 entries
+    .venv/bin/python bench/audit.py                    # 1,000 reads, 1,000,000 entries
     .venv/bin/python bench/audit.py --entries 100000   # quicker
 
 Reads go through access.access_patient and through the staff patient page, in three
 modes measured in the same run: "no log" (log.record replaced by a no-op: the
 baseline), "chain only" (the chained append; detection and canary checks off) and
 "full" (what production does: chained entry, mass-reading counts, canary check). The
-reads are shared by 20 staff accounts (50 distinct patients each per 1,000 reads), as in
-a lab, with the default detection thresholds. Then N chained entries are appended in
+reads are shared by --accounts staff accounts (default 100: 10 distinct patients each
+per 1,000 reads), with the default detection thresholds. Then N chained entries are appended in
 batches and `chain.verify` is timed over all of them.
 """
 
@@ -44,29 +44,20 @@ def setup(home: str) -> None:
     keyring.initialise()
 
 
-def time_reads(actors: list, ids: list, rounds: int = 3) -> tuple[float, float]:
-    """Median over rounds of the mean time per read, in milliseconds: through the access
-    layer, and as the staff patient page (view, template, session, audit)."""
-    from django.test import Client
-
+def time_pass(actors: list, clients: list, ids: list) -> tuple[float, float]:
+    """Mean time per read in milliseconds, through the access layer and as the staff
+    patient page (view, session, template, audit)."""
     from coffre.identity.access import access_patient
 
-    clients = []
-    for actor in actors:
-        clients.append(Client())
-        clients[-1].force_login(_staff_user(actor))
-    layer, page = [], []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for number, patient_id in enumerate(ids):
-            access_patient(actors[number % len(actors)], patient_id)
-        layer.append((time.perf_counter() - started) / len(ids) * 1000)
-        started = time.perf_counter()
-        for number, patient_id in enumerate(ids):
-            response = clients[number % len(clients)].get(f"/patients/{patient_id}/")
-            assert response.status_code == 200, response.status_code
-        page.append((time.perf_counter() - started) / len(ids) * 1000)
-    return statistics.median(layer), statistics.median(page)
+    started = time.perf_counter()
+    for number, patient_id in enumerate(ids):
+        access_patient(actors[number % len(actors)], patient_id)
+    layer = (time.perf_counter() - started) / len(ids) * 1000
+    started = time.perf_counter()
+    for number, patient_id in enumerate(ids):
+        response = clients[number % len(clients)].get(f"/patients/{patient_id}/")
+        assert response.status_code == 200, response.status_code
+    return layer, (time.perf_counter() - started) / len(ids) * 1000
 
 
 def _staff_user(actor):
@@ -80,8 +71,13 @@ def _staff_user(actor):
     return user
 
 
-def reads(count: int) -> dict[str, tuple[float, float]]:
-    from coffre.audit import log
+def reads(count: int, rounds: int, accounts: int) -> dict[str, tuple[float, float]]:
+    """Median per mode over rounds; the modes alternate within each round, so the
+    growth of the log during the run weighs on all of them alike."""
+    from django.test import Client
+    from django.utils import timezone
+
+    from coffre.audit import chain, log
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.models import Patient
     from coffre.identity.synthetic import generate_patients
@@ -89,29 +85,34 @@ def reads(count: int) -> dict[str, tuple[float, float]]:
     from coffre.labs.tenancy import Actor
 
     lab = add_lab("750000010", "Laboratoire Bench")
-    actors = [Actor(f"staff{i}", lab.id, "secretary", "web", "127.0.0.1") for i in range(20)]
+    actors = [Actor(f"staff{i}", lab.id, "secretary", "web", "127.0.0.1")
+              for i in range(accounts)]
     import_rows(Actor("import", lab.id, "import", "cli"),
                 lambda: dict_rows(generate_patients(count, seed=4)))
     ids = list(Patient.unscoped.values_list("id", flat=True))
-    real_record = log.record
-    results = {}
-    log.record = lambda *args, **kwargs: None
-    results["no log"] = time_reads(actors, ids)
-    from coffre.audit import chain
+    clients = []
+    for actor in actors:
+        clients.append(Client())
+        clients[-1].force_login(_staff_user(actor))
 
     def chain_only(actor, action, patient_ids, *, kind="identity", outcome="ok", purpose=""):
-        from django.utils import timezone
-
         chain.append([{"at": timezone.now(), "person": actor.person, "role": actor.role,
                        "channel": actor.channel, "lab_id": actor.lab_id, "action": action,
                        "kind": kind, "address": actor.address, "outcome": outcome,
                        "patient_id": pid} for pid in patient_ids])
 
-    log.record = chain_only
-    results["chain only"] = time_reads(actors, ids)
-    log.record = real_record
-    results["full"] = time_reads(actors, ids)
-    return results
+    modes = {"no log": lambda *args, **kwargs: None, "chain only": chain_only,
+             "full": log.record}
+    times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    try:
+        for _ in range(rounds):
+            for mode, record in modes.items():
+                log.record = record
+                times[mode].append(time_pass(actors, clients, ids))
+    finally:
+        log.record = modes["full"]
+    return {mode: (statistics.median(t[0] for t in values),
+                   statistics.median(t[1] for t in values)) for mode, values in times.items()}
 
 
 def verify(entries: int) -> tuple[float, float, int]:
@@ -136,14 +137,18 @@ def verify(entries: int) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--accounts", type=int, default=100,
+                        help="staff accounts sharing the reads (100: 10 patients each per "
+                             "1,000 reads, a normal pace; 20: a busy one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="coffre-bench-audit-") as home:
         setup(home)
-        results = reads(args.reads)
-        print(f"== reading one patient, {args.reads} distinct patients, SQLite, "
-              "median of 3 rounds")
+        results = reads(args.reads, args.rounds, args.accounts)
+        print(f"== reading one patient, {args.reads} distinct patients shared by "
+              f"{args.accounts} accounts, SQLite, median of {args.rounds} interleaved rounds")
         for level, name in ((0, "access layer (access_patient)"),
                             (1, "staff patient page (GET /patients/<id>/)")):
             base = results["no log"][level]

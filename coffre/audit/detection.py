@@ -32,20 +32,27 @@ DEFAULTS = {"soft_per_10_minutes": 60, "hard_per_10_minutes": 150,
             "soft_per_hour": 200, "hard_per_hour": 400, "export_approval_patients": 100}
 # Roles that read many patients in normal work get more room.
 ROLE_FACTOR = {"biologist": 1.5, "technician": 1.5, "dpo": 0.5, "platform_admin": 0.25}
-# Counting in the database on every read would cost more than the read: each process
-# counts an account's reads and asks the database every CHECK_EVERY of them, so a
-# reader is stopped at most CHECK_EVERY reads (per server process) past the threshold.
+# Counting in the database on every read would cost more than the read. Each process
+# keeps the patients an account read in the last 10 minutes; while there are fewer than
+# LOCAL_QUIET (or the lab's lowest soft threshold) nothing is asked of the database;
+# beyond, the database counts every CHECK_EVERY reads, across all processes. A reader
+# spread over P server processes is thus seen from about P x LOCAL_QUIET patients, and
+# stopped at most CHECK_EVERY reads per process past the hard threshold.
 CHECK_EVERY = 10
+LOCAL_QUIET = 20
 LOCKS_TTL = 5.0  # seconds a process trusts its list of locked accounts
+SETTINGS_TTL = 60.0
 _usual_cache: dict[str, tuple[float, int]] = {}
 _reads_since_check: dict[str, int] = {}
+_recent: dict[str, dict[object, float]] = {}
+_settings_cache: dict[int | None, tuple[float, AuditSettings | None]] = {}
 _locked: tuple[float, frozenset[str]] | None = None
 
 
 def clear_caches() -> None:
     global _locked
-    _usual_cache.clear()
-    _reads_since_check.clear()
+    for cache in (_usual_cache, _reads_since_check, _recent, _settings_cache):
+        cache.clear()
     _locked = None
 
 
@@ -59,17 +66,25 @@ class Thresholds:
     hard: dict[str, int]
 
 
+def _lab_settings(lab_id: int | None) -> AuditSettings | None:
+    cached = _settings_cache.get(lab_id)
+    if cached is None or time.monotonic() - cached[0] > SETTINGS_TTL:
+        cached = (time.monotonic(), AuditSettings.objects.filter(lab_id=lab_id).first())
+        _settings_cache[lab_id] = cached
+    return cached[1]
+
+
+def _configured(actor: Actor, name: str) -> int:
+    own = getattr(_lab_settings(actor.lab_id), name, None)
+    return own if own is not None else max(1, int(DEFAULTS[name] * ROLE_FACTOR.get(actor.role,
+                                                                                1.0)))
+
+
 def thresholds(actor: Actor) -> Thresholds:
-    configured = AuditSettings.objects.filter(lab_id=actor.lab_id).first()  # every 10 reads
-    factor = ROLE_FACTOR.get(actor.role, 1.0)
-
-    def value(name: str) -> int:
-        own = getattr(configured, name, None) if configured else None
-        return own if own is not None else max(1, int(DEFAULTS[name] * factor))
-
-    hard = {w: value(f"hard_per_{w}") for w, _ in WINDOWS}
+    hard = {w: _configured(actor, f"hard_per_{w}") for w, _ in WINDOWS}
     usual = usual_level(actor.person)
-    soft = {w: min(hard[w] - 1, max(value(f"soft_per_{w}"), 2 * usual)) for w, _ in WINDOWS}
+    soft = {w: min(hard[w] - 1, max(_configured(actor, f"soft_per_{w}"), 2 * usual))
+            for w, _ in WINDOWS}
     return Thresholds(soft, hard)
 
 
@@ -121,14 +136,39 @@ def ensure_not_locked(actor: Actor) -> None:
                             "must unlock it")
 
 
-def observe(actor: Actor) -> None:
-    """Called after each logged read: every CHECK_EVERY reads of the account in this
-    process, count in the database; alert, or lock and stop this request."""
-    done = _reads_since_check.get(actor.person, 0) + 1
-    if done < CHECK_EVERY:
+def _local_count(actor: Actor, patient_ids: list) -> int:
+    """Distinct patients this process saw the account read in the last 10 minutes."""
+    now = time.monotonic()
+    seen = _recent.setdefault(actor.person, {})
+    for patient_id in patient_ids:
+        seen[patient_id] = now
+    recent = [pid for pid, at in seen.items() if now - at <= 600]
+    if len(recent) < len(seen) // 2:
+        _recent[actor.person] = {pid: seen[pid] for pid in recent}
+    return len(recent)
+
+
+def _needs_count(actor: Actor, patient_ids: list) -> bool:
+    """Whether to count in the database now: never while the account is locally quiet;
+    at once when it stops being quiet or reaches a hard threshold in this process alone;
+    otherwise every CHECK_EVERY reads."""
+    local = _local_count(actor, patient_ids)
+    hard = min(_configured(actor, f"hard_per_{w}") for w, _ in WINDOWS)
+    quiet = min(LOCAL_QUIET, hard, *(_configured(actor, f"soft_per_{w}") for w, _ in WINDOWS))
+    if local < quiet:
+        return False
+    done = _reads_since_check.get(actor.person, CHECK_EVERY - 1) + 1
+    if done < CHECK_EVERY and local < hard:
         _reads_since_check[actor.person] = done
-        return
+        return False
     _reads_since_check[actor.person] = 0
+    return True
+
+
+def observe(actor: Actor, patient_ids: list) -> None:
+    """Called after each logged read: alert, or lock and stop this request."""
+    if not _needs_count(actor, patient_ids):
+        return
     counts = distinct_read(actor.person)
     limits = thresholds(actor)
     over_hard = [w for w, n in counts.items() if n >= limits.hard[w]]

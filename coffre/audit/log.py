@@ -43,4 +43,4 @@ def record(actor: Actor, action: str, patient_ids: Iterable[uuid.UUID | None], *
         from coffre.audit import canaries, detection
 
         canaries.check_reads(actor, read)
-        detection.observe(actor)
+        detection.observe(actor, read)
