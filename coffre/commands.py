@@ -243,7 +243,10 @@ def audit(args: argparse.Namespace) -> int:
     if args.audit_command == "unlock":
         from coffre.labs.tenancy import cli_actor
 
-        lifted = detection.unlock(args.person, by=cli_actor(0).person)
+        try:
+            lifted = detection.unlock(args.person, by=cli_actor(None, role="cli"))
+        except detection.SelfUnlock as exc:
+            raise CommandError(str(exc)) from None
         print(f"{lifted} lock(s) lifted for {args.person}")
         return 0 if lifted else 1
     alerts = Alert.objects.all()
@@ -281,7 +284,8 @@ def canary(args: argparse.Namespace) -> int:
         if args.per_lab < 1:
             raise CommandError("--per-lab must be at least 1")
         for target in labs:
-            canaries.plant(target.id, args.per_lab, cli_actor(target.id, role="canary"))
+            # Logged as an import: the log must not tell a copy which rows are canaries.
+            canaries.plant(target.id, args.per_lab, cli_actor(target.id, role="import"))
             print(f"planted {args.per_lab} canaries in {target.name} ({target.finess})")
         return 0
     counts = {}

@@ -48,6 +48,9 @@ def initialise(expected_patients: int | None = None) -> Iterator[str]:
     if keyring.initialise(expected_patients):
         yield "created the installation keyring"
     keyring.check()
+    # Created here rather than lazily inside some later transaction that might roll back
+    # after the process cached it.
+    keyring.installation_key("audit")
     yield from _auditor_key()
     yield "master key opens this database: ready"
 

@@ -76,8 +76,36 @@ def test_truncation_is_caught_by_a_signed_checkpoint(entries):
     chain.checkpoint_now()
     AccessEvent.objects.filter(seq__gte=9).delete()
     ChainHead.objects.update(seq=8)  # the attacker fixes the head too
+    assert chain.verify().problems[0] == \
+        "the log is truncated: it ends at entry 8 but a signed checkpoint records entry 10"
+
+
+def test_a_cut_tail_with_a_rewritten_head_is_caught_without_checkpoint(entries):
+    """The head's MAC is in clear, but its sealed key needs the master key."""
+    eighth = AccessEvent.objects.get(seq=8)
+    AccessEvent.objects.filter(seq__gte=9).delete()
+    ChainHead.objects.update(seq=8, mac=eighth.mac)
     assert chain.verify().problems == [
-        "the log is truncated: it ends at entry 8 but a signed checkpoint records entry 10"]
+        "the chain head does not follow from entry 8 (the log's tail was cut or the head "
+        "altered)"]
+
+
+def test_a_wiped_log_is_not_called_intact(entries):
+    chain.checkpoint_now()
+    AccessEvent.objects.all().delete()
+    ChainHead.objects.all().delete()
+    problems = chain.verify().problems
+    assert problems[0] == "the chain head is missing (the log was wiped or altered)"
+    assert "checkpoint records entry 10" in problems[1]
+
+
+def test_the_first_chain_key_is_never_written_to_the_database(actor_a):
+    create_patient(actor_a, patient_row())
+    first = chain.first_chain_key()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT key FROM audit_chainhead")
+        sealed = bytes(cursor.fetchone()[0])
+    assert chain._audit_key().open_bytes(sealed, chain._HEAD_AD) != first
 
 
 def test_truncation_without_checkpoint_is_caught_by_the_head(entries):

@@ -68,3 +68,20 @@ def test_the_access_is_logged_with_its_sealed_reason_and_alerted(actor_a, sister
 
 def test_a_lab_without_a_group_has_no_glass_to_break(actor_b, sister_patient):
     assert break_glass_find(actor_b, REASON, email="claire.lefevre@example.fr") == []
+
+
+@pytest.mark.parametrize("role", ["dpo", "lab_manager", "platform_admin"])
+def test_administrative_roles_cannot_break_the_glass(lab_a, sister_patient, role):
+    from coffre.identity.access import BreakGlassRefused
+
+    actor = Actor("admin", lab_a.id, role, "web")
+    with pytest.raises(BreakGlassRefused):
+        break_glass_find(actor, REASON, email="claire.lefevre@example.fr")
+
+
+def test_a_missed_break_glass_open_is_logged_too(actor_a, sister_lab):
+    import uuid
+
+    with pytest.raises(PatientNotFound):
+        break_glass_access(actor_a, uuid.uuid4(), REASON)
+    assert AccessEvent.objects.filter(outcome="not_found", action="read").count() == 1

@@ -69,7 +69,11 @@ def test_a_locked_account_reads_nothing_more_and_its_sessions_stop(many_patients
 
 def test_a_manager_unlock_restores_the_account(many_patients, reader):
     detection.lock(reader, "test")
-    assert detection.unlock("eve", by="manager") == 1
+    manager = Actor("mona", reader.lab_id, "lab_manager", "web")
+    with pytest.raises(detection.SelfUnlock):
+        detection.unlock("eve", by=reader)
+    assert detection.unlock("eve", by=manager) == 1
+    assert AccessEvent.objects.filter(action="unlock", person="mona").exists()
     assert get_user_model().objects.get(username="eve").is_active
     access_patient(reader, many_patients[0])
 
@@ -108,3 +112,20 @@ def test_a_busy_account_gets_a_higher_soft_threshold_but_the_same_hard_one(reade
     limits = detection.thresholds(reader)
     assert limits.soft["10_minutes"] == 149  # 2 x 90, capped below the hard threshold
     assert limits.hard["10_minutes"] == 150
+
+
+def test_the_hourly_limit_holds_for_a_reader_who_stays_slow_per_10_minutes(many_patients,
+                                                                         reader, lab_a):
+    """A reader who spreads 395 patients over the last hour, then reads a few more."""
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    AccessEvent.objects.bulk_create(
+        AccessEvent(seq=-i, at=earlier, person="eve", role="secretary", channel="web",
+                    lab_id=lab_a.id, patient_id=uuid.uuid4(), action="read",
+                    kind="identity", mac=b"") for i in range(1, 396))
+    read = 0
+    with pytest.raises(detection.AccountLocked):
+        for patient_id in many_patients[:50]:
+            access_patient(reader, patient_id)
+            read += 1
+    assert read < detection.CHECK_EVERY
+    assert AccountLock.objects.get(person="eve").reason.startswith("40")

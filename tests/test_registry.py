@@ -104,3 +104,20 @@ def test_reads_and_searches_are_recorded_by_id_only(actor_a):
     events = list(AccessEvent.objects.values_list("action", "patient_id", "person"))
     assert events == [("create", created.id, "alice"), ("search", created.id, "alice"),
                       ("read", created.id, "alice")]
+
+
+def test_a_patient_moved_to_another_lab_in_the_database_does_not_open_there(actor_a, actor_b,
+                                                                           lab_b):
+    from coffre.identity.access import PatientNotFound
+
+    created = create_patient(actor_a, patient_row())
+    Patient.unscoped.filter(id=created.id).update(lab_id=lab_b.id)
+    with pytest.raises((DecryptionError, PatientNotFound)):
+        access_patient(actor_b, created.id)
+
+
+def test_absent_values_leave_no_null_blind_index(actor_a):
+    created = create_patient(actor_a, patient_row(nir="", used_name="", email="", phone=""))
+    row = Patient.unscoped.get(id=created.id)
+    for column in ("bi_nir", "bi_used_name_dob", "bi_email", "bi_phone"):
+        assert getattr(row, column) is not None, column

@@ -89,3 +89,9 @@ def test_the_pages_are_available_in_english(client_a):
     page = client_a.get("/patients/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Find a patient" in page and 'lang="en"' in page
     assert "Rechercher un patient" not in page
+
+
+def test_a_patient_record_is_never_cached_by_the_browser(client_a, actor_a):
+    patient = create_patient(actor_a, patient_row())
+    response = client_a.get(f"/patients/{patient.id}/")
+    assert "no-store" in response["Cache-Control"]

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 
 from coffre.accounts.models import Membership, Role
 from coffre.audit.detection import AccountLocked, ensure_not_locked
@@ -50,8 +51,11 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
 
     An account locked by the mass-reading detection, before or while the view runs, is
     logged out and shown the "account locked" page: the one place the web handles it.
+    Staff pages are never cached: a shared workstation's disk cache or back button must
+    not keep a record after logout.
     """
 
+    @never_cache
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:

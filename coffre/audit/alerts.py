@@ -15,6 +15,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from coffre.audit.models import Alert
+from coffre.labs.tenancy import Actor
 
 log = logging.getLogger("coffre.audit")
 
@@ -80,12 +81,14 @@ def comment_of(alert: Alert) -> str:
     return open_text(alert.comment, f"alert-comment-{alert.pk}")
 
 
-def acknowledge(alert: Alert, by: str, comment: str) -> None:
-    from coffre.audit.log import seal_text
+def acknowledge(alert: Alert, by: Actor, comment: str) -> None:
+    """Close an alert with a sealed comment; recorded in the access log."""
+    from coffre.audit.log import record, seal_text
 
     if not comment.strip():
         raise CommentRequired("an alert is acknowledged with a comment")
-    alert.acknowledged_by = by
+    record(by, "acknowledge", [], kind="alert")
+    alert.acknowledged_by = by.person
     alert.acknowledged_at = timezone.now()
     alert.comment = seal_text(comment.strip(), f"alert-comment-{alert.pk}")
     alert.save(update_fields=["acknowledged_by", "acknowledged_at", "comment"])

@@ -3,14 +3,13 @@ read. A read raises an immediate alert; their values, kept sealed, let a leaked 
 be attributed to the lab (the breach issue matches them).
 
 Nothing in the database says which patients are canaries: each mark is a sealed record
-(patient id, lab, values) under the installation's audit key, the patients themselves
-are ordinary sealed rows with ordinary-looking creation times, and planting writes one
-audit entry with a count, not the ids.
+(patient id, lab, values) under the installation's audit key; the patients are ordinary
+sealed rows, created and logged exactly as an import creates patients (so a copy shows
+a small import, like any other); a canary alert names the reader, not the patient.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 import secrets
@@ -22,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from coffre.audit import alerts, chain
+from coffre.audit import alerts, chain, log
 from coffre.audit.models import AlertKind, CanaryMark
 from coffre.bulk import bulk_insert
 from coffre.identity import synthetic
@@ -61,11 +60,12 @@ def without(records: list, ids: Iterable[uuid.UUID] | None = None) -> list:
 
 
 def check_reads(actor: Actor, patient_ids: Iterable[uuid.UUID]) -> None:
-    for patient_id in set(patient_ids) & canary_ids():
+    """One alert per canary read. No patient id on the alert: the alerts table would tell
+    a copy which patients are canaries (`coffre canary list` and the breach scan know)."""
+    for _canary in set(patient_ids) & canary_ids():
         alerts.raise_alert(actor.lab_id, AlertKind.CANARY, actor.person,
                            _("patient sentinelle lu (canal %(channel)s) : cela n'arrive "
-                             "jamais dans le travail normal") % {"channel": actor.channel},
-                           patient_id=patient_id)
+                             "jamais dans le travail normal") % {"channel": actor.channel})
 
 
 def plant(lab_id: int, count: int, actor: Actor) -> int:
@@ -80,9 +80,6 @@ def plant(lab_id: int, count: int, actor: Actor) -> int:
         if errors:  # synthetic rows are valid; a canary must never be half-made
             raise RuntimeError(f"generated canary failed validation: {errors[0]}")
         sealed = sealed_row(lab_id, values)
-        # An ordinary creation time in the past year: no cluster of same-instant rows.
-        sealed["created_at"] = sealed["updated_at"] = \
-            timezone.now() - dt.timedelta(seconds=rng.randrange(365 * 86400))
         rows.append(sealed)
         record = {"patient_id": str(sealed["id"]), "lab_id": lab_id,
                   "planted_at": timezone.now().isoformat(), "values": values}
@@ -90,10 +87,7 @@ def plant(lab_id: int, count: int, actor: Actor) -> int:
     with transaction.atomic():
         bulk_insert(Patient, rows)
         CanaryMark.objects.bulk_create(marks)
-        chain.append([{"at": timezone.now(), "person": actor.person, "role": actor.role,
-                       "channel": actor.channel, "lab_id": lab_id, "patient_id": None,
-                       "action": "canary", "kind": f"planted {count}", "address": "",
-                       "outcome": "ok"}])
+        log.record(actor, "create", [row["id"] for row in rows])
     clear_cache()
     return count
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import itertools
 import json
 import logging
@@ -41,6 +40,7 @@ from coffre.vault.chain import (
     GENESIS,
     CheckpointSigner,
     chain_mac,
+    digest,
     new_auditor_keypair,
     next_key,
     open_as_auditor,
@@ -129,7 +129,7 @@ def signer() -> CheckpointSigner:
 def canonical(entry: dict) -> bytes:
     """The bytes a MAC covers: every field, and a digest of the sealed purpose."""
     parts = [_text(entry[name]) for name in FIELDS]
-    parts.append(hashlib.sha256(bytes(entry.get("purpose") or b"")).hexdigest())
+    parts.append(digest(bytes(entry.get("purpose") or b"")))
     return "\x1f".join(parts).encode()
 
 
@@ -158,9 +158,15 @@ def append(entries: list[dict]) -> None:
     with it, so no gap can appear.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        seq, mac, sealed_key, checkpoint_epoch = _locked_head(cursor)
-        key = _audit_key().open_bytes(bytes(sealed_key), _HEAD_AD)
-        mac = bytes(mac)
+        head = _locked_head(cursor)
+        if head is None:  # the first entry ever: k_0 lives in memory only, never in a row
+            seq, mac, checkpoint_epoch = 0, GENESIS, 0
+            key, sealed_first, holder = _new_first_key()
+            ChainHead.objects.create(pk=1, seq=0, mac=GENESIS, first_key=sealed_first,
+                                     first_key_holder=holder, key=b"")
+        else:
+            seq, mac, sealed_key, checkpoint_epoch = head
+            key, mac = _audit_key().open_bytes(bytes(sealed_key), _HEAD_AD), bytes(mac)
         for entry in entries:
             seq += 1
             entry["seq"] = seq
@@ -178,18 +184,10 @@ def append(entries: list[dict]) -> None:
             cursor.execute(_MOVE, [seq, mac, sealed_key])
 
 
-def _locked_head(cursor) -> tuple:
+def _locked_head(cursor) -> tuple | None:
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     cursor.execute(_HEAD + lock)
-    row = cursor.fetchone()
-    if row is None:
-        first, sealed_first, holder = _new_first_key()
-        ChainHead.objects.create(pk=1, seq=0, mac=GENESIS, first_key=sealed_first,
-                                 first_key_holder=holder,
-                                 key=_audit_key().seal_bytes(first, _HEAD_AD))
-        cursor.execute(_HEAD + lock)
-        row = cursor.fetchone()
-    return row
+    return cursor.fetchone()
 
 
 def checkpoint_file() -> Path:
@@ -273,7 +271,11 @@ def verify(advance: Callable[[int], None] | None = None,
     entry, and any truncation against the signed checkpoints."""
     report = VerifyReport()
     checkpoints = _checkpoints(report)
-    if not ChainHead.objects.exists() and not AccessEvent.objects.exists():
+    head = ChainHead.objects.filter(pk=1).first()
+    if head is None:
+        if AccessEvent.objects.exists() or checkpoints:
+            report.problems.append("the chain head is missing (the log was wiped or altered)")
+        _check_truncation(report, checkpoints, 0)
         return report
     key, mac, expected, last_id = first_chain_key(auditor_private), GENESIS, 1, 0
     for row, following in itertools.pairwise(itertools.chain(_rows(), [None])):
@@ -298,12 +300,21 @@ def verify(advance: Callable[[int], None] | None = None,
         if advance:
             advance(1)
     last = expected - 1
+    _check_truncation(report, checkpoints, last)
+    if head.seq != last:
+        report.problems.append(f"the chain head says entry {head.seq} but the log ends at "
+                               f"entry {last}")
+    elif last and not (same_mac(bytes(head.mac), mac) and same_mac(
+            _audit_key().open_bytes(bytes(head.key), _HEAD_AD), key)):
+        # The head's key can only be sealed with the master key: a tail cut by someone
+        # without it leaves a head that does not follow from the last entry.
+        report.problems.append(f"the chain head does not follow from entry {last} "
+                               "(the log's tail was cut or the head altered)")
+    return report
+
+
+def _check_truncation(report: VerifyReport, checkpoints: dict[int, bytes], last: int) -> None:
     beyond = [seq for seq in checkpoints if seq > last]
     if beyond:
         report.problems.append(f"the log is truncated: it ends at entry {last} but a signed "
                                f"checkpoint records entry {max(beyond)}")
-    head = ChainHead.objects.filter(pk=1).first()
-    if head is not None and head.seq != last:
-        report.problems.append(f"the chain head says entry {head.seq} but the log ends at "
-                               f"entry {last}")
-    return report

@@ -19,11 +19,11 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from coffre.audit import alerts
+from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
 from coffre.labs.tenancy import Actor
 
-READS = ("read", "search", "export", "print")
+READS = tuple(log.READ_ACTIONS)
 WINDOWS = (("10_minutes", dt.timedelta(minutes=10)), ("hour", dt.timedelta(hours=1)))
 # Alert texts are stored in the installation's language (French by default); they hold
 # counts only.
@@ -32,14 +32,12 @@ DEFAULTS = {"soft_per_10_minutes": 60, "hard_per_10_minutes": 150,
             "soft_per_hour": 200, "hard_per_hour": 400, "export_approval_patients": 100}
 # Roles that read many patients in normal work get more room.
 ROLE_FACTOR = {"biologist": 1.5, "technician": 1.5, "dpo": 0.5, "platform_admin": 0.25}
-# Counting in the database on every read would cost more than the read. Each process
-# keeps the patients an account read in the last 10 minutes; while there are fewer than
-# LOCAL_QUIET (or the lab's lowest soft threshold) nothing is asked of the database;
-# beyond, the database counts every CHECK_EVERY reads, across all processes. A reader
-# spread over P server processes is thus seen from about P x LOCAL_QUIET patients, and
-# stopped at most CHECK_EVERY reads per process past the hard threshold.
+# Counting in the database on every read would cost more than the read: each process
+# asks the database every CHECK_EVERY reads of an account (the count covers every
+# process), and at once when this process alone has seen the account reach a hard
+# threshold. A reader is thus stopped at most CHECK_EVERY reads per server process past
+# a threshold, over every window.
 CHECK_EVERY = 10
-LOCAL_QUIET = 20
 LOCKS_TTL = 5.0  # seconds a process trusts its list of locked accounts
 SETTINGS_TTL = 60.0
 _usual_cache: dict[str, tuple[float, int]] = {}
@@ -149,15 +147,11 @@ def _local_count(actor: Actor, patient_ids: list) -> int:
 
 
 def _needs_count(actor: Actor, patient_ids: list) -> bool:
-    """Whether to count in the database now: never while the account is locally quiet;
-    at once when it stops being quiet or reaches a hard threshold in this process alone;
-    otherwise every CHECK_EVERY reads."""
+    """Whether to count in the database now: every CHECK_EVERY reads of the account, or
+    at once when this process alone saw it reach the lowest hard threshold."""
     local = _local_count(actor, patient_ids)
     hard = min(_configured(actor, f"hard_per_{w}") for w, _ in WINDOWS)
-    quiet = min(LOCAL_QUIET, hard, *(_configured(actor, f"soft_per_{w}") for w, _ in WINDOWS))
-    if local < quiet:
-        return False
-    done = _reads_since_check.get(actor.person, CHECK_EVERY - 1) + 1
+    done = _reads_since_check.get(actor.person, 0) + 1
     if done < CHECK_EVERY and local < hard:
         _reads_since_check[actor.person] = done
         return False
@@ -207,11 +201,23 @@ def open_locks(lab_id: int) -> list[AccountLock]:
                 .order_by("locked_at"))
 
 
-def unlock(person: str, by: str) -> int:
-    """Lift every open lock of the person; returns how many were lifted."""
+class SelfUnlock(PermissionError):
+    """Nobody lifts their own lock."""
+
+
+def unlock(person: str, by: Actor, lab_id: int | None = None) -> int:
+    """Lift the person's open locks (of one lab when given); returns how many. The web
+    account is reactivated only when no lock of the person remains. Recorded in the log."""
     global _locked
-    lifted = AccountLock.objects.filter(person=person, unlocked_at__isnull=True).update(
-        unlocked_by=by, unlocked_at=timezone.now())
+    if by.person == person:
+        raise SelfUnlock("an account cannot be unlocked by the person it belongs to")
+    locks = AccountLock.objects.filter(person=person, unlocked_at__isnull=True)
+    if lab_id is not None:
+        locks = locks.filter(lab_id=lab_id)
+    lifted = locks.update(unlocked_by=by.person, unlocked_at=timezone.now())
     _locked = None
-    get_user_model().objects.filter(username=person).update(is_active=True)
+    if lifted:
+        log.record(by, "unlock", [], kind="account")
+        if not AccountLock.objects.filter(person=person, unlocked_at__isnull=True).exists():
+            get_user_model().objects.filter(username=person).update(is_active=True)
     return lifted

@@ -3,6 +3,7 @@ alerts; the lab manager sees them and lifts account locks. Neither can do the ot
 part (separation of duties)."""
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -42,7 +43,7 @@ def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     if alert is None:
         raise Http404("no such alert")
     try:
-        alerts.acknowledge(alert, by=request.user.get_username(),
+        alerts.acknowledge(alert, by=request.actor,
                            comment=request.POST.get("comment", ""))
     except alerts.CommentRequired:
         messages.error(request, _("Un commentaire est obligatoire pour acquitter une alerte."))
@@ -59,6 +60,9 @@ def account_unlock(request: HttpRequest, lock_id: int) -> HttpResponse:
                                       unlocked_at__isnull=True).first()
     if lock is None:
         raise Http404("no such lock")
-    detection.unlock(lock.person, by=request.user.get_username())
+    try:
+        detection.unlock(lock.person, by=request.actor, lab_id=lock.lab_id)
+    except detection.SelfUnlock:
+        raise PermissionDenied("self-unlock") from None
     messages.success(request, _("Compte %(person)s déverrouillé.") % {"person": lock.person})
     return redirect("alerts")

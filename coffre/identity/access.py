@@ -155,14 +155,23 @@ def _search(scope: QuerySet[Patient], *, nir: str | None = None, name: str | Non
 # --- break-the-glass: another lab of the group, with a written reason ------------------
 
 MIN_REASON = 15
+# Who may break the glass: the people who care for patients, not the roles that
+# administer (lab manager, DPO, platform administrator).
+BREAK_GLASS_ROLES = frozenset({"secretary", "technician", "biologist"})
 
 
 class ReasonRequired(ValueError):
     pass
 
 
+class BreakGlassRefused(PermissionError):
+    pass
+
+
 def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
     """Patients of the other labs of the actor's lab group."""
+    if actor.role not in BREAK_GLASS_ROLES:
+        raise BreakGlassRefused("this role cannot open another laboratory's patients")
     if len(reason.strip()) < MIN_REASON:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")
@@ -172,25 +181,27 @@ def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
 
 def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
                         reason: str) -> None:
-    log.record(actor, action, [r.id for r in records], outcome="break_glass",
-               purpose=reason)
+    """Alert each patient's lab first (a lock raised by the log must not skip them), then
+    log every record read, canaries included, as find_patients does."""
+    canary_ids = canaries.canary_ids()
     for record in records:
+        if record.id in canary_ids:
+            continue  # the canary check alerts; a break-glass alert would point at it
         summary = _("bris de glace (%(action)s) depuis le laboratoire %(lab)s") % {
             "action": _("consultation") if action == "read" else _("recherche"),
             "lab": actor.lab_id}
         raise_alert(record.lab_id, AlertKind.BREAK_GLASS, actor.person, summary,
                     patient_id=record.id)
+    log.record(actor, action, [r.id for r in records],
+               outcome="break_glass" if records else "no_match", purpose=reason)
 
 
 def break_glass_find(actor: Actor, reason: str, **criteria: str | None
                      ) -> list[PatientRecord]:
     """Search the other labs of the group; logged with the reason and alerted."""
-    matches = canaries.without(_search(_group_scope(actor, reason), **criteria))
-    if matches:
-        _record_break_glass(actor, "search", matches, reason)
-    else:
-        log.record(actor, "search", [], outcome="no_match", purpose=reason)
-    return matches
+    matches = _search(_group_scope(actor, reason), **criteria)
+    _record_break_glass(actor, "search", matches, reason)
+    return canaries.without(matches)
 
 
 def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
@@ -198,6 +209,7 @@ def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
     pid = _parse_id(patient_id)
     patient = _group_scope(actor, reason).filter(id=pid, data_key__isnull=False).first()
     if patient is None:
+        log.record(actor, "read", [pid], outcome="not_found", purpose=reason)
         raise PatientNotFound("no such patient")
     record = open_patient(patient)
     _record_break_glass(actor, "read", [record], reason)

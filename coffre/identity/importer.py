@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from coffre.audit import log
+from coffre.audit import detection, log
 from coffre.bulk import bulk_insert
 from coffre.identity.models import Patient
 from coffre.identity.registry import (
@@ -29,6 +29,7 @@ from coffre.identity.registry import (
 from coffre.labs.tenancy import Actor
 
 BATCH = 1000
+LOG_BATCH = 10_000
 Rows = Iterable[tuple[int, dict[str, str]]]
 Advance = Callable[[int], None]
 
@@ -64,11 +65,16 @@ def check_header(header: list[str] | None) -> None:
     names = [h.strip() for h in header]
     missing = [c for c in CSV_COLUMNS if c not in names]
     unknown = [c for c in names if c not in CSV_COLUMNS and c not in OPTIONAL_COLUMNS]
+    if len(missing) > len(CSV_COLUMNS) // 2:
+        # Probably a data row, not a header: never echo its cells (patient values).
+        raise ImportFileError("the first line is not the header row: expected the column "
+                              "names " + ",".join(CSV_COLUMNS))
     problems = []
     if missing:
         problems.append("missing columns: " + ", ".join(missing))
     if unknown:
-        problems.append("unknown columns: " + ", ".join(unknown))
+        problems.append(f"{len(unknown)} unknown columns at positions "
+                        + ", ".join(str(names.index(c) + 1) for c in unknown))
     if len(set(names)) != len(names):
         problems.append("a column appears twice")
     if problems:
@@ -161,28 +167,36 @@ def import_rows(actor: Actor, rows: Callable[[], Rows], *, skip_invalid: bool = 
     ``rows`` is called once per pass, so a file is read twice rather than held in memory.
     ``encrypt`` exists for the benchmark's plaintext baseline only.
     """
+    detection.ensure_not_locked(actor)  # the duplicate check reads the lab's NIRs
     phone_memo: dict[str, str] = {}
     count, errors = validate_rows(actor.lab_id, rows(), advance_check, phone_memo)
     report = ImportReport(rows_read=count, errors=errors)
     if errors and not skip_invalid:
         return report
     bad_lines = {e.line for e in errors}
+    created: list = []
     with transaction.atomic():
         batch: list[dict] = []
         for line, raw in rows():
             if line in bad_lines:
                 continue
-            values, _ = clean_values(raw, phone_memo)
+            values, problems = clean_values(raw, phone_memo)
+            if problems:  # the source changed between the passes: write nothing
+                raise ImportFileError(f"line {line} changed during the import")
             batch.append(encrypt(actor.lab_id, values))
             if len(batch) >= BATCH:
-                report.imported += _write(actor, batch, advance_write)
-        report.imported += _write(actor, batch, advance_write)
+                report.imported += _write(batch, created, advance_write)
+        report.imported += _write(batch, created, advance_write)
+        # Logged last, in the same transaction: the chain head stays locked (and every
+        # read of every lab waiting) for the end of the import only.
+        for start in range(0, len(created), LOG_BATCH):
+            log.record(actor, "create", created[start:start + LOG_BATCH])
     return report
 
 
-def _write(actor: Actor, batch: list[dict], advance: Advance | None) -> int:
+def _write(batch: list[dict], created: list, advance: Advance | None) -> int:
     bulk_insert(Patient, batch)
-    log.record(actor, "create", [row["id"] for row in batch])
+    created.extend(row["id"] for row in batch)
     written = len(batch)
     batch.clear()
     if advance:

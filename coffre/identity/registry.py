@@ -6,6 +6,7 @@ control here: callers go through coffre.identity.access.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -120,18 +121,26 @@ def clean_values(raw: dict[str, str], phone_memo: dict[str, str] | None = None
     return values, errors
 
 
-def index_values(values: dict[str, str]) -> dict[str, int | None]:
-    """Blind index columns for canonical values (None where the value is absent)."""
+def index_values(values: dict[str, str]) -> dict[str, int]:
+    """Blind index columns for canonical values.
+
+    An absent value gets a random index value, not NULL: NULL would tell a copy who has
+    no NIR, no email, or a used name (most often a married woman). A random value is a
+    candidate that decryption then rules out, like any other coincidence.
+    """
     indexer = keyring.indexer()
     dob = values.get("birth_date", "")
 
-    def name_dob(name: str) -> int | None:
+    def absent() -> int:
+        return secrets.randbelow(2**indexer.bits)
+
+    def name_dob(name: str) -> int:
         if not name or not dob:
-            return None
+            return absent()
         return indexer.compute("name_dob", f"{french.normalize_name(name)}|{dob}")
 
-    def single(index: str, value: str, normalize: Callable[[str], str]) -> int | None:
-        return indexer.compute(index, normalize(value)) if value else None
+    def single(index: str, value: str, normalize: Callable[[str], str]) -> int:
+        return indexer.compute(index, normalize(value)) if value else absent()
 
     return {
         "bi_nir": single("nir", values.get("nir", ""), french.normalize_nir),
@@ -164,7 +173,7 @@ def sealed_row(lab_id: int, values: dict[str, str]) -> dict[str, object]:
 
 def open_patient(patient: Patient, names: Iterable[str] | None = None) -> PatientRecord:
     """Decrypt the named fields (all by default) of a row into a record."""
-    key = keyring.open_row_key(patient.data_key, TABLE, patient.id)
+    key = keyring.open_row_key(patient.data_key, TABLE, patient.lab_id, patient.id)
     wanted = SEALED_FIELDS if names is None else names
     row = str(patient.id).encode()
     values = {name: key.open(getattr(patient, name), _AD_PREFIX[name] + row) for name in wanted}

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy as _
@@ -12,6 +13,8 @@ from coffre.accounts.models import Role
 from coffre.audit.history import patient_history
 from coffre.identity import grants
 from coffre.identity.access import (
+    BREAK_GLASS_ROLES,
+    BreakGlassRefused,
     PatientNotFound,
     ReasonRequired,
     SearchError,
@@ -51,7 +54,8 @@ def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,
                  results: list | None = None, error: str = "",
                  bg_form: BreakGlassSearchForm | None = None, bg_results: list | None = None,
                  bg_error: str = "") -> HttpResponse:
-    group_labs = {lab.id: lab for lab in other_group_labs(request.actor)}
+    group_labs = ({lab.id: lab for lab in other_group_labs(request.actor)}
+                  if request.actor.role in BREAK_GLASS_ROLES else {})
     return render(request, "identity/search.html", {
         "form": form or PatientSearchForm(), "results": results, "error": error,
         "group_labs": group_labs, "bg_form": bg_form or BreakGlassSearchForm(prefix="bg"),
@@ -87,6 +91,8 @@ def break_glass_search(request: HttpRequest) -> HttpResponse:
             results = break_glass_find(request.actor, reason, **form.criteria())
         except SearchError as exc:
             error = search_error_message(exc)
+        except BreakGlassRefused:
+            raise PermissionDenied("break-the-glass is not open to this role") from None
         else:
             grants.grant(request.session, request.actor.lab_id, [r.id for r in results],
                          reason)
@@ -114,7 +120,7 @@ def break_glass_patient(request: HttpRequest, patient_id: uuid.UUID) -> HttpResp
         raise Http404("no such patient")
     try:
         record = break_glass_access(request.actor, patient_id, reason)
-    except (PatientNotFound, ReasonRequired):
+    except (PatientNotFound, ReasonRequired, BreakGlassRefused):
         raise Http404("no such patient") from None
     return render(request, "identity/patient.html", {
         "patient": record, "break_glass": True,

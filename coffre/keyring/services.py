@@ -15,6 +15,7 @@ from coffre import config
 from coffre.keyring.models import InstallationKey, LabKey
 from coffre.vault import (
     BlindIndexer,
+    DecryptionError,
     Key,
     KeyProviderError,
     MasterKeys,
@@ -29,7 +30,7 @@ INDEX_ROOT = "blind-index-root"
 
 _master: MasterKeys | None = None
 _installation_keys: dict[str, Key] = {}
-_lab_keys: dict[bytes, Key] = {}
+_lab_keys: dict[bytes, tuple[int, Key]] = {}  # key id -> (lab id, key)
 _active_lab_key: dict[int, Key] = {}
 _indexer: BlindIndexer | None = None
 
@@ -137,7 +138,7 @@ def create_lab_key(lab_id: int) -> Key:
         LabKey.objects.filter(lab_id=lab_id, active=True).update(active=False)
         LabKey.objects.create(lab_id=lab_id, key_id=key.hex_id, master_key_id=master.hex_id,
                               wrapped=master.wrap(key, context("lab-key", lab_id)))
-    _lab_keys[key.key_id] = key
+    _lab_keys[key.key_id] = (lab_id, key)
     _active_lab_key[lab_id] = key
     return key
 
@@ -145,20 +146,25 @@ def create_lab_key(lab_id: int) -> Key:
 def _load_lab_key(row: LabKey) -> Key:
     key = _unwrap_with_master(bytes(row.wrapped), row.master_key_id,
                               context("lab-key", row.lab_id), f"the key of lab {row.lab_id}")
-    _lab_keys[key.key_id] = key
+    _lab_keys[key.key_id] = (row.lab_id, key)
     if row.active:
         _active_lab_key[row.lab_id] = key
     return key
 
 
-def lab_key_by_id(key_id: bytes) -> Key:
-    key = _lab_keys.get(key_id)
-    if key is None:
+def lab_key_by_id(key_id: bytes, lab_id: int) -> Key:
+    """A key of this lab by id; another lab's key is refused, so a row moved to another
+    lab (its lab_id rewritten) does not open there."""
+    cached = _lab_keys.get(key_id)
+    if cached is None:
         try:
             row = LabKey.objects.get(key_id=key_id.hex())
         except LabKey.DoesNotExist:
             raise KeyProviderError(f"lab key {key_id.hex()} is not in this database") from None
-        key = _load_lab_key(row)
+        cached = (row.lab_id, _load_lab_key(row))
+    owner, key = cached
+    if owner != lab_id:
+        raise DecryptionError("this row's data key was not wrapped by its lab's key")
     return key
 
 
@@ -174,11 +180,13 @@ def active_lab_key(lab_id: int) -> Key:
 
 
 def new_row_key(lab_id: int, table: str, row_id: object) -> tuple[Key, bytes]:
-    """A fresh data key for one row, and its wrapped form to store beside the row."""
+    """A fresh data key for one row, and its wrapped form to store beside the row; the
+    wrap is bound to the lab and the row."""
     key = Key.generate()
-    return key, active_lab_key(lab_id).wrap(key, context(table, "data-key", row_id))
+    return key, active_lab_key(lab_id).wrap(key, context(table, "data-key", lab_id, row_id))
 
 
-def open_row_key(wrapped: bytes, table: str, row_id: object) -> Key:
+def open_row_key(wrapped: bytes, table: str, lab_id: int, row_id: object) -> Key:
     wrapped = bytes(wrapped)
-    return lab_key_by_id(key_id_of(wrapped)).unwrap(wrapped, context(table, "data-key", row_id))
+    return lab_key_by_id(key_id_of(wrapped), lab_id).unwrap(
+        wrapped, context(table, "data-key", lab_id, row_id))

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Actor:
     person: str  # username, or "os:<user>" for the CLI
-    lab_id: int
+    lab_id: int | None  # None only for installation-wide CLI commands
     role: str
     channel: str  # "web", "cli" or "api"
     address: str = ""
 
 
-def cli_actor(lab_id: int, role: str = "cli") -> Actor:
+def cli_actor(lab_id: int | None, role: str = "cli") -> Actor:
     """The CLI acts as the operating-system user who ran it."""
     return Actor(person=f"os:{getpass.getuser()}", lab_id=lab_id, role=role, channel="cli")

@@ -41,6 +41,11 @@ def next_key(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
 
 
+def digest(data: bytes) -> str:
+    """A SHA-256 digest (hex) that stands for a sealed field inside a chained entry."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def same_mac(one: bytes, two: bytes) -> bool:
     return hmac.compare_digest(one, two)
 

@@ -12,6 +12,7 @@ class KeyProviderError(VaultError):
 class DecryptionError(VaultError):
     """A ciphertext did not open: wrong key, wrong context (moved row/column) or tampering.
 
-    One vague error for every cause, as pyca's ``InvalidToken``: telling the causes
-    apart would help an attacker more than an operator.
+    One exception type for every cause, as pyca's ``InvalidToken``. Its message may say
+    whether the format or the key id was wrong (public facts an operator needs), never
+    anything about the plaintext, and never which of context or content was altered.
     """
