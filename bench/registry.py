@@ -67,6 +67,7 @@ def worker(mode: str, csv_path: Path, lookups: int) -> dict:
     django.setup()
     from django.core.management import call_command
 
+    from coffre.audit.models import AuditSettings
     from coffre.identity.access import find_patients
     from coffre.identity.importer import csv_rows, import_rows
     from coffre.identity.registry import sealed_row
@@ -79,6 +80,10 @@ def worker(mode: str, csv_path: Path, lookups: int) -> dict:
     call_command("migrate", verbosity=0)
     keyring.initialise()
     lab = add_lab(FINESS, "Laboratoire Bench")
+    # 1,000 lookups of distinct patients by one account would (rightly) lock it: the
+    # detection has its own benchmark (bench/audit.py); here it must not interfere.
+    AuditSettings.objects.create(lab=lab, hard_per_10_minutes=10**6, hard_per_hour=10**6,
+                                 soft_per_10_minutes=10**6, soft_per_hour=10**6)
     actor = cli_actor(lab.id)
     encrypt = sealed_row if mode == "encrypted" else plaintext_patient
     started = time.perf_counter()
@@ -118,7 +123,10 @@ def run_worker(mode: str, csv_path: Path, lookups: int) -> dict:
         env.pop("COFFRE_DATABASE_URL", None)
         output = subprocess.run(
             [sys.executable, __file__, "worker", mode, str(csv_path), str(lookups)],
-            env=env, check=True, capture_output=True, text=True).stdout
+            env=env, check=False, capture_output=True, text=True)
+        if output.returncode:
+            raise SystemExit(f"the {mode} worker failed:\n{output.stderr[-3000:]}")
+        output = output.stdout
         return json.loads(output.strip().splitlines()[-1])
 
 

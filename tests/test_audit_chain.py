@@ -105,7 +105,7 @@ def test_the_first_chain_key_is_never_written_to_the_database(actor_a):
     with connection.cursor() as cursor:
         cursor.execute("SELECT key FROM audit_chainhead")
         sealed = bytes(cursor.fetchone()[0])
-    assert chain._audit_key().open_bytes(sealed, chain._HEAD_AD) != first
+    assert chain.audit_key().open_bytes(sealed, chain._HEAD_AD) != first
 
 
 def test_truncation_without_checkpoint_is_caught_by_the_head(entries):
@@ -173,7 +173,7 @@ def test_with_an_auditor_key_the_server_cannot_recover_the_first_key(auditor, ac
     head = ChainHead.objects.get()
     assert head.first_key_holder == "auditor"
     with pytest.raises(DecryptionError):
-        chain._audit_key().open_bytes(bytes(head.first_key), chain._FIRST_AD)
+        chain.audit_key().open_bytes(bytes(head.first_key), chain._FIRST_AD)
     with pytest.raises(chain.VerifyError, match="--auditor-key"):
         chain.verify()
 

@@ -6,6 +6,7 @@ from django.db import connection
 from coffre.audit.models import AccessEvent
 from coffre.identity.access import InvalidPatient, access_patient, create_patient, find_patients
 from coffre.identity.models import SEALED_FIELDS, Patient
+from coffre.keyring import services as keyring
 from coffre.vault import DecryptionError
 from tests.conftest import make_nir, patient_row
 
@@ -121,3 +122,16 @@ def test_absent_values_leave_no_null_blind_index(actor_a):
     row = Patient.unscoped.get(id=created.id)
     for column in ("bi_nir", "bi_used_name_dob", "bi_email", "bi_phone"):
         assert getattr(row, column) is not None, column
+
+
+def test_a_patient_without_nir_or_email_never_breaks_a_search(actor_a):
+    """Absent values carry random index values; one may coincide with a searched one."""
+    for number in range(40):
+        create_patient(actor_a, patient_row(nir="", email="", phone="",
+                                            birth_name=f"Sans{number:02d}"))
+    wanted = make_nir("M", 1990, 1, serial="999")
+    indexer = keyring.indexer()
+    target = indexer.compute("nir", wanted)
+    Patient.unscoped.update(bi_nir=target, bi_email=target)  # force the coincidence
+    assert find_patients(actor_a, nir=wanted) == []
+    assert find_patients(actor_a, email="nobody@example.org") == []

@@ -41,7 +41,7 @@ def clear_cache() -> None:
 
 
 def _records() -> list[dict]:
-    key = chain._audit_key()
+    key = chain.audit_key()
     return [json.loads(key.open(bytes(mark.sealed), _AD)) for mark in CanaryMark.objects.all()]
 
 
@@ -71,7 +71,7 @@ def check_reads(actor: Actor, patient_ids: Iterable[uuid.UUID]) -> None:
 def plant(lab_id: int, count: int, actor: Actor) -> int:
     """Add ``count`` canaries to a lab, with values no real patient of it shares."""
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - only picks synthetic rows
-    key = chain._audit_key()
+    key = chain.audit_key()
     rows, marks = [], []
     for row in synthetic.generate_patients(count, seed=rng.randrange(10**9),
                                            start_index=rng.randrange(10**6)):

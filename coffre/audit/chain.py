@@ -55,7 +55,7 @@ FIELDS = ("seq", "at", "person", "role", "channel", "lab_id", "patient_id", "act
           "address", "outcome")
 
 
-def _audit_key() -> Key:
+def audit_key() -> Key:
     return keyring.installation_key(AUDIT_KEY)
 
 
@@ -107,7 +107,7 @@ def _new_first_key() -> tuple[bytes, bytes, str]:
     public = auditor_public_key()
     if public:
         return first, seal_for_auditor(public, first), "auditor"
-    return first, _audit_key().seal_bytes(first, _FIRST_AD), "installation"
+    return first, audit_key().seal_bytes(first, _FIRST_AD), "installation"
 
 
 def first_chain_key(auditor_private: bytes | None = None) -> bytes:
@@ -119,11 +119,11 @@ def first_chain_key(auditor_private: bytes | None = None) -> bytes:
             raise VerifyError("the chain's first key is sealed for the auditor: pass "
                               "--auditor-key with the auditor's private key file")
         return open_as_auditor(auditor_private, bytes(head.first_key))
-    return _audit_key().open_bytes(bytes(head.first_key), _FIRST_AD)
+    return audit_key().open_bytes(bytes(head.first_key), _FIRST_AD)
 
 
 def signer() -> CheckpointSigner:
-    return CheckpointSigner(_audit_key().derive(b"coffre/audit-checkpoint/v1"))
+    return CheckpointSigner(audit_key().derive(b"coffre/audit-checkpoint/v1"))
 
 
 def canonical(entry: dict) -> bytes:
@@ -166,7 +166,7 @@ def append(entries: list[dict]) -> None:
                                      first_key_holder=holder, key=b"")
         else:
             seq, mac, sealed_key, checkpoint_epoch = head
-            key, mac = _audit_key().open_bytes(bytes(sealed_key), _HEAD_AD), bytes(mac)
+            key, mac = audit_key().open_bytes(bytes(sealed_key), _HEAD_AD), bytes(mac)
         for entry in entries:
             seq += 1
             entry["seq"] = seq
@@ -174,7 +174,7 @@ def append(entries: list[dict]) -> None:
             mac = entry["mac"] = chain_mac(key, canonical(entry), mac)
             key = next_key(key)
         bulk_insert(AccessEvent, entries)
-        sealed_key = _audit_key().seal_bytes(key, _HEAD_AD)
+        sealed_key = audit_key().seal_bytes(key, _HEAD_AD)
         now = int(time.time())
         if now - checkpoint_epoch >= config.env_int("COFFRE_AUDIT_CHECKPOINT_SECONDS", 60):
             cursor.execute(_MOVE_CHECKPOINT, [seq, mac, sealed_key, seq, now])
@@ -305,7 +305,7 @@ def verify(advance: Callable[[int], None] | None = None,
         report.problems.append(f"the chain head says entry {head.seq} but the log ends at "
                                f"entry {last}")
     elif last and not (same_mac(bytes(head.mac), mac) and same_mac(
-            _audit_key().open_bytes(bytes(head.key), _HEAD_AD), key)):
+            audit_key().open_bytes(bytes(head.key), _HEAD_AD), key)):
         # The head's key can only be sealed with the master key: a tail cut by someone
         # without it leaves a head that does not follow from the last entry.
         report.problems.append(f"the chain head does not follow from entry {last} "

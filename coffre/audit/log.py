@@ -22,11 +22,11 @@ READ_ACTIONS = frozenset({"read", "search", "export", "print"})
 
 def seal_text(text: str, where: str) -> bytes:
     """Free text kept in the audit tables (a reason, a comment) is sealed."""
-    return chain._audit_key().seal(text, context("audit", where)) if text else b""
+    return chain.audit_key().seal(text, context("audit", where)) if text else b""
 
 
 def open_text(blob: bytes, where: str) -> str:
-    return chain._audit_key().open(bytes(blob), context("audit", where)) if blob else ""
+    return chain.audit_key().open(bytes(blob), context("audit", where)) if blob else ""
 
 
 def record(actor: Actor, action: str, patient_ids: Iterable[uuid.UUID | None], *,

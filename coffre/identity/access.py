@@ -45,10 +45,10 @@ class InvalidPatient(ValueError):
 
 
 def patients_for(actor: Actor) -> QuerySet[Patient]:
-    """Every patient query starts here: the actor's lab and nothing else, and nothing
-    at all for an account locked by the mass-reading detection."""
+    """Every patient query starts here: the actor's lab and nothing else, never an erased
+    patient, and nothing at all for an account locked by the mass-reading detection."""
     detection.ensure_not_locked(actor)
-    return Patient.unscoped.filter(lab_id=actor.lab_id)
+    return Patient.unscoped.filter(lab_id=actor.lab_id, data_key__isnull=False)
 
 
 def reachable_ids(actor: Actor, patient_ids: Iterable[uuid.UUID | None]) -> set[uuid.UUID]:
@@ -58,7 +58,7 @@ def reachable_ids(actor: Actor, patient_ids: Iterable[uuid.UUID | None]) -> set[
     wanted = {pid for pid in patient_ids if pid is not None} - canaries.canary_ids()
     if not wanted:
         return set()
-    return set(patients_for(actor).filter(id__in=wanted, data_key__isnull=False)
+    return set(patients_for(actor).filter(id__in=wanted)
                .values_list("id", flat=True))
 
 
@@ -81,7 +81,7 @@ def access_patient(actor: Actor, patient_id: uuid.UUID | str,
                    names: Iterable[str] | None = None) -> PatientRecord:
     """Open one patient of the actor's lab, recording the read."""
     pid = _parse_id(patient_id)
-    patient = patients_for(actor).filter(id=pid, data_key__isnull=False).first()
+    patient = patients_for(actor).filter(id=pid).first()
     if patient is None:
         log.record(actor, "read", [pid], outcome="not_found")
         raise PatientNotFound("no such patient")
@@ -117,16 +117,14 @@ def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: 
 
 
 def _confirms(record: PatientRecord, wanted: dict[str, str], kind: str) -> bool:
-    """Blind indexes are truncated: drop the candidates that only share a hash."""
+    """Blind indexes are truncated, and absent values carry random index values: drop
+    the candidates that only share a hash. Stored values are canonical already."""
     if kind == "name":
-        names = {french.normalize_name(record.birth_name or ""),
-                 french.normalize_name(record.used_name or "")}
+        names = {french.normalize_name(n) for n in (record.birth_name, record.used_name) if n}
         return wanted["name"] in names and record.birth_date == wanted["birth_date"]
-    if kind == "nir":
-        return french.normalize_nir(record.nir or "") == french.normalize_nir(wanted["nir"])
-    if kind == "phone":
-        return record.phone == wanted["phone"]
-    return french.normalize_email(record.email or "") == french.normalize_email(wanted["email"])
+    if kind == "email":
+        return bool(record.email) and record.email.lower() == wanted["email"].lower()
+    return bool(record.values.get(kind)) and record.values[kind] == wanted[kind]
 
 
 def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = None,
@@ -146,7 +144,7 @@ def _search(scope: QuerySet[Patient], *, nir: str | None = None, name: str | Non
     index_filters, wanted, kind = _criteria(nir, name, birth_date, phone, email)
     candidates: dict[uuid.UUID, Patient] = {}
     for index_filter in index_filters:
-        for patient in scope.filter(index_filter, data_key__isnull=False):
+        for patient in scope.filter(index_filter):
             candidates[patient.id] = patient
     return [record for record in map(open_patient, candidates.values())
             if _confirms(record, wanted, kind)]
@@ -176,7 +174,7 @@ def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")
     detection.ensure_not_locked(actor)
-    return Patient.unscoped.filter(lab__in=other_group_labs(actor))
+    return Patient.unscoped.filter(lab__in=other_group_labs(actor), data_key__isnull=False)
 
 
 def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
@@ -207,7 +205,7 @@ def break_glass_find(actor: Actor, reason: str, **criteria: str | None
 def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
                        ) -> PatientRecord:
     pid = _parse_id(patient_id)
-    patient = _group_scope(actor, reason).filter(id=pid, data_key__isnull=False).first()
+    patient = _group_scope(actor, reason).filter(id=pid).first()
     if patient is None:
         log.record(actor, "read", [pid], outcome="not_found", purpose=reason)
         raise PatientNotFound("no such patient")
