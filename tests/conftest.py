@@ -53,6 +53,29 @@ def actor_b(lab_b) -> Actor:
     return Actor(person="bob", lab_id=lab_b.id, role="secretary", channel="web")
 
 
+@pytest.fixture
+def sister_lab(lab_a):
+    """Lab A and a sister lab form a group (break-the-glass reaches it); lab B stays
+    outside."""
+    from coffre.labs.models import LabGroup
+    from coffre.labs.services import add_lab
+
+    group = LabGroup.objects.create(name="Groupe Ouest")
+    lab_a.group = group
+    lab_a.save()
+    sister = add_lab("350000014", "Laboratoire Sœur")
+    sister.group = group
+    sister.save()
+    return sister
+
+
+@pytest.fixture
+def sister_patient(sister_lab):
+    from coffre.identity.access import create_patient
+
+    return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
+
+
 def make_nir(sex: str, year: int, month: int, place: str = "75056", serial: str = "123") -> str:
     body = f"{1 if sex == 'M' else 2}{year % 100:02d}{month:02d}{place}{serial}"
     return body + nir_key(body)

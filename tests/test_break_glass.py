@@ -12,28 +12,10 @@ from coffre.identity.access import (
     break_glass_find,
     create_patient,
 )
-from coffre.labs.models import LabGroup
-from coffre.labs.services import add_lab
 from coffre.labs.tenancy import Actor
 from tests.conftest import patient_row
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
-
-
-@pytest.fixture
-def sister_lab(lab_a):
-    group = LabGroup.objects.create(name="Groupe Ouest")
-    lab_a.group = group
-    lab_a.save()
-    sister = add_lab("350000014", "Laboratoire Sœur")
-    sister.group = group
-    sister.save()
-    return sister
-
-
-@pytest.fixture
-def sister_patient(sister_lab):
-    return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
 
 
 def test_a_patient_of_a_group_lab_is_found_with_a_reason(actor_a, sister_patient):

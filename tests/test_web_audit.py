@@ -17,9 +17,6 @@ from coffre.audit.history import patient_history
 from coffre.audit.models import AccessEvent, AccountLock, Alert, AlertKind, AuditSettings
 from coffre.identity import grants
 from coffre.identity.access import break_glass_access, create_patient
-from coffre.labs.models import LabGroup
-from coffre.labs.services import add_lab
-from coffre.labs.tenancy import Actor
 from tests.conftest import make_nir, patient_row
 
 PASSWORD = "correct horse battery staple 42"
@@ -47,23 +44,6 @@ def people(lab_a, lab_b):
     member("marc", lab_a, Role.LAB_MANAGER)
     member("bruno", lab_b, Role.DPO)
     member("berthe", lab_b, Role.LAB_MANAGER)
-
-
-@pytest.fixture
-def sister_lab(lab_a):
-    """Lab A and a sister lab form a group; lab B stays outside."""
-    group = LabGroup.objects.create(name="Groupe Ouest")
-    lab_a.group = group
-    lab_a.save()
-    sister = add_lab("350000014", "Laboratoire Sœur")
-    sister.group = group
-    sister.save()
-    return sister
-
-
-@pytest.fixture
-def sister_patient(sister_lab):
-    return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
 
 
 def text(response) -> str:
