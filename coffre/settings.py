@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -47,10 +48,12 @@ INSTALLED_APPS = [
     "coffre.identity",
     "coffre.accounts",
     "coffre.audit",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "coffre.accounts.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -59,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "coffre.urls"
@@ -112,14 +117,46 @@ def _databases() -> dict:
 DATABASES = _databases()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+# Argon2id with parameters measured on the target hardware (coffre/accounts/hashers.py,
+# bench/login.py). Hashes made with other Argon2 parameters still verify (they are all
+# "argon2$...") and are re-hashed with these at the next login.
+PASSWORD_HASHERS = ["coffre.accounts.hashers.CoffreArgon2Hasher"]
+# The test run (coffre/testing.py) sets COFFRE_ARGON2_TEST_CHEAP=1: the suite creates
+# hundreds of accounts, and production parameters made it much slower. Never set it in
+# production; tests/test_passwords.py checks the production parameters themselves.
+if config.env_bool("COFFRE_ARGON2_TEST_CHEAP", False):
+    PASSWORD_HASHERS = ["coffre.accounts.hashers.CheapTestArgon2Hasher"]
+# The CNIL's password rule (coffre/accounts/passwords.py) replaces Django's length and
+# all-digits validators: it measures entropy and refuses predictable shapes.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
-     "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "coffre.accounts.passwords.CnilPasswordValidator"},
 ]
+# CNIL délibération n° 2022-100 (21 July 2022), password recommendation: at least 80
+# bits of entropy when nothing else protects the account, 50 bits when failed login
+# attempts are limited, which the AXES_* settings below do.
+COFFRE_PASSWORD_MIN_BITS = config.env_int("COFFRE_PASSWORD_MIN_BITS", 50)
+
+# Failed logins (django-axes, coffre/accounts/locks.py): 5 failures for one username, or
+# 20 from one address, within COFFRE_LOGIN_LOCK_MINUTES lock further attempts for as
+# long after the last failure. Axes' backend comes first so a locked account is refused
+# before its password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+COFFRE_LOGIN_ACCOUNT_FAILURES = config.env_int("COFFRE_LOGIN_ACCOUNT_FAILURES", 5)
+COFFRE_LOGIN_ADDRESS_FAILURES = config.env_int("COFFRE_LOGIN_ADDRESS_FAILURES", 20)
+AXES_HANDLER = "coffre.accounts.locks.CoffreAxesHandler"
+AXES_FAILURE_LIMIT = COFFRE_LOGIN_ACCOUNT_FAILURES
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_COOLOFF_TIME = timedelta(minutes=config.env_int("COFFRE_LOGIN_LOCK_MINUTES", 15))
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "coffre.accounts.locks.lockout_response"
+AXES_ENABLE_ADMIN = False
+# The address is REMOTE_ADDR; behind a reverse proxy, AXES_CLIENT_IP_CALLABLE must give
+# the client's address (all clients would otherwise share the proxy's).
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -130,6 +167,7 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # no JavaScript reads the token: forms carry it
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -14,3 +14,7 @@ os.environ.pop("COFFRE_MASTER_KEY", None)
 from coffre.vault import create_key_file  # noqa: E402
 
 create_key_file(_home / "keys" / "master.key")
+
+# Cheap Argon2 parameters for the accounts tests create (settings.PASSWORD_HASHERS);
+# tests/test_passwords.py checks the production hasher explicitly.
+os.environ["COFFRE_ARGON2_TEST_CHEAP"] = "1"

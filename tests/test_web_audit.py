@@ -9,6 +9,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.http import HttpRequest
 from django.test import Client
 
 from coffre.accounts.models import Membership, Role
@@ -32,7 +33,8 @@ def member(username: str, lab, role: str):
 
 def client_for(username: str) -> Client:
     client = Client()
-    assert client.login(username=username, password=PASSWORD)
+    # django-axes needs a request to authenticate (its documented test recipe).
+    assert client.login(request=HttpRequest(), username=username, password=PASSWORD)
     return client
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
 
 from coffre.accounts.models import Membership, Role
 from coffre.identity.access import create_patient
@@ -19,7 +20,8 @@ def staff_a(lab_a):
 
 @pytest.fixture
 def client_a(client, staff_a):
-    assert client.login(username="alice", password=PASSWORD)
+    # django-axes needs a request to authenticate (its documented test recipe).
+    assert client.login(request=HttpRequest(), username="alice", password=PASSWORD)
     return client
 
 

@@ -1,0 +1,239 @@
+"""The isolation walk: every URL pattern of the site, filled with objects of another lab
+(a patient, an alert, an account lock of lab B, and a missing patient), requested with
+GET and POST by every role of lab A and by an anonymous visitor. No response may carry
+an identifying value of lab B's patient or lab B's alert and lock. The walk covers every
+named pattern, so a new page cannot escape it; a positive control proves the matcher
+finds the values on a lab's own record."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import unicodedata
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.http import HttpResponse
+from django.middleware.csrf import _get_new_csrf_string
+from django.test import Client, override_settings
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from coffre.accounts.models import Membership, Role
+from coffre.audit import alerts
+from coffre.audit.models import AccountLock, AlertKind, AuditSettings
+from coffre.identity.access import create_patient
+from coffre.identity.templatetags.patient_display import nir_display
+from tests.conftest import make_nir, patient_row
+
+REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
+SKIPPED = {"set_language"}  # Django's language switch: no lab data behind it
+CSRF_REJECTED = 419
+
+B_NIR = make_nir("F", 1990, 7, "29019", "456")
+B_ROW = patient_row(
+    nir=B_NIR, birth_name="Quéméneur", used_name="Kerbrat", first_names="Maëlys Gwenaëlle",
+    birth_date="1990-07-21", birth_place="29019", address="7 impasse des Goélands",
+    postal_code="29200", city="Brest", phone="06 98 76 54 32",
+    email="maelys.quemeneur@example.org", notes="Allergie pénicilline, suivi hématologie")
+B_ALERT_PERSON = "bertrand.kerherve"
+B_ALERT_SUMMARY = "83 patients distincts lus en 10 minutes (Kerhervé)"
+B_LOCK_PERSON = "yannick.guivarch"
+B_LOCK_REASON = "151 patients distincts lus en 10 minutes (Guivarc'h)"
+
+
+def csrf_failed(request, reason: str = "") -> HttpResponse:
+    return HttpResponse("csrf", status=CSRF_REJECTED)
+
+
+def _plain(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text)
+                   if not unicodedata.combining(c)).lower()
+
+
+def identifying_values(row: dict[str, str]) -> set[str]:
+    """What must never reach a page of another lab, in the forms a page may show it."""
+    phone = "".join(row["phone"].split())
+    values = {row["birth_name"], row["used_name"], row["first_names"], row["nir"],
+              nir_display(row["nir"]), phone, "+33" + phone[1:], row["phone"],
+              row["email"], row["address"], row["notes"]}
+    values |= set(row["first_names"].split())
+    return values
+
+
+def found(body: str, values: set[str], posted: dict[str, str] | None = None) -> set[str]:
+    """The values present in a page, in any case and with or without accents. What the
+    request itself posted and the page echoes back in a form field does not count."""
+    for value in (posted or {}).values():
+        body = body.replace(f'value="{html.escape(str(value))}"', 'value=""')
+    text = _plain(html.unescape(body))
+    return {value for value in values if _plain(value) in text}
+
+
+def walk_patterns(patterns=None, prefix: str = "") -> Iterator[URLPattern]:
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            yield from walk_patterns(entry.url_patterns, prefix + str(entry.pattern))
+        else:
+            yield entry
+
+
+def site_patterns() -> list[URLPattern]:
+    patterns = [p for p in walk_patterns()
+                if p.name not in SKIPPED and not p.lookup_str.startswith("django.views.static")]
+    unnamed = [str(p.pattern) for p in patterns if not p.name]
+    assert not unnamed, f"every page needs a name for the walk: {unnamed}"
+    return patterns
+
+
+def parameters(pattern: URLPattern) -> list[str]:
+    return sorted(pattern.pattern.regex.groupindex)
+
+
+def member(username: str, lab, role: str):
+    user = get_user_model().objects.create_user(username)
+    Membership.objects.create(user=user, lab=lab, role=role)
+    return user
+
+
+@pytest.fixture
+def lab_b_objects(lab_b, actor_b):
+    patient = create_patient(actor_b, B_ROW)
+    alert = alerts.raise_alert(lab_b.id, AlertKind.MASS_READING, B_ALERT_PERSON,
+                               B_ALERT_SUMMARY, patient_id=patient.id)
+    member(B_LOCK_PERSON, lab_b, Role.SECRETARY)
+    lock = AccountLock.objects.create(person=B_LOCK_PERSON, lab_id=lab_b.id,
+                                      reason=B_LOCK_REASON)
+    return patient, alert, lock
+
+
+class Walker:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.visited: set[str] = set()
+
+    def client(self, user) -> Client:
+        client = Client(enforce_csrf_checks=True)
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    def send(self, client: Client, user, method: str, url: str, name: str,
+             data: dict[str, str] | None = None):
+        if user is not None and "_auth_user_id" not in client.session:
+            client.force_login(user)  # a logout page ended the session: walk on
+        self.requests += 1
+        self.visited.add(name)
+        if method == "get":
+            return client.get(url, follow=True)
+        token = client.cookies["csrftoken"].value if "csrftoken" in client.cookies else ""
+        if not token:
+            token = _get_new_csrf_string()
+            client.cookies["csrftoken"] = token
+        response = client.post(url, {**(data or {}), "csrfmiddlewaretoken": token},
+                               follow=True)
+        assert response.redirect_chain or response.status_code != CSRF_REJECTED, url
+        return response
+
+
+def payloads(row: dict[str, str], lab) -> list[dict[str, str]]:
+    """Plausible form fields for every POST page, one set per search criterion: the
+    staff search, the break-the-glass search, an acknowledgement, a lab choice, a login."""
+    criteria = [{"nir": row["nir"]},
+                {"name": row["birth_name"], "birth_date": row["birth_date"]},
+                {"phone": row["phone"]}, {"email": row["email"]}]
+    common = {"bg-reason": REASON, "comment": "Vu, campagne validée", "lab": str(lab.id),
+              "username": "walker-nobody", "password": "not the password", "language": "fr"}
+    return [{**common, **c, **{f"bg-{k}": v for k, v in c.items()}} for c in criteria]
+
+
+def walk(users: dict, fill: dict[str, list], forbidden: set[str],
+         posts: list[dict[str, str]]) -> tuple[Walker, list[tuple]]:
+    """Request every pattern, with every filling of its parameters, as every user: GET,
+    then a POST per payload. Returns the walker and what each response showed."""
+    patterns = site_patterns()
+    # Logging out last keeps the rest of the walk in one session per person (a lab
+    # choice or a break-the-glass grant made on one page stays for the next ones).
+    patterns.sort(key=lambda p: p.name == "logout")
+    walker, leaks = Walker(), []
+    for who, user in users.items():
+        client = walker.client(user)
+        for pattern in patterns:
+            names = parameters(pattern)
+            unknown = set(names) - set(fill)
+            assert not unknown, f"{pattern.name}: say how to fill {unknown}"
+            for values in itertools.product(*(fill[n] for n in names)):
+                url = reverse(pattern.name, kwargs=dict(zip(names, values, strict=True)))
+                for method, data in [("get", None)] + [("post", d) for d in posts]:
+                    response = walker.send(client, user, method, url, pattern.name, data)
+                    assert response.status_code < 500, (who, method, url)
+                    shown = found(response.content.decode(), forbidden, data)
+                    if shown:
+                        leaks.append((who, method, url, response.status_code, sorted(shown)))
+    return walker, leaks
+
+
+@override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
+def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
+        lab_a, lab_b, sister_lab, actor_a, lab_b_objects, capsys):
+    patient_b, alert_b, lock_b = lab_b_objects
+    create_patient(actor_a, patient_row())  # lab A has a patient of its own
+    # The walk must not lock the accounts it walks with (it would only see the lock page).
+    AuditSettings.objects.create(lab=lab_a, hard_per_10_minutes=100_000,
+                                 soft_per_10_minutes=100_000, hard_per_hour=100_000,
+                                 soft_per_hour=100_000)
+    forbidden = identifying_values(B_ROW) | {B_ALERT_PERSON, B_ALERT_SUMMARY,
+                                             B_LOCK_PERSON, B_LOCK_REASON}
+    fill = {"patient_id": [patient_b.id, uuid.uuid4()], "alert_id": [alert_b.pk],
+            "lock_id": [lock_b.pk]}
+    users = {role: member(f"walker-{role}", lab_a, role) for role in Role.values}
+    users["anonymous"] = None
+    assert set(users) - {"anonymous"} == {"secretary", "technician", "biologist",
+                                           "lab_manager", "dpo", "platform_admin"}
+
+    walker, leaks = walk(users, fill, forbidden, payloads(B_ROW, lab_b))
+
+    expected = {p.name for p in site_patterns()}
+    assert walker.visited == expected, expected ^ walker.visited
+    assert not leaks, leaks
+    assert not AccountLock.objects.filter(person__startswith="walker-").exists()
+    assert walker.requests > 0
+    with capsys.disabled():
+        print(f"\nisolation walk: {walker.requests} requests over {len(expected)} URL "
+              f"patterns, {len(users)} identities, no value of lab B shown")
+
+
+@override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
+def test_the_same_walk_finds_a_labs_own_patient_on_its_own_pages(lab_a, actor_a):
+    """Positive control: the same walk and matcher, by a secretary of lab A over lab A's
+    own patient, find the values on the record page and in the search results."""
+    row = patient_row()
+    mine = create_patient(actor_a, row)
+    users = {"secretary": member("walker-own", lab_a, Role.SECRETARY)}
+    values = identifying_values(row)
+    _, leaks = walk(users, {"patient_id": [mine.id], "alert_id": [1], "lock_id": [1]},
+                    values, payloads(row, lab_a))
+
+    record = f"/patients/{mine.id}/"
+    on_record = [shown for _, method, url, status, shown in leaks
+                 if (method, url, status) == ("get", record, 200)]
+    assert on_record, leaks
+    for value in (row["birth_name"], row["first_names"], nir_display(row["nir"]),
+                  row["phone"], row["email"], row["address"], row["notes"]):
+        assert value in on_record[0], value
+    searched = [shown for _, method, url, _, shown in leaks
+                if (method, url) == ("post", "/patients/")]
+    assert len(searched) == 4  # each criterion finds her, and the results show her name
+    assert all(row["birth_name"] in shown and row["first_names"] in shown
+               for shown in searched)
+
+
+def test_the_matcher_ignores_case_and_accents():
+    values = identifying_values(B_ROW)
+    assert found("<td>QUEMENEUR</td>", values) == {"Quéméneur"}
+    assert found(f"<td>2 90 07 29 019 456 {B_NIR[-2:]}</td>", values) == {
+        nir_display(B_NIR)}
+    assert found('<input name="email" value="maelys.quemeneur@example.org">', values,
+                 {"email": B_ROW["email"]}) == set()
+    assert "+33698765432" in values and "0698765432" in values
