@@ -109,6 +109,7 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
     """Demo labs with one account each; passwords are new at every run and printed once."""
     from django.contrib.auth import get_user_model
 
+    from coffre.accounts import mfa
     from coffre.accounts.models import Membership, Role
     from coffre.identity import synthetic
     from coffre.labs.models import Lab
@@ -119,7 +120,8 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
         generate_patients(total, DEMO_LABS, seed=DEMO_SEED,
                           add=lambda description, count: lambda n: None)
         yield f"generated {total} synthetic patients in {DEMO_LABS} labs"
-    yield "demo logins (new passwords at every start; each account is one person's):"
+    yield ("demo logins (new passwords and authenticator keys at every start; each account "
+           "is one person's):")
     starts = [sum(_split(total, DEMO_LABS, DEMO_SEED)[:i]) for i in range(DEMO_LABS)]
     for number, lab in enumerate(Lab.objects.order_by("id")[:DEMO_LABS], start=1):
         username = f"demo{number}"
@@ -129,7 +131,10 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
         user.save()
         Membership.objects.get_or_create(user=user, lab=lab,
                                          defaults={"role": Role.SECRETARY})
+        secret = mfa.enroll_confirmed(user)
         yield f"  {username} / {password}  ({lab.name}, FINESS {lab.finess})"
+        yield (f"      TOTP key (DEMO ONLY: a real key is shown once, on the enrollment page): "
+               f"{secret}  — add it to an authenticator app (time-based, 6 digits, 30 s)")
         example = next(synthetic.generate_patients(1, DEMO_SEED, start_index=starts[number - 1]))
         yield (f"      try: name {example['birth_name']}, born {example['birth_date']} "
                "(synthetic patient)")

@@ -10,6 +10,8 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="patient_search"), name="home"),
     path("connexion/", auth_views.LoginView.as_view(template_name="accounts/login.html"),
          name="login"),
+    path("connexion/code/", account_views.mfa_verify, name="mfa_verify"),
+    path("connexion/activation-2fa/", account_views.mfa_enroll, name="mfa_enroll"),
     path("deconnexion/", auth_views.LogoutView.as_view(), name="logout"),
     path("laboratoire/", account_views.choose_lab, name="choose_lab"),
     path("patients/", identity_views.patient_search, name="patient_search"),

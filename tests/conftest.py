@@ -76,6 +76,16 @@ def sister_patient(sister_lab):
     return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
 
 
+def second_factor_done(client) -> None:
+    """Mark a test client's logged-in session as past the second factor (the tests log
+    in with ``client.login`` / ``force_login``, not through the code page)."""
+    from coffre.accounts import mfa
+
+    session = client.session
+    mfa.mark_verified(session)
+    session.save()
+
+
 def make_nir(sex: str, year: int, month: int, place: str = "75056", serial: str = "123") -> str:
     body = f"{1 if sex == 'M' else 2}{year % 100:02d}{month:02d}{place}{serial}"
     return body + nir_key(body)

@@ -25,7 +25,7 @@ from coffre.audit import alerts
 from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
-from tests.conftest import make_nir, patient_row
+from tests.conftest import make_nir, patient_row, second_factor_done
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
 SKIPPED = {"set_language"}  # Django's language switch: no lab data behind it
@@ -109,20 +109,26 @@ def lab_b_objects(lab_b, actor_b):
 
 
 class Walker:
-    def __init__(self) -> None:
+    def __init__(self, pending: frozenset[int] = frozenset()) -> None:
         self.requests = 0
         self.visited: set[str] = set()
+        self.pending = pending  # user ids that walk with the second factor not done
+
+    def log_in(self, client: Client, user) -> None:
+        client.force_login(user)
+        if user.pk not in self.pending:
+            second_factor_done(client)
 
     def client(self, user) -> Client:
         client = Client(enforce_csrf_checks=True)
         if user is not None:
-            client.force_login(user)
+            self.log_in(client, user)
         return client
 
     def send(self, client: Client, user, method: str, url: str, name: str,
              data: dict[str, str] | None = None):
         if user is not None and "_auth_user_id" not in client.session:
-            client.force_login(user)  # a logout page ended the session: walk on
+            self.log_in(client, user)  # a logout page ended the session: walk on
         self.requests += 1
         self.visited.add(name)
         if method == "get":
@@ -139,24 +145,28 @@ class Walker:
 
 def payloads(row: dict[str, str], lab) -> list[dict[str, str]]:
     """Plausible form fields for every POST page, one set per search criterion: the
-    staff search, the break-the-glass search, an acknowledgement, a lab choice, a login."""
+    staff search, the break-the-glass search, an acknowledgement, a lab choice, a login,
+    a second-factor code."""
     criteria = [{"nir": row["nir"]},
                 {"name": row["birth_name"], "birth_date": row["birth_date"]},
                 {"phone": row["phone"]}, {"email": row["email"]}]
     common = {"bg-reason": REASON, "comment": "Vu, campagne validée", "lab": str(lab.id),
-              "username": "walker-nobody", "password": "not the password", "language": "fr"}
+              "username": "walker-nobody", "password": "not the password", "language": "fr",
+              "code": "123456"}
     return [{**common, **c, **{f"bg-{k}": v for k, v in c.items()}} for c in criteria]
 
 
 def walk(users: dict, fill: dict[str, list], forbidden: set[str],
-         posts: list[dict[str, str]]) -> tuple[Walker, list[tuple]]:
+         posts: list[dict[str, str]],
+         pending: frozenset[str] = frozenset()) -> tuple[Walker, list[tuple]]:
     """Request every pattern, with every filling of its parameters, as every user: GET,
-    then a POST per payload. Returns the walker and what each response showed."""
+    then a POST per payload. The users named in ``pending`` walk after the password
+    only (second factor not done). Returns the walker and what each response showed."""
     patterns = site_patterns()
     # Logging out last keeps the rest of the walk in one session per person (a lab
     # choice or a break-the-glass grant made on one page stays for the next ones).
     patterns.sort(key=lambda p: p.name == "logout")
-    walker, leaks = Walker(), []
+    walker, leaks = Walker(frozenset(users[who].pk for who in pending)), []
     for who, user in users.items():
         client = walker.client(user)
         for pattern in patterns:
@@ -191,8 +201,11 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
     users["anonymous"] = None
     assert set(users) - {"anonymous"} == {"secretary", "technician", "biologist",
                                            "lab_manager", "dpo", "platform_admin"}
+    # Password given, second factor not done: every page must send it to the code pages.
+    users["secretary-2fa-pending"] = member("walker-2fa-pending", lab_a, Role.SECRETARY)
 
-    walker, leaks = walk(users, fill, forbidden, payloads(B_ROW, lab_b))
+    walker, leaks = walk(users, fill, forbidden, payloads(B_ROW, lab_b),
+                         pending=frozenset({"secretary-2fa-pending"}))
 
     expected = {p.name for p in site_patterns()}
     assert walker.visited == expected, expected ^ walker.visited

@@ -13,6 +13,7 @@ from django.test import Client, override_settings
 import coffre.settings
 from coffre.accounts.models import Membership, Role
 from coffre.accounts.security import CONTENT_SECURITY_POLICY
+from tests.conftest import second_factor_done
 
 PASSWORD = "correct horse battery staple 42"
 SETTINGS_FILE = Path(coffre.settings.__file__)
@@ -53,6 +54,7 @@ def test_the_login_page_carries_the_security_headers(client):
 
 def test_every_kind_of_response_carries_them(client, alice):
     client.force_login(alice)
+    second_factor_done(client)
     for url, status in (("/patients/", 200), ("/", 302), ("/alertes/", 403),
                         ("/nulle-part/", 404),
                         ("/patients/00000000-0000-0000-0000-000000000000/", 404)):
@@ -82,6 +84,7 @@ def test_the_session_and_csrf_cookies_are_http_only_and_same_site(client, alice)
 
 def test_the_pages_carry_the_csrf_token_in_their_forms_not_for_javascript(client, alice):
     client.force_login(alice)
+    second_factor_done(client)
     page = client.get("/patients/").content.decode()
     assert 'name="csrfmiddlewaretoken"' in page and "<script" not in page
 

@@ -18,7 +18,7 @@ from coffre.audit.history import patient_history
 from coffre.audit.models import AccessEvent, AccountLock, Alert, AlertKind, AuditSettings
 from coffre.identity import grants
 from coffre.identity.access import break_glass_access, create_patient
-from tests.conftest import make_nir, patient_row
+from tests.conftest import make_nir, patient_row, second_factor_done
 
 PASSWORD = "correct horse battery staple 42"
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
@@ -35,6 +35,7 @@ def client_for(username: str) -> Client:
     client = Client()
     # django-axes needs a request to authenticate (its documented test recipe).
     assert client.login(request=HttpRequest(), username=username, password=PASSWORD)
+    second_factor_done(client)
     return client
 
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from coffre.accounts.models import Membership, Role
 from coffre.identity.access import create_patient
-from tests.conftest import make_nir, patient_row
+from tests.conftest import make_nir, patient_row, second_factor_done
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -22,6 +22,7 @@ def staff_a(lab_a):
 def client_a(client, staff_a):
     # django-axes needs a request to authenticate (its documented test recipe).
     assert client.login(request=HttpRequest(), username="alice", password=PASSWORD)
+    second_factor_done(client)
     return client
 
 

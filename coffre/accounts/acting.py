@@ -10,8 +10,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 
+from coffre.accounts import mfa
 from coffre.accounts.models import Membership, Role
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.labs.tenancy import Actor
@@ -46,8 +49,29 @@ def locked_out(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/locked.html", status=403)
 
 
+def second_factor_pending(request: HttpRequest) -> HttpResponse | None:
+    """Where a logged-in session goes while its second factor is not done (the code page,
+    or the enrollment page without a confirmed authenticator); None once it is done."""
+    if mfa.is_verified(request.session):
+        return None
+    name = "mfa_verify" if mfa.is_enrolled(request.user) else "mfa_enroll"
+    return redirect(f"{reverse(name)}?{urlencode({'next': request.get_full_path()})}")
+
+
+def second_factor_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Login required and the second factor done in this session."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        return second_factor_pending(request) or view(request, *args, **kwargs)
+
+    return wrapper
+
+
 def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required, a lab chosen, and ``request.actor`` set for the access layer.
+    """Login required, the second factor done in this session (``accounts.mfa``), a lab
+    chosen, and ``request.actor`` set for the access layer.
 
     An account locked by the mass-reading detection, before or while the view runs, is
     logged out and shown the "account locked" page: the one place the web handles it.
@@ -56,7 +80,7 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     """
 
     @never_cache
-    @login_required
+    @second_factor_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         membership = acting_membership(request)

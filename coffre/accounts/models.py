@@ -22,3 +22,25 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "lab"], name="one_role_per_lab")]
+
+
+class TotpDevice(models.Model):
+    """A person's authenticator (TOTP, RFC 6238). The secret is sealed with the
+    installation's "accounts" key, bound to the user id (``coffre.accounts.mfa``)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="totp_device")
+    secret = models.BinaryField()
+    confirmed = models.BooleanField(default=False)
+    # The highest time step accepted: a code of that step or an earlier one is refused.
+    last_counter = models.BigIntegerField(default=-1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class RecoveryCode(models.Model):
+    """A one-time code replacing a TOTP code (lost phone); only its hash is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="recovery_codes")
+    code_hash = models.CharField(max_length=256)
+    used_at = models.DateTimeField(null=True, blank=True)

@@ -2,7 +2,8 @@
 
 Public calls: :class:`Key` (seal / open / wrap / unwrap), :func:`context` (associated
 data naming a value's place), :class:`BlindIndexer` and :func:`index_bits`, the master
-key providers, and the errors. Primitives stay private to this package.
+key providers, the TOTP functions of the second factor (``otp_*``), and the errors.
+Primitives stay private to this package.
 """
 
 from coffre.vault.aead import Key, context, context_prefix, key_id_of
@@ -14,6 +15,15 @@ from coffre.vault.master import (
     add_key_version,
     create_key_file,
     load_master_keys,
+)
+from coffre.vault.otp import (
+    new_otp_secret,
+    otp_base32,
+    otp_code,
+    otp_counter,
+    otp_match,
+    otp_secret_from_base32,
+    otp_uri,
 )
 
 __all__ = [
@@ -31,4 +41,11 @@ __all__ = [
     "index_bits",
     "key_id_of",
     "load_master_keys",
+    "new_otp_secret",
+    "otp_base32",
+    "otp_code",
+    "otp_counter",
+    "otp_match",
+    "otp_secret_from_base32",
+    "otp_uri",
 ]
