@@ -110,3 +110,20 @@ def test_a_postgresql_dump_holds_no_patient_value(cli):
         assert "backups/dump.sql" not in result.stdout
     finally:
         dump.unlink()
+
+
+def test_an_authenticator_secret_written_in_clear_is_found(cli):
+    output = cli.run("demo").stdout
+    line = next(line for line in output.splitlines() if "TOTP key" in line)
+    secret = line.split("page): ")[1].split("  ")[0].replace(" ", "")
+    assert len(secret) >= 26 and secret.isalnum()
+    log = cli.home / "logs" / "debug.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(f"enrolled with secret {secret}\n")
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        log.unlink()
+    assert result.returncode == 1 and "field totp_secret" in result.stdout
+    assert secret not in result.stdout
+    assert cli.run("leakcheck").returncode == 0

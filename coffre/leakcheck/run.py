@@ -8,6 +8,7 @@ and prove nothing. Short names are also looked for glued to the first names.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,6 +59,15 @@ def patient_needles(advance: Callable[[int], None] | None = None,
             advance(1)
 
 
+def secret_needles() -> Iterator[Needle]:
+    """Authenticator secrets, which must never be on disk in clear (recovery codes and
+    passwords are Argon2 hashes: there is nothing to look for)."""
+    from coffre.accounts.mfa import sealed_secrets
+
+    for user_id, secret in sealed_secrets():
+        yield Needle(f"user {user_id}", "totp_secret", secret)
+
+
 def run_leakcheck(home: Path, add: Bars) -> tuple[list[str], bool]:
     """The report lines, and whether the check passed: no hit, and every file read."""
     total = Patient.unscoped.filter(data_key__isnull=False).count()
@@ -74,7 +84,7 @@ def run_leakcheck(home: Path, add: Bars) -> tuple[list[str], bool]:
         scanning(done - seen["done"])
         seen["done"] = done
 
-    report = scan(home, needles, progress=progress)
+    report = scan(home, itertools.chain(needles, secret_needles()), progress=progress)
     lines = format_report(report)
     if skipped[0]:
         lines.insert(-1, f"{skipped[0]:,} values are part of a lab name, address or user name "
