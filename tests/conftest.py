@@ -76,6 +76,20 @@ def sister_patient(sister_lab):
     return create_patient(Actor("carol", sister_lab.id, "secretary", "web"), patient_row())
 
 
+STAFF_PASSWORD = "correct horse battery staple 42"
+
+
+def member(username: str, lab, role: str):
+    """A staff account (one person) with a role in a lab."""
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts.models import Membership
+
+    user = get_user_model().objects.create_user(username, password=STAFF_PASSWORD)
+    Membership.objects.create(user=user, lab=lab, role=role)
+    return user
+
+
 def second_factor_done(client) -> None:
     """Mark a test client's logged-in session as past the second factor (the tests log
     in with ``client.login`` / ``force_login``, not through the code page)."""

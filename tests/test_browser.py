@@ -13,17 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from coffre.accounts import mfa
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Role
 from coffre.audit import alerts
 from coffre.audit.models import Alert, AlertKind
 from coffre.identity.access import create_patient
 from coffre.labs.models import LabGroup
 from coffre.labs.services import add_lab
 from coffre.labs.tenancy import Actor
-from tests.conftest import make_nir, patient_row
+from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,7 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
-PASSWORD = "correct horse battery staple 42"
+PASSWORD = STAFF_PASSWORD
 
 # What a page about patient Claire Lefèvre would show if it leaked her record.
 NIR_SHOWN = "2 85 03 75 056 123 " + make_nir("F", 1985, 3)[13:]
@@ -76,9 +75,7 @@ def page(browser, live_server):
 
 @pytest.fixture
 def secretary_a(lab_a):
-    user = get_user_model().objects.create_user("alice", password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
-    return user
+    return member("alice", lab_a, Role.SECRETARY)
 
 
 def shoot(page, name: str) -> None:
@@ -254,11 +251,6 @@ def test_the_staff_pages_load_no_inline_code_and_nothing_from_elsewhere(
     outside = [url for url in requested if not url.startswith(live_server.url + "/")]
     assert outside == []
 
-
-def member(username: str, lab, role: str):
-    user = get_user_model().objects.create_user(username, password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab, role=role)
-    return user
 
 
 def test_the_dpo_sees_an_alert_and_acknowledges_it_with_a_comment(page, lab_a):

@@ -14,18 +14,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.http import HttpResponse
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Role
 from coffre.audit import alerts
 from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
-from tests.conftest import make_nir, patient_row, second_factor_done
+from tests.conftest import make_nir, member, patient_row, second_factor_done
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
 SKIPPED = {"set_language"}  # Django's language switch: no lab data behind it
@@ -90,11 +89,6 @@ def site_patterns() -> list[URLPattern]:
 def parameters(pattern: URLPattern) -> list[str]:
     return sorted(pattern.pattern.regex.groupindex)
 
-
-def member(username: str, lab, role: str):
-    user = get_user_model().objects.create_user(username)
-    Membership.objects.create(user=user, lab=lab, role=role)
-    return user
 
 
 @pytest.fixture

@@ -13,16 +13,15 @@ from django.db import connection
 from django.http import HttpRequest
 
 from coffre.accounts import mfa
-from coffre.accounts.models import Membership, RecoveryCode, Role, TotpDevice
+from coffre.accounts.models import RecoveryCode, Role, TotpDevice
+from tests.conftest import STAFF_PASSWORD, member
 
-PASSWORD = "correct horse battery staple 42"
+PASSWORD = STAFF_PASSWORD
 
 
 @pytest.fixture
 def alice(lab_a):
-    user = get_user_model().objects.create_user("alice", password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
-    return user
+    return member("alice", lab_a, Role.SECRETARY)
 
 
 def password_login(client) -> None:

@@ -7,23 +7,20 @@ import runpy
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 import coffre.settings
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Role
 from coffre.accounts.security import CONTENT_SECURITY_POLICY
-from tests.conftest import second_factor_done
+from tests.conftest import STAFF_PASSWORD, member, second_factor_done
 
-PASSWORD = "correct horse battery staple 42"
+PASSWORD = STAFF_PASSWORD
 SETTINGS_FILE = Path(coffre.settings.__file__)
 
 
 @pytest.fixture
 def alice(lab_a):
-    user = get_user_model().objects.create_user("alice", password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
-    return user
+    return member("alice", lab_a, Role.SECRETARY)
 
 
 def assert_security_headers(response) -> None:

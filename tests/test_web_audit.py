@@ -12,23 +12,18 @@ from django.contrib.sessions.models import Session
 from django.http import HttpRequest
 from django.test import Client
 
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Role
 from coffre.audit import alerts, canaries, detection
 from coffre.audit.history import patient_history
 from coffre.audit.models import AccessEvent, AccountLock, Alert, AlertKind, AuditSettings
 from coffre.identity import grants
 from coffre.identity.access import break_glass_access, create_patient
-from tests.conftest import make_nir, patient_row, second_factor_done
+from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, second_factor_done
 
-PASSWORD = "correct horse battery staple 42"
+PASSWORD = STAFF_PASSWORD
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
 CLAIRE = ("Lefèvre", "LEFÈVRE", "Claire Anne", "claire.lefevre@example.fr", "Grossesse")
 
-
-def member(username: str, lab, role: str):
-    user = get_user_model().objects.create_user(username, password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab, role=role)
-    return user
 
 
 def client_for(username: str) -> Client:

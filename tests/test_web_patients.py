@@ -1,21 +1,18 @@
 """The staff pages: login, search (POST only), patient page, tenancy on every page."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Role
 from coffre.identity.access import create_patient
-from tests.conftest import make_nir, patient_row, second_factor_done
+from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, second_factor_done
 
-PASSWORD = "correct horse battery staple 42"
+PASSWORD = STAFF_PASSWORD
 
 
 @pytest.fixture
 def staff_a(lab_a):
-    user = get_user_model().objects.create_user("alice", password=PASSWORD)
-    Membership.objects.create(user=user, lab=lab_a, role=Role.SECRETARY)
-    return user
+    return member("alice", lab_a, Role.SECRETARY)
 
 
 @pytest.fixture
