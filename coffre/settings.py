@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "coffre.identity",
     "coffre.accounts",
     "coffre.audit",
+    "coffre.lab",
     "axes",
 ]
 

@@ -171,9 +171,15 @@ def sealed_row(lab_id: int, values: dict[str, str]) -> dict[str, object]:
             **seal_values(key, row_id, values), **index_values(values)}
 
 
+def patient_key(patient_id: uuid.UUID, lab_id: int, wrapped: bytes) -> Key:
+    """A patient's data key: it seals their identity and, in coffre.lab, their orders and
+    results, so that destroying it erases all of them."""
+    return keyring.open_row_key(wrapped, TABLE, lab_id, patient_id)
+
+
 def open_patient(patient: Patient, names: Iterable[str] | None = None) -> PatientRecord:
     """Decrypt the named fields (all by default) of a row into a record."""
-    key = keyring.open_row_key(patient.data_key, TABLE, patient.lab_id, patient.id)
+    key = patient_key(patient.id, patient.lab_id, patient.data_key)
     wanted = SEALED_FIELDS if names is None else names
     row = str(patient.id).encode()
     values = {name: key.open(getattr(patient, name), _AD_PREFIX[name] + row) for name in wanted}

@@ -1,0 +1,331 @@
+"""Reading lab data: scoped to the actor's lab (coffre.lab.scope) and audited.
+
+Two kinds of reads. Worklists show operational columns only (barcode, order number,
+tests, states, times): no name and no value, nothing decrypted, nothing logged, so a
+bench can list 500 specimens without "reading" 500 patients. Anything that opens a
+value (an order page, the validation queue, a chart, a report) records the read of
+each patient it shows, which feeds the mass-reading detection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from django.db.models import Prefetch
+
+from coffre.audit import log
+from coffre.identity.access import PatientNotFound, access_patient
+from coffre.identity.registry import PatientRecord
+from coffre.lab import catalogue
+from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
+from coffre.lab.permissions import BIOLOGICAL_VALIDATION, RESULT_READERS, check_role
+from coffre.lab.scope import orders_for, results_for, specimens_for
+from coffre.lab.sealing import PatientKeys, unseal
+from coffre.labs.tenancy import Actor
+
+S = ResultState
+SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})
+
+
+class OrderNotFound(LookupError):
+    pass
+
+
+@dataclass
+class Previous:
+    value: str
+    at: dt.datetime | None
+
+
+@dataclass
+class ResultView:
+    result: Result
+    test: catalogue.TestDef
+    value: str = ""
+    flag: str = ""
+    comment: str = ""
+    previous: Previous | None = None
+    delta: bool = False
+    critical: CriticalValue | None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.result.id
+
+    @property
+    def state(self) -> str:
+        return self.result.state
+
+    @property
+    def display_value(self) -> str:
+        return catalogue.format_value(self.test, self.value) if self.value else ""
+
+    @property
+    def corrected(self) -> bool:
+        return self.result.version > 1
+
+
+@dataclass
+class OrderView:
+    order: Order
+    patient: PatientRecord | None
+    prescriber_rpps: str = ""
+    prescriber_name: str = ""
+    clinical_info: str = ""
+    specimens: list[Specimen] = field(default_factory=list)
+    results: list[ResultView] = field(default_factory=list)
+    rejection_reasons: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+def _order(actor: Actor, order_id: uuid.UUID | str) -> Order:
+    try:
+        oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+    except ValueError:
+        raise OrderNotFound("no such order") from None
+    order = orders_for(actor).filter(id=oid).first()
+    if order is None:
+        raise OrderNotFound("no such order")
+    return order
+
+
+def order_by_number(actor: Actor, number: str) -> Order:
+    order = orders_for(actor).filter(number=number.strip()).first()
+    if order is None:
+        raise OrderNotFound("no such order")
+    return order
+
+
+def _open_results(keys: PatientKeys, results: Iterable[Result]) -> list[ResultView]:
+    views = []
+    for result in results:
+        key = keys[result.patient_id]
+        views.append(ResultView(
+            result=result, test=catalogue.test(result.loinc),
+            value=unseal(key, "result", "value", result.id, result.value),
+            flag=unseal(key, "result", "flag", result.id, result.flag),
+            comment=unseal(key, "result", "comment", result.id, result.comment)))
+    return views
+
+
+def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
+    """The patient's latest earlier published value of each test, and the delta check.
+    One query for the whole page: previous results of these patients and tests."""
+    if not views:
+        return
+    patients = {v.result.patient_id for v in views}
+    loincs = {v.result.loinc for v in views}
+    shown_orders = {v.result.order_id for v in views}
+    candidates = (Result.unscoped.filter(patient_id__in=patients, loinc__in=loincs,
+                                         state=S.PUBLISHED)
+                  .exclude(order_id__in=shown_orders).select_related("order")
+                  .order_by("-order__created_at"))
+    history: dict[tuple[uuid.UUID, str], list[Result]] = defaultdict(list)
+    for candidate in candidates:
+        history[(candidate.patient_id, candidate.loinc)].append(candidate)
+    for view in views:
+        before = next((r for r in history[(view.result.patient_id, view.result.loinc)]
+                       if r.order.created_at < view.result.order.created_at), None)
+        if before is None:
+            continue
+        value = unseal(keys[before.patient_id], "result", "value", before.id, before.value)
+        view.previous = Previous(value, before.order.created_at)
+        if view.value:
+            view.delta = catalogue.delta_exceeded(view.test, view.value, value)
+
+
+def _attach_criticals(views: list[ResultView]) -> None:
+    found = CriticalValue.objects.in_bulk([v.id for v in views], field_name="result_id")
+    for view in views:
+        view.critical = found.get(view.id)
+
+
+def access_order(actor: Actor, order_id: uuid.UUID | str) -> OrderView:
+    """An order with its patient, specimens and results, opened; the read is logged
+    (the patient's identity read by coffre.identity.access, the results here)."""
+    check_role(actor, RESULT_READERS, "read results")
+    order = _order(actor, order_id)
+    try:
+        patient = access_patient(actor, order.patient_id)
+    except PatientNotFound:
+        raise OrderNotFound("no such order") from None
+    keys = PatientKeys(actor.lab_id)
+    key = keys[order.patient_id]
+    results = list(order.results.filter(state__in=list(SHOWN_STATES))
+                   .select_related("specimen", "order").order_by("position", "version"))
+    views = _open_results(keys, results)
+    _add_previous(keys, views)
+    _attach_criticals(views)
+    specimens = list(order.specimens.order_by("barcode"))
+    log.record(actor, "read", [order.patient_id], kind="results")
+    return OrderView(
+        order=order, patient=patient, specimens=specimens, results=views,
+        prescriber_rpps=unseal(key, "order", "prescriber_rpps", order.id,
+                               order.prescriber_rpps),
+        prescriber_name=unseal(key, "order", "prescriber_name", order.id,
+                               order.prescriber_name),
+        clinical_info=unseal(key, "order", "clinical_info", order.id, order.clinical_info),
+        rejection_reasons={s.id: unseal(key, "specimen", "rejection_reason", s.id,
+                                        s.rejection_reason)
+                           for s in specimens if s.state == "rejected"})
+
+
+def patient_orders(actor: Actor, patient_id: uuid.UUID) -> list[Order]:
+    """A patient's orders, newest first: numbers, dates and states only. The caller has
+    opened the patient through coffre.identity.access (which logged the read)."""
+    return list(orders_for(actor).filter(patient_id=patient_id)
+                .prefetch_related(Prefetch("results", queryset=Result.unscoped.only(
+                    "id", "order_id", "state", "loinc")))
+                .order_by("-created_at"))
+
+
+@dataclass
+class WorklistRow:
+    specimen: Specimen
+    tests: list[catalogue.TestDef]
+    states: list[str]
+
+
+def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
+             ) -> list[WorklistRow]:
+    """Specimens to work on, urgent first then oldest: no name, no value, not logged."""
+    check_role(actor, RESULT_READERS, "see worklists")
+    specimens = specimens_for(actor).select_related("order").order_by(
+        "-order__urgent", "received_at", "order__created_at", "barcode")
+    open_states = [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED,
+                   S.BIO_VALIDATED]
+    results = results_for(actor).filter(state__in=[state] if state else open_states)
+    if bench:
+        results = results.filter(loinc__in=[t.loinc for t in catalogue.TESTS.values()
+                                            if t.bench == bench])
+    wanted = results.values_list("specimen_id", flat=True)
+    rows = list(specimens.filter(id__in=wanted)[:limit])
+    by_specimen: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
+    for specimen_id, loinc, result_state in (
+            results.filter(specimen_id__in=[s.id for s in rows])
+            .order_by("position").values_list("specimen_id", "loinc", "state")):
+        by_specimen[specimen_id].append((loinc, result_state))
+    return [WorklistRow(s, [catalogue.test(loinc) for loinc, _ in by_specimen[s.id]],
+                        [st for _, st in by_specimen[s.id]]) for s in rows]
+
+
+def results_to_enter(actor: Actor, *, bench: str = "", limit: int = 200) -> list[Result]:
+    """The entry grid's rows: received or in-analysis results, not calculated. Values
+    already typed are opened by the grid through ``open_entered``."""
+    check_role(actor, RESULT_READERS, "see worklists")
+    rows = (results_for(actor).filter(state__in=[S.RECEIVED, S.IN_ANALYSIS])
+            .exclude(source="calculated").select_related("specimen", "order")
+            .order_by("-order__urgent", "specimen__received_at", "specimen__barcode",
+                      "position"))
+    if bench:
+        rows = rows.filter(loinc__in=[t.loinc for t in catalogue.TESTS.values()
+                                      if t.bench == bench])
+    return list(rows[:limit])
+
+
+def open_entered(actor: Actor, results: list[Result]) -> dict[uuid.UUID, ResultView]:
+    """Open the values already typed in these rows (to correct them), logging the read
+    of each patient concerned."""
+    entered = [r for r in results if r.entered_at is not None]
+    if not entered:
+        return {}
+    views = _open_results(PatientKeys(actor.lab_id), entered)
+    log.record(actor, "read", {r.patient_id for r in entered}, kind="results")
+    return {v.id: v for v in views}
+
+
+@dataclass
+class QueueOrder:
+    order: Order
+    results: list[ResultView]
+
+
+def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
+    """Orders waiting for the biologist, urgent and oldest first, with their technically
+    validated results opened, flagged, compared with the previous value. Logged."""
+    check_role(actor, BIOLOGICAL_VALIDATION, "see the validation queue")
+    waiting = (results_for(actor).filter(state=S.TECH_VALIDATED)
+               .values_list("order_id", flat=True))
+    orders = list(orders_for(actor).filter(id__in=waiting)
+                  .order_by("-urgent", "created_at")[:limit])
+    results = list(results_for(actor).filter(order_id__in=[o.id for o in orders],
+                                             state=S.TECH_VALIDATED)
+                   .select_related("specimen", "order").order_by("position"))
+    keys = PatientKeys(actor.lab_id)
+    keys.load({o.patient_id for o in orders})
+    views = _open_results(keys, results)
+    _add_previous(keys, views)
+    _attach_criticals(views)
+    grouped: dict[uuid.UUID, list[ResultView]] = defaultdict(list)
+    for view in views:
+        grouped[view.result.order_id].append(view)
+    if orders:
+        log.record(actor, "read", {o.patient_id for o in orders}, kind="results")
+    return [QueueOrder(o, grouped[o.id]) for o in orders if grouped[o.id]]
+
+
+@dataclass(frozen=True)
+class Point:
+    at: dt.datetime
+    value: float
+    text: str
+    flag: str
+
+
+def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
+    """A patient's published values of one test over time, for a chart. Logged."""
+    check_role(actor, RESULT_READERS, "read results")
+    test = catalogue.test(loinc)
+    rows = list(results_for(actor).filter(patient_id=patient_id, loinc=test.loinc,
+                                          state=S.PUBLISHED)
+                .select_related("order", "specimen").order_by("order__created_at"))
+    if not rows:
+        return []
+    keys = PatientKeys(actor.lab_id)
+    points = []
+    for view in _open_results(keys, rows):
+        number = catalogue.numeric(view.value)
+        if number is not None:
+            taken = view.result.specimen.collected_at or view.result.order.created_at
+            points.append(Point(taken, number, view.display_value, view.flag))
+    log.record(actor, "read", [patient_id], kind="results")
+    return points
+
+
+def tests_with_history(actor: Actor, patient_id: uuid.UUID) -> list[catalogue.TestDef]:
+    """The numeric tests this patient has published results for (no value read)."""
+    loincs = set(results_for(actor).filter(patient_id=patient_id, state=S.PUBLISHED)
+                 .values_list("loinc", flat=True))
+    return [t for t in catalogue.TESTS.values() if t.loinc in loincs and t.kind == "numeric"]
+
+
+def specimen_listing(actor: Actor, *, state: str = "") -> Iterator[dict]:
+    """Operational listing for integrations (``coffre specimens list``): barcode, state,
+    order number, patient id and LOINC codes. No value, not logged as a read."""
+    check_role(actor, RESULT_READERS, "list specimens")
+    specimens = specimens_for(actor).select_related("order").order_by("order__created_at",
+                                                                      "barcode")
+    if state:
+        specimens = specimens.filter(state=state)
+    for chunk_start in range(0, 10**9, 2000):
+        chunk = list(specimens[chunk_start:chunk_start + 2000])
+        if not chunk:
+            return
+        codes: dict[uuid.UUID, list[str]] = defaultdict(list)
+        for specimen_id, loinc in (Result.unscoped.filter(specimen_id__in=[s.id for s in chunk])
+                                   .exclude(state=S.INVALIDATED).order_by("position")
+                                   .values_list("specimen_id", "loinc")):
+            codes[specimen_id].append(loinc)
+        for specimen in chunk:
+            yield {"barcode": specimen.barcode, "state": specimen.state,
+                   "specimen_type": specimen.specimen_type, "order": specimen.order.number,
+                   "patient": str(specimen.order.patient_id), "urgent": specimen.order.urgent,
+                   "collected_at": _iso(specimen.collected_at),
+                   "received_at": _iso(specimen.received_at), "tests": codes[specimen.id]}
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -1,0 +1,151 @@
+"""Analyser messages: HL7 v2.5 ORU^R01 results in, ORU^R01 out.
+
+A message is matched to specimens by barcode only (never by the name or birth date in
+PID: identity comes from the order) and to tests by LOINC or the analyser's local code.
+Everything is checked before anything is written: a message with one unmatched
+specimen or test is refused whole with an AE acknowledgement naming the OBR/OBX, and
+changes nothing. Errors never carry a value from the message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from coffre.audit import log
+from coffre.lab import catalogue, hl7v2
+from coffre.lab.access import OrderView, ResultView, access_order
+from coffre.lab.models import ResultState
+from coffre.lab.permissions import ANALYSER
+from coffre.lab.scope import results_for, specimens_for
+from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
+from coffre.labs.models import Lab
+from coffre.labs.tenancy import Actor
+
+# OBX-11 statuses that carry no result to record.
+NO_RESULT = frozenset({"X", "D", "W", "N"})
+
+
+def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
+    """The identity an analyser connection acts under: results it sends go through the
+    same entry rules as typed ones, and a biologist validates them."""
+    who = source or "unknown"
+    if channel == "cli":
+        who = f"{who} via os:{getpass.getuser()}"
+    return Actor(person=f"analyser:{who}"[:150], lab_id=lab_id, role=ANALYSER,
+                 channel=channel)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    control_id: str
+    code: str  # AA, AE, AR
+    text: str
+    ack: str
+    recorded: int = 0
+
+
+def _ack(message: hl7v2.OruMessage | None, control_id: str, code: str, text: str,
+         recorded: int = 0) -> Outcome:
+    ack = hl7v2.build_ack(
+        control_id, code, text,
+        sending_facility=message.receiving_facility if message else "",
+        receiving_application=message.sending_application if message else "",
+        receiving_facility=message.sending_facility if message else "")
+    return Outcome(control_id, code, text, ack, recorded)
+
+
+def _entries(message: hl7v2.OruMessage, actor: Actor) -> list[Entry]:
+    entries: list[Entry] = []
+    for index, group in enumerate(message.groups, start=1):
+        specimen = specimens_for(actor).filter(barcode=group.specimen_barcode.strip()).first()
+        if specimen is None:
+            raise WorkflowError(f"OBR {index}: specimen barcode {group.specimen_barcode!r} "
+                                "is unknown in this lab")
+        open_results = {r.loinc: r for r in results_for(actor).filter(
+            specimen=specimen, state__in=list(ENTERABLE))}
+        for obs in group.observations:
+            if obs.status.upper() in NO_RESULT:
+                continue
+            test = catalogue.find(obs.code)
+            if test is None:
+                raise WorkflowError(f"OBX {obs.set_id}: test code {obs.code!r} is not in the "
+                                    "catalogue")
+            result = open_results.get(test.loinc)
+            if result is None:
+                raise WorkflowError(f"OBX {obs.set_id}: no {test.loinc} test of specimen "
+                                    f"{specimen.barcode} is waiting for a result")
+            if any(e.result_id == result.id for e in entries):
+                raise WorkflowError(f"OBX {obs.set_id}: test {test.loinc} is given twice")
+            entries.append(Entry(result.id, obs.value))
+    return entries
+
+
+def import_message(lab_id: int, text: str, *, channel: str = "hl7") -> Outcome:
+    """Record one ORU^R01 for a lab; always answers with an ACK (AA, AE or AR)."""
+    try:
+        message = hl7v2.parse_oru(text)
+    except hl7v2.Hl7Error as exc:
+        return _ack(None, exc.control_id, exc.code, exc.message)
+    actor = analyser_actor(lab_id, message.sending_application, channel)
+    try:
+        with transaction.atomic():
+            entries = _entries(message, actor)
+            if not entries:
+                raise WorkflowError("the message holds no result to record")
+            enter_results(actor, entries, source="analyser")
+    except (WorkflowError, catalogue.InvalidResult) as exc:
+        return _ack(message, message.control_id, "AE", str(exc))
+    return _ack(message, message.control_id, "AA", f"{len(entries)} result(s) recorded",
+                len(entries))
+
+
+def import_stream(lab_id: int, data: str | bytes, *, channel: str = "hl7"
+                  ) -> list[Outcome]:
+    """Each message of a file or stream, in order, each accepted or refused on its own."""
+    return [import_message(lab_id, message, channel=channel)
+            for message in hl7v2.split_messages(data)]
+
+
+def export_oru(actor: Actor, order_id: uuid.UUID | str) -> str:
+    """An order's validated results as ORU^R01 (for a prescriber's system or another
+    lab). PID carries the internal patient id only; the export is logged."""
+    view = access_order(actor, order_id)
+    lab = Lab.objects.get(pk=view.order.lab_id)
+    reported = [v for v in view.results
+                if v.state in (ResultState.BIO_VALIDATED, ResultState.PUBLISHED)]
+    groups = []
+    for specimen in view.specimens:
+        mine = [v for v in reported if v.result.specimen_id == specimen.id]
+        if not mine:
+            continue
+        groups.append(hl7v2.ObservationGroup(
+            specimen_barcode=specimen.barcode, placer_order=view.order.number,
+            filler_order=specimen.barcode, universal_service=specimen.specimen_type,
+            observations=[_observation(i, v, view) for i, v in enumerate(mine, start=1)]))
+    log.record(actor, "export", [view.order.patient_id], kind="results")
+    return hl7v2.build_oru(control_id=uuid.uuid4().hex[:20], sending_facility=lab.finess,
+                           receiving_facility="", groups=groups,
+                           patient_id=str(view.order.patient_id), now=timezone.now())
+
+
+def _observation(set_id: int, view: ResultView, order: OrderView) -> hl7v2.Observation:
+    test = view.test
+    patient = order.patient
+    birth = dt.date.fromisoformat(patient.birth_date) if patient.birth_date else None
+    taken = view.result.specimen.collected_at or order.order.created_at
+    age_days = (timezone.localdate(taken) - birth).days if birth else 40 * 365
+    rng = catalogue.reference_range(test, patient.sex or "", age_days)
+    return hl7v2.Observation(
+        set_id=str(set_id), code=test.loinc, coding_system="LN", text=test.label,
+        value_type="NM" if catalogue.numeric(view.value) is not None else "ST",
+        value=view.value, unit=test.unit,
+        reference_range=catalogue.format_range(test, rng).replace(",", "."),
+        abnormal_flags=view.flag, status="C" if view.corrected else "F",
+        observed_at=view.result.specimen.collected_at)
+

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LabConfig(AppConfig):
+    name = "coffre.lab"
+    verbose_name = "Lab workflow"

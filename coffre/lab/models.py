@@ -1,0 +1,184 @@
+"""Orders, specimens and results.
+
+Clear columns are operational only: ids, lab, states, timestamps, barcodes, specimen
+types and LOINC codes (queries need them, and a copy links them to a patient row that
+reveals nothing). Values, comments, flags, clinical information, the prescriber and
+rejection reasons are sealed under the patient's data key (coffre.lab.sealing), each
+bound to its table, column and row: erasing the patient erases them too.
+
+As for patients, there is no ``objects`` manager: rows are reached through
+``coffre.lab.access`` (scoped to the actor's lab, reads audited) or ``unscoped`` in
+administrative code that says so.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+# Sealed columns per table and their minimum padded size: a short value and an empty
+# one look alike at rest.
+SEALED = {
+    "order": {"prescriber_rpps": 16, "prescriber_name": 48, "clinical_info": 128},
+    "specimen": {"rejection_reason": 64},
+    "result": {"value": 16, "flag": 0, "comment": 64},
+    "critical": {"note": 64},
+}
+
+
+class ResultState(models.TextChoices):
+    REGISTERED = "registered", _("Enregistré")
+    COLLECTED = "collected", _("Prélevé")
+    RECEIVED = "received", _("Reçu")
+    IN_ANALYSIS = "in_analysis", _("En analyse")
+    TECH_VALIDATED = "tech_validated", _("Validé techniquement")
+    BIO_VALIDATED = "bio_validated", _("Validé biologiquement")
+    PUBLISHED = "published", _("Diffusé")
+    REJECTED = "rejected", _("Non réalisé (échantillon refusé)")
+    CANCELLED = "cancelled", _("Annulé")
+    INVALIDATED = "invalidated", _("Invalidé (corrigé)")
+
+
+class SpecimenState(models.TextChoices):
+    REGISTERED = "registered", _("À prélever")
+    COLLECTED = "collected", _("Prélevé")
+    RECEIVED = "received", _("Reçu")
+    REJECTED = "rejected", _("Refusé")
+
+
+class Order(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT)
+    patient = models.ForeignKey("identity.Patient", on_delete=models.PROTECT)
+    number = models.CharField(max_length=20)
+    urgent = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    # How many reports were released; a report after the first is a "rectificatif".
+    report_count = models.PositiveIntegerField(default=0)
+
+    prescriber_rpps = models.BinaryField()
+    prescriber_name = models.BinaryField()
+    clinical_info = models.BinaryField()
+
+    unscoped = models.Manager()
+
+    class Meta:
+        base_manager_name = "unscoped"
+        default_manager_name = "unscoped"
+        constraints = [models.UniqueConstraint(fields=["lab", "number"],
+                                               name="order_number_per_lab")]
+        indexes = [models.Index(fields=["lab", "created_at"], name="order_lab_created"),
+                   models.Index(fields=["patient", "created_at"], name="order_patient")]
+
+    def __str__(self) -> str:
+        return f"Order {self.number}"
+
+
+class OrderCounter(models.Model):
+    """The last order number given by a lab on a day (numbers read YYMMDDnnnn)."""
+
+    lab = models.ForeignKey("labs.Lab", on_delete=models.CASCADE)
+    day = models.DateField()
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["lab", "day"], name="order_counter_day")]
+
+
+class Specimen(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="specimens")
+    barcode = models.CharField(max_length=32)
+    specimen_type = models.CharField(max_length=16)
+    state = models.CharField(max_length=16, choices=SpecimenState.choices,
+                             default=SpecimenState.REGISTERED)
+    collected_at = models.DateTimeField(null=True, blank=True)
+    collected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    received_at = models.DateTimeField(null=True, blank=True)
+    received_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    rejection_reason = models.BinaryField()
+
+    unscoped = models.Manager()
+
+    class Meta:
+        base_manager_name = "unscoped"
+        default_manager_name = "unscoped"
+        constraints = [models.UniqueConstraint(fields=["lab", "barcode"],
+                                               name="specimen_barcode_per_lab")]
+        indexes = [models.Index(fields=["lab", "state"], name="specimen_lab_state")]
+
+    def __str__(self) -> str:
+        return f"Specimen {self.barcode}"
+
+
+class Result(models.Model):
+    """One test of an order. A correction after publication is a new Result (version
+    + 1, ``replaces`` the old one, which becomes INVALIDATED): history is kept."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT)
+    patient = models.ForeignKey("identity.Patient", on_delete=models.PROTECT)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="results")
+    specimen = models.ForeignKey(Specimen, on_delete=models.CASCADE, related_name="results")
+    loinc = models.CharField(max_length=16)
+    position = models.PositiveSmallIntegerField(default=0)  # report order
+    state = models.CharField(max_length=16, choices=ResultState.choices,
+                             default=ResultState.REGISTERED)
+    version = models.PositiveSmallIntegerField(default=1)
+    replaces = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="replaced_by")
+    source = models.CharField(max_length=12, default="manual")  # manual, analyser, calculated
+
+    value = models.BinaryField()
+    flag = models.BinaryField()
+    comment = models.BinaryField()
+
+    entered_at = models.DateTimeField(null=True, blank=True)
+    entered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    tech_validated_at = models.DateTimeField(null=True, blank=True)
+    tech_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                          on_delete=models.SET_NULL, related_name="+")
+    bio_validated_at = models.DateTimeField(null=True, blank=True)
+    bio_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                         on_delete=models.SET_NULL, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    unscoped = models.Manager()
+
+    class Meta:
+        base_manager_name = "unscoped"
+        default_manager_name = "unscoped"
+        indexes = [models.Index(fields=["lab", "state"], name="result_lab_state"),
+                   models.Index(fields=["patient", "loinc", "state"], name="result_patient_test")]
+
+    def __str__(self) -> str:
+        return f"Result {self.id} ({self.loinc}, {self.state})"
+
+
+class CriticalValue(models.Model):
+    """A critical result waiting for (or having had) a person's acknowledgement."""
+
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT)
+    result = models.OneToOneField(Result, on_delete=models.CASCADE, related_name="critical")
+    raised_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                        on_delete=models.SET_NULL, related_name="+")
+    note = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["lab", "acknowledged_at"], name="critical_open")]
+
+
+class LabWorkflowSettings(models.Model):
+    lab = models.OneToOneField("labs.Lab", on_delete=models.CASCADE,
+                               related_name="workflow_settings")
+    # A biologist may validate results they entered themselves (small labs only).
+    allow_self_validation = models.BooleanField(default=False)

@@ -1,0 +1,127 @@
+"""Creating an order: its number, its specimens (one per specimen type, each with a
+barcode) and one registered result per test, the prescriber and clinical information
+sealed under the patient's key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from coffre.audit import log
+from coffre.identity import french
+from coffre.identity.access import PatientNotFound, patients_for
+from coffre.lab import catalogue
+from coffre.lab.models import Order, OrderCounter, Result, Specimen
+from coffre.lab.permissions import ORDER_ENTRY, check_role
+from coffre.lab.sealing import PatientKeys, seal_columns
+from coffre.labs.tenancy import Actor
+from coffre.vault import Key
+
+
+class InvalidOrder(ValueError):
+    """The order cannot be created; the message names the problem, never a value."""
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    patient_id: uuid.UUID
+    tests: tuple[str, ...]          # LOINC, local or panel codes
+    prescriber_rpps: str = ""
+    prescriber_name: str = ""
+    clinical_info: str = ""
+    urgent: bool = False
+
+
+MAX_CLINICAL_INFO = 2000
+
+
+def user_id(actor: Actor) -> int | None:
+    """The account behind a web or API actor (None for the CLI and analysers)."""
+    if actor.channel == "cli":
+        return None
+    return (get_user_model().objects.filter(username=actor.person)
+            .values_list("id", flat=True).first())
+
+
+def next_number(lab_id: int, day: dt.date) -> str:
+    """YYMMDDnnnn, unique per lab; call inside a transaction (the counter row is
+    locked until it ends, so two receptions never share a number)."""
+    counter, _ = OrderCounter.objects.get_or_create(lab_id=lab_id, day=day)
+    OrderCounter.objects.filter(pk=counter.pk).update(last=F("last") + 1)
+    last = OrderCounter.objects.filter(pk=counter.pk).values_list("last", flat=True).get()
+    if last > 9999:
+        raise InvalidOrder("more than 9999 orders on one day")
+    return f"{day:%y%m%d}{last:04d}"
+
+
+def _clean(request: OrderRequest) -> tuple[list[str], str]:
+    try:
+        loincs = catalogue.expand(request.tests)
+    except catalogue.UnknownTest as exc:
+        raise InvalidOrder(str(exc).strip("'\"")) from None
+    if not loincs:
+        raise InvalidOrder("an order needs at least one test")
+    rpps = ""
+    if request.prescriber_rpps.strip():
+        try:
+            rpps = french.clean_rpps(request.prescriber_rpps)
+        except french.InvalidValue as exc:
+            raise InvalidOrder(f"prescriber: {exc}") from None
+    if len(request.clinical_info) > MAX_CLINICAL_INFO:
+        raise InvalidOrder(f"clinical information is longer than {MAX_CLINICAL_INFO} "
+                           "characters")
+    return loincs, rpps
+
+
+def create_order(actor: Actor, request: OrderRequest, *,
+                 now: dt.datetime | None = None) -> Order:
+    """Register an order for a patient of the actor's lab, all or nothing."""
+    check_role(actor, ORDER_ENTRY, "create an order")
+    loincs, rpps = _clean(request)
+    if not patients_for(actor).filter(id=request.patient_id).exists():
+        raise PatientNotFound("no such patient")
+    now = now or timezone.now()
+    keys = PatientKeys(actor.lab_id)
+    key = keys[request.patient_id]
+    by = user_id(actor)
+    with transaction.atomic():
+        order_id = uuid.uuid4()
+        order = Order.unscoped.create(
+            id=order_id, lab_id=actor.lab_id, patient_id=request.patient_id,
+            number=next_number(actor.lab_id, timezone.localdate(now)),
+            urgent=request.urgent, created_at=now, created_by_id=by,
+            **seal_columns(key, "order", order_id, {
+                "prescriber_rpps": rpps,
+                "prescriber_name": " ".join(request.prescriber_name.split())[:200],
+                "clinical_info": request.clinical_info.strip()}))
+        _add_specimens_and_results(order, loincs, key)
+    log.record(actor, "create", [request.patient_id], kind="order")
+    return order
+
+
+def _add_specimens_and_results(order: Order, loincs: Iterable[str], key: Key) -> None:
+    by_type: dict[str, Specimen] = {}
+    results = []
+    for position, loinc in enumerate(loincs):
+        test = catalogue.test(loinc)
+        specimen = by_type.get(test.specimen)
+        if specimen is None:
+            specimen_id = uuid.uuid4()
+            specimen = Specimen.unscoped.create(
+                id=specimen_id, lab_id=order.lab_id, order=order, specimen_type=test.specimen,
+                barcode=f"{order.number}{len(by_type) + 1:02d}",
+                **seal_columns(key, "specimen", specimen_id, {}))
+            by_type[test.specimen] = specimen
+        result_id = uuid.uuid4()
+        results.append(Result(id=result_id, lab_id=order.lab_id, patient_id=order.patient_id,
+                              order=order, specimen=specimen, loinc=loinc, position=position,
+                              source="calculated" if test.calculated else "manual",
+                              **seal_columns(key, "result", result_id, {})))
+    Result.unscoped.bulk_create(results)

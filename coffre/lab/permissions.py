@@ -1,0 +1,29 @@
+"""Who may do what in the lab workflow: the one table of roles per step."""
+
+from __future__ import annotations
+
+from coffre.accounts.models import Role
+from coffre.labs.tenancy import Actor
+
+# The CLI acts for an administrator on the server; "analyser" is an HL7 connection.
+CLI = "cli"
+ANALYSER = "analyser"
+
+ORDER_ENTRY = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST, CLI})
+RECEPTION = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST, CLI})
+RESULT_ENTRY = frozenset({Role.TECHNICIAN, Role.BIOLOGIST, ANALYSER})
+TECHNICAL_VALIDATION = frozenset({Role.TECHNICIAN, Role.BIOLOGIST})
+BIOLOGICAL_VALIDATION = frozenset({Role.BIOLOGIST})
+CRITICAL_ACK = frozenset({Role.TECHNICIAN, Role.BIOLOGIST})
+RESULT_READERS = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST,
+                            Role.LAB_MANAGER, CLI})
+SETTINGS = frozenset({Role.LAB_MANAGER})
+
+
+class NotAllowed(PermissionError):
+    """This role may not take this step."""
+
+
+def check_role(actor: Actor, roles: frozenset[str], step: str) -> None:
+    if actor.role not in roles:
+        raise NotAllowed(f"the role {actor.role!r} may not {step}")

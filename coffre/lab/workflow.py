@@ -1,0 +1,466 @@
+"""The workflow of specimens and results, one guarded function per transition.
+
+    result:   registered -> collected -> received -> in_analysis -> tech_validated
+              -> bio_validated -> published;  rejected (specimen refused),
+              cancelled, invalidated (a published result corrected by a new version)
+    specimen: registered -> collected -> received;  rejected
+
+Each step checks the role (coffre.lab.permissions), the states of every row first and
+then writes them all in one transaction: a refused batch changes nothing. Errors name
+the result or specimen and the rule, never a value. Writes are recorded in the access
+log with the patient's id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from coffre.audit import log
+from coffre.identity.models import Patient
+from coffre.identity.registry import open_patient
+from coffre.lab import catalogue
+from coffre.lab.models import (
+    CriticalValue,
+    LabWorkflowSettings,
+    Order,
+    Result,
+    ResultState,
+    Specimen,
+    SpecimenState,
+)
+from coffre.lab.orders import user_id
+from coffre.lab.permissions import (
+    BIOLOGICAL_VALIDATION,
+    CRITICAL_ACK,
+    RECEPTION,
+    RESULT_ENTRY,
+    TECHNICAL_VALIDATION,
+    check_role,
+)
+from coffre.lab.scope import results_for, specimens_for
+from coffre.lab.sealing import PatientKeys, seal, unseal
+from coffre.labs.tenancy import Actor
+
+S = ResultState
+# Progress order, for calculated results that follow their inputs.
+PROGRESS = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED,
+            S.BIO_VALIDATED, S.PUBLISHED)
+FINAL = frozenset({S.PUBLISHED, S.REJECTED, S.CANCELLED, S.INVALIDATED})
+OPEN = frozenset(set(S) - FINAL)
+ENTERABLE = frozenset({S.RECEIVED, S.IN_ANALYSIS})
+REJECTION_REASONS = ("hémolysé", "coagulé", "quantité insuffisante", "tube inadapté",
+                     "identification non conforme", "délai d'acheminement dépassé")
+
+
+class WorkflowError(ValueError):
+    """A step refused; ``problems`` lists (row id, reason) for a batch."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class SpecimenNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    result_id: uuid.UUID
+    value: str
+    comment: str = ""
+
+
+def _refuse_if(problems: list[tuple[str, str]], what: str) -> None:
+    if problems:
+        detail = "; ".join(f"{row}: {reason}" for row, reason in problems[:5])
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise WorkflowError(f"{what} refused, nothing changed: {detail}{more}", problems)
+
+
+# -- specimens ---------------------------------------------------------------------
+
+def _specimen(actor: Actor, *, specimen_id: uuid.UUID | None = None,
+              barcode: str | None = None) -> Specimen:
+    rows = specimens_for(actor).select_for_update()
+    found = (rows.filter(id=specimen_id) if specimen_id else
+             rows.filter(barcode=(barcode or "").strip())).first()
+    if found is None:
+        raise SpecimenNotFound("no such specimen in this lab")
+    return found
+
+
+def _move_results(specimen: Specimen, from_states: Iterable[str], to: str) -> None:
+    Result.unscoped.filter(specimen=specimen, state__in=list(from_states)).update(state=to)
+
+
+def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
+            ) -> Specimen:
+    check_role(actor, RECEPTION, "record a collection")
+    with transaction.atomic():
+        specimen = _specimen(actor, specimen_id=specimen_id)
+        if specimen.state != SpecimenState.REGISTERED:
+            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
+                                "not waiting for collection")
+        specimen.state = SpecimenState.COLLECTED
+        specimen.collected_at = at or timezone.now()
+        specimen.collected_by_id = user_id(actor)
+        specimen.save(update_fields=["state", "collected_at", "collected_by"])
+        _move_results(specimen, [S.REGISTERED], S.COLLECTED)
+    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+    return specimen
+
+
+def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Specimen:
+    """Receipt at the lab, by barcode. A specimen collected elsewhere (a nurse at home)
+    arrives registered: its collection time is then the receipt time unless given."""
+    check_role(actor, RECEPTION, "receive a specimen")
+    now = at or timezone.now()
+    with transaction.atomic():
+        specimen = _specimen(actor, barcode=barcode)
+        if specimen.state not in (SpecimenState.REGISTERED, SpecimenState.COLLECTED):
+            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
+                                "it cannot be received")
+        if specimen.collected_at is None:
+            specimen.collected_at = now
+        specimen.state = SpecimenState.RECEIVED
+        specimen.received_at = now
+        specimen.received_by_id = user_id(actor)
+        specimen.save(update_fields=["state", "collected_at", "received_at", "received_by"])
+        _move_results(specimen, [S.REGISTERED, S.COLLECTED], S.RECEIVED)
+    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+    return specimen
+
+
+def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
+    """Refuse a specimen (haemolysed, clotted...): its tests that are not validated yet
+    are not done. The reason is sealed with the patient's data."""
+    check_role(actor, RECEPTION, "reject a specimen")
+    reason = " ".join(reason.split())
+    if len(reason) < 3:
+        raise WorkflowError("a rejection needs a reason")
+    with transaction.atomic():
+        specimen = _specimen(actor, specimen_id=specimen_id)
+        if specimen.state == SpecimenState.REJECTED:
+            raise WorkflowError(f"specimen {specimen.barcode} is already rejected")
+        key = PatientKeys(actor.lab_id)[specimen.order.patient_id]
+        specimen.state = SpecimenState.REJECTED
+        specimen.rejection_reason = seal(key, "specimen", "rejection_reason", specimen.id,
+                                         reason[:200])
+        specimen.save(update_fields=["state", "rejection_reason"])
+        _move_results(specimen, [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
+                                 S.TECH_VALIDATED], S.REJECTED)
+    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+    return specimen
+
+
+# -- results -----------------------------------------------------------------------
+
+def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]) -> list[Result]:
+    ids = list(dict.fromkeys(result_ids))
+    rows = {r.id: r for r in results_for(actor).select_for_update()
+            .select_related("specimen").filter(id__in=ids)}
+    missing = [str(rid) for rid in ids if rid not in rows]
+    if missing:
+        raise WorkflowError("unknown result(s), nothing changed",
+                            [(rid, "no such result in this lab") for rid in missing])
+    return [rows[rid] for rid in ids]
+
+
+def _label(result: Result) -> str:
+    found = catalogue.find(result.loinc)
+    return f"{found.label if found else result.loinc} ({result.specimen.barcode})"
+
+
+@dataclass(frozen=True)
+class Demographics:
+    sex: str
+    birth_date: dt.date | None
+
+    def age_days(self, on: dt.datetime) -> int:
+        if self.birth_date is None:
+            return 40 * 365  # unknown: adult ranges
+        return max(0, (timezone.localdate(on) - self.birth_date).days)
+
+
+def demographics(patient_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Demographics]:
+    """Sex and birth date, opened for range and flag rules only (never shown here)."""
+    found = {}
+    for patient in Patient.unscoped.filter(id__in=set(patient_ids), data_key__isnull=False):
+        record = open_patient(patient, ["sex", "birth_date"])
+        dob = dt.date.fromisoformat(record.birth_date) if record.birth_date else None
+        found[patient.id] = Demographics(record.sex or "", dob)
+    return found
+
+
+def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manual",
+                  at: dt.datetime | None = None) -> list[Result]:
+    """Type (or receive from an analyser) values; results move to in_analysis with their
+    flag. Re-entering before technical validation replaces the value. Critical values
+    raise an alert a person must acknowledge; calculated tests follow."""
+    check_role(actor, RESULT_ENTRY, "enter results")
+    now = at or timezone.now()
+    by = user_id(actor)
+    with transaction.atomic():
+        results = _locked_results(actor, [e.result_id for e in entries])
+        problems, parsed = _parse_entries(results, entries)
+        _refuse_if(problems, "result entry")
+        keys = PatientKeys(actor.lab_id)
+        people = demographics(r.patient_id for r in results)
+        for result, (value, comment) in zip(results, parsed, strict=True):
+            _write_value(result, keys[result.patient_id], people[result.patient_id],
+                         value, comment, now, by, source)
+        sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
+    log.record(actor, "update", {r.patient_id for r in results}, kind="results")
+    return results
+
+
+def _parse_entries(results: list[Result], entries: Sequence[Entry]
+                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    problems, parsed = [], []
+    for result, entry in zip(results, entries, strict=True):
+        test = catalogue.find(result.loinc)
+        if test is None or test.calculated:
+            problems.append((_label(result), "is calculated, not typed"))
+        elif result.state not in ENTERABLE:
+            problems.append((_label(result), f"is {result.state}, not open for entry"))
+        else:
+            try:
+                parsed.append((catalogue.parse_value(test, entry.value),
+                               entry.comment.strip()[:1000]))
+                continue
+            except catalogue.InvalidResult as exc:
+                problems.append((_label(result), str(exc)))
+        parsed.append(("", ""))
+    return problems, parsed
+
+
+def _write_value(result: Result, key, person: Demographics, value: str, comment: str,
+                 now: dt.datetime, by: int | None, source: str) -> None:
+    test = catalogue.test(result.loinc)
+    taken = result.specimen.collected_at or now
+    flag = catalogue.flag(test, value, person.sex, person.age_days(taken))
+    result.value = seal(key, "result", "value", result.id, value)
+    result.flag = seal(key, "result", "flag", result.id, flag)
+    result.comment = seal(key, "result", "comment", result.id, comment)
+    result.state = S.IN_ANALYSIS
+    result.entered_at, result.entered_by_id, result.source = now, by, source
+    result.save(update_fields=["value", "flag", "comment", "state", "entered_at",
+                               "entered_by", "source"])
+    if flag in ("LL", "HH"):
+        CriticalValue.objects.get_or_create(
+            result=result, defaults={"lab_id": result.lab_id, "raised_at": now,
+                                     "note": seal(key, "critical", "note", result.id, "")})
+
+
+def sync_calculated(lab_id: int, order_ids: Iterable[uuid.UUID], now: dt.datetime) -> None:
+    """Calculated tests (eGFR, LDL) are computed from the order's results and follow
+    their inputs' state: never typed, never ahead of what they are made of."""
+    calculated = list(Result.unscoped.filter(order_id__in=set(order_ids), source="calculated",
+                                             state__in=list(OPEN)).select_related("specimen"))
+    if not calculated:
+        return
+    keys = PatientKeys(lab_id)
+    people = demographics(r.patient_id for r in calculated)
+    for result in calculated:
+        test = catalogue.test(result.loinc)
+        inputs = list(Result.unscoped.filter(order_id=result.order_id, loinc__in=test.inputs)
+                      .exclude(state__in=[S.INVALIDATED, S.CANCELLED, S.REJECTED]))
+        entered = [r for r in inputs if r.entered_at is not None]
+        if len(entered) < len(test.inputs):
+            continue
+        key = keys[result.patient_id]
+        values = {r.loinc: unseal(key, "result", "value", r.id, r.value) for r in entered}
+        person = people[result.patient_id]
+        age = person.age_days(result.specimen.collected_at or now) // 365
+        value = catalogue.calculate(test, values, person.sex, age)
+        if value is None:
+            continue
+        _write_value(result, key, person, value, "", now, None, "calculated")
+        _follow(result, entered)
+
+
+def _follow(result: Result, inputs: list[Result]) -> None:
+    state = min((r.state for r in inputs), key=PROGRESS.index)
+    if state in (S.TECH_VALIDATED, S.BIO_VALIDATED):
+        first = min(inputs, key=lambda r: PROGRESS.index(r.state))
+        result.state = state
+        result.tech_validated_at = first.tech_validated_at
+        result.tech_validated_by_id = first.tech_validated_by_id
+        result.bio_validated_at = first.bio_validated_at
+        result.bio_validated_by_id = first.bio_validated_by_id
+        result.save(update_fields=["state", "tech_validated_at", "tech_validated_by",
+                                   "bio_validated_at", "bio_validated_by"])
+
+
+def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
+                         at: dt.datetime | None = None) -> int:
+    """The bench's check: the analyser ran correctly, the value is plausible."""
+    check_role(actor, TECHNICAL_VALIDATION, "validate results technically")
+    now = at or timezone.now()
+    with transaction.atomic():
+        results = _locked_results(actor, result_ids)
+        _refuse_if([(_label(r), f"is {r.state}, not in analysis") for r in results
+                    if r.state != S.IN_ANALYSIS or r.source == "calculated"],
+                   "technical validation")
+        by = user_id(actor)
+        Result.unscoped.filter(id__in=[r.id for r in results]).update(
+            state=S.TECH_VALIDATED, tech_validated_at=now, tech_validated_by_id=by)
+        sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
+    log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
+    return len(results)
+
+
+def self_validation_allowed(lab_id: int) -> bool:
+    return LabWorkflowSettings.objects.filter(lab_id=lab_id, allow_self_validation=True
+                                              ).exists()
+
+
+def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
+                          at: dt.datetime | None = None) -> int:
+    """The biologist's validation: technically validated results only, never one the
+    same person entered (unless the lab allows it), never an unacknowledged critical."""
+    check_role(actor, BIOLOGICAL_VALIDATION, "validate results biologically")
+    now = at or timezone.now()
+    by = user_id(actor)
+    with transaction.atomic():
+        results = _locked_results(actor, result_ids)
+        own_allowed = self_validation_allowed(actor.lab_id)
+        critical = set(CriticalValue.objects.filter(
+            result_id__in=[r.id for r in results], acknowledged_at__isnull=True)
+            .values_list("result_id", flat=True))
+        problems = []
+        for result in results:
+            if result.state != S.TECH_VALIDATED or result.source == "calculated":
+                problems.append((_label(result), f"is {result.state}, not technically "
+                                 "validated"))
+            elif by is not None and result.entered_by_id == by and not own_allowed:
+                problems.append((_label(result), "was entered by the same person "
+                                 "(self-validation is not allowed in this lab)"))
+            elif result.id in critical:
+                problems.append((_label(result), "is a critical value not acknowledged yet"))
+        _refuse_if(problems, "biological validation")
+        Result.unscoped.filter(id__in=[r.id for r in results]).update(
+            state=S.BIO_VALIDATED, bio_validated_at=now, bio_validated_by_id=by)
+        sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
+    log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
+    return len(results)
+
+
+def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int:
+    """Release the order's biologically validated results (the report). A release after
+    the first makes the next report a "compte rendu rectificatif" if it corrects one."""
+    check_role(actor, BIOLOGICAL_VALIDATION, "publish results")
+    now = at or timezone.now()
+    with transaction.atomic():
+        ready = list(results_for(actor).select_for_update()
+                     .filter(order_id=order.id, state=S.BIO_VALIDATED).values_list("id",
+                                                                                 flat=True))
+        if not ready:
+            raise WorkflowError(f"order {order.number} has no validated result to publish")
+        Result.unscoped.filter(id__in=ready).update(state=S.PUBLISHED, published_at=now)
+        Order.unscoped.filter(pk=order.pk).update(report_count=F("report_count") + 1)
+    log.record(actor, "publish", [order.patient_id], kind="results")
+    return len(ready)
+
+
+def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
+               at: dt.datetime | None = None) -> Result:
+    """Correct a published result: the old row is kept (invalidated) and a new version
+    replaces it, to be validated again; the next report is a "rectificatif"."""
+    check_role(actor, BIOLOGICAL_VALIDATION, "correct a published result")
+    reason = " ".join(reason.split())
+    if len(reason) < 5:
+        raise WorkflowError("a correction needs a reason")
+    now = at or timezone.now()
+    with transaction.atomic():
+        (old,) = _locked_results(actor, [result_id])
+        if old.state != S.PUBLISHED:
+            raise WorkflowError(f"{_label(old)} is {old.state}: only a published result "
+                                "is corrected this way")
+        test = catalogue.test(old.loinc)
+        if test.calculated:
+            raise WorkflowError(f"{_label(old)} is calculated: correct its inputs")
+        try:
+            value = catalogue.parse_value(test, value)
+        except catalogue.InvalidResult as exc:
+            raise WorkflowError(str(exc)) from None
+        old.state = S.INVALIDATED
+        old.save(update_fields=["state"])
+        new = Result.unscoped.create(
+            lab_id=old.lab_id, patient_id=old.patient_id, order_id=old.order_id,
+            specimen=old.specimen, loinc=old.loinc, position=old.position,
+            state=S.IN_ANALYSIS, version=old.version + 1, replaces=old, value=b"", flag=b"",
+            comment=b"")
+        key = PatientKeys(actor.lab_id)[old.patient_id]
+        person = demographics([old.patient_id])[old.patient_id]
+        _write_value(new, key, person, value, reason, now, user_id(actor), "correction")
+        new.state = S.TECH_VALIDATED
+        new.tech_validated_at, new.tech_validated_by_id = now, user_id(actor)
+        new.save(update_fields=["state", "tech_validated_at", "tech_validated_by"])
+        _reopen_calculated(old)
+        sync_calculated(actor.lab_id, [old.order_id], now)
+    log.record(actor, "update", [old.patient_id], kind="results")
+    return new
+
+
+def _reopen_calculated(corrected: Result) -> None:
+    """A published eGFR made from a corrected creatinine is corrected too."""
+    for result in Result.unscoped.filter(order_id=corrected.order_id, source="calculated",
+                                         state=S.PUBLISHED):
+        if corrected.loinc in catalogue.test(result.loinc).inputs:
+            result.state = S.INVALIDATED
+            result.save(update_fields=["state"])
+            Result.unscoped.create(
+                lab_id=result.lab_id, patient_id=result.patient_id, order_id=result.order_id,
+                specimen=result.specimen, loinc=result.loinc, position=result.position,
+                state=S.RECEIVED, version=result.version + 1, replaces=result,
+                source="calculated", value=b"", flag=b"", comment=b"")
+
+
+def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
+    """Withdraw a test not yet validated by a biologist (asked by mistake...)."""
+    check_role(actor, TECHNICAL_VALIDATION, "cancel a test")
+    reason = " ".join(reason.split())
+    if len(reason) < 3:
+        raise WorkflowError("a cancellation needs a reason")
+    with transaction.atomic():
+        (result,) = _locked_results(actor, [result_id])
+        if result.state not in (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
+                                S.TECH_VALIDATED):
+            raise WorkflowError(f"{_label(result)} is {result.state}: it cannot be cancelled")
+        key = PatientKeys(actor.lab_id)[result.patient_id]
+        result.comment = seal(key, "result", "comment", result.id, reason[:1000])
+        result.state = S.CANCELLED
+        result.save(update_fields=["comment", "state"])
+    log.record(actor, "update", [result.patient_id], kind="results")
+    return result
+
+
+def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> CriticalValue:
+    """A person took charge of a critical value (the prescriber was called...)."""
+    check_role(actor, CRITICAL_ACK, "acknowledge a critical value")
+    note = " ".join(note.split())
+    if len(note) < 5:
+        raise WorkflowError("say what was done (who was called, when)")
+    with transaction.atomic():
+        (result,) = _locked_results(actor, [result_id])
+        critical = CriticalValue.objects.select_for_update().filter(result=result).first()
+        if critical is None:
+            raise WorkflowError(f"{_label(result)} has no critical value")
+        if critical.acknowledged_at is not None:
+            raise WorkflowError(f"{_label(result)}: already acknowledged")
+        key = PatientKeys(actor.lab_id)[result.patient_id]
+        critical.note = seal(key, "critical", "note", result.id, note[:1000])
+        critical.acknowledged_at = timezone.now()
+        critical.acknowledged_by_id = user_id(actor)
+        critical.save(update_fields=["note", "acknowledged_at", "acknowledged_by"])
+    log.record(actor, "update", [result.patient_id], kind="results")
+    return critical
