@@ -29,14 +29,17 @@ def _statement(model: type[models.Model], vendor: str) -> tuple[str, tuple[model
 
 
 def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
-    """INSERT ``rows`` (dicts keyed by field attname; auto-increment ids are left out)."""
+    """INSERT ``rows`` (dicts keyed by field attname; auto-increment ids are left out, a
+    missing key takes the field's default)."""
     if not rows:
         return
     sql, fields = _statement(model, connection.vendor)
     prepare = [_preparer(f) for f in fields]
     names = [f.attname for f in fields]
+    defaults = {f.attname: f.get_default() for f in fields}
     params = [[value if prep is None else prep(value)
-               for value, prep in zip((row[n] for n in names), prepare, strict=True)]
+               for value, prep in zip((row.get(n, defaults[n]) for n in names), prepare,
+                                      strict=True)]
               for row in rows]
     with connection.cursor() as cursor:
         if len(params) == 1:

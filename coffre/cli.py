@@ -19,7 +19,19 @@ COMMANDS: dict[str, Handler] = {}
 
 
 class CommandError(Exception):
-    """A clear, user-facing failure; printed without a traceback, exit code 1."""
+    """A clear, user-facing failure; printed without a traceback, exit code 1 (or
+    ``code``: 2 for bad input, as argparse does)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class BadInput(CommandError):
+    """The arguments or the input file are wrong: exit code 2, nothing was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=2)
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
@@ -83,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except CommandError as exc:
         print(f"coffre: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:  # `coffre specimens list | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print("coffre: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -67,8 +67,11 @@ def _auditor_key() -> Iterator[str]:
            "`coffre audit verify --auditor-key FILE` needs it")
 
 
-def generate_patients(patients: int, labs: int, seed: int, add: Bars) -> int:
-    """Synthetic labs and patients through the same import path as a CSV file."""
+def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
+                      history: bool = True) -> int:
+    """Synthetic labs and patients through the same import path as a CSV file, then
+    (``history``) each lab's published orders and results for 2015-2020
+    (coffre.lab.synthetic)."""
     from coffre.identity import synthetic
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.labs.models import Lab
@@ -78,6 +81,8 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars) -> int:
     sizes = _split(patients, labs, seed)
     check = add("checking", patients)
     write = add("encrypting and writing", patients)
+    lab_history = add("lab history (patients)", patients) if history else None
+    pending = None  # the previous lab's history, made while this lab's patients import
     start = 0
     for index, size in enumerate(sizes):
         finess = synthetic.generate_finess(index, seed)
@@ -88,12 +93,50 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars) -> int:
         def rows(begin: int = begin, size: int = size):
             return dict_rows(synthetic.generate_patients(size, seed, start_index=begin))
 
+        made: list[tuple] = []
         report = import_rows(cli_actor(lab.id, role="generate"), rows,
-                             advance_check=check, advance_write=write)
+                             advance_check=check, advance_write=write,
+                             encrypt=_recording(made) if history else _sealed_row())
         if report.errors:
             raise RuntimeError(f"generated data failed validation: {report.errors[0]}")
+        if history:
+            started = _start_history(lab.id, made, seed, index)
+            if pending is not None:
+                pending.write(progress=lab_history)
+            pending = started
         start += size
+    if pending is not None:
+        pending.write(progress=lab_history)
     return start
+
+
+def _sealed_row() -> Callable[[int, dict[str, str]], dict]:
+    from coffre.identity.registry import sealed_row
+
+    return sealed_row
+
+
+def _recording(into: list[tuple]) -> Callable[[int, dict[str, str]], dict]:
+    """The import's encryption, noting what the lab history needs of each patient
+    (id, wrapped data key, sex, birth date, doctor) so nothing is decrypted again."""
+    from coffre.identity.registry import sealed_row
+
+    def encrypt(lab_id: int, values: dict[str, str]) -> dict:
+        row = sealed_row(lab_id, values)
+        into.append((row["id"], row["data_key"], values.get("sex", ""),
+                     values.get("birth_date", ""), values.get("doctor_rpps", ""),
+                     values.get("doctor_name", "")))
+        return row
+
+    return encrypt
+
+
+def _start_history(lab_id: int, made: list[tuple], seed: int, index: int):
+    """Start making one generated lab's orders and results (a stream of its own per lab);
+    ``write()`` on the result stores them."""
+    from coffre.lab.synthetic import History
+
+    return History(lab_id, made, seed=seed * 1_000 + index)
 
 
 def _split(total: int, parts: int, seed: int) -> list[int]:
@@ -112,6 +155,8 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
     from coffre.accounts import mfa
     from coffre.accounts.models import Membership, Role
     from coffre.identity import synthetic
+    from coffre.identity.models import Patient
+    from coffre.lab.demo import demo_usernames, load_lab_demo
     from coffre.labs.models import Lab
 
     user_model = get_user_model()
@@ -124,17 +169,23 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
            "is one person's):")
     starts = [sum(_split(total, DEMO_LABS, DEMO_SEED)[:i]) for i in range(DEMO_LABS)]
     for number, lab in enumerate(Lab.objects.order_by("id")[:DEMO_LABS], start=1):
-        username = f"demo{number}"
-        password = secrets.token_urlsafe(12)
-        user, _ = user_model.objects.get_or_create(username=username)
-        user.set_password(password)
-        user.save()
-        Membership.objects.get_or_create(user=user, lab=lab,
-                                         defaults={"role": Role.SECRETARY})
-        secret = mfa.enroll_confirmed(user)
-        yield f"  {username} / {password}  ({lab.name}, FINESS {lab.finess})"
-        yield (f"      TOTP key (DEMO ONLY: a real key is shown once, on the enrollment page): "
-               f"{secret}  — add it to an authenticator app (time-based, 6 digits, 30 s)")
+        for username, role in demo_usernames(number):
+            password = secrets.token_urlsafe(12)
+            user, _ = user_model.objects.get_or_create(username=username)
+            user.set_password(password)
+            user.save()
+            Membership.objects.get_or_create(user=user, lab=lab, defaults={"role": role})
+            secret = mfa.enroll_confirmed(user)
+            yield (f"  {username} / {password}  ({Role(role).label}, {lab.name}, "
+                   f"FINESS {lab.finess})")
+            yield (f"      TOTP key (DEMO ONLY: a real key is shown once, on the enrollment "
+                   f"page): {secret}  — add it to an authenticator app (time-based, 6 "
+                   "digits, 30 s)")
+        patient_ids = list(Patient.unscoped.filter(lab=lab, data_key__isnull=False)
+                           .order_by("created_at", "id").values_list("id", flat=True)[:13])
+        created = load_lab_demo(number, lab.id, patient_ids)
+        if created:
+            yield f"      {created} demo lab orders in every state"
         example = next(synthetic.generate_patients(1, DEMO_SEED, start_index=starts[number - 1]))
         yield (f"      try: name {example['birth_name']}, born {example['birth_date']} "
                "(synthetic patient)")

@@ -34,9 +34,10 @@ def staff_of(lab, suffix: str = "") -> Staff:
     return Staff(**actors)
 
 
-def order_for(actor: Actor, patient_id, *tests: str, urgent: bool = False) -> Order:
+def order_for(actor: Actor, patient_id, *tests: str, urgent: bool = False,
+              rpps: str = PRESCRIBER_RPPS) -> Order:
     return create_order(actor, OrderRequest(
-        patient_id=patient_id, tests=tests or ("NFS",), prescriber_rpps=PRESCRIBER_RPPS,
+        patient_id=patient_id, tests=tests or ("NFS",), prescriber_rpps=rpps,
         prescriber_name="Paul Bernard", clinical_info="Fatigue, bilan annuel",
         urgent=urgent))
 
@@ -55,3 +56,16 @@ def result(order: Order, code: str) -> Result:
 def enter(actor: Actor, order: Order, **values: str) -> None:
     workflow.enter_results(actor, [workflow.Entry(result(order, code).id, value)
                                    for code, value in values.items()])
+
+
+def published(staff: Staff, patient_id, rpps: str = PRESCRIBER_RPPS, **values: str) -> Order:
+    """An order of these tests, entered, validated by a technician then a biologist,
+    and published."""
+    order = order_for(staff.secretary, patient_id, *values, rpps=rpps)
+    receive_all(staff.secretary, order)
+    enter(staff.technician, order, **values)
+    ids = list(order.results.exclude(source="calculated").values_list("id", flat=True))
+    workflow.validate_technically(staff.technician, ids)
+    workflow.validate_biologically(staff.biologist, ids)
+    workflow.publish(staff.biologist, order)
+    return order

@@ -25,6 +25,8 @@ from coffre.identity.access import (
     other_group_labs,
 )
 from coffre.identity.forms import BreakGlassSearchForm, PatientSearchForm
+from coffre.lab.access import patient_orders, tests_with_history
+from coffre.lab.permissions import ORDER_ENTRY, RESULT_READERS
 from coffre.labs.models import Lab
 
 # The access layer's messages are English (the CLI and import reports share them); the
@@ -107,7 +109,13 @@ def patient_detail(request: HttpRequest, patient_id: str) -> HttpResponse:
     except PatientNotFound:
         raise Http404("no such patient") from None
     history = patient_history(record.id, with_reasons=request.membership.role == Role.DPO)
-    return render(request, "identity/patient.html", {"patient": record, "history": history})
+    lab = {}
+    if request.actor.role in RESULT_READERS:
+        lab = {"orders": patient_orders(request.actor, record.id),
+               "charts": tests_with_history(request.actor, record.id),
+               "can_order": request.actor.role in ORDER_ENTRY}
+    return render(request, "identity/patient.html", {"patient": record, "history": history,
+                                                     **lab})
 
 
 @staff_view

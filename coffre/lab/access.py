@@ -22,13 +22,20 @@ from coffre.identity.access import PatientNotFound, access_patient
 from coffre.identity.registry import PatientRecord
 from coffre.lab import catalogue
 from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
-from coffre.lab.permissions import BIOLOGICAL_VALIDATION, RESULT_READERS, check_role
+from coffre.lab.permissions import (
+    BIOLOGICAL_VALIDATION,
+    PORTAL_READERS,
+    RESULT_READERS,
+    check_role,
+)
 from coffre.lab.scope import orders_for, results_for, specimens_for
 from coffre.lab.sealing import PatientKeys, unseal
+from coffre.lab.workflow import Demographics, demographics
 from coffre.labs.tenancy import Actor
 
 S = ResultState
 SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})
+SETTLED = frozenset({S.BIO_VALIDATED, S.PUBLISHED, S.CANCELLED, S.REJECTED, S.INVALIDATED})
 
 
 class OrderNotFound(LookupError):
@@ -51,6 +58,11 @@ class ResultView:
     previous: Previous | None = None
     delta: bool = False
     critical: CriticalValue | None = None
+    reference: str = ""  # the range for this patient's sex and age, in French
+
+    @property
+    def display_previous(self) -> str:
+        return catalogue.format_value(self.test, self.previous.value) if self.previous else ""
 
     @property
     def id(self) -> uuid.UUID:
@@ -79,9 +91,26 @@ class OrderView:
     specimens: list[Specimen] = field(default_factory=list)
     results: list[ResultView] = field(default_factory=list)
     rejection_reasons: dict[uuid.UUID, str] = field(default_factory=dict)
+    pending: bool = False  # some test is neither reported nor ended (partial report)
 
 
-def _order(actor: Actor, order_id: uuid.UUID | str) -> Order:
+def reference_for(test: catalogue.TestDef, person: Demographics, on: dt.datetime
+                  ) -> catalogue.Range | None:
+    """The range for this patient's sex and age on that day."""
+    return catalogue.reference_range(test, person.sex, person.age_days(on))
+
+
+def _add_references(views: list[ResultView], people: dict[uuid.UUID, Demographics]) -> None:
+    unknown = Demographics("", None)
+    for view in views:
+        taken = view.result.specimen.collected_at or view.result.order.created_at
+        person = people.get(view.result.patient_id, unknown)
+        view.reference = catalogue.format_range(view.test,
+                                                reference_for(view.test, person, taken))
+
+
+def order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
+    """The order row of the actor's lab (no value opened, nothing logged)."""
     try:
         oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
     except ValueError:
@@ -143,11 +172,13 @@ def _attach_criticals(views: list[ResultView]) -> None:
         view.critical = found.get(view.id)
 
 
-def access_order(actor: Actor, order_id: uuid.UUID | str) -> OrderView:
+def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False
+                 ) -> OrderView:
     """An order with its patient, specimens and results, opened; the read is logged
-    (the patient's identity read by coffre.identity.access, the results here)."""
-    check_role(actor, RESULT_READERS, "read results")
-    order = _order(actor, order_id)
+    (the patient's identity read by coffre.identity.access, the results here).
+    Portals pass ``published_only`` after checking the order is theirs to see."""
+    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
+    order = order_row(actor, order_id)
     try:
         patient = access_patient(actor, order.patient_id)
     except PatientNotFound:
@@ -156,13 +187,17 @@ def access_order(actor: Actor, order_id: uuid.UUID | str) -> OrderView:
     key = keys[order.patient_id]
     results = list(order.results.filter(state__in=list(SHOWN_STATES))
                    .select_related("specimen", "order").order_by("position", "version"))
+    pending = any(r.state not in SETTLED for r in results)
+    if published_only:
+        results = [r for r in results if r.state == S.PUBLISHED]
     views = _open_results(keys, results)
     _add_previous(keys, views)
     _attach_criticals(views)
+    _add_references(views, {patient.id: Demographics.of(patient)})
     specimens = list(order.specimens.order_by("barcode"))
     log.record(actor, "read", [order.patient_id], kind="results")
     return OrderView(
-        order=order, patient=patient, specimens=specimens, results=views,
+        order=order, patient=patient, specimens=specimens, results=views, pending=pending,
         prescriber_rpps=unseal(key, "order", "prescriber_rpps", order.id,
                                order.prescriber_rpps),
         prescriber_name=unseal(key, "order", "prescriber_name", order.id,
@@ -259,6 +294,8 @@ def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
     views = _open_results(keys, results)
     _add_previous(keys, views)
     _attach_criticals(views)
+    # Sex and birth date for the ranges only: opened for the rule, not shown.
+    _add_references(views, demographics({o.patient_id for o in orders}))
     grouped: dict[uuid.UUID, list[ResultView]] = defaultdict(list)
     for view in views:
         grouped[view.result.order_id].append(view)
@@ -277,7 +314,7 @@ class Point:
 
 def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
     """A patient's published values of one test over time, for a chart. Logged."""
-    check_role(actor, RESULT_READERS, "read results")
+    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
     test = catalogue.test(loinc)
     rows = list(results_for(actor).filter(patient_id=patient_id, loinc=test.loinc,
                                           state=S.PUBLISHED)

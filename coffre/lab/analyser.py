@@ -9,7 +9,6 @@ changes nothing. Errors never carry a value from the message.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import uuid
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from django.utils import timezone
 
 from coffre.audit import log
 from coffre.lab import catalogue, hl7v2
-from coffre.lab.access import OrderView, ResultView, access_order
+from coffre.lab.access import ResultView, access_order
 from coffre.lab.models import ResultState
 from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
@@ -127,25 +126,20 @@ def export_oru(actor: Actor, order_id: uuid.UUID | str) -> str:
         groups.append(hl7v2.ObservationGroup(
             specimen_barcode=specimen.barcode, placer_order=view.order.number,
             filler_order=specimen.barcode, universal_service=specimen.specimen_type,
-            observations=[_observation(i, v, view) for i, v in enumerate(mine, start=1)]))
+            observations=[_observation(i, v) for i, v in enumerate(mine, start=1)]))
     log.record(actor, "export", [view.order.patient_id], kind="results")
     return hl7v2.build_oru(control_id=uuid.uuid4().hex[:20], sending_facility=lab.finess,
                            receiving_facility="", groups=groups,
                            patient_id=str(view.order.patient_id), now=timezone.now())
 
 
-def _observation(set_id: int, view: ResultView, order: OrderView) -> hl7v2.Observation:
+def _observation(set_id: int, view: ResultView) -> hl7v2.Observation:
     test = view.test
-    patient = order.patient
-    birth = dt.date.fromisoformat(patient.birth_date) if patient.birth_date else None
-    taken = view.result.specimen.collected_at or order.order.created_at
-    age_days = (timezone.localdate(taken) - birth).days if birth else 40 * 365
-    rng = catalogue.reference_range(test, patient.sex or "", age_days)
     return hl7v2.Observation(
         set_id=str(set_id), code=test.loinc, coding_system="LN", text=test.label,
         value_type="NM" if catalogue.numeric(view.value) is not None else "ST",
         value=view.value, unit=test.unit,
-        reference_range=catalogue.format_range(test, rng).replace(",", "."),
+        reference_range=view.reference.replace(",", "."),
         abnormal_flags=view.flag, status="C" if view.corrected else "F",
         observed_at=view.result.specimen.collected_at)
 

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 Sex = str  # "M" or "F" (or "" unknown)
@@ -352,6 +353,14 @@ def expand(codes: Iterable[str]) -> list[str]:
 def _applies(rng: Range, sex: str, age_days: int) -> bool:
     return (rng.sex in ("", sex) and rng.min_age_days <= age_days
             and (rng.max_age_days is None or age_days < rng.max_age_days))
+
+
+ADULT_DAYS = 40 * 365  # unknown birth date: adult ranges
+
+
+def age_in_days(birth: date | None, on: date) -> int:
+    """The age that ranges, flags and eGFR use: days from birth to the collection day."""
+    return ADULT_DAYS if birth is None else max(0, (on - birth).days)
 
 
 def reference_range(test: TestDef, sex: str, age_days: int) -> Range | None:

@@ -62,6 +62,9 @@ class Order(models.Model):
     prescriber_rpps = models.BinaryField()
     prescriber_name = models.BinaryField()
     clinical_info = models.BinaryField()
+    # Blind index of the prescriber's RPPS for the prescriber portal
+    # (coffre.lab.orders.prescriber_index): a random value when there is none.
+    bi_prescriber = models.IntegerField(null=True)
 
     unscoped = models.Manager()
 
@@ -71,7 +74,9 @@ class Order(models.Model):
         constraints = [models.UniqueConstraint(fields=["lab", "number"],
                                                name="order_number_per_lab")]
         indexes = [models.Index(fields=["lab", "created_at"], name="order_lab_created"),
-                   models.Index(fields=["patient", "created_at"], name="order_patient")]
+                   models.Index(fields=["patient", "created_at"], name="order_patient"),
+                   models.Index(fields=["bi_prescriber", "created_at"],
+                                name="order_prescriber")]
 
     def __str__(self) -> str:
         return f"Order {self.number}"

@@ -5,6 +5,7 @@ sealed under the patient's key."""
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from django.utils import timezone
 from coffre.audit import log
 from coffre.identity import french
 from coffre.identity.access import PatientNotFound, patients_for
+from coffre.keyring import services as keyring
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
 from coffre.lab.permissions import ORDER_ENTRY, check_role
@@ -40,6 +42,19 @@ class OrderRequest:
 
 
 MAX_CLINICAL_INFO = 2000
+# About 220,000 RPPS numbers exist: 16 bits leave ~3 doctors per index value, so a copy
+# of the database cannot group orders by doctor (a specialist's patients) for certain.
+PRESCRIBER_INDEX_BITS = 16
+
+
+def prescriber_index(rpps: str) -> int:
+    """The order's prescriber blind index (a random value when there is no RPPS, so
+    that "no prescriber" is not visible either)."""
+    indexer = keyring.indexer()
+    bits = min(indexer.bits, PRESCRIBER_INDEX_BITS)
+    if not rpps:
+        return secrets.randbelow(2**bits)
+    return indexer.compute("prescriber", rpps) >> (indexer.bits - bits)
 
 
 def user_id(actor: Actor) -> int | None:
@@ -97,6 +112,7 @@ def create_order(actor: Actor, request: OrderRequest, *,
             id=order_id, lab_id=actor.lab_id, patient_id=request.patient_id,
             number=next_number(actor.lab_id, timezone.localdate(now)),
             urgent=request.urgent, created_at=now, created_by_id=by,
+            bi_prescriber=prescriber_index(rpps),
             **seal_columns(key, "order", order_id, {
                 "prescriber_rpps": rpps,
                 "prescriber_name": " ".join(request.prescriber_name.split())[:200],

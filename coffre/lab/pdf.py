@@ -35,10 +35,12 @@ from reportlab.platypus import (
 
 __all__ = [
     "Label",
+    "Receipt",
     "ReportData",
     "ReportLine",
     "ReportSection",
     "render_labels",
+    "render_receipt",
     "render_report",
 ]
 
@@ -605,4 +607,64 @@ def render_labels(labels: list[Label], *, columns: int = 3, rows: int = 8) -> by
         canvas.restoreState()
     canvas.showPage()
     canvas.save()
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- receipt
+
+
+@dataclass
+class Receipt:
+    """The slip handed to the patient at collection: what was taken, and how to see the
+    results online. The activation code appears only on this paper."""
+
+    lab_name: str
+    lab_address: str
+    order_number: str
+    patient_name: str
+    collected_at: str
+    tests: list[str]
+    portal_url: str
+    activation_code: str = ""  # empty when the patient already has an account
+
+
+def render_receipt(receipt: Receipt) -> bytes:
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buffer, pagesize=A4, leftMargin=_MARGIN_X, rightMargin=_MARGIN_X,
+        topMargin=_MARGIN_TOP, bottomMargin=_MARGIN_BOTTOM,
+        title=_pdf_text(f"Reçu {receipt.order_number}"), author=_pdf_text(receipt.lab_name),
+        subject="Reçu de prélèvement", creator=CREATOR, producer=CREATOR, lang="fr-FR")
+    story: list[Flowable] = [
+        Paragraph(_markup(receipt.lab_name), _S["lab_name"]),
+        Paragraph(_markup(receipt.lab_address), _S["lab"]),
+        Spacer(1, 8 * mm),
+        Paragraph("Reçu de prélèvement", _S["title"]),
+        Spacer(1, 6 * mm),
+        Paragraph(f"<b>Patient :</b> {_markup(receipt.patient_name)}", _S["ident"]),
+        Paragraph(f"<b>Dossier N° :</b> {_markup(receipt.order_number)}", _S["ident"]),
+        Paragraph(f"<b>Prélevé le :</b> {_markup(receipt.collected_at)}", _S["ident"]),
+        Spacer(1, 4 * mm),
+        Paragraph("<b>Analyses demandées :</b> " + _markup(", ".join(receipt.tests)),
+                  _S["ident"]),
+        Spacer(1, 8 * mm),
+    ]
+    if receipt.activation_code:
+        story += [
+            Paragraph("Vos résultats en ligne", _S["section"]),
+            Spacer(1, 2 * mm),
+            Paragraph(
+                f"Rendez-vous sur <b>{_markup(receipt.portal_url)}</b>, choisissez "
+                "« Activer mon compte » et saisissez ce code avec votre date de naissance. "
+                "Le code sert une seule fois et expire dans 90 jours. Ne le communiquez "
+                "à personne : le laboratoire ne vous le demandera jamais.", _S["ident"]),
+            Spacer(1, 4 * mm),
+            Paragraph(f"<font size=18><b>{_markup(receipt.activation_code)}</b></font>",
+                      _style("code", alignment=TA_CENTER, leading=24)),
+        ]
+    else:
+        story.append(Paragraph(
+            f"Vos résultats seront disponibles sur <b>{_markup(receipt.portal_url)}</b> "
+            "dès leur validation par le biologiste.", _S["ident"]))
+    doc.build(story)
     return buffer.getvalue()

@@ -8,6 +8,9 @@ from coffre.labs.tenancy import Actor
 # The CLI acts for an administrator on the server; "analyser" is an HL7 connection.
 CLI = "cli"
 ANALYSER = "analyser"
+# Portal actors: the coffre.portal layer checks the order is theirs before reading.
+PATIENT = "patient"
+PRESCRIBER = "prescriber"
 
 ORDER_ENTRY = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST, CLI})
 RECEPTION = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST, CLI})
@@ -18,6 +21,7 @@ CRITICAL_ACK = frozenset({Role.TECHNICIAN, Role.BIOLOGIST})
 RESULT_READERS = frozenset({Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST,
                             Role.LAB_MANAGER, CLI})
 SETTINGS = frozenset({Role.LAB_MANAGER})
+PORTAL_READERS = frozenset({PATIENT, PRESCRIBER})
 
 
 class NotAllowed(PermissionError):

@@ -24,7 +24,6 @@ from coffre.labs.tenancy import Actor
 
 S = ResultState
 REPORTED = frozenset({S.BIO_VALIDATED, S.PUBLISHED})
-SETTLED = frozenset({S.BIO_VALIDATED, S.PUBLISHED, S.CANCELLED, S.REJECTED, S.INVALIDATED})
 
 
 def _date(moment: dt.datetime | None, with_time: bool = True) -> str:
@@ -48,16 +47,14 @@ def _iso_to_french(iso_date: str | None) -> str:
     return dt.date.fromisoformat(iso_date).strftime("%d/%m/%Y") if iso_date else ""
 
 
-def _line(view: ResultView, sex: str, age_days: int) -> pdf.ReportLine:
-    test = view.test
+def _line(view: ResultView) -> pdf.ReportLine:
     previous = ""
     if view.previous:
-        previous = (f"{catalogue.format_value(test, view.previous.value)} "
-                    f"({_date(view.previous.at, with_time=False)})")
+        previous = f"{view.display_previous} ({_date(view.previous.at, with_time=False)})"
     return pdf.ReportLine(
-        label=test.label, value=view.display_value, unit=test.unit,
-        reference=catalogue.format_range(test, catalogue.reference_range(test, sex, age_days)),
-        flag=view.flag, previous=previous, comment=view.comment, corrected=view.corrected)
+        label=view.test.label, value=view.display_value, unit=view.test.unit,
+        reference=view.reference, flag=view.flag, previous=previous, comment=view.comment,
+        corrected=view.corrected)
 
 
 def _biologists(views: list[ResultView]) -> list[str]:
@@ -70,16 +67,13 @@ def report_data(view: OrderView, *, now: dt.datetime | None = None) -> pdf.Repor
     order, patient = view.order, view.patient
     lab = Lab.objects.get(pk=order.lab_id)
     shown = [v for v in view.results if v.state in REPORTED]
-    birth = dt.date.fromisoformat(patient.birth_date) if patient.birth_date else None
     taken = min((s.collected_at for s in view.specimens if s.collected_at), default=None)
-    age_days = ((timezone.localdate(taken or order.created_at) - birth).days
-                if birth else 40 * 365)
     sections: dict[str, pdf.ReportSection] = {}
     for result in shown:
         bench = result.test.bench
         section = sections.setdefault(bench, pdf.ReportSection(
             catalogue.BENCHES.get(bench, bench), []))
-        section.lines.append(_line(result, patient.sex or "", age_days))
+        section.lines.append(_line(result))
     corrected = [v for v in shown if v.corrected]
     prescriber = view.prescriber_name and f"Dr {view.prescriber_name}"
     if view.prescriber_rpps:
@@ -94,16 +88,17 @@ def report_data(view: OrderView, *, now: dt.datetime | None = None) -> pdf.Repor
                               default=None)),
         printed_at=_date(now or timezone.now()),
         sections=list(sections.values()), validated_by=_biologists(shown),
-        partial=any(v.state not in SETTLED for v in view.results),
+        partial=view.pending,
         amended=bool(corrected) and order.report_count > 1,
         amendment_note="; ".join(f"{v.test.label} : {v.comment}" for v in corrected
                                  if v.comment),
         reference=f"{order.number}-{secrets.token_hex(4)}")
 
 
-def report_pdf(actor: Actor, order_id: uuid.UUID | str) -> tuple[str, bytes]:
+def report_pdf(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False
+               ) -> tuple[str, bytes]:
     """(file name, PDF bytes) of an order's report; the print is logged."""
-    view = access_order(actor, order_id)
+    view = access_order(actor, order_id, published_only=published_only)
     data = report_data(view)
     content = pdf.render_report(data)
     log.record(actor, "print", [view.order.patient_id], kind="report")

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from coffre.audit import log
 from coffre.identity.models import Patient
-from coffre.identity.registry import open_patient
+from coffre.identity.registry import PatientRecord, open_patient
 from coffre.lab import catalogue
 from coffre.lab.models import (
     CriticalValue,
@@ -185,18 +185,19 @@ class Demographics:
     birth_date: dt.date | None
 
     def age_days(self, on: dt.datetime) -> int:
-        if self.birth_date is None:
-            return 40 * 365  # unknown: adult ranges
-        return max(0, (timezone.localdate(on) - self.birth_date).days)
+        return catalogue.age_in_days(self.birth_date, timezone.localdate(on))
+
+    @classmethod
+    def of(cls, patient: PatientRecord) -> Demographics:
+        born = dt.date.fromisoformat(patient.birth_date) if patient.birth_date else None
+        return cls(patient.sex or "", born)
 
 
 def demographics(patient_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Demographics]:
     """Sex and birth date, opened for range and flag rules only (never shown here)."""
     found = {}
     for patient in Patient.unscoped.filter(id__in=set(patient_ids), data_key__isnull=False):
-        record = open_patient(patient, ["sex", "birth_date"])
-        dob = dt.date.fromisoformat(record.birth_date) if record.birth_date else None
-        found[patient.id] = Demographics(record.sex or "", dob)
+        found[patient.id] = Demographics.of(open_patient(patient, ["sex", "birth_date"]))
     return found
 
 
