@@ -27,8 +27,22 @@ ACTION_LABELS = {
     "update": _("modification"),
     "export": _("export"),
     "print": _("impression"),
+    "validate": _("validation"),
+    "publish": _("diffusion du compte rendu"),
 }
-OTHER_ROLES = {"cli": _("Ligne de commande"), "import": _("Import")}
+KIND_LABELS = {
+    "identity": _("identité"),
+    "results": _("résultats"),
+    "order": _("demande d'analyses"),
+    "specimen": _("échantillon"),
+    "report": _("compte rendu"),
+    "labels": _("étiquettes"),
+    "receipt": _("reçu de prélèvement"),
+    "portal": _("compte du portail patient"),
+}
+OTHER_ROLES = {"analyser": _("Automate"), "patient": _("Patient (portail)"),
+               "prescriber": _("Prescripteur (portail)"), "cli": _("Ligne de commande"),
+               "import": _("Import")}
 # An attempt on an id the person could not reach read nothing of the patient.
 NOT_ACCESSES = ("not_found",)
 
@@ -44,6 +58,7 @@ class HistoryEntry:
     lab_name: str
     action: str
     action_label: str
+    kind_label: str
     break_glass: bool
     reason: str  # the break-the-glass reason, only when asked for; else ""
 
@@ -70,6 +85,7 @@ def patient_history(patient_id: uuid.UUID, limit: int = 50, *,
         channel=e.channel, lab_id=e.lab_id,
         lab_name=labs[e.lab_id].name if e.lab_id in labs else "",
         action=e.action, action_label=str(ACTION_LABELS.get(e.action, e.action)),
+        kind_label=str(KIND_LABELS.get(e.kind, e.kind)),
         break_glass=e.outcome == "break_glass",
         reason=open_text(e.purpose, "purpose") if with_reasons and e.purpose else "",
     ) for e in events]

@@ -265,6 +265,17 @@ def clean_birth_date(value: str, today: dt.date | None = None) -> dt.date:
     return date
 
 
+def clean_typed_birth_date(value: str) -> dt.date:
+    """A birth date typed by a person on a form: DD/MM/YYYY as French people write it, or
+    YYYY-MM-DD (a date input). Files keep the strict ISO form (clean_birth_date)."""
+    text = (value or "").strip()
+    written = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+    if written:
+        day, month, year = written.groups()
+        text = f"{year}-{int(month):02d}-{int(day):02d}"
+    return clean_birth_date(text)
+
+
 def clean_blood_group(value: str) -> str:
     """ABO group and RhD sign ("A+", "O-"...), or "" when empty. Accepts 0 for O, Rh."""
     text = _text(value, "blood group").upper().replace(" ", "").replace("RH", "")

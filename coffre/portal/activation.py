@@ -1,0 +1,173 @@
+"""Patient portal activation: a one-time code printed on the sample receipt, and the
+patient's birth date.
+
+The code reads ``PUBLIC-SECRET`` (e.g. ``K7QF3M-X2RTB9HPZA``): the public part finds the
+row, the secret part (50 bits) is checked against its Argon2id hash. A code expires
+after ``CODE_DAYS`` days, serves once, and burns after ``MAX_FAILURES`` wrong
+attempts (wrong secret or wrong birth date): guessing it is out of reach even from a
+copy of the database, which holds hashes only. Every refusal looks the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from coffre.audit import log
+from coffre.identity import french
+from coffre.identity.access import patients_for
+from coffre.identity.models import Patient
+from coffre.identity.registry import open_patient
+from coffre.lab.permissions import RECEPTION, check_role
+from coffre.labs.tenancy import Actor
+from coffre.portal.models import ActivationCode, PatientAccount
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+PUBLIC_LENGTH = 6
+SECRET_LENGTH = 10  # 50 bits
+CODE_DAYS = 90
+MAX_FAILURES = 5
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{5,39}$")
+PATIENT_ROLE = "patient"
+
+
+class ActivationRefused(Exception):
+    """The code, the birth date or the account details were not accepted; the
+    message is safe to show (it never says which of code or birth date was wrong)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def normalize_code(text: str) -> str:
+    """What a person types: any case, spaces or dashes, O for 0, I or L for 1."""
+    cleaned = re.sub(r"[\s-]", "", text.upper()).translate(str.maketrans("OIL", "011"))
+    return cleaned
+
+
+def portal_actor(user_name: str, lab_id: int) -> Actor:
+    return Actor(person=user_name, lab_id=lab_id, role=PATIENT_ROLE, channel="portal")
+
+
+def issue_code(actor: Actor, patient_id: uuid.UUID, *, now: dt.datetime | None = None
+               ) -> str:
+    """A new code for a patient of the actor's lab (earlier unused ones stop working).
+    Returned in clear once, to be printed on the receipt; only its hash is kept."""
+    check_role(actor, RECEPTION, "issue a portal activation code")
+    if not patients_for(actor).filter(id=patient_id).exists():
+        raise LookupError("no such patient")
+    now = now or timezone.now()
+    secret = _random(SECRET_LENGTH)
+    with transaction.atomic():
+        ActivationCode.objects.filter(patient_id=patient_id, used_at__isnull=True).update(
+            used_at=now)
+        for _attempt in range(5):
+            public = _random(PUBLIC_LENGTH)
+            try:
+                with transaction.atomic():
+                    ActivationCode.objects.create(
+                        lab_id=actor.lab_id, patient_id=patient_id, public_id=public,
+                        secret_hash=make_password(secret), created_at=now,
+                        expires_at=now + dt.timedelta(days=CODE_DAYS))
+                break
+            except IntegrityError:
+                continue
+    log.record(actor, "create", [patient_id], kind="portal")
+    return f"{public}-{secret}"
+
+
+def has_account(patient_id: uuid.UUID) -> bool:
+    return PatientAccount.objects.filter(patient_id=patient_id).exists()
+
+
+@dataclass(frozen=True)
+class Activation:
+    code: str
+    birth_date: str
+    username: str
+    password: str
+
+
+def _refused() -> ActivationRefused:
+    return ActivationRefused("code or birth date not recognised, or code expired")
+
+
+def _check_account_details(username: str, password: str) -> list[str]:
+    problems = []
+    if not USERNAME.match(username):
+        problems.append("the login must be 6 to 40 lowercase letters, digits, '.', '_' "
+                        "or '-', starting with a letter or digit")
+    elif get_user_model().objects.filter(username=username).exists():
+        problems.append("this login is taken, choose another")
+    try:
+        validate_password(password, get_user_model()(username=username))
+    except ValidationError as exc:
+        problems.extend(exc.messages)
+    return problems
+
+
+def activate(request: Activation, *, now: dt.datetime | None = None):
+    """Create the patient's portal account, or raise ActivationRefused. The code is
+    spent only when the account is created."""
+    now = now or timezone.now()
+    code = normalize_code(request.code)
+    username = request.username.strip().lower()
+    try:
+        birth_date = french.clean_typed_birth_date(request.birth_date).isoformat()
+    except french.InvalidValue:
+        raise ActivationRefused("the birth date is not a valid date (JJ/MM/AAAA)") from None
+    with transaction.atomic():
+        row = (ActivationCode.objects.select_for_update()
+               .filter(public_id=code[:PUBLIC_LENGTH], used_at__isnull=True,
+                       expires_at__gt=now).first())
+        if row is None or len(code) != PUBLIC_LENGTH + SECRET_LENGTH:
+            raise _refused()
+        matches = (check_password(code[PUBLIC_LENGTH:], row.secret_hash)
+                   and _birth_date_matches(row.patient_id, birth_date))
+        if not matches:
+            _count_failure(row, now)  # committed: this block ends normally
+        else:
+            user = _create_account(row, username, request.password, now)
+    if not matches:
+        raise _refused()
+    log.record(portal_actor(username, row.lab_id), "create", [row.patient_id], kind="portal")
+    return user
+
+
+def _create_account(row: ActivationCode, username: str, password: str, now: dt.datetime):
+    problems = _check_account_details(username, password)
+    if problems:
+        raise ActivationRefused("; ".join(problems), problems)
+    if PatientAccount.objects.filter(patient_id=row.patient_id).exists():
+        raise ActivationRefused("this patient already has a portal account")
+    user = get_user_model().objects.create_user(username, password=password)
+    PatientAccount.objects.create(user=user, lab_id=row.lab_id, patient_id=row.patient_id)
+    row.used_at = now
+    row.save(update_fields=["used_at"])
+    return user
+
+
+def _birth_date_matches(patient_id: uuid.UUID, birth_date: str) -> bool:
+    patient = Patient.unscoped.filter(id=patient_id, data_key__isnull=False).first()
+    return patient is not None and open_patient(patient, ["birth_date"]).birth_date == birth_date
+
+
+def _count_failure(row: ActivationCode, now: dt.datetime) -> None:
+    failures = row.failures + 1
+    ActivationCode.objects.filter(pk=row.pk).update(
+        failures=failures, used_at=now if failures >= MAX_FAILURES else None)
