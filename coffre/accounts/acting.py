@@ -69,6 +69,19 @@ def second_factor_required(view: Callable[..., HttpResponse]) -> Callable[..., H
     return wrapper
 
 
+def _staff_account(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A logged-in account with no lab membership (a patient or prescriber portal
+    account) is refused at once, not sent to the staff second-factor enrollment."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated and not memberships(request.user):
+            raise PermissionDenied("not a staff account")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Login required, the second factor done in this session (``accounts.mfa``), a lab
     chosen, and ``request.actor`` set for the access layer.
@@ -80,6 +93,7 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     """
 
     @never_cache
+    @_staff_account
     @second_factor_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:

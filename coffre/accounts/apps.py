@@ -9,5 +9,8 @@ class AccountsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
 
         from coffre.accounts.mfa import _forget_on_login
+        from coffre.accounts.sessions import stamp_session
 
         user_logged_in.connect(_forget_on_login, dispatch_uid="coffre-mfa-forget")
+        # Each new session belongs to the person's current epoch ("log out everywhere").
+        user_logged_in.connect(stamp_session, dispatch_uid="coffre-session-epoch")

@@ -44,3 +44,24 @@ class RecoveryCode(models.Model):
                              related_name="recovery_codes")
     code_hash = models.CharField(max_length=256)
     used_at = models.DateTimeField(null=True, blank=True)
+
+
+class SessionEpoch(models.Model):
+    """A person's session generation (``coffre.accounts.sessions``): each session keeps
+    the epoch current at its login, and a session older than the person's epoch is
+    logged out at its next request ("log out everywhere")."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="session_epoch")
+    epoch = models.PositiveIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+
+class Deactivation(models.Model):
+    """An account a lab manager deactivated: lifting a mass-reading lock must not bring
+    it back (coffre.audit.detection.unlock reactivates only accounts without one)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="deactivation")
+    by = models.CharField(max_length=150)
+    at = models.DateTimeField(auto_now_add=True)

@@ -1,15 +1,28 @@
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts import mfa
-from coffre.accounts.acting import SESSION_LAB, memberships, second_factor_required
+from coffre.accounts import managing, mfa, sessions
+from coffre.accounts.acting import (
+    SESSION_LAB,
+    acting_membership,
+    actor_for,
+    memberships,
+    requires_role,
+    second_factor_pending,
+    second_factor_required,
+    staff_view,
+)
+from coffre.accounts.models import Role
+from coffre.audit import log
 
 
 @second_factor_required
@@ -96,3 +109,98 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
         error = True
     return render(request, "accounts/mfa_verify.html",
                   {"error": error, "next": _next(request)})
+
+
+# --- the lab manager's accounts page -----------------------------------------------------
+
+ACCOUNT_ACTIONS = {
+    "deactivate": (managing.do_deactivate, _lazy("Compte désactivé ; ses sessions sont "
+                                                 "fermées.")),
+    "reactivate": (managing.do_reactivate, _lazy("Compte réactivé.")),
+    "remove": (managing.do_remove_membership, _lazy("Personne retirée du laboratoire.")),
+    "reset_mfa": (managing.do_reset_second_factor,
+                  _lazy("Double authentification réinitialisée : la personne en "
+                        "activera une nouvelle à sa prochaine connexion.")),
+    "clear_login_lock": (managing.do_clear_login_lock, _lazy("Blocage de connexion levé.")),
+}
+
+
+def _accounts_page(request: HttpRequest, created: managing.Created | None = None,
+                   form: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
+    return render(request, "accounts/lab_accounts.html", {
+        "members": managing.lab_members(request.actor), "roles": managing.ROLE_CHOICES,
+        "created": created, "form": form or {}}, status=status)
+
+
+@staff_view
+@requires_role(Role.LAB_MANAGER)
+@require_http_methods(["GET", "POST"])
+def lab_accounts(request: HttpRequest) -> HttpResponse:
+    """The lab's members and their state; the form creating an account. The temporary
+    password is shown once, on this response only (never in a message or a redirect)."""
+    if request.method == "GET":
+        return _accounts_page(request)
+    form = {name: request.POST.get(name, "") for name in
+            ("username", "first_name", "last_name", "role")}
+    try:
+        created = managing.do_create_account(request.actor, **form)
+    except (managing.AccountError, ValidationError) as error:
+        for text in _error_texts(error):
+            messages.error(request, text)
+        return _accounts_page(request, form=form, status=400)
+    return _accounts_page(request, created=created)
+
+
+@staff_view
+@requires_role(Role.LAB_MANAGER)
+@require_POST
+def lab_account_action(request: HttpRequest, membership_id: int) -> HttpResponse:
+    action = request.POST.get("action", "")
+    try:
+        managing.access_membership(request.actor, membership_id)
+        if action == "role":
+            managing.do_change_role(request.actor, membership_id, request.POST.get("role", ""))
+            done = _("Rôle modifié.")
+        elif action in ACCOUNT_ACTIONS:
+            change, said = ACCOUNT_ACTIONS[action]
+            change(request.actor, membership_id)
+            done = str(said)
+        else:
+            return HttpResponseBadRequest("unknown action")
+    except managing.NoSuchMembership:
+        raise Http404("no such membership") from None
+    except managing.AccountError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, done)
+    return redirect("lab_accounts")
+
+
+def _error_texts(error: Exception) -> list[str]:
+    if isinstance(error, ValidationError):
+        return list(error.messages)
+    return [str(error)]
+
+
+# --- logging out everywhere --------------------------------------------------------------
+
+@never_cache
+@login_required
+@require_POST
+def logout_everywhere(request: HttpRequest) -> HttpResponse:
+    """End every session of the person, this one included. A staff account must have
+    passed its second factor: a password alone cannot end the owner's sessions."""
+    user = request.user
+    mine = memberships(user)
+    if mine:
+        pending = second_factor_pending(request)
+        if pending:
+            return pending
+    sessions.end_all_sessions(user)
+    if mine:
+        membership = acting_membership(request) or mine[0]
+        log.record(actor_for(request, membership), "logout_everywhere", [], kind="account")
+    logout(request)
+    messages.success(request, _("Toutes vos sessions sont fermées, sur tous vos appareils. "
+                                "Reconnectez-vous."))
+    return redirect("login")

@@ -219,5 +219,7 @@ def unlock(person: str, by: Actor, lab_id: int | None = None) -> int:
     if lifted:
         log.record(by, "unlock", [], kind="account")
         if not AccountLock.objects.filter(person=person, unlocked_at__isnull=True).exists():
-            get_user_model().objects.filter(username=person).update(is_active=True)
+            # A manager's deactivation outlives the lock (accounts.models.Deactivation).
+            get_user_model().objects.filter(username=person, deactivation__isnull=True
+                                            ).update(is_active=True)
     return lifted
