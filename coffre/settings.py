@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "coffre.accounts",
     "coffre.audit",
     "coffre.lab",
+    "coffre.portal",
     "axes",
 ]
 
@@ -62,6 +63,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "coffre.accounts.sessions.SessionEpochMiddleware",  # "log out everywhere"
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",

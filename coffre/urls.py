@@ -1,13 +1,13 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from coffre.accounts import views as account_views
 from coffre.audit import views as audit_views
 from coffre.identity import views as identity_views
+from coffre.portal import views as portal_views
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="patient_search"), name="home"),
+    path("", portal_views.home, name="home"),
     path("connexion/", auth_views.LoginView.as_view(template_name="accounts/login.html"),
          name="login"),
     path("connexion/code/", account_views.mfa_verify, name="mfa_verify"),
@@ -25,5 +25,8 @@ urlpatterns = [
          name="alert_acknowledge"),
     path("alertes/verrous/<int:lock_id>/deverrouiller/", audit_views.account_unlock,
          name="account_unlock"),
+    path("", include("coffre.accounts.urls")),
+    path("", include("coffre.lab.urls")),
+    path("", include("coffre.portal.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

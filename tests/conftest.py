@@ -116,3 +116,19 @@ def patient_row(**overrides: str) -> dict[str, str]:
     }
     row.update(overrides)
     return row
+
+
+@pytest.fixture
+def staff(lab_a):
+    """Lab A's people, one account each: secretary, technician, two biologists, manager."""
+    from tests.lab_helpers import staff_of
+
+    return staff_of(lab_a)
+
+
+@pytest.fixture
+def patient(staff):
+    """A patient of lab A (the synthetic Claire Martin née Lefèvre of ``patient_row``)."""
+    from coffre.identity.access import create_patient
+
+    return create_patient(staff.secretary, patient_row())

@@ -341,7 +341,7 @@ def test_a_break_the_glass_search_opens_a_group_record_under_a_red_banner(
 
 def test_every_login_asks_for_the_second_factor_enrolled_at_the_first(page, secretary_a):
     log_in(page, enroll_shot="14-mfa-enroll")
-    page.get_by_role("button", name="Se déconnecter").click()
+    page.get_by_role("button", name="Se déconnecter", exact=True).click()
     page.wait_for_url("**/connexion/")
 
     page.get_by_label("Identifiant").fill("alice")

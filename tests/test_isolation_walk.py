@@ -19,12 +19,13 @@ from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from coffre.accounts.models import Role
+from coffre.accounts.models import Membership, Role
 from coffre.audit import alerts
 from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
-from tests.conftest import make_nir, member, patient_row, second_factor_done
+from coffre.labs.tenancy import Actor
+from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, second_factor_done
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
 SKIPPED = {"set_language"}  # Django's language switch: no lab data behind it
@@ -40,6 +41,7 @@ B_ALERT_PERSON = "bertrand.kerherve"
 B_ALERT_SUMMARY = "83 patients distincts lus en 10 minutes (Kerhervé)"
 B_LOCK_PERSON = "yannick.guivarch"
 B_LOCK_REASON = "151 patients distincts lus en 10 minutes (Guivarc'h)"
+B_STAFF_PERSON = "gwenola.le-bihan"  # a lab B account: lab A's manager pages never show it
 
 
 def csrf_failed(request, reason: str = "") -> HttpResponse:
@@ -58,7 +60,7 @@ def identifying_values(row: dict[str, str]) -> set[str]:
               nir_display(row["nir"]), phone, "+33" + phone[1:], row["phone"],
               row["email"], row["address"], row["notes"]}
     values |= set(row["first_names"].split())
-    return values
+    return {value for value in values if value}
 
 
 def found(body: str, values: set[str], posted: dict[str, str] | None = None) -> set[str]:
@@ -100,6 +102,25 @@ def lab_b_objects(lab_b, actor_b):
     lock = AccountLock.objects.create(person=B_LOCK_PERSON, lab_id=lab_b.id,
                                       reason=B_LOCK_REASON)
     return patient, alert, lock
+
+
+@pytest.fixture
+def lab_b_order(lab_b_objects, actor_b):
+    """An order of lab B's patient, received, with a value typed and validated."""
+    from coffre.lab import workflow
+    from coffre.lab.orders import OrderRequest, create_order
+
+    patient = lab_b_objects[0]
+    order = create_order(actor_b, OrderRequest(patient_id=patient.id, tests=("HB", "K"),
+                                               prescriber_name=B_ROW["first_names"],
+                                               clinical_info=B_ROW["notes"]))
+    technician = Actor("b-technician", actor_b.lab_id, Role.TECHNICIAN, "cli")
+    for specimen in order.specimens.all():
+        workflow.receive(actor_b, specimen.barcode)
+    hb = order.results.get(loinc="718-7")
+    workflow.enter_results(technician, [workflow.Entry(hb.id, "6.2")])  # a critical value
+    workflow.validate_technically(technician, [hb.id])
+    return order
 
 
 class Walker:
@@ -180,17 +201,21 @@ def walk(users: dict, fill: dict[str, list], forbidden: set[str],
 
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
 def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
-        lab_a, lab_b, sister_lab, actor_a, lab_b_objects, capsys):
+        lab_a, lab_b, sister_lab, actor_a, lab_b_objects, lab_b_order, capsys):
     patient_b, alert_b, lock_b = lab_b_objects
     create_patient(actor_a, patient_row())  # lab A has a patient of its own
     # The walk must not lock the accounts it walks with (it would only see the lock page).
     AuditSettings.objects.create(lab=lab_a, hard_per_10_minutes=100_000,
                                  soft_per_10_minutes=100_000, hard_per_hour=100_000,
                                  soft_per_hour=100_000)
+    b_staff = member(B_STAFF_PERSON, lab_b, Role.LAB_MANAGER)
     forbidden = identifying_values(B_ROW) | {B_ALERT_PERSON, B_ALERT_SUMMARY,
-                                             B_LOCK_PERSON, B_LOCK_REASON}
+                                             B_LOCK_PERSON, B_LOCK_REASON, B_STAFF_PERSON}
     fill = {"patient_id": [patient_b.id, uuid.uuid4()], "alert_id": [alert_b.pk],
-            "lock_id": [lock_b.pk]}
+            "lock_id": [lock_b.pk], "order_id": [lab_b_order.id, uuid.uuid4()],
+            "loinc": ["718-7"],
+            "membership_id": [b_staff.memberships.get().pk,
+                              Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
     users = {role: member(f"walker-{role}", lab_a, role) for role in Role.values}
     users["anonymous"] = None
     assert set(users) - {"anonymous"} == {"secretary", "technician", "biologist",
@@ -198,7 +223,15 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
     # Password given, second factor not done: every page must send it to the code pages.
     users["secretary-2fa-pending"] = member("walker-2fa-pending", lab_a, Role.SECRETARY)
 
-    walker, leaks = walk(users, fill, forbidden, payloads(B_ROW, lab_b),
+    # The lab pages' fields, filled with lab B's rows: a scanned barcode, a result to
+    # validate, correct or acknowledge, a specimen to collect or reject.
+    b_result = lab_b_order.results.get(loinc="718-7")
+    lab_fields = {"barcode": lab_b_order.specimens.first().barcode, "result": str(b_result.id),
+                  "specimen": str(b_result.specimen_id), "action": "acknowledge",
+                  "note": "Prescripteur appelé", "reason": "hémolysé", "value": "7",
+                  f"value-{b_result.id}": "7", "validate": str(b_result.id)}
+    posts = [{**payload, **lab_fields} for payload in payloads(B_ROW, lab_b)]
+    walker, leaks = walk(users, fill, forbidden, posts,
                          pending=frozenset({"secretary-2fa-pending"}))
 
     expected = {p.name for p in site_patterns()}
@@ -219,7 +252,9 @@ def test_the_same_walk_finds_a_labs_own_patient_on_its_own_pages(lab_a, actor_a)
     mine = create_patient(actor_a, row)
     users = {"secretary": member("walker-own", lab_a, Role.SECRETARY)}
     values = identifying_values(row)
-    _, leaks = walk(users, {"patient_id": [mine.id], "alert_id": [1], "lock_id": [1]},
+    _, leaks = walk(users, {"patient_id": [mine.id], "alert_id": [1], "lock_id": [1],
+                            "order_id": [uuid.uuid4()], "loinc": ["718-7"],
+                            "membership_id": [1]},
                     values, payloads(row, lab_a))
 
     record = f"/patients/{mine.id}/"
@@ -244,3 +279,65 @@ def test_the_matcher_ignores_case_and_accents():
     assert found('<input name="email" value="maelys.quemeneur@example.org">', values,
                  {"email": B_ROW["email"]}) == set()
     assert "+33698765432" in values and "0698765432" in values
+
+
+@override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
+def test_a_patient_account_sees_nothing_of_another_patient_or_lab(
+        lab_a, lab_b, actor_a, lab_b_objects, lab_b_order, capsys):
+    """The same walk as a patient portal account of lab A: another patient of the same
+    lab (with a published order) and lab B's patient are both out of reach."""
+    from coffre.portal import activation
+    from coffre.portal.activation import Activation
+    from tests.lab_helpers import published, staff_of
+
+    staff = staff_of(lab_a)
+    own = create_patient(staff.secretary, patient_row())
+    other_row = patient_row(nir=make_nir("M", 1971, 4), sex="M", birth_name="Tanguy",
+                            used_name="", first_names="Erwan Loïc", birth_date="1971-04-09",
+                            phone="06 55 44 33 22", email="erwan.tanguy@example.org",
+                            address="3 quai Duguay-Trouin", notes="Suivi VIH")
+    other = create_patient(staff.secretary, other_row)
+    orders = [published(staff, person.id, K="4.4") for person in (own, other)]
+    user = activation.activate(Activation(activation.issue_code(staff.secretary, own.id),
+                                          "14/03/1985", "walker-patient",
+                                          STAFF_PASSWORD))
+    patient_b = lab_b_objects[0]
+    forbidden = identifying_values(other_row) | identifying_values(B_ROW)
+    fill = {"patient_id": [other.id, patient_b.id], "alert_id": [1], "lock_id": [1],
+            "order_id": [orders[1].id, lab_b_order.id], "loinc": ["2823-3"],
+            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
+    walker, leaks = walk({"patient": user}, fill, forbidden, payloads(other_row, lab_a))
+    assert not leaks, leaks
+    with capsys.disabled():
+        print(f"\nportal walk: {walker.requests} requests, nothing of another patient shown")
+
+
+@override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
+def test_a_prescriber_sees_nothing_of_another_doctors_patient(
+        lab_a, lab_b, lab_b_objects, lab_b_order, capsys):
+    """The walk as a prescriber account: a patient of lab A whose published order another
+    doctor prescribed, and lab B's patient, stay out of reach."""
+    from coffre.portal import prescriber
+    from tests.lab_helpers import PRESCRIBER_RPPS, published, staff_of
+
+    staff = staff_of(lab_a)
+    mine = create_patient(staff.secretary, patient_row())
+    other_row = patient_row(nir=make_nir("M", 1966, 9), sex="M", birth_name="Le Goff",
+                            used_name="", first_names="Yann Corentin",
+                            birth_date="1966-09-30", phone="06 11 22 33 44",
+                            email="yann.legoff@example.org", address="9 rue de Siam",
+                            notes="Chimiothérapie en cours")
+    other = create_patient(staff.secretary, other_row)
+    published(staff, mine.id, K="4.4")
+    theirs = published(staff, other.id, rpps="10009999995", K="4.9")
+    account, _ = prescriber.add_prescriber(PRESCRIBER_RPPS, "walker-doctor")
+    forbidden = identifying_values(other_row) | identifying_values(B_ROW)
+    fill = {"patient_id": [other.id, lab_b_objects[0].id], "alert_id": [1], "lock_id": [1],
+            "order_id": [theirs.id, lab_b_order.id], "loinc": ["2823-3"],
+            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
+    walker, leaks = walk({"doctor": account.user}, fill, forbidden,
+                         payloads(other_row, lab_a))
+    assert not leaks, leaks
+    with capsys.disabled():
+        print(f"\nprescriber walk: {walker.requests} requests, nothing of another "
+              "doctor's patient shown")
