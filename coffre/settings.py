@@ -62,6 +62,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # PostgreSQL row-level security: each request starts unlimited, then staff and
+    # portal views limit it to their labs (coffre.labs.rls).
+    "coffre.labs.rls.ScopeResetMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "coffre.accounts.sessions.SessionEpochMiddleware",  # "log out everywhere"
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

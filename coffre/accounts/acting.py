@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from coffre.accounts import mfa
 from coffre.accounts.models import Membership, Role
 from coffre.audit.detection import AccountLocked, ensure_not_locked
+from coffre.labs import rls
 from coffre.labs.tenancy import Actor
 
 SESSION_LAB = "acting_lab_id"
@@ -108,6 +109,7 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
             membership = mine[0]
         request.actor = actor_for(request, membership)
         request.membership = membership
+        rls.limit_to([membership.lab_id])  # the database's own check, on PostgreSQL
         try:
             ensure_not_locked(request.actor)
             return view(request, *args, **kwargs)

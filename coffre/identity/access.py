@@ -26,6 +26,7 @@ from coffre.identity.registry import (
     open_patient,
     sealed_row,
 )
+from coffre.labs import rls
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
@@ -174,7 +175,9 @@ def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")
     detection.ensure_not_locked(actor)
-    return Patient.unscoped.filter(lab__in=other_group_labs(actor), data_key__isnull=False)
+    labs = other_group_labs(actor)
+    rls.widen(lab.id for lab in labs)
+    return Patient.unscoped.filter(lab__in=labs, data_key__isnull=False)
 
 
 def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],

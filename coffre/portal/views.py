@@ -22,6 +22,7 @@ from coffre.lab import catalogue
 from coffre.lab.access import OrderNotFound
 from coffre.lab.reports import patient_name
 from coffre.lab.views import lab_errors, pdf_response
+from coffre.labs import rls
 from coffre.portal import prescriber, services
 from coffre.portal.activation import Activation, ActivationRefused, activate
 from coffre.portal.forms import ActivationForm
@@ -42,6 +43,7 @@ def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
         if account is None:
             raise PermissionDenied("not a patient account")
         request.patient_account = account
+        rls.limit_to([account.lab_id])
         try:
             ensure_not_locked(services.actor_for(account))
             return view(request, *args, **kwargs)
