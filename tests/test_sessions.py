@@ -139,3 +139,34 @@ def test_a_session_expires_after_inactivity(secretary):
         expire_date=timezone.now() - timedelta(seconds=1))
     response = client.get("/patients/")
     assert response.status_code == 302 and response.url.startswith("/connexion/")
+
+
+def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(lab_a):
+    from django.test import Client
+
+    from tests.conftest import STAFF_PASSWORD, member, second_factor_done
+
+    user = member("anne.change", lab_a, "secretary")
+    here, elsewhere = Client(), Client()
+    for client in (here, elsewhere):
+        client.force_login(user)
+        second_factor_done(client)
+    new = "une phrase de passe toute neuve 2026"
+    response = here.post("/compte/mot-de-passe/", {
+        "old_password": STAFF_PASSWORD, "new_password1": new, "new_password2": new})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password(new)
+    assert here.get("/patients/").status_code == 200
+    assert elsewhere.get("/patients/").status_code == 302  # back to the login page
+
+
+def test_a_weak_new_password_is_refused(lab_a, client):
+    from tests.conftest import STAFF_PASSWORD, member, second_factor_done
+
+    client.force_login(member("anne.weak", lab_a, "secretary"))
+    second_factor_done(client)
+    page = client.post("/compte/mot-de-passe/", {
+        "old_password": STAFF_PASSWORD, "new_password1": "azerty123",
+        "new_password2": "azerty123"})
+    assert page.status_code == 200 and "error" in page.content.decode()

@@ -1,6 +1,7 @@
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -204,3 +205,23 @@ def logout_everywhere(request: HttpRequest) -> HttpResponse:
     messages.success(request, _("Toutes vos sessions sont fermées, sur tous vos appareils. "
                                 "Reconnectez-vous."))
     return redirect("login")
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def password_change(request: HttpRequest) -> HttpResponse:
+    """Change one's password (a temporary one first of all). Staff and prescribers pass
+    their second factor first. Django ends the person's other sessions (their session
+    hash changes) and keeps this one."""
+    if memberships(request.user) or mfa.is_enrolled(request.user):
+        pending = second_factor_pending(request)
+        if pending:
+            return pending
+    form = PasswordChangeForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        update_session_auth_hash(request, user)
+        messages.success(request, _("Mot de passe changé. Vos autres sessions sont fermées."))
+        return redirect("home")
+    return render(request, "accounts/password_change.html", {"form": form})

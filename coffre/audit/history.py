@@ -39,6 +39,7 @@ KIND_LABELS = {
     "labels": _("étiquettes"),
     "receipt": _("reçu de prélèvement"),
     "portal": _("compte du portail patient"),
+    "portal_code": _("code d'activation du portail"),
 }
 OTHER_ROLES = {"analyser": _("Automate"), "patient": _("Patient (portail)"),
                "prescriber": _("Prescripteur (portail)"), "cli": _("Ligne de commande"),

@@ -87,7 +87,7 @@ def issue_code(actor: Actor, patient_id: uuid.UUID, *, now: dt.datetime | None =
                 break
             except IntegrityError:
                 continue
-    log.record(actor, "create", [patient_id], kind="portal")
+    log.record(actor, "create", [patient_id], kind="portal_code")
     return f"{public}-{secret}"
 
 
