@@ -139,6 +139,36 @@ def _start_history(lab_id: int, made: list[tuple], seed: int, index: int):
     return History(lab_id, made, seed=seed * 1_000 + index)
 
 
+def _demo_portals(lab) -> Iterator[str]:
+    """A patient activation code and a prescriber login, to try both portals."""
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts import mfa
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import open_patient
+    from coffre.lab.demo import PRESCRIBERS, staff_for
+    from coffre.lab.models import Order, ResultState
+    from coffre.portal import activation, prescriber
+    from coffre.portal.models import PatientAccount
+
+    order = (Order.unscoped.filter(lab=lab, results__state=ResultState.PUBLISHED,
+                                   bi_prescriber__isnull=False)
+             .exclude(patient_id__in=PatientAccount.objects.values("patient_id"))
+             .order_by("-created_at").first())
+    if order is not None:
+        code = activation.issue_code(staff_for(1, lab.id).secretary, order.patient_id)
+        born = open_patient(Patient.unscoped.get(pk=order.patient_id), ["birth_date"])
+        yield (f"  patient portal: /portail/activation/ with code {code} and birth date "
+               f"{born.birth_date} (synthetic patient; the code serves once)")
+    rpps, name = PRESCRIBERS[0]
+    # New password and key at every start, as for the staff demo logins.
+    get_user_model().objects.filter(username="dr.bernard").delete()
+    account, password = prescriber.add_prescriber(rpps, "dr.bernard")
+    secret = mfa.enroll_confirmed(account.user)
+    yield (f"  prescriber portal: dr.bernard / {password}  (Dr {name}, RPPS {rpps}); "
+           f"TOTP key (DEMO ONLY): {secret}")
+
+
 def _split(total: int, parts: int, seed: int) -> list[int]:
     """Uneven but deterministic lab sizes, as real labs differ."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
@@ -189,3 +219,5 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
         example = next(synthetic.generate_patients(1, DEMO_SEED, start_index=starts[number - 1]))
         yield (f"      try: name {example['birth_name']}, born {example['birth_date']} "
                "(synthetic patient)")
+        if number == 1:
+            yield from _demo_portals(lab)

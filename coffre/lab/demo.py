@@ -29,6 +29,8 @@ DEMO_STAFF: tuple[tuple[str, str], ...] = (
     ("-tech", "technician"),
     ("-bio", "biologist"),
     ("-bio2", "biologist"),
+    ("-resp", "lab_manager"),
+    ("-dpo", "dpo"),
 )
 PRESCRIBERS = (("10003456786", "Paul Bernard"), ("10000000025", "Hélène Roux"))
 HISTORY_MONTHS = 5
@@ -40,6 +42,8 @@ class DemoStaff:
     technician: Actor
     biologist: Actor
     other_biologist: Actor
+    manager: Actor
+    dpo: Actor
 
 
 def demo_usernames(number: int) -> list[tuple[str, str]]:
