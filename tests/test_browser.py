@@ -64,6 +64,25 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
+def open_page(browser, live_server):
+    """A fresh browser context (its own cookies) per person: ``open_page()``."""
+    contexts = []
+
+    def new_page():
+        context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                      locale="fr-FR", base_url=live_server.url,
+                                      accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        return page
+
+    yield new_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
 def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR",
                                   base_url=live_server.url)

@@ -20,29 +20,12 @@ from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
     browser,
     inline_code,
     log_in,
+    open_page,
     shoot,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 S = ResultState
-
-
-@pytest.fixture
-def open_page(browser, live_server):  # noqa: F811
-    contexts = []
-
-    def new_page():
-        context = browser.new_context(viewport={"width": 1280, "height": 800},
-                                      locale="fr-FR", base_url=live_server.url,
-                                      accept_downloads=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        return page
-
-    yield new_page
-    for context in contexts:
-        context.close()
 
 
 def no_inline_code(page) -> None:
@@ -67,7 +50,7 @@ def history(staff, patient_id, values: list[str]) -> None:
         workflow.publish(staff.biologist, order)
 
 
-def test_a_day_at_the_lab_from_order_to_report(open_page, lab_a):
+def test_a_day_at_the_lab_from_order_to_report(open_page, lab_a):  # noqa: F811
     staff = staff_of(lab_a)
     claire = create_patient(staff.secretary, patient_row())
     history(staff, claire.id, ["3.9", "4.4", "5.3", "4.6"])

@@ -24,6 +24,7 @@ from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
     browser,
     inline_code,
     log_in,
+    open_page,
     second_factor,
     shoot,
 )
@@ -34,25 +35,6 @@ OTHER_RPPS = "10009999995"
 CODE = re.compile(r"\b[0-9A-Z]{6}-[0-9A-Z]{10}\b")
 PATIENT_LOGIN = "claire.m85"
 PATIENT_PASSWORD = "Sept tulipes rouges au jardin !"
-
-
-@pytest.fixture
-def open_page(browser, live_server):  # noqa: F811
-    """A fresh browser context (its own cookies) per person."""
-    contexts = []
-
-    def new_page():
-        context = browser.new_context(viewport={"width": 1280, "height": 800},
-                                      locale="fr-FR", base_url=live_server.url,
-                                      accept_downloads=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        return page
-
-    yield new_page
-    for context in contexts:
-        context.close()
 
 
 def no_inline_code(page) -> None:
@@ -117,7 +99,7 @@ def activate(page, code: str, birth_date: str = "14/03/1985") -> None:
 
 
 def test_a_patient_activates_the_portal_with_the_receipt_and_reads_their_results(
-        open_page, lab_a):
+        open_page, lab_a):  # noqa: F811 - the shared fixture
     staff, _claire, earlier, latest = claires_orders(lab_a)
     code = print_receipt(open_page(), staff, latest)
 
@@ -203,7 +185,7 @@ def test_a_patient_activates_the_portal_with_the_receipt_and_reads_their_results
 
 
 def test_a_doctor_logs_in_with_the_second_factor_and_reads_their_prescriptions(
-        open_page, lab_a):
+        open_page, lab_a):  # noqa: F811 - the shared fixture
     staff, claire, earlier, latest = claires_orders(lab_a)
     sophie = create_patient(staff.secretary, patient_row(
         nir=make_nir("F", 1990, 7), birth_name="Durand", used_name="", first_names="Sophie",
