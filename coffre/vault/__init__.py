@@ -25,6 +25,15 @@ from coffre.vault.otp import (
     otp_secret_from_base32,
     otp_uri,
 )
+from coffre.vault.recipient import (
+    RecipientKeyError,
+    check_recipient,
+    decrypt_with,
+    encrypt_to,
+    fingerprint,
+    new_recipient_identity,
+)
+from coffre.vault.stream import decrypt_stream, encrypt_stream, read_header
 
 __all__ = [
     "ENV_VAR",
@@ -33,19 +42,28 @@ __all__ = [
     "Key",
     "KeyProviderError",
     "MasterKeys",
+    "RecipientKeyError",
     "VaultError",
     "add_key_version",
+    "check_recipient",
     "context",
     "context_prefix",
     "create_key_file",
+    "decrypt_stream",
+    "decrypt_with",
+    "encrypt_stream",
+    "encrypt_to",
+    "fingerprint",
     "index_bits",
     "key_id_of",
     "load_master_keys",
     "new_otp_secret",
+    "new_recipient_identity",
     "otp_base32",
     "otp_code",
     "otp_counter",
     "otp_match",
     "otp_secret_from_base32",
     "otp_uri",
+    "read_header",
 ]

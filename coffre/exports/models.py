@@ -1,0 +1,54 @@
+"""Export requests and the fingerprints of their watermark rows. Operational values only:
+no patient value is ever stored here (the watermark rows are synthetic, and only their
+keyed fingerprints are kept)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class ExportState(models.TextChoices):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    PRODUCED = "produced"
+    DOWNLOADED = "downloaded"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+class ExportRequest(models.Model):
+    lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT, related_name="+")
+    purpose = models.TextField()  # why: not patient data, kept in clear for the DPO
+    recipient = models.CharField(max_length=200)
+    recipient_key = models.CharField(max_length=200)  # age X25519 public key
+    fields = models.CharField(max_length=400)  # registry CSV columns, comma-separated
+    period_from = models.DateField()
+    period_to = models.DateField()
+    patient_ids = models.JSONField(null=True, blank=True)  # optional explicit list (ids)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField(default=timezone.now)
+    approved_by = models.CharField(max_length=150, blank=True)
+    approved_role = models.CharField(max_length=20, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=12, choices=ExportState.choices,
+                             default=ExportState.REQUESTED)
+    size_estimate = models.PositiveIntegerField(default=0)  # patients covered (counted)
+    rows_exported = models.PositiveIntegerField(null=True, blank=True)
+    produced_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    downloaded_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)  # expired or refused
+
+    def field_list(self) -> list[str]:
+        return self.fields.split(",")
+
+
+class ExportWatermark(models.Model):
+    """Keyed fingerprints (HMAC under the installation's "exports" key) of one export's
+    synthetic watermark rows: a whole row, and each distinctive cell. A copy of the
+    database cannot confirm a guess without the key."""
+
+    export = models.ForeignKey(ExportRequest, on_delete=models.CASCADE,
+                               related_name="watermarks")
+    fingerprint = models.CharField(max_length=64, db_index=True)

@@ -1,0 +1,405 @@
+"""Controlled exports (the 2021 leak began with an unchecked migration extract).
+
+request -> approve (a second person: DPO above the lab's threshold, lab manager or DPO
+otherwise) -> run (only the requested fields of only the covered patients, watermark
+rows mixed in, the CSV built in memory and encrypted to the recipient's age key before
+anything touches disk) -> fetch (copied out, deleted from staging) or purge (deleted at
+expiry).
+
+Audit: one entry per exported patient, action "export", role "export", channel "cli",
+the purpose sealed as "export <id>: <purpose>". They are appended to the chain directly
+(as coffre.audit.log.record does) WITHOUT the mass-reading detection: an approved export
+of a few hundred patients would cross the hard threshold and lock the operating-system
+account running it, mid-file; the two-person approval is this channel's control, and
+the entries still make every patient's export visible in their history.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import random
+import secrets
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from coffre import config
+from coffre.accounts.models import Membership, Role
+from coffre.audit import canaries, chain
+from coffre.audit.detection import DEFAULTS
+from coffre.audit.log import seal_text
+from coffre.audit.models import AuditSettings
+from coffre.exports.models import ExportRequest, ExportState, ExportWatermark
+from coffre.identity import synthetic
+from coffre.identity.access import patients_for
+from coffre.identity.models import Patient
+from coffre.identity.registry import CSV_COLUMNS, clean_values, open_patient
+from coffre.lab.models import Order
+from coffre.labs.models import Lab
+from coffre.labs.tenancy import Actor, cli_actor
+from coffre.vault import check_recipient, encrypt_to, fingerprint
+
+EXPORT_ROLE = "export"  # the role of audit entries written by an export run
+DEFAULT_DAYS = 7
+MAX_DAYS = 30
+WATERMARK_ROWS = (2, 3)
+# Columns whose values are near-unique: a single leaked cell is enough to attribute.
+DISTINCTIVE = ("nir", "birth_name", "first_names", "address", "phone", "email")
+_FP_INFO = b"coffre/export-watermark/v1"
+
+
+class ExportError(ValueError):
+    """A refused request or operation; the message says why (never a patient value)."""
+
+
+# --- request ---------------------------------------------------------------------------
+
+def parse_fields(text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    if not fields:
+        raise ExportError("--fields: name at least one registry column")
+    unknown = [f for f in fields if f not in CSV_COLUMNS]
+    if unknown:
+        raise ExportError(f"unknown field(s): {', '.join(unknown)} (known: "
+                          f"{', '.join(CSV_COLUMNS)})")
+    return list(dict.fromkeys(fields))
+
+
+def _day_bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    tz = timezone.get_current_timezone()
+    return (dt.datetime.combine(start, dt.time.min, tz),
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tz))
+
+
+def covered(export: ExportRequest, actor: Actor) -> QuerySet[Patient]:
+    """The patients an export covers: the lab's (through patients_for), created or with
+    an order within the period, and within the explicit list when there is one."""
+    low, high = _day_bounds(export.period_from, export.period_to)
+    with_orders = Order.unscoped.filter(lab_id=export.lab_id, created_at__gte=low,
+                                       created_at__lt=high).values("patient_id")
+    scope = patients_for(actor).filter(Q(created_at__gte=low, created_at__lt=high)
+                                       | Q(id__in=with_orders))
+    if export.patient_ids is not None:
+        scope = scope.filter(id__in=[uuid.UUID(p) for p in export.patient_ids])
+    return scope
+
+
+def _person_in_lab(username: str, lab: Lab) -> Membership | None:
+    return (Membership.objects.select_related("user")
+            .filter(user__username=username, user__is_active=True, lab=lab).first())
+
+
+def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str,
+                   fields: str, period_from: dt.date, period_to: dt.date,
+                   patient_ids: list[str] | None = None, requested_by: str) -> ExportRequest:
+    if not purpose.strip():
+        raise ExportError("a purpose is required")
+    if not recipient.strip():
+        raise ExportError("a recipient is required")
+    if period_from > period_to:
+        raise ExportError("the period starts after it ends")
+    names = parse_fields(fields)
+    try:
+        key = check_recipient(recipient_key)
+    except ValueError as exc:
+        raise ExportError(f"--recipient-key: {exc}") from None
+    ids = None
+    if patient_ids is not None:
+        try:
+            ids = sorted({str(uuid.UUID(p.strip())) for p in patient_ids if p.strip()})
+        except ValueError:
+            raise ExportError("the patient list holds something that is not a UUID") from None
+        if not ids:
+            raise ExportError("the patient list is empty")
+    export = ExportRequest(lab=lab, purpose=purpose.strip(), recipient=recipient.strip(),
+                           recipient_key=key, fields=",".join(names),
+                           period_from=period_from, period_to=period_to, patient_ids=ids,
+                           requested_by=requested_by)
+    export.size_estimate = covered(export, _runner(lab)).count()
+    export.save()
+    return export
+
+
+def _runner(lab: Lab) -> Actor:
+    return cli_actor(lab.id, role=EXPORT_ROLE)
+
+
+# --- approval --------------------------------------------------------------------------
+
+def dpo_threshold(lab_id: int) -> int:
+    own = AuditSettings.objects.filter(lab_id=lab_id).values_list(
+        "export_approval_patients", flat=True).first()
+    return own if own is not None else DEFAULTS["export_approval_patients"]
+
+
+def _same_person(one: str, two: str) -> bool:
+    """``os:alice`` (the CLI) and ``alice`` (an account) are taken as the same person."""
+    return one.removeprefix("os:").casefold() == two.removeprefix("os:").casefold()
+
+
+def _get(export_id: int | str) -> ExportRequest:
+    try:
+        return ExportRequest.objects.select_related("lab").get(pk=int(export_id))
+    except (ValueError, ExportRequest.DoesNotExist):
+        raise ExportError(f"no export {export_id}") from None
+
+
+def _needed_roles(size: int, lab_id: int) -> set[str]:
+    if size > dpo_threshold(lab_id):
+        return {Role.DPO}
+    return {Role.DPO, Role.LAB_MANAGER}
+
+
+def approve(export_id: int | str, by: str) -> ExportRequest:
+    with transaction.atomic():
+        export = _get(export_id)
+        if export.state != ExportState.REQUESTED:
+            raise ExportError(f"export {export.pk} is {export.state}, not awaiting approval")
+        if _same_person(by, export.requested_by):
+            raise ExportError("an export must be approved by a second person, not the one "
+                              "who requested it")
+        membership = _person_in_lab(by, export.lab)
+        if membership is None:
+            raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
+        export.size_estimate = covered(export, _runner(export.lab)).count()
+        needed = _needed_roles(export.size_estimate, export.lab_id)
+        if membership.role not in needed:
+            if needed == {Role.DPO}:
+                raise ExportError(
+                    f"this export covers {export.size_estimate} patients (more than "
+                    f"{dpo_threshold(export.lab_id)}): only the data-protection officer "
+                    f"(role dpo) may approve it; {by} is {membership.role}")
+            raise ExportError(f"only a lab manager or the DPO may approve an export; {by} is "
+                              f"{membership.role}")
+        export.state, export.approved_by = ExportState.APPROVED, by
+        export.approved_role, export.approved_at = membership.role, timezone.now()
+        export.save()
+    return export
+
+
+def refuse(export_id: int | str, by: str) -> ExportRequest:
+    export = _get(export_id)
+    if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
+        raise ExportError(f"export {export.pk} is {export.state}: too late to refuse")
+    membership = _person_in_lab(by, export.lab)
+    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
+        raise ExportError("only a lab manager or the DPO of the lab may refuse an export")
+    export.state, export.closed_at = ExportState.REFUSED, timezone.now()
+    export.save()
+    return export
+
+
+# --- run -------------------------------------------------------------------------------
+
+def staging_dir() -> Path:
+    return config.subdir("exports")
+
+
+def staged_file(export: ExportRequest) -> Path:
+    return staging_dir() / f"{export.pk}.csv.age"
+
+
+def _fp_key() -> bytes:
+    from coffre.keyring import services as keyring
+
+    return keyring.installation_key("exports").derive(_FP_INFO)
+
+
+def _row_fp(key: bytes, row: dict[str, str]) -> str:
+    return fingerprint(key, "row\0" + json.dumps(sorted(row.items()), ensure_ascii=False))
+
+
+def _cell_fp(key: bytes, column: str, value: str) -> str:
+    return fingerprint(key, f"cell\0{column}\0{value}")
+
+
+def _fingerprints(key: bytes, row: dict[str, str]) -> set[str]:
+    found = {_row_fp(key, row)}
+    found.update(_cell_fp(key, c, v) for c, v in row.items() if c in DISTINCTIVE and v)
+    return found
+
+
+def watermark_rows(fields: list[str], rng: random.Random) -> list[dict[str, str]]:
+    """2-3 synthetic, valid patients, with a random surname part so that no real
+    patient nor another export shares them; only the requested fields."""
+    count = rng.randint(*WATERMARK_ROWS)
+    rows = []
+    for row in synthetic.generate_patients(count, seed=rng.randrange(10**9),
+                                           start_index=rng.randrange(10**6)):
+        row["birth_name"] += "-" + "".join(rng.choice("bdgklmnrstv") + rng.choice("aeiou")
+                                           for _ in range(3)).title()
+        values, errors = clean_values(row)
+        if errors:
+            raise RuntimeError(f"generated watermark row failed validation: {errors[0]}")
+        rows.append({name: values.get(name, "") for name in fields})
+    return rows
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
+    if not 1 <= days <= MAX_DAYS:
+        raise ExportError(f"the expiry must be between 1 and {MAX_DAYS} days")
+    export = _get(export_id)
+    if export.state != ExportState.APPROVED:
+        raise ExportError(f"export {export.pk} is {export.state}: only an approved export "
+                          "can run")
+    actor = _runner(export.lab)
+    fields = export.field_list()
+    scope = covered(export, actor)
+    if scope.count() > dpo_threshold(export.lab_id) and export.approved_role != Role.DPO:
+        raise ExportError("the export now covers more patients than the DPO threshold: it "
+                          "needs a new request approved by the DPO")
+    rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows
+    rows, ids = [], []
+    for patient in scope.order_by("id").iterator(chunk_size=500):
+        record = open_patient(patient, fields)
+        rows.append([record.values.get(name, "") for name in fields])
+        ids.append(patient.id)
+    marks = watermark_rows(fields, rng)
+    for mark in marks:
+        rows.insert(rng.randint(0, len(rows)), [mark[name] for name in fields])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(fields)
+    writer.writerows(rows)
+    sealed = encrypt_to(export.recipient_key, text.getvalue().encode())
+    del rows, text  # the clear values leave memory with these
+    key = _fp_key()
+    prints = set().union(*(_fingerprints(key, mark) for mark in marks))
+    path = staged_file(export)
+    _write_private(path, sealed)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            ExportWatermark.objects.bulk_create(
+                [ExportWatermark(export=export, fingerprint=fp) for fp in sorted(prints)])
+            _log_export(actor, export, ids, now)
+            export.state, export.rows_exported, export.produced_at = (
+                ExportState.PRODUCED, len(ids), now)
+            export.expires_at = now + dt.timedelta(days=days)
+            export.size_estimate = len(ids)
+            export.save()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if export.patient_ids is not None:
+        # Picked by id: a canary in the list is a trap sprung (alert names the reader).
+        canaries.check_reads(actor, ids)
+    return export
+
+
+def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
+                at: dt.datetime) -> None:
+    """One chained entry per exported patient, as coffre.audit.log.record writes them,
+    without the mass-reading detection (see the module's docstring)."""
+    entry = {"at": at, "person": actor.person, "role": EXPORT_ROLE, "channel": actor.channel,
+             "lab_id": actor.lab_id, "action": "export", "kind": "export",
+             "address": actor.address, "outcome": "ok",
+             "purpose": seal_text(f"export {export.pk}: {export.purpose} (requested by "
+                                  f"{export.requested_by}, approved by "
+                                  f"{export.approved_by})", "purpose")}
+    for start in range(0, len(ids), 5000):
+        chain.append([{**entry, "patient_id": pid} for pid in ids[start:start + 5000]])
+
+
+# --- fetch, expiry, listing ------------------------------------------------------------
+
+def fetch(export_id: int | str, out: Path) -> ExportRequest:
+    export = _get(export_id)
+    if export.state != ExportState.PRODUCED:
+        raise ExportError(f"export {export.pk} is {export.state}: nothing to fetch")
+    if export.expires_at and export.expires_at <= timezone.now():
+        purge_expired()
+        raise ExportError(f"export {export.pk} has expired; its file was deleted")
+    if out.exists() or out.is_symlink():
+        raise ExportError(f"{out} exists: not replacing it")
+    source = staged_file(export)
+    data = source.read_bytes()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    source.unlink()
+    export.state, export.downloaded_at = ExportState.DOWNLOADED, timezone.now()
+    export.save()
+    return export
+
+
+def purge_expired(now: dt.datetime | None = None) -> list[int]:
+    """Delete the staged files of produced exports past their expiry."""
+    now = now or timezone.now()
+    done = []
+    for export in ExportRequest.objects.filter(state=ExportState.PRODUCED,
+                                               expires_at__lte=now):
+        staged_file(export).unlink(missing_ok=True)
+        export.state, export.closed_at = ExportState.EXPIRED, now
+        export.save()
+        done.append(export.pk)
+    return done
+
+
+def listing(lab: Lab) -> list[dict]:
+    def iso(value):
+        return value.isoformat() if value else None
+
+    return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": e.purpose,
+             "recipient": e.recipient, "fields": e.field_list(),
+             "from": e.period_from.isoformat(), "to": e.period_to.isoformat(),
+             "explicit_patients": e.patient_ids is not None,
+             "size_estimate": e.size_estimate, "requested_by": e.requested_by,
+             "requested_at": iso(e.requested_at), "approved_by": e.approved_by or None,
+             "produced_at": iso(e.produced_at), "expires_at": iso(e.expires_at),
+             "downloaded_at": iso(e.downloaded_at)}
+            for e in ExportRequest.objects.filter(lab=lab).order_by("pk")]
+
+
+# --- attribution of a leaked file --------------------------------------------------------
+
+def attribute(csv_text: str) -> int | None:
+    """The export a leaked CSV came from, by its watermark rows (None when none match,
+    or when two exports match equally)."""
+    key = _fp_key()
+    lines = list(csv.reader(io.StringIO(csv_text)))
+    if not lines:
+        return None
+    header = [h.strip() for h in lines[0]]
+    prints: set[str] = set()
+    if header and all(h in CSV_COLUMNS for h in header):
+        for line in lines[1:]:
+            prints |= _fingerprints(key, dict(zip(header, line, strict=False)))
+    else:  # no header: try each cell as each distinctive column
+        for line in lines:
+            prints |= {_cell_fp(key, c, v) for v in line if v for c in DISTINCTIVE}
+    if not prints:
+        return None
+    votes: Counter[int] = Counter()
+    ordered = sorted(prints)
+    for start in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
+        votes.update(ExportWatermark.objects.filter(fingerprint__in=ordered[start:start + 500])
+                     .values_list("export_id", flat=True))
+    ranked = votes.most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]

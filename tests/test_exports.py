@@ -1,0 +1,234 @@
+"""Controlled exports: approved by a second person, minimised, watermarked, encrypted to
+the recipient, and deleted from staging."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import stat
+
+import pytest
+from django.utils import timezone
+
+from coffre import config
+from coffre.audit.models import AccessEvent, AccountLock, AuditSettings
+from coffre.exports import services
+from coffre.exports.models import ExportState
+from coffre.identity.access import create_patient
+from coffre.identity.models import Patient
+from coffre.labs.tenancy import Actor
+from coffre.vault import DecryptionError, decrypt_with, new_recipient_identity
+from tests.cli_helpers import drop_database, make_cli
+from tests.conftest import make_nir, member, patient_row
+
+TODAY = dt.date.today()
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    """A staging area of its own for each test (the master key stays where it is)."""
+    monkeypatch.setenv("COFFRE_KEY_FILE", str(config.key_file()))
+    monkeypatch.setenv("COFFRE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def keys():
+    return new_recipient_identity()  # (identity, recipient)
+
+
+@pytest.fixture
+def people(lab_a):
+    return {name: member(name, lab_a, role) for name, role in
+            (("sam", "secretary"), ("maud", "lab_manager"), ("dora", "dpo"))}
+
+
+@pytest.fixture
+def patients(lab_a, lab_b, people):
+    """Two patients of lab A in the period, one of lab A created in 2019, one of lab B."""
+    a = Actor("sam", lab_a.id, "secretary", "web")
+    inside = [create_patient(a, patient_row()),
+              create_patient(a, patient_row(nir=make_nir("M", 1970, 5), sex="M",
+                                            birth_name="Quéméneur", first_names="Yann",
+                                            birth_date="1970-05-02", phone="06 98 76 54 32",
+                                            email="yann.q@example.fr",
+                                            notes="Traitement antirétroviral"))]
+    old = create_patient(a, patient_row(nir=make_nir("F", 1960, 1), birth_name="Anciennet",
+                                        birth_date="1960-01-20", email="old@example.fr"))
+    Patient.unscoped.filter(id=old.id).update(
+        created_at=timezone.make_aware(dt.datetime(2019, 6, 1)))
+    other = create_patient(Actor("bob", lab_b.id, "secretary", "web"),
+                           patient_row(birth_name="Autrelabo", email="b@example.fr"))
+    return inside, old, other
+
+
+def ask(lab, recipient, fields="nir,birth_name", by="sam", **extra):
+    return services.request_export(
+        lab, purpose="migration vers le nouveau SIL", recipient="Éditeur X",
+        recipient_key=recipient, fields=fields, period_from=TODAY - dt.timedelta(days=1),
+        period_to=TODAY + dt.timedelta(days=1), requested_by=by, **extra)
+
+
+def produced(lab, recipient, **extra):
+    export = ask(lab, recipient, **extra)
+    services.approve(export.pk, "maud")
+    return services.run(export.pk)
+
+
+def decrypted(export, identity) -> str:
+    return decrypt_with(identity, services.staged_file(export).read_bytes()).decode()
+
+
+def test_the_file_holds_only_requested_fields_of_covered_patients(lab_a, patients, keys):
+    inside, old, _other = patients
+    export = produced(lab_a, keys[1])
+    assert export.state == ExportState.PRODUCED and export.rows_exported == 2
+    rows = list(csv.reader(io.StringIO(decrypted(export, keys[0]))))
+    assert rows[0] == ["nir", "birth_name"]
+    body = {tuple(r) for r in rows[1:]}
+    assert all(len(r) == 2 for r in body) and 4 <= len(body) <= 5  # 2 + 2-3 watermarks
+    for record in inside:
+        assert (record.values["nir"], record.values["birth_name"]) in body
+    flat = "\n".join(",".join(r) for r in rows)
+    for absent in (old.values["nir"], "Anciennet", "Autrelabo", "example.fr", "Traitement",
+                   "1985-03-14"):
+        assert absent not in flat
+    path = services.staged_file(export)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not list(path.parent.glob("*.partial"))
+    # One "export" entry per patient, role export, and no lock for the CLI account.
+    events = AccessEvent.objects.filter(action="export")
+    assert {e.patient_id for e in events} == {r.id for r in inside}
+    assert {(e.role, e.channel) for e in events} == {("export", "cli")}
+    assert not AccountLock.objects.exists()
+
+
+def test_the_staged_file_is_unreadable_without_the_private_key(lab_a, patients, keys):
+    inside, _, _ = patients
+    export = produced(lab_a, keys[1], fields="nir,birth_name,first_names,email,notes")
+    blob = services.staged_file(export).read_bytes()
+    assert blob.startswith(b"age-encryption.org/v1")
+    for record in inside:
+        for value in record.values.values():
+            if len(value) > 2:
+                assert value.encode() not in blob
+    with pytest.raises(DecryptionError):
+        decrypt_with(new_recipient_identity()[0], blob)
+
+
+def test_an_unapproved_export_cannot_run(lab_a, patients, keys):
+    export = ask(lab_a, keys[1])
+    with pytest.raises(services.ExportError, match="only an approved export"):
+        services.run(export.pk)
+    assert not services.staged_file(export).exists()
+
+
+def test_self_approval_and_wrong_roles_are_refused(lab_a, patients, keys):
+    export = ask(lab_a, keys[1], by="maud")
+    with pytest.raises(services.ExportError, match="second person"):
+        services.approve(export.pk, "maud")
+    with pytest.raises(services.ExportError, match="second person"):
+        services.approve(ask(lab_a, keys[1], by="os:maud").pk, "maud")
+    with pytest.raises(services.ExportError, match="lab manager or the DPO"):
+        services.approve(export.pk, "sam")
+    with pytest.raises(services.ExportError, match="not an active member"):
+        services.approve(export.pk, "bob")
+    assert services.approve(export.pk, "dora").state == ExportState.APPROVED
+
+
+def test_a_large_export_needs_the_dpo(lab_a, patients, keys):
+    AuditSettings.objects.create(lab=lab_a, export_approval_patients=1)
+    export = ask(lab_a, keys[1])
+    assert export.size_estimate == 2
+    with pytest.raises(services.ExportError, match="only the data-protection officer"):
+        services.approve(export.pk, "maud")
+    services.approve(export.pk, "dora")
+    assert services.run(export.pk).rows_exported == 2
+
+
+def test_watermark_rows_attribute_a_leaked_file(lab_a, patients, keys):
+    first = produced(lab_a, keys[1], fields="nir,birth_name,email")
+    second = produced(lab_a, keys[1], fields="nir,birth_name,email")
+    text_1, text_2 = decrypted(first, keys[0]), decrypted(second, keys[0])
+    assert services.attribute(text_1) == first.pk
+    assert services.attribute(text_2) == second.pk
+    # Columns reordered, and without a header: still found.
+    rows = list(csv.reader(io.StringIO(text_2)))
+    swapped = "\n".join(",".join(reversed(r)) for r in rows) + "\n"
+    assert services.attribute(swapped) == second.pk
+    headerless = "\n".join(",".join(r) for r in rows[1:]) + "\n"
+    assert services.attribute(headerless) == second.pk
+    # Real patients only: no export claimed.
+    real = [rows[0]] + [r for r in rows[1:] if r[0] in {p.values["nir"] for p in patients[0]}]
+    assert services.attribute("\n".join(",".join(r) for r in real)) is None
+
+
+def test_expiry_deletes_the_staged_file(lab_a, patients, keys):
+    export = produced(lab_a, keys[1])
+    path = services.staged_file(export)
+    assert services.purge_expired() == [] and path.exists()
+    assert services.purge_expired(timezone.now() + dt.timedelta(days=8)) == [export.pk]
+    export.refresh_from_db()
+    assert export.state == ExportState.EXPIRED and not path.exists()
+    with pytest.raises(services.ExportError, match="nothing to fetch"):
+        services.fetch(export.pk, path.parent / "out.age")
+
+
+def test_fetch_copies_the_file_out_and_deletes_it_from_staging(lab_a, patients, keys,
+                                                                tmp_path):
+    export = produced(lab_a, keys[1])
+    staged = services.staged_file(export)
+    blob = staged.read_bytes()
+    out = tmp_path / "export.csv.age"
+    assert services.fetch(export.pk, out).state == ExportState.DOWNLOADED
+    assert out.read_bytes() == blob and not staged.exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with pytest.raises(services.ExportError, match="downloaded"):
+        services.fetch(export.pk, tmp_path / "again.age")
+
+
+def test_unknown_fields_are_refused_by_name(lab_a, keys):
+    with pytest.raises(services.ExportError, match=r"unknown field\(s\): password, hiv_status"):
+        ask(lab_a, keys[1], fields="nir,password,hiv_status")
+
+
+def test_an_explicit_patient_list_narrows_the_export(lab_a, patients, keys):
+    inside, old, _ = patients
+    export = produced(lab_a, keys[1], patient_ids=[str(inside[1].id), str(old.id)])
+    assert export.rows_exported == 1  # the 2019 patient is outside the period
+    assert inside[1].values["nir"] in decrypted(export, keys[0])
+
+
+def test_the_cli_end_to_end(tmp_path_factory):
+    cli, database = make_cli(tmp_path_factory.mktemp("home"))
+    try:
+        cli.run("init")
+        demo = cli.run("demo", "--patients", "4").stdout
+        finess = re.search(r"demo1 / .*FINESS (\d{9})", demo).group(1)
+        identity, recipient = new_recipient_identity()
+        common = ("export", "request", "--lab", finess, "--purpose", "étude", "--recipient",
+                  "CHU", "--recipient-key", recipient, "--from", "2000-01-01", "--to",
+                  (TODAY + dt.timedelta(days=1)).isoformat())
+        bad = cli.run(*common, "--fields", "nir,mot_de_passe", check=False)
+        assert bad.returncode == 2 and "mot_de_passe" in bad.stderr
+        (req,) = cli.json_lines(*common, "--fields", "birth_name,birth_date",
+                                "--by", "demo1")
+        assert req["state"] == "requested" and req["size_estimate"] >= 4
+        ran = cli.run("export", "run", str(req["id"]), check=False)
+        assert ran.returncode == 1 and "approved" in ran.stderr
+        selfish = cli.run("export", "approve", str(req["id"]), "--by", "demo1", check=False)
+        assert selfish.returncode == 1 and "second person" in selfish.stderr
+        cli.run("export", "approve", str(req["id"]), "--by", "demo1-resp")
+        (done,) = cli.json_lines("export", "run", str(req["id"]))
+        assert done["state"] == "produced"
+        out = tmp_path_factory.mktemp("out") / "x.csv.age"
+        cli.run("export", "fetch", str(req["id"]), "--out", str(out))
+        assert not (cli.home / "exports" / f"{req['id']}.csv.age").exists()
+        rows = list(csv.reader(io.StringIO(decrypt_with(identity, out.read_bytes()).decode())))
+        assert rows[0] == ["birth_name", "birth_date"]
+        assert 2 <= len(rows) - 1 - done["patients"] <= 3
+        (listed,) = cli.json_lines("export", "list", "--lab", finess)
+        assert listed["state"] == "downloaded" and listed["approved_by"] == "demo1-resp"
+    finally:
+        drop_database(database)
