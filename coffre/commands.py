@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
 from coffre import config
 from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre.lifecycle import commands as lifecycle_commands
 from coffre.progress import bars
 
 log = logging.getLogger("coffre.cli")
+
+# Capabilities that keep their commands beside their code: each module has
+# add_arguments(sub) and registers its handlers with @command on import.
+CAPABILITY_COMMANDS: tuple[str, ...] = (
+    "coffre.lifecycle.commands", "coffre.backups.commands", "coffre.keyring.commands",
+    "coffre.exports.commands",
+)
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +67,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--phone")
     group.add_argument("--email")
     p.add_argument("--birth-date", metavar="YYYY-MM-DD")
+    lifecycle_commands.add_erase_arguments(pat)
 
     sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
 
@@ -84,6 +94,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     canary.add_parser("list", help="how many canaries each lab has (never their values)")
 
     _lab_arguments(sub)
+    for module in CAPABILITY_COMMANDS:
+        importlib.import_module(module).add_arguments(sub)
     prescriber = sub.add_parser("prescriber", help="prescriber portal accounts").add_subparsers(
         dest="prescriber_command", required=True)
     p = prescriber.add_parser("add", help="an account for a doctor; prints a temporary "
@@ -248,6 +260,8 @@ def patient_find(args: argparse.Namespace) -> int:
     from coffre.identity.access import SearchError, find_patients
     from coffre.labs.tenancy import cli_actor
 
+    if args.patient_command == "erase":
+        return lifecycle_commands.patient_erase(args)
     target = _lab(args.lab)
     try:
         records = find_patients(cli_actor(target.id), nir=args.nir, name=args.name,

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "coffre.audit",
     "coffre.lab",
     "coffre.portal",
+    "coffre.lifecycle",
+    "coffre.exports",
     "axes",
 ]
 

@@ -1,0 +1,143 @@
+"""Commands of the data lifecycle: erasure, purge, legal holds, the erasure ledger.
+
+``coffre patient erase`` is a subcommand of coffre.commands' ``patient`` command, which
+adds its arguments with :func:`add_erase_arguments` and hands it to :func:`patient_erase`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+from coffre.cli import BadInput, CommandError, command, print_json_lines
+
+
+def add_erase_arguments(pat: argparse._SubParsersAction) -> None:
+    """``coffre patient erase`` (called by coffre.commands for its ``patient`` command)."""
+    p = pat.add_parser("erase", help="erase a patient for good (destroys their data key)")
+    p.add_argument("--id", required=True, metavar="UUID", help="internal patient id")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--reason", required=True, metavar="TEXT",
+                   help="why (kept sealed in the audit log, never in the ledger)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("purge", help="apply the retention rules (cron); one JSON line")
+    p.add_argument("--lab", metavar="FINESS", help="one lab (default: every lab)")
+    p.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+
+    hold = sub.add_parser("hold", help="legal holds").add_subparsers(
+        dest="hold_command", required=True)
+    p = hold.add_parser("add", help="keep a patient's data whatever the retention rules")
+    p.add_argument("--patient", required=True, metavar="UUID")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p = hold.add_parser("release", help="release a patient's legal hold")
+    p.add_argument("--patient", required=True, metavar="UUID")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p = hold.add_parser("list", help="active holds, one JSON object per line")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--all", action="store_true", help="released holds too")
+
+    led = sub.add_parser("ledger", help="the erasure ledger").add_subparsers(
+        dest="ledger_command", required=True)
+    led.add_parser("verify", help="check the MAC chain (exit 1 on tampering)")
+    led.add_parser("reapply", help="erase again the ledger's patients (after a restore)")
+
+
+def _actor(finess: str):
+    from coffre.labs.services import LabError, lab_by_finess
+    from coffre.labs.tenancy import cli_actor
+
+    try:
+        return cli_actor(lab_by_finess(finess).id)
+    except LabError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _uuid(text: str, option: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise BadInput(f"{option} must be a patient id (UUID)") from None
+
+
+def patient_erase(args: argparse.Namespace) -> int:
+    from coffre.identity.access import PatientNotFound
+    from coffre.lifecycle.erasure import ErasureRefused, erase_patient
+
+    actor = _actor(args.lab)
+    patient_id = _uuid(args.id, "--id")
+    if not args.yes:
+        print(f"Erase patient {patient_id} of lab {args.lab} for good? Their identity and "
+              "results become unreadable, in this database and in every backup once "
+              "restored. Type 'yes' to confirm: ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer != "yes":
+            raise CommandError("not confirmed: nothing was erased")
+    try:
+        erase_patient(actor, patient_id, args.reason)
+    except PatientNotFound:
+        raise BadInput(f"no patient {patient_id} in lab {args.lab} (or already erased)") \
+            from None
+    except ErasureRefused as exc:
+        raise CommandError(f"erasure refused, nothing changed: {exc}") from None
+    print_json_lines([{"erased": str(patient_id), "lab": args.lab}])
+    return 0
+
+
+@command("purge")
+def purge(args: argparse.Namespace) -> int:
+    from coffre.lifecycle.retention import purge as run_purge
+
+    lab_id = _actor(args.lab).lab_id if args.lab else None
+    report = run_purge(lab_id, dry_run=args.dry_run)
+    print_json_lines([report.as_dict()])
+    return 0
+
+
+@command("hold")
+def hold(args: argparse.Namespace) -> int:
+    from coffre.identity.access import PatientNotFound
+    from coffre.lifecycle import retention
+
+    actor = _actor(args.lab)
+    if args.hold_command == "list":
+        print_json_lines(retention.list_holds(actor, include_released=args.all))
+        return 0
+    patient_id = _uuid(args.patient, "--patient")
+    if args.hold_command == "add":
+        try:
+            created = retention.add_hold(actor, patient_id, args.reason)
+        except PatientNotFound:
+            raise BadInput(f"no patient {patient_id} in lab {args.lab}") from None
+        except retention.HoldError as exc:
+            raise CommandError(str(exc)) from None
+        print_json_lines([{"hold": str(created.id), "patient": str(patient_id),
+                           "lab": args.lab}])
+        return 0
+    released = retention.release_hold(actor, patient_id)
+    if not released:
+        raise CommandError(f"patient {patient_id} has no active legal hold in lab {args.lab}")
+    print_json_lines([{"released": str(patient_id), "lab": args.lab}])
+    return 0
+
+
+@command("ledger")
+def ledger_command(args: argparse.Namespace) -> int:
+    from coffre.lifecycle import ledger
+    from coffre.lifecycle.erasure import reapply_ledger
+
+    try:
+        if args.ledger_command == "verify":
+            entries = ledger.entries()
+            print_json_lines([{"ok": True, "entries": len(entries),
+                               "file": str(ledger.ledger_path())}])
+            return 0
+        print_json_lines([{"reerased": reapply_ledger()}])
+        return 0
+    except ledger.LedgerError as exc:
+        raise CommandError(f"erasure ledger {ledger.ledger_path()}: {exc} "
+                           f"(first bad line: {exc.line})") from None
