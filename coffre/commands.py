@@ -305,7 +305,9 @@ def audit(args: argparse.Namespace) -> int:
                 report = chain.verify(add("verifying", AccessEvent.objects.count()), private)
         except (chain.VerifyError, VaultError) as exc:
             raise CommandError(f"cannot verify: {exc}") from None
-        print(f"{report.entries} entries read, {report.checkpoints} signed checkpoints")
+        restores = f", {report.restores} database restore(s)" if report.restores else ""
+        print(f"{report.entries} entries read, {report.checkpoints} signed checkpoints"
+              f"{restores}")
         for problem in report.problems:
             print(f"PROBLEM: {problem}")
         print("the access log is intact" if report.ok else "the access log has been altered")

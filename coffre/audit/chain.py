@@ -211,6 +211,26 @@ def write_checkpoint(seq: int, mac: bytes) -> None:
         _syslog().info("coffre audit checkpoint %s", line)
 
 
+def _restore_message(seq: int, mac: bytes, at: str) -> bytes:
+    return f"coffre-audit-restore/1|{seq}|{mac.hex()}|{at}".encode()
+
+
+def record_restore() -> None:
+    """After a database restore, before any new entry: a signed marker that the log
+    now continues from the restored head. Checkpoints beyond it belong to the timeline
+    the restore abandoned; verify drops them and counts the restore, so an auditor
+    sees every rewind instead of a false "truncated" alarm."""
+    head = ChainHead.objects.filter(pk=1).first()
+    seq, mac = (head.seq, bytes(head.mac)) if head is not None else (0, GENESIS)
+    at = timezone.now().astimezone(dt.UTC).isoformat()
+    line = json.dumps({"restore": True, "seq": seq, "mac": mac.hex(), "at": at,
+                       "signature": signer().sign(_restore_message(seq, mac, at)).hex()})
+    with open(checkpoint_file(), "a", encoding="ascii") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def checkpoint_now() -> None:
     """Write a checkpoint of the current head (e.g. before a backup or at shutdown)."""
     head = ChainHead.objects.filter(pk=1).first()
@@ -230,6 +250,7 @@ def _syslog() -> logging.Logger:
 class VerifyReport:
     entries: int = 0
     checkpoints: int = 0
+    restores: int = 0  # database restores recorded (coffre restore)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -252,9 +273,16 @@ def _checkpoints(report: VerifyReport) -> dict[int, bytes]:
         except (ValueError, KeyError, TypeError):
             report.problems.append(f"checkpoint line {number} is malformed")
             continue
-        if not signature_valid(public, _checkpoint_message(seq, mac, at), signature):
+        restore = item.get("restore") is True
+        message = (_restore_message if restore else _checkpoint_message)(seq, mac, at)
+        if not signature_valid(public, message, signature):
             report.problems.append(f"checkpoint line {number} has an invalid signature")
             continue
+        if restore:  # the log was rewound to seq: later checkpoints are of the old timeline
+            found = {s: m for s, m in found.items() if s < seq}
+            report.restores += 1
+            if seq == 0:
+                continue
         found[seq] = mac
     report.checkpoints = len(found)
     return found

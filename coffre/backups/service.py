@@ -1,0 +1,356 @@
+"""Online backups and verified restores, on SQLite or PostgreSQL.
+
+A backup is a consistent snapshot (SQLite's backup API, or ``pg_dump --format=custom``)
+written to a clear temporary file under COFFRE_HOME/backups (0700 directory, 0600
+file), encrypted into a ``.cbk`` (coffre/backups/archive.py), and the clear file is
+unlinked at once, in a ``finally`` so a failure never leaves it behind.
+
+A restore first decrypts and authenticates the whole file; nothing is touched before
+that succeeded. Then SQLite's database file is replaced atomically (``os.replace``),
+or ``pg_restore --clean --if-exists --no-owner --single-transaction`` runs, and the
+erasure ledger is re-applied so that patients erased after the backup stay erased.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import queue
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from coffre import config
+from coffre.audit import chain
+from coffre.backups.archive import SUFFIX, ArchiveError, peek, read_archive, write_archive
+
+BIG = 32 << 20  # show progress bars from this size on
+Bars = Callable[[str, int | None], Callable[[int], None]]
+
+
+class BackupError(Exception):
+    """A backup or restore failed; nothing was changed (the message says why)."""
+
+
+def vendor() -> str:
+    return "postgresql" if config.database_url() else "sqlite"
+
+
+def backup_dir() -> Path:
+    path = config.subdir("backups")
+    os.chmod(path, 0o700)
+    return path
+
+
+def _master():
+    from coffre.keyring.services import master_keys
+
+    return master_keys()
+
+
+@contextlib.contextmanager
+def clear_temp(directory: Path, prefix: str) -> Iterator[Path]:
+    """A 0600 temporary file that is unlinked however the block ends (with SQLite's
+    side files, should a connection have left them)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"),
+                         Path(f"{path}-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+class _HashingWriter:
+    """Writes to ``handle`` and hashes what it wrote, in a second thread so that SHA-256
+    and the disk overlap with the encryption (both release the GIL on big buffers)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.handle.write(data)
+                    self.sha256.update(data)
+                except BaseException as exc:  # reported by close()
+                    self._error = exc
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self.bytes += len(data)
+        self._queue.put(data)
+        return len(data)
+
+    def close(self) -> None:
+        """Wait for every write; raise the first write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+# ----------------------------------------------------------------- PostgreSQL tools
+
+def _pg_settings() -> dict:
+    from django.conf import settings
+
+    return settings.DATABASES["default"]
+
+
+def _pg_env() -> dict[str, str]:
+    """libpq environment for pg_dump / pg_restore: the password stays out of argv."""
+    db = _pg_settings()
+    env = dict(os.environ)
+    for var, key in (("PGDATABASE", "NAME"), ("PGUSER", "USER"), ("PGPASSWORD", "PASSWORD"),
+                     ("PGHOST", "HOST"), ("PGPORT", "PORT")):
+        if db.get(key):
+            env[var] = str(db[key])
+    sslmode = (db.get("OPTIONS") or {}).get("sslmode")
+    if sslmode:
+        env["PGSSLMODE"] = str(sslmode)
+    return env
+
+
+def pg_tool(name: str) -> str:
+    """The pg_dump / pg_restore matching the server's major version when installed."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    major = connection.pg_version // 10000
+    candidate = Path(f"/usr/lib/postgresql/{major}/bin/{name}")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise BackupError(f"{name} is not installed (PostgreSQL {major} client tools needed)")
+    return found
+
+
+def _run_pg(args: list[str], what: str) -> None:
+    # args: an absolute pg_dump/pg_restore path and our own temporary file; no shell.
+    result = subprocess.run(args, env=_pg_env(), capture_output=True, text=True)  # noqa: S603
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise BackupError(f"{what} failed: {' / '.join(message[-3:]) or result.returncode}")
+
+
+# ------------------------------------------------------------------------- backup
+
+def _snapshot(target: Path) -> None:
+    if vendor() == "sqlite":
+        src = sqlite3.connect(config.sqlite_path())
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    else:
+        _run_pg([pg_tool("pg_dump"), "--format=custom", "--file", str(target)], "pg_dump")
+
+
+def _default_out(directory: Path) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"coffre-{stamp}{SUFFIX}"
+    number = 1
+    while path.exists():
+        path = directory / f"coffre-{stamp}-{number}{SUFFIX}"
+        number += 1
+    return path
+
+
+def make_backup(out: Path | None = None, add: Bars | None = None) -> dict:
+    started = time.perf_counter()
+    directory = backup_dir()
+    target = out.resolve() if out else _default_out(directory)
+    if target.exists():
+        raise BackupError(f"{target} already exists; not overwriting")
+    if not target.parent.is_dir():
+        raise BackupError(f"{target.parent} is not a directory")
+    master = _master()
+    part = target.with_name(f".{target.name}.part")
+    with clear_temp(directory, ".snapshot-") as clear:
+        _snapshot(clear)
+        size = clear.stat().st_size
+        advance = add("encrypting", size) if add and size >= BIG else None
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as raw, open(clear, "rb") as src:
+                writer = _HashingWriter(raw)
+                try:
+                    header = write_archive(src, writer, master, vendor(), size, advance)
+                finally:
+                    writer.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.chmod(part, 0o600)
+            try:
+                os.link(part, target)  # atomic, and never over a file made meanwhile
+            except FileExistsError:
+                raise BackupError(f"{target} already exists; not overwriting") from None
+            except OSError:  # a file system without hard links
+                os.replace(part, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+    return {"path": str(target), "bytes": writer.bytes, "sha256": writer.sha256.hexdigest(),
+            "vendor": header["vendor"], "created": header["created"],
+            "master_key": header["master_key"], "database_bytes": size,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+# ------------------------------------------------------------------- verify, list
+
+def verify(path: Path, add: Bars | None = None) -> dict:
+    """Decrypt the whole file without writing anything; BackupError if it fails."""
+    advance = _advance(path, add, "verifying")
+    try:
+        return read_archive(path, None, _master(), vendor=vendor(), advance=advance)
+    except ArchiveError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _advance(path: Path, add: Bars | None, what: str):
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    return add(what, size) if add and size >= BIG else None
+
+
+def list_backups(check: bool = False) -> list[dict]:
+    rows = []
+    for path in sorted(backup_dir().glob(f"*{SUFFIX}")):
+        stat = path.stat()
+        row: dict = {"path": str(path), "bytes": stat.st_size,
+                     "modified": dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC)
+                     .isoformat(timespec="seconds")}
+        try:
+            header = peek(path)
+            row.update(created=header.get("created"), vendor=header.get("vendor"),
+                       master_key=header.get("master_key"))
+        except ArchiveError as exc:
+            row.update(created=None, vendor=None, master_key=None, error=str(exc))
+        if check:
+            try:
+                read_archive(path, None, _master())
+                row["verified"] = True
+            except ArchiveError as exc:
+                row.update(verified=False, error=str(exc))
+        else:
+            row["verified"] = None
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------ restore
+
+def _remove_side_files(database: Path) -> None:
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{database}{suffix}").unlink()
+
+
+def _restore_sqlite(clear: Path) -> None:
+    from django.db import connections
+
+    check = sqlite3.connect(clear)
+    try:
+        status = check.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        check.close()
+    if status != "ok":
+        raise BackupError(f"the decrypted database fails SQLite's check ({status})")
+    with open(clear, "rb+") as handle:
+        os.fsync(handle.fileno())
+    connections.close_all()
+    database = config.sqlite_path()
+    if database.exists():  # fold the WAL into the old file so no stale frame survives
+        old = sqlite3.connect(database)
+        try:
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            old.close()
+    _remove_side_files(database)
+    os.replace(clear, database)
+    _remove_side_files(database)
+    directory = os.open(database.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _restore_postgresql(clear: Path) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    _run_pg([pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
+             "--single-transaction", "--exit-on-error", "--dbname",
+             _pg_env()["PGDATABASE"], str(clear)], "pg_restore")
+
+
+def reapply_erasures() -> tuple[int | None, str]:
+    from coffre.lifecycle.erasure import reapply_ledger
+
+    try:
+        count = reapply_ledger()
+    except Exception as exc:  # the restore is done: report, never hide, the failure
+        return None, (f"the erasure ledger could not be re-applied ({exc}): fix it, then run "
+                      f"`coffre ledger reapply` before anyone uses the restored data")
+    return count, f"erasure ledger re-applied: {count} patient(s) erased again"
+
+
+def restore(path: Path, confirm: Callable[[dict], bool] | None = None,
+            add: Bars | None = None) -> dict:
+    """Verify all of ``path``, ask ``confirm(header)`` (unless None), then restore."""
+    started = time.perf_counter()
+    path = path.resolve()
+    if not path.is_file():
+        raise BackupError(f"{path} is not a file")
+    if confirm is not None:
+        header = verify(path, add)
+        if not confirm(header):
+            raise BackupError("restore cancelled; nothing was changed")
+    database = config.sqlite_path()
+    directory = database.parent if vendor() == "sqlite" else backup_dir()  # same filesystem
+    with clear_temp(directory, ".restore-") as clear:
+        advance = _advance(path, add, "decrypting")
+        try:
+            with open(clear, "wb") as dst:
+                header = read_archive(path, dst, _master(), vendor=vendor(), advance=advance)
+                dst.flush()
+        except ArchiveError as exc:
+            raise BackupError(f"{exc}; nothing was changed") from None
+        if vendor() == "sqlite":
+            _restore_sqlite(clear)
+        else:
+            _restore_postgresql(clear)
+    # The access log was rewound with the database: say so in the signed checkpoints
+    # before anything new is logged (the ledger's re-erasures are).
+    chain.record_restore()
+    erased, ledger = reapply_erasures()
+    return {"restored": str(path), "vendor": header["vendor"], "created": header["created"],
+            "master_key": header["master_key"], "database_bytes": header["total"],
+            "erasures_reapplied": erased, "ledger": ledger,
+            "seconds": round(time.perf_counter() - started, 3)}
