@@ -26,3 +26,16 @@ class LabKey(models.Model):
     master_key_id = models.CharField(max_length=8)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ReencryptionRun(models.Model):
+    """Progress of ``coffre keys reencrypt``: patients are re-encrypted one by one in
+    primary-key order, and ``last_patient_id`` moves in the same transaction as the
+    patient it names. A run with no ``finished_at`` resumes after its cursor; patients
+    created meanwhile get a fresh key anyway. ``lab`` NULL means every lab."""
+
+    lab = models.ForeignKey("labs.Lab", null=True, on_delete=models.CASCADE, related_name="+")
+    last_patient_id = models.UUIDField(null=True)
+    patients_done = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)

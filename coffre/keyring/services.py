@@ -8,6 +8,9 @@ for the lab key.
 
 from __future__ import annotations
 
+import os
+import time
+
 from django.conf import settings
 from django.db import transaction
 
@@ -31,7 +34,15 @@ INDEX_ROOT = "blind-index-root"
 _master: MasterKeys | None = None
 _installation_keys: dict[str, Key] = {}
 _lab_keys: dict[bytes, tuple[int, Key]] = {}  # key id -> (lab id, key)
-_active_lab_key: dict[int, Key] = {}
+_active_lab_key: dict[int, tuple[float, Key]] = {}  # lab id -> (when checked, key)
+
+
+def active_key_seconds() -> float:
+    """How long a process trusts its cached active lab key before checking the
+    database again: after `coffre keys rotate --lab`, a running server wraps new data
+    keys under the new lab key within this delay, and `coffre keys retire` waits twice
+    as long after a rotation before destroying the old key."""
+    return float(os.environ.get("COFFRE_ACTIVE_KEY_SECONDS", "60"))
 _indexer: BlindIndexer | None = None
 
 
@@ -47,14 +58,34 @@ def clear_caches() -> None:
 def master_keys() -> MasterKeys:
     global _master
     if _master is None:
-        import os
-
         _master = load_master_keys(config.key_file(), os.environ)
     return _master
 
 
+def master_key_by_id(master_key_id: str) -> Key:
+    """A master key version by id. A version this process has not seen (the key file
+    gained one by `coffre keys rotate --master` while a server ran) reloads the file
+    once."""
+    global _master
+    key_id = bytes.fromhex(master_key_id)
+    try:
+        return master_keys().by_id(key_id)
+    except KeyProviderError:
+        _master = None
+        return master_keys().by_id(key_id)
+
+
+def master_for_new_keys() -> Key:
+    """The master version to wrap a new key under: the key file is read again, so a
+    server started before `coffre keys rotate --master` does not wrap under a version
+    that rotation is about to retire."""
+    global _master
+    _master = None
+    return master_keys().current
+
+
 def _unwrap_with_master(wrapped: bytes, master_key_id: str, ad: bytes, what: str) -> Key:
-    master = master_keys().by_id(bytes.fromhex(master_key_id))
+    master = master_key_by_id(master_key_id)
     try:
         return master.unwrap(wrapped, ad)
     except VaultError:
@@ -68,7 +99,7 @@ def initialise(expected_patients: int | None = None) -> bool:
     """Create the installation keys if this database has none. True if created."""
     if InstallationKey.objects.filter(purpose=INDEX_ROOT).exists():
         return False
-    master = master_keys().current
+    master = master_for_new_keys()
     root = Key.generate()
     rows = expected_patients or settings.COFFRE_EXPECTED_PATIENTS
     InstallationKey.objects.create(
@@ -105,7 +136,7 @@ def installation_key(purpose: str) -> Key:
     ad = context("installation-key", purpose)
     row = InstallationKey.objects.filter(purpose=purpose).first()
     if row is None:
-        master = master_keys().current
+        master = master_for_new_keys()
         key = Key.generate()
         with transaction.atomic():
             InstallationKey.objects.create(purpose=purpose, key_id=key.hex_id,
@@ -132,14 +163,14 @@ def indexer() -> BlindIndexer:
 
 
 def create_lab_key(lab_id: int) -> Key:
-    master = master_keys().current
+    master = master_for_new_keys()
     key = Key.generate()
     with transaction.atomic():
         LabKey.objects.filter(lab_id=lab_id, active=True).update(active=False)
         LabKey.objects.create(lab_id=lab_id, key_id=key.hex_id, master_key_id=master.hex_id,
                               wrapped=master.wrap(key, context("lab-key", lab_id)))
     _lab_keys[key.key_id] = (lab_id, key)
-    _active_lab_key[lab_id] = key
+    _active_lab_key[lab_id] = (time.monotonic(), key)
     return key
 
 
@@ -148,7 +179,7 @@ def _load_lab_key(row: LabKey) -> Key:
                               context("lab-key", row.lab_id), f"the key of lab {row.lab_id}")
     _lab_keys[key.key_id] = (row.lab_id, key)
     if row.active:
-        _active_lab_key[row.lab_id] = key
+        _active_lab_key[row.lab_id] = (time.monotonic(), key)
     return key
 
 
@@ -169,14 +200,18 @@ def lab_key_by_id(key_id: bytes, lab_id: int) -> Key:
 
 
 def active_lab_key(lab_id: int) -> Key:
-    key = _active_lab_key.get(lab_id)
-    if key is None:
-        try:
-            row = LabKey.objects.get(lab_id=lab_id, active=True)
-        except LabKey.DoesNotExist:
-            raise KeyProviderError(f"lab {lab_id} has no active key") from None
-        key = _load_lab_key(row)
-    return key
+    cached = _active_lab_key.get(lab_id)
+    if cached is not None and time.monotonic() - cached[0] < active_key_seconds():
+        return cached[1]
+    try:
+        row = LabKey.objects.get(lab_id=lab_id, active=True)
+    except LabKey.DoesNotExist:
+        raise KeyProviderError(f"lab {lab_id} has no active key") from None
+    known = _lab_keys.get(bytes.fromhex(row.key_id))
+    if known is None:
+        return _load_lab_key(row)
+    _active_lab_key[lab_id] = (time.monotonic(), known[1])
+    return known[1]
 
 
 def new_row_key(lab_id: int, table: str, row_id: object) -> tuple[Key, bytes]:

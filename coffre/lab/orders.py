@@ -103,10 +103,13 @@ def create_order(actor: Actor, request: OrderRequest, *,
     if not patients_for(actor).filter(id=request.patient_id).exists():
         raise PatientNotFound("no such patient")
     now = now or timezone.now()
-    keys = PatientKeys(actor.lab_id)
-    key = keys[request.patient_id]
     by = user_id(actor)
     with transaction.atomic():
+        # The patient's row lock orders this with a re-encryption of the patient
+        # (coffre.keyring.rotation), so the order is sealed under the key that stays.
+        list(patients_for(actor).select_for_update().filter(id=request.patient_id)
+             .values_list("id", flat=True))
+        key = PatientKeys(actor.lab_id)[request.patient_id]
         order_id = uuid.uuid4()
         order = Order.unscoped.create(
             id=order_id, lab_id=actor.lab_id, patient_id=request.patient_id,

@@ -88,6 +88,25 @@ def add_key_version(path: Path) -> MasterKeys:
     material = os.urandom(KEY_BYTES)
     document["keys"].insert(0, {"id": master_key_id(material).hex(),
                                 "key": base64.b64encode(material).decode()})
+    return _replace_document(path, document)
+
+
+def remove_key_version(path: Path, hex_id: str) -> MasterKeys:
+    """Drop an old master key version from the file (after nothing is wrapped under it).
+    The current (first) version is never removed."""
+    document = _load_document(path)
+    ids = [entry.get("id") for entry in document["keys"] if isinstance(entry, dict)]
+    if hex_id not in ids:
+        raise KeyProviderError(f"master key {hex_id} is not in {path}")
+    if ids[0] == hex_id:
+        raise KeyProviderError(f"master key {hex_id} is the current one; it cannot be retired")
+    document["keys"] = [entry for entry in document["keys"]
+                        if not (isinstance(entry, dict) and entry.get("id") == hex_id)]
+    return _replace_document(path, document)
+
+
+def _replace_document(path: Path, document: dict) -> MasterKeys:
+    """Write the key file atomically (temporary file, fsync, rename)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -1,0 +1,524 @@
+"""Key rotation and re-encryption.
+
+Three operations, all resumable by running them again (after a crash, kill -9 or
+Ctrl-C) and safe while the server runs:
+
+* ``rotate_master``: a new master key version is added to the key file (unless rows
+  remain under older versions: a previous run stopped, so it resumes), then every
+  installation key and lab key still wrapped under an older version is re-wrapped,
+  one row per short transaction (``select_for_update``; a row already under the new
+  version is skipped). Unwrapping picks the version by the row's ``master_key_id``,
+  so readers work throughout. No data is re-encrypted.
+* ``rotate_lab``: a new lab key becomes active (unless data keys remain under older
+  lab keys: a previous run stopped, so it resumes), then every patient data key of the
+  lab wrapped under an older lab key is unwrapped and wrapped again under the new one,
+  with the same associated data, by locked batches that skip rows already done. The
+  data key itself (its id and material) is unchanged, so no value is re-encrypted.
+  Old lab keys stay readable until ``retire_lab_key``, which refuses while a data key
+  uses them.
+* ``reencrypt``: each patient gets a new data key and every value sealed under the old
+  one (identity columns, orders, specimens, results, critical values) is re-sealed
+  with the same table/column/row binding, one patient per transaction with its rows
+  locked. Progress is a cursor (:class:`ReencryptionRun`) moved in the same
+  transaction as the patient it names, in primary-key order: a run that did not finish
+  resumes after its cursor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from coffre import config
+from coffre.keyring import services as keyring
+from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
+from coffre.vault import ENV_VAR, Key, KeyProviderError, add_key_version, context, key_id_of
+
+BATCH = 200
+PATIENT_TABLE = "patient"
+
+Advance = Callable[[int], None]
+
+
+class RotationError(Exception):
+    """A rotation or retirement that must not happen (key in use, unknown key...)."""
+
+
+def _no_advance(n: int) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- master
+
+
+def _installation_ad(row: InstallationKey) -> bytes:
+    return context("installation-key", row.purpose)
+
+
+def _lab_key_ad(row: LabKey) -> bytes:
+    return context("lab-key", row.lab_id)
+
+
+MASTER_WRAPPED = ((InstallationKey, _installation_ad), (LabKey, _lab_key_ad))
+
+
+def master_usage() -> Counter:
+    """Wrapped rows per master key id."""
+    usage: Counter = Counter()
+    for model, _ad in MASTER_WRAPPED:
+        usage.update(model.objects.values_list("master_key_id", flat=True))
+    return usage
+
+
+def _key_file_provider() -> None:
+    if os.environ.get(ENV_VAR) is not None:
+        raise RotationError(
+            f"the master key comes from {ENV_VAR}: add the new version in front of the "
+            "variable's list yourself (rotation edits the key file only)")
+
+
+def prepare_master() -> tuple[Key, bool]:
+    """The master version to rotate to: the newest one while rows remain under older
+    versions (a previous run stopped, before or after re-wrapping some), else a new
+    version added to the key file. Returns (key, added)."""
+    _key_file_provider()
+    keyring.clear_caches()
+    current = keyring.master_keys().current
+    if any(n for key_id, n in master_usage().items() if key_id != current.hex_id):
+        return current, False
+    keys = add_key_version(config.key_file())
+    keyring.clear_caches()
+    return keys.current, True
+
+
+@dataclass
+class MasterReport:
+    master_key_id: str
+    added: bool
+    rewrapped: int = 0
+    remaining: int = 0
+    seconds: float = 0.0
+
+    def as_row(self) -> dict:
+        return {"event": "done", "master_key_id": self.master_key_id,
+                "added_version": self.added, "rewrapped": self.rewrapped,
+                "remaining": self.remaining, "seconds": round(self.seconds, 3)}
+
+
+def _rewrap_master_row(model, ad_of, pk: int, target: Key) -> bool:
+    """Re-wrap one row under ``target`` in its own transaction; False if already done."""
+    with transaction.atomic():
+        row = model.objects.select_for_update().filter(pk=pk).first()
+        if row is None or row.master_key_id == target.hex_id:
+            return False
+        ad = ad_of(row)
+        key = keyring._unwrap_with_master(bytes(row.wrapped), row.master_key_id, ad,
+                                          f"{model.__name__} {row.key_id}")
+        model.objects.filter(pk=pk).update(wrapped=target.wrap(key, ad),
+                                           master_key_id=target.hex_id)
+        return True
+
+
+def rewrap_master(target: Key, batch: int = BATCH, limit: int | None = None,
+                  on_batch: Callable[[int, int], None] | None = None) -> int:
+    """Re-wrap the rows not yet under ``target``, ``batch`` ids at a time; stop after
+    ``limit`` rows (tests). Returns the number re-wrapped."""
+    done = 0
+    for model, ad_of in MASTER_WRAPPED:
+        last = 0
+        while True:
+            ids = list(model.objects.exclude(master_key_id=target.hex_id).filter(pk__gt=last)
+                       .order_by("pk").values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            for pk in ids:
+                if limit is not None and done >= limit:
+                    return done
+                done += _rewrap_master_row(model, ad_of, pk, target)
+            last = ids[-1]
+            if on_batch:
+                on_batch(done, len(ids))
+    return done
+
+
+def rotate_master(batch: int = BATCH, limit: int | None = None,
+                  on_batch: Callable[[int, int], None] | None = None) -> MasterReport:
+    started = time.perf_counter()
+    target, added = prepare_master()
+    report = MasterReport(target.hex_id, added)
+    report.rewrapped = rewrap_master(target, batch, limit, on_batch)
+    usage = master_usage()
+    report.remaining = sum(n for key_id, n in usage.items() if key_id != target.hex_id)
+    keyring.clear_caches()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def retire_master(hex_id: str) -> None:
+    """Remove an old master key version from the key file; refused while a wrapped row
+    uses it."""
+    from coffre.vault.master import remove_key_version
+
+    _key_file_provider()
+    keyring.clear_caches()
+    keys = keyring.master_keys()
+    if keys.current.hex_id == hex_id:
+        raise RotationError(f"master key {hex_id} is the current one; rotate first")
+    if all(k.hex_id != hex_id for k in keys.older):
+        raise RotationError(f"master key {hex_id} is not in {keys.source}")
+    used = master_usage()[hex_id]
+    if used:
+        raise RotationError(f"master key {hex_id} still wraps {used} keys: run "
+                            "`coffre keys rotate --master` to the end first")
+    remove_key_version(config.key_file(), hex_id)
+    keyring.clear_caches()
+
+
+# ------------------------------------------------------------------------------ lab
+
+
+def _data_keys(lab_id: int | None = None) -> Iterator[tuple[uuid.UUID, int, bytes]]:
+    rows = keyring_patients().filter(data_key__isnull=False)
+    if lab_id is not None:
+        rows = rows.filter(lab_id=lab_id)
+    for pk, lab, wrapped in rows.values_list("id", "lab_id", "data_key").iterator(2000):
+        yield pk, lab, bytes(wrapped)
+
+
+def keyring_patients():
+    from coffre.identity.models import Patient
+
+    return Patient.unscoped.all()
+
+
+def lab_key_usage(lab_id: int | None = None) -> Counter:
+    """Patient data keys per lab key id (hex)."""
+    return Counter(key_id_of(wrapped).hex() for _pk, _lab, wrapped in _data_keys(lab_id))
+
+
+def prepare_lab(lab_id: int) -> tuple[Key, bool]:
+    """The lab key to rotate to: the active one while data keys remain under older
+    ones (a previous run stopped), else a new active key. (key, created)"""
+    keyring.clear_caches()
+    usage = lab_key_usage(lab_id)
+    active = LabKey.objects.filter(lab_id=lab_id, active=True).first()
+    if active is not None and any(n for key_id, n in usage.items() if key_id != active.key_id):
+        return keyring.active_lab_key(lab_id), False
+    return keyring.create_lab_key(lab_id), True
+
+
+@dataclass
+class LabReport:
+    lab_key_id: str
+    created: bool
+    patients: int = 0
+    rewrapped: int = 0
+    remaining: int = 0
+    seconds: float = 0.0
+
+    def as_row(self) -> dict:
+        rate = self.rewrapped / self.seconds if self.seconds else 0.0
+        return {"event": "done", "lab_key_id": self.lab_key_id, "new_key": self.created,
+                "patients": self.patients, "rewrapped": self.rewrapped,
+                "remaining": self.remaining, "seconds": round(self.seconds, 3),
+                "patients_per_second": round(rate)}
+
+
+def _rewrap_patients(lab_id: int, ids: list[uuid.UUID], target: Key) -> int:
+    """One locked batch: unwrap each data key with its old lab key and wrap it under
+    ``target`` with the same associated data; rows already under ``target`` skipped."""
+    updates = []
+    with transaction.atomic():
+        rows = (keyring_patients().select_for_update().filter(lab_id=lab_id, id__in=ids,
+                                                              data_key__isnull=False)
+                .values_list("id", "data_key"))
+        for pk, wrapped in rows:
+            wrapped = bytes(wrapped)
+            if key_id_of(wrapped) == target.key_id:
+                continue
+            ad = context(PATIENT_TABLE, "data-key", lab_id, pk)
+            data_key = keyring.lab_key_by_id(key_id_of(wrapped), lab_id).unwrap(wrapped, ad)
+            updates.append((pk, [target.wrap(data_key, ad)]))
+        from coffre.identity.models import Patient
+
+        _update_columns(Patient, ["data_key"], updates)
+    return len(updates)
+
+
+def rewrap_lab(lab_id: int, target: Key, batch: int = BATCH, limit: int | None = None,
+               advance: Advance = _no_advance) -> int:
+    """Re-wrap the lab's data keys not yet under ``target`` by locked batches; stop
+    after ``limit`` rows (tests). The ids to do are listed first (a few bytes each), so
+    no cursor stays open over the table being written."""
+    pending = []
+    for pk, _lab, wrapped in _data_keys(lab_id):
+        if key_id_of(wrapped) == target.key_id:
+            advance(1)
+        else:
+            pending.append(pk)
+    if limit is not None:
+        pending = pending[:limit]
+    done = 0
+    for start in range(0, len(pending), batch):
+        ids = pending[start:start + batch]
+        done += _rewrap_patients(lab_id, ids, target)
+        advance(len(ids))
+    return done
+
+
+def rotate_lab(lab_id: int, batch: int = BATCH, limit: int | None = None,
+               add_bar: Callable[[str, int | None], Advance] | None = None) -> LabReport:
+    started = time.perf_counter()
+    target, created = prepare_lab(lab_id)
+    report = LabReport(target.hex_id, created)
+    report.patients = keyring_patients().filter(lab_id=lab_id, data_key__isnull=False).count()
+    advance = add_bar("re-wrapping data keys", report.patients) if add_bar else _no_advance
+    report.rewrapped = rewrap_lab(lab_id, target, batch, limit, advance)
+    usage = lab_key_usage(lab_id)
+    report.remaining = sum(n for key_id, n in usage.items() if key_id != target.hex_id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def retire_lab_key(lab_id: int, hex_id: str) -> None:
+    """Destroy an old lab key; refused while it is active or a data key uses it."""
+    row = LabKey.objects.filter(lab_id=lab_id, key_id=hex_id).first()
+    if row is None:
+        raise RotationError(f"lab key {hex_id} is not a key of this lab")
+    if row.active:
+        raise RotationError(f"lab key {hex_id} is the lab's active key; rotate first")
+    newest = LabKey.objects.filter(lab_id=lab_id, active=True).first()
+    grace = 2 * keyring.active_key_seconds()
+    if newest is not None and (timezone.now() - newest.created_at).total_seconds() < grace:
+        raise RotationError(
+            f"lab key {hex_id} was replaced less than {grace:.0f} s ago: running servers "
+            "may still wrap new patient keys under it; wait, run `coffre keys rotate --lab` "
+            "again, then retire")
+    with transaction.atomic():
+        LabKey.objects.select_for_update().get(pk=row.pk)
+        used = lab_key_usage(lab_id)[hex_id]
+        if used:
+            raise RotationError(f"lab key {hex_id} still wraps {used} patient data keys: "
+                                "run `coffre keys rotate --lab` to the end first")
+        row.delete()
+    keyring.clear_caches()
+
+
+# ------------------------------------------------------------------------ reencrypt
+
+
+@dataclass
+class ReencryptReport:
+    run_id: int
+    resumed: bool
+    patients: int = 0
+    reencrypted: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+    tables: Counter = field(default_factory=Counter)
+
+    def as_row(self) -> dict:
+        rate = self.reencrypted / self.seconds if self.seconds else 0.0
+        return {"event": "done", "run": self.run_id, "resumed": self.resumed,
+                "finished": self.finished, "patients": self.patients,
+                "reencrypted": self.reencrypted, "rows": dict(self.tables),
+                "seconds": round(self.seconds, 3), "patients_per_second": round(rate, 1)}
+
+
+def _as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
+                 tables: Counter) -> None:
+    """Re-seal the sealed columns of raw rows ``(pk, row id of the binding, *columns)``."""
+    from coffre.lab.models import SEALED
+    from coffre.lab.sealing import seal, unseal
+
+    if not rows:
+        return
+    columns = list(SEALED[table])
+    updates = []
+    for pk, bound_id, *blobs in rows:
+        row_id = _as_uuid(bound_id)
+        updates.append((_as_uuid(pk) if table != "critical" else pk,
+                        [seal(new, table, column, row_id, unseal(old, table, column, row_id,
+                                                                 blob))
+                         for column, blob in zip(columns, blobs, strict=True)]))
+    _update_columns(model, columns, updates)
+    tables[table] += len(rows)
+
+
+def _update_columns(model, columns: list[str], updates: list[tuple[object, list]]) -> None:
+    """One prepared UPDATE run for many rows (the ORM's bulk_update builds a CASE per
+    column and row, which costs far more than the cryptography here)."""
+    if not updates:
+        return
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    # Table and column names come from the models, never from input; values are bound.
+    assignments = ", ".join(f"{quote(model._meta.get_field(c).column)} = %s" for c in columns)
+    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [[*values, pk.get_db_prep_value(row_pk, connection)]
+                                 for row_pk, values in updates])
+
+
+_LOCK_SQL: dict[tuple[str, str], str] = {}
+
+
+def _lock_query(table: str, patient_id: uuid.UUID):
+    """Rows of one patient in ``table``, locked: (pk, row id of the AD, *sealed)."""
+    from coffre.lab.models import SEALED, CriticalValue, Order, Result, Specimen
+
+    columns = list(SEALED[table])
+    if table == "order":
+        rows = Order.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)
+    elif table == "specimen":
+        rows = Specimen.unscoped.filter(order__patient_id=patient_id).values_list(
+            "pk", "pk", *columns)
+    elif table == "result":
+        rows = Result.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)
+    else:
+        rows = CriticalValue.objects.filter(result__patient_id=patient_id).values_list(
+            "pk", "result_id", *columns)
+    return rows.select_for_update(of=("self",)).order_by("pk")
+
+
+def _locked(table: str, patient_id: uuid.UUID) -> list[tuple]:
+    """The patient's rows of ``table``, locked (FOR UPDATE where the database has it).
+    The query is compiled by the ORM once, then run as plain SQL for each patient: its
+    compilation cost more than the cryptography."""
+    from coffre.identity.models import Patient
+
+    cache_key = (connection.vendor, table)
+    sql = _LOCK_SQL.get(cache_key)
+    if sql is None:
+        sql, params = _lock_query(table, patient_id).query.sql_with_params()
+        if len(params) != 1:
+            raise AssertionError(f"unexpected parameters for {table}: {params}")
+        _LOCK_SQL[cache_key] = sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Patient._meta.pk.get_db_prep_value(patient_id, connection)])
+        return cursor.fetchall()
+
+
+def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Counter) -> bool:
+    """Give one patient a new data key and re-seal everything the old one sealed, in one
+    transaction with the patient and their lab rows locked; the run's cursor moves in
+    the same transaction. False if the patient was erased or is gone."""
+    from coffre.identity.registry import open_patient, patient_key, seal_values
+    from coffre.lab.models import CriticalValue, Order, Result, Specimen
+
+    with transaction.atomic():
+        patient = keyring_patients().select_for_update().filter(pk=patient_id).first()
+        done = patient is not None and patient.data_key is not None
+        if done:
+            old = patient_key(patient.id, patient.lab_id, patient.data_key)
+            values = open_patient(patient).values
+            new, wrapped = keyring.new_row_key(patient.lab_id, PATIENT_TABLE, patient.id)
+            sealed = seal_values(new, patient.id, values)
+            _update_columns(type(patient), ["data_key", *sealed],
+                            [(patient.id, [wrapped, *sealed.values()])])
+            tables["patient"] += 1
+            for model, table in ((Order, "order"), (Specimen, "specimen"),
+                                 (Result, "result"), (CriticalValue, "critical")):
+                _reseal_rows(model, _locked(table, patient.id), table, old, new, tables)
+        ReencryptionRun.objects.filter(pk=run.pk).update(
+            last_patient_id=patient_id, patients_done=run.patients_done + done)
+        run.last_patient_id = patient_id
+        run.patients_done += done
+    return done
+
+
+def open_run(lab_id: int | None) -> tuple[ReencryptionRun, bool]:
+    """The unfinished run of this scope (resumed), or a new one."""
+    run = (ReencryptionRun.objects.filter(lab_id=lab_id, finished_at__isnull=True)
+           .order_by("-pk").first())
+    if run is not None:
+        return run, True
+    return ReencryptionRun.objects.create(lab_id=lab_id), False
+
+
+def reencrypt(lab_id: int | None = None, limit: int | None = None,
+              add_bar: Callable[[str, int | None], Advance] | None = None,
+              batch: int = 1000) -> ReencryptReport:
+    """Re-encrypt every patient of the lab (all labs if None); stop after ``limit``
+    patients (tests), leaving the run to be resumed."""
+    started = time.perf_counter()
+    keyring.clear_caches()
+    run, resumed = open_run(lab_id)
+    report = ReencryptReport(run.pk, resumed)
+    scope = keyring_patients().filter(data_key__isnull=False)
+    if lab_id is not None:
+        scope = scope.filter(lab_id=lab_id)
+    report.patients = scope.count()
+    advance = add_bar("re-encrypting patients", report.patients) if add_bar else _no_advance
+    if run.last_patient_id is not None:
+        advance(scope.filter(id__lte=run.last_patient_id).count())
+    while True:
+        todo = scope.order_by("id")
+        if run.last_patient_id is not None:
+            todo = todo.filter(id__gt=run.last_patient_id)
+        ids = list(todo.values_list("id", flat=True)[:batch])
+        if not ids:
+            break
+        for patient_id in ids:
+            if limit is not None and report.reencrypted >= limit:
+                report.seconds = time.perf_counter() - started
+                return report
+            report.reencrypted += reencrypt_patient(patient_id, run, report.tables)
+            advance(1)
+    ReencryptionRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
+    report.finished = True
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status() -> list[dict]:
+    """One row per master key version and per lab key, with the rows using each."""
+    from coffre.labs.models import Lab
+
+    rows: list[dict] = []
+    try:
+        keys = keyring.master_keys()
+        known = [(keys.current, True), *((k, False) for k in keys.older)]
+    except KeyProviderError:
+        known = []
+    usage: dict[str, Counter] = {}
+    for model, _ad in MASTER_WRAPPED:
+        for key_id in model.objects.values_list("master_key_id", flat=True):
+            usage.setdefault(key_id, Counter())[model.__name__] += 1
+    for key, current in known:
+        counts = usage.pop(key.hex_id, Counter())
+        rows.append({"kind": "master", "key_id": key.hex_id, "current": current,
+                     "installation_keys": counts["InstallationKey"],
+                     "lab_keys": counts["LabKey"]})
+    for key_id, counts in sorted(usage.items()):  # used but missing from the key file
+        rows.append({"kind": "master", "key_id": key_id, "current": False, "missing": True,
+                     "installation_keys": counts["InstallationKey"],
+                     "lab_keys": counts["LabKey"]})
+    data_keys = lab_key_usage()
+    finess = dict(Lab.objects.values_list("id", "finess"))
+    for row in LabKey.objects.order_by("lab_id", "created_at", "pk"):
+        rows.append({"kind": "lab", "lab": finess.get(row.lab_id), "key_id": row.key_id,
+                     "active": row.active, "master_key_id": row.master_key_id,
+                     "patients": data_keys.pop(row.key_id, 0)})
+    for key_id, count in sorted(data_keys.items()):  # wrapped under a key that is gone
+        rows.append({"kind": "lab", "lab": None, "key_id": key_id, "missing": True,
+                     "patients": count})
+    for run in ReencryptionRun.objects.filter(finished_at__isnull=True).order_by("pk"):
+        rows.append({"kind": "reencrypt", "run": run.pk,
+                     "lab": finess.get(run.lab_id) if run.lab_id else None,
+                     "patients_done": run.patients_done, "finished": False})
+    return rows
