@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,3 +75,17 @@ def _admin(sql: str) -> None:
     url = config.database_url() or ""
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         conn.execute(sql)
+
+
+@contextlib.contextmanager
+def demo_installation(tmp_path_factory, patients: int = 3) -> Iterator[Cli]:
+    """A private installation with `coffre demo` loaded; ``cli.demo_finess`` is the
+    first demo lab's FINESS. For module-scoped fixtures."""
+    cli, database = make_cli(tmp_path_factory.mktemp("home"))
+    cli.run("init")
+    cli.demo_output = cli.run("demo", "--patients", str(patients)).stdout
+    cli.demo_finess = re.search(r"demo1 / .*FINESS (\d{9})", cli.demo_output).group(1)
+    try:
+        yield cli
+    finally:
+        drop_database(database)

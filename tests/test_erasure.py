@@ -167,19 +167,15 @@ def test_reapply_erases_again_a_patient_brought_back_by_a_restore(staff, patient
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
-    from tests.cli_helpers import drop_database, make_cli
+    from tests.cli_helpers import demo_installation
 
-    cli, database = make_cli(tmp_path_factory.mktemp("home"))
-    cli.run("init")
-    cli.demo_output = cli.run("demo", "--patients", "3").stdout
-    yield cli
-    drop_database(database)
+    with demo_installation(tmp_path_factory) as cli:
+        yield cli
 
 
 def test_erase_and_ledger_verify_commands(cli):
-    import re
 
-    finess = re.search(r"demo1 / .*FINESS (\d{9})", cli.demo_output).group(1)
+    finess = cli.demo_finess
     patient_id = cli.json_lines("specimens", "list", "--lab", finess)[0]["patient"]
     args = ("patient", "erase", "--id", patient_id, "--lab", finess, "--reason", "demande")
 

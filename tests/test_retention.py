@@ -156,19 +156,15 @@ def test_years_before_a_leap_day():
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
-    from tests.cli_helpers import drop_database, make_cli
+    from tests.cli_helpers import demo_installation
 
-    cli, database = make_cli(tmp_path_factory.mktemp("home"))
-    cli.run("init")
-    cli.demo_output = cli.run("demo", "--patients", "3").stdout
-    yield cli
-    drop_database(database)
+    with demo_installation(tmp_path_factory) as cli:
+        yield cli
 
 
 def test_purge_and_hold_commands(cli):
-    import re
 
-    finess = re.search(r"demo1 / .*FINESS (\d{9})", cli.demo_output).group(1)
+    finess = cli.demo_finess
     patient_id = cli.json_lines("specimens", "list", "--lab", finess)[0]["patient"]
     specimens = cli.json_lines("specimens", "list", "--lab", finess)
 
