@@ -28,5 +28,6 @@ urlpatterns = [
     path("", include("coffre.accounts.urls")),
     path("", include("coffre.lab.urls")),
     path("", include("coffre.portal.urls")),
+    path("", include("coffre.exports.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

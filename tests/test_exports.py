@@ -232,3 +232,14 @@ def test_the_cli_end_to_end(tmp_path_factory):
         assert listed["state"] == "downloaded" and listed["approved_by"] == "demo1-resp"
     finally:
         drop_database(database)
+
+
+def test_a_malformed_recipient_key_is_refused_with_a_clear_error(lab_a):
+    import datetime as dt
+
+    from coffre.exports import services
+
+    with pytest.raises(services.ExportError, match="recipient key"):
+        services.request_export(lab_a, purpose="étude", recipient="CHU", recipient_key="age1xyz",
+                                fields="nir", period_from=dt.date(2020, 1, 1),
+                                period_to=dt.date(2020, 12, 31), requested_by="anne")

@@ -42,6 +42,8 @@ B_ALERT_SUMMARY = "83 patients distincts lus en 10 minutes (Kerhervé)"
 B_LOCK_PERSON = "yannick.guivarch"
 B_LOCK_REASON = "151 patients distincts lus en 10 minutes (Guivarc'h)"
 B_STAFF_PERSON = "gwenola.le-bihan"  # a lab B account: lab A's manager pages never show it
+B_EXPORT_PURPOSE = "Cohorte drépanocytose Morlaix-Landerneau 2026"
+B_EXPORT_RECIPIENT = "Registre Penn-ar-Bed des hémoglobinopathies"
 
 
 def csrf_failed(request, reason: str = "") -> HttpResponse:
@@ -123,6 +125,22 @@ def lab_b_order(lab_b_objects, actor_b):
     return order
 
 
+@pytest.fixture
+def lab_b_export(lab_b, lab_b_objects):
+    """An export request of lab B (made through the services), awaiting approval."""
+    import datetime as dt
+
+    from coffre.exports import services
+    from coffre.vault import new_recipient_identity
+
+    today = dt.date.today()
+    return services.request_export(
+        lab_b, purpose=B_EXPORT_PURPOSE, recipient=B_EXPORT_RECIPIENT,
+        recipient_key=new_recipient_identity()[1], fields="nir,birth_name",
+        period_from=today - dt.timedelta(days=1), period_to=today + dt.timedelta(days=1),
+        requested_by=B_STAFF_PERSON)
+
+
 class Walker:
     def __init__(self, pending: frozenset[int] = frozenset()) -> None:
         self.requests = 0
@@ -201,7 +219,8 @@ def walk(users: dict, fill: dict[str, list], forbidden: set[str],
 
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
 def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
-        lab_a, lab_b, sister_lab, actor_a, lab_b_objects, lab_b_order, capsys):
+        lab_a, lab_b, sister_lab, actor_a, lab_b_objects, lab_b_order, lab_b_export,
+        capsys):
     patient_b, alert_b, lock_b = lab_b_objects
     create_patient(actor_a, patient_row())  # lab A has a patient of its own
     # The walk must not lock the accounts it walks with (it would only see the lock page).
@@ -210,10 +229,11 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
                                  soft_per_hour=100_000)
     b_staff = member(B_STAFF_PERSON, lab_b, Role.LAB_MANAGER)
     forbidden = identifying_values(B_ROW) | {B_ALERT_PERSON, B_ALERT_SUMMARY,
-                                             B_LOCK_PERSON, B_LOCK_REASON, B_STAFF_PERSON}
+                                             B_LOCK_PERSON, B_LOCK_REASON, B_STAFF_PERSON,
+                                             B_EXPORT_PURPOSE, B_EXPORT_RECIPIENT}
     fill = {"patient_id": [patient_b.id, uuid.uuid4()], "alert_id": [alert_b.pk],
             "lock_id": [lock_b.pk], "order_id": [lab_b_order.id, uuid.uuid4()],
-            "loinc": ["718-7"],
+            "loinc": ["718-7"], "export_id": [lab_b_export.pk, 999_999],
             "membership_id": [b_staff.memberships.get().pk,
                               Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
     users = {role: member(f"walker-{role}", lab_a, role) for role in Role.values}
@@ -254,7 +274,7 @@ def test_the_same_walk_finds_a_labs_own_patient_on_its_own_pages(lab_a, actor_a)
     values = identifying_values(row)
     _, leaks = walk(users, {"patient_id": [mine.id], "alert_id": [1], "lock_id": [1],
                             "order_id": [uuid.uuid4()], "loinc": ["718-7"],
-                            "membership_id": [1]},
+                            "membership_id": [1], "export_id": [1]},
                     values, payloads(row, lab_a))
 
     record = f"/patients/{mine.id}/"
@@ -283,7 +303,7 @@ def test_the_matcher_ignores_case_and_accents():
 
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
 def test_a_patient_account_sees_nothing_of_another_patient_or_lab(
-        lab_a, lab_b, actor_a, lab_b_objects, lab_b_order, capsys):
+        lab_a, lab_b, actor_a, lab_b_objects, lab_b_order, lab_b_export, capsys):
     """The same walk as a patient portal account of lab A: another patient of the same
     lab (with a published order) and lab B's patient are both out of reach."""
     from coffre.portal import activation
@@ -305,6 +325,7 @@ def test_a_patient_account_sees_nothing_of_another_patient_or_lab(
     forbidden = identifying_values(other_row) | identifying_values(B_ROW)
     fill = {"patient_id": [other.id, patient_b.id], "alert_id": [1], "lock_id": [1],
             "order_id": [orders[1].id, lab_b_order.id], "loinc": ["2823-3"],
+            "export_id": [lab_b_export.pk],
             "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
     walker, leaks = walk({"patient": user}, fill, forbidden, payloads(other_row, lab_a))
     assert not leaks, leaks
@@ -314,7 +335,7 @@ def test_a_patient_account_sees_nothing_of_another_patient_or_lab(
 
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
 def test_a_prescriber_sees_nothing_of_another_doctors_patient(
-        lab_a, lab_b, lab_b_objects, lab_b_order, capsys):
+        lab_a, lab_b, lab_b_objects, lab_b_order, lab_b_export, capsys):
     """The walk as a prescriber account: a patient of lab A whose published order another
     doctor prescribed, and lab B's patient, stay out of reach."""
     from coffre.portal import prescriber
@@ -334,6 +355,7 @@ def test_a_prescriber_sees_nothing_of_another_doctors_patient(
     forbidden = identifying_values(other_row) | identifying_values(B_ROW)
     fill = {"patient_id": [other.id, lab_b_objects[0].id], "alert_id": [1], "lock_id": [1],
             "order_id": [theirs.id, lab_b_order.id], "loinc": ["2823-3"],
+            "export_id": [lab_b_export.pk],
             "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
     walker, leaks = walk({"doctor": account.user}, fill, forbidden,
                          payloads(other_row, lab_a))

@@ -1,6 +1,7 @@
 """``coffre export``: request, approve, refuse, run, fetch, purge-expired, list.
 
-No web pages yet: exports are driven from the command line.
+The staff pages (coffre/exports/views.py) request, approve and refuse; producing and
+handing over the file stay with the administrator here (run, fetch).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from coffre.identity.registry import CSV_COLUMNS, clean_values, open_patient
 from coffre.lab.models import Order
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
-from coffre.vault import check_recipient, encrypt_to, fingerprint
+from coffre.vault import RecipientKeyError, check_recipient, encrypt_to, fingerprint
 
 EXPORT_ROLE = "export"  # the role of audit entries written by an export run
 DEFAULT_DAYS = 7
@@ -109,8 +109,8 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
     names = parse_fields(fields)
     try:
         key = check_recipient(recipient_key)
-    except ValueError as exc:
-        raise ExportError(f"--recipient-key: {exc}") from None
+    except (RecipientKeyError, ValueError) as exc:
+        raise ExportError(f"recipient key: {exc}") from None
     ids = None
     if patient_ids is not None:
         try:
@@ -158,27 +158,54 @@ def _needed_roles(size: int, lab_id: int) -> set[str]:
     return {Role.DPO, Role.LAB_MANAGER}
 
 
+def _approver(export: ExportRequest, by: str) -> Membership:
+    """The approving membership, or ExportError saying why ``by`` may not approve
+    (refreshes ``export.size_estimate``; saves nothing)."""
+    if export.state != ExportState.REQUESTED:
+        raise ExportError(f"export {export.pk} is {export.state}, not awaiting approval")
+    if _same_person(by, export.requested_by):
+        raise ExportError("an export must be approved by a second person, not the one "
+                          "who requested it")
+    membership = _person_in_lab(by, export.lab)
+    if membership is None:
+        raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
+    export.size_estimate = covered(export, _runner(export.lab)).count()
+    needed = _needed_roles(export.size_estimate, export.lab_id)
+    if membership.role not in needed:
+        if needed == {Role.DPO}:
+            raise ExportError(
+                f"this export covers {export.size_estimate} patients (more than "
+                f"{dpo_threshold(export.lab_id)}): only the data-protection officer "
+                f"(role dpo) may approve it; {by} is {membership.role}")
+        raise ExportError(f"only a lab manager or the DPO may approve an export; {by} is "
+                          f"{membership.role}")
+    return membership
+
+
+def approval_refusal(export: ExportRequest, by: str) -> ExportError | None:
+    """Why ``by`` may not approve ``export`` now (the same checks as ``approve``), or
+    None when they may: the web page shows its buttons from this. Saves nothing."""
+    try:
+        _approver(export, by)
+    except ExportError as error:
+        return error
+    return None
+
+
+def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
+    """Why ``by`` may not refuse ``export`` now (the same checks as ``refuse``)."""
+    if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
+        return ExportError(f"export {export.pk} is {export.state}: too late to refuse")
+    membership = _person_in_lab(by, export.lab)
+    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
+        return ExportError("only a lab manager or the DPO of the lab may refuse an export")
+    return None
+
+
 def approve(export_id: int | str, by: str) -> ExportRequest:
     with transaction.atomic():
         export = _get(export_id)
-        if export.state != ExportState.REQUESTED:
-            raise ExportError(f"export {export.pk} is {export.state}, not awaiting approval")
-        if _same_person(by, export.requested_by):
-            raise ExportError("an export must be approved by a second person, not the one "
-                              "who requested it")
-        membership = _person_in_lab(by, export.lab)
-        if membership is None:
-            raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
-        export.size_estimate = covered(export, _runner(export.lab)).count()
-        needed = _needed_roles(export.size_estimate, export.lab_id)
-        if membership.role not in needed:
-            if needed == {Role.DPO}:
-                raise ExportError(
-                    f"this export covers {export.size_estimate} patients (more than "
-                    f"{dpo_threshold(export.lab_id)}): only the data-protection officer "
-                    f"(role dpo) may approve it; {by} is {membership.role}")
-            raise ExportError(f"only a lab manager or the DPO may approve an export; {by} is "
-                              f"{membership.role}")
+        membership = _approver(export, by)
         export.state, export.approved_by = ExportState.APPROVED, by
         export.approved_role, export.approved_at = membership.role, timezone.now()
         export.save()
@@ -187,11 +214,9 @@ def approve(export_id: int | str, by: str) -> ExportRequest:
 
 def refuse(export_id: int | str, by: str) -> ExportRequest:
     export = _get(export_id)
-    if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
-        raise ExportError(f"export {export.pk} is {export.state}: too late to refuse")
-    membership = _person_in_lab(by, export.lab)
-    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
-        raise ExportError("only a lab manager or the DPO of the lab may refuse an export")
+    problem = refusal_refusal(export, by)
+    if problem is not None:
+        raise problem
     export.state, export.closed_at = ExportState.REFUSED, timezone.now()
     export.save()
     return export
@@ -358,6 +383,11 @@ def purge_expired(now: dt.datetime | None = None) -> list[int]:
         export.save()
         done.append(export.pk)
     return done
+
+
+def requests_of(lab: Lab) -> QuerySet[ExportRequest]:
+    """The lab's export requests, newest first (the web list)."""
+    return ExportRequest.objects.filter(lab=lab).order_by("-requested_at", "-pk")
 
 
 def listing(lab: Lab) -> list[dict]:

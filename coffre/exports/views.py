@@ -1,0 +1,189 @@
+"""Staff pages of the controlled exports: the lab's requests, a new request, and a
+request's page where a second person approves or refuses it.
+
+The approver is the logged-in person (password and second factor done in this session):
+``services.approve`` receives ``request.user``'s username, never a typed name, so the
+approval and the run's audit entries ("approved by ...") name them. The run itself stays
+with the operator at the server (``coffre export run ID``): it writes the encrypted file
+to the server's staging directory, which only the operator can hand over
+(``coffre export fetch``), and a large run would hold a web worker for seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from coffre.accounts.acting import requires_role, staff_view
+from coffre.accounts.models import Role
+from coffre.exports import services
+from coffre.exports.forms import FIELD_LABELS, ExportRequestForm
+from coffre.exports.models import ExportRequest, ExportState
+
+EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
+
+STATE_LABELS = {
+    ExportState.REQUESTED: gettext_lazy("En attente d'approbation"),
+    ExportState.APPROVED: gettext_lazy("Approuvé"),
+    ExportState.PRODUCED: gettext_lazy("Produit"),
+    ExportState.DOWNLOADED: gettext_lazy("Remis"),
+    ExportState.EXPIRED: gettext_lazy("Expiré"),
+    ExportState.REFUSED: gettext_lazy("Refusé"),
+}
+
+
+def state_label(code: str) -> str:
+    return str(STATE_LABELS.get(code, code))
+
+
+# -- the services' English refusals, said in French ---------------------------------------
+
+_REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
+    (r"is (\w+), not awaiting approval", lambda m: _(
+        "Cet export n'attend plus d'approbation (état : %(state)s).")
+        % {"state": state_label(m[1])}),
+    (r"second person", lambda m: _(
+        "Vous avez demandé cet export : il doit être approuvé par une autre personne.")),
+    (r"is not an active member", lambda m: _(
+        "Vous n'êtes pas membre actif de ce laboratoire.")),
+    (r"covers (\d+) patients \(more than (\d+)\)", lambda m: _(
+        "Cet export couvre %(count)s patients, plus que le seuil de %(threshold)s : seul "
+        "le délégué à la protection des données (DPO) peut l'approuver.")
+        % {"count": m[1], "threshold": m[2]}),
+    (r"only a lab manager or the DPO may approve", lambda m: _(
+        "Seul un responsable de laboratoire ou le DPO peut approuver un export.")),
+    (r"is (\w+): too late to refuse", lambda m: _(
+        "Cet export ne peut plus être refusé (état : %(state)s).")
+        % {"state": state_label(m[1])}),
+    (r"may refuse", lambda m: _(
+        "Seul un responsable de laboratoire ou le DPO peut refuser un export.")),
+    (r"a purpose is required", lambda m: _("Le motif est obligatoire.")),
+    (r"a recipient is required", lambda m: _("Le destinataire est obligatoire.")),
+    (r"starts after it ends", lambda m: _("La période se termine avant de commencer.")),
+    (r"name at least one", lambda m: _("Choisissez au moins un champ.")),
+    (r"unknown field", lambda m: _("Champ inconnu du registre.")),
+    (r"recipient-key", lambda m: _(
+        "Clé publique age du destinataire invalide (une clé X25519 commençant par "
+        "age1…).")),
+)
+
+
+def say(error: Exception) -> str:
+    text = str(error)
+    for pattern, message in _REASONS:
+        match = re.search(pattern, text)
+        if match:
+            return message(match)
+    return _("Opération refusée.")
+
+
+# -- helpers --------------------------------------------------------------------------
+
+def _username(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
+    """The acting lab's export; another lab's or none is the same 404."""
+    export = (ExportRequest.objects.select_related("lab")
+              .filter(pk=export_id, lab_id=request.membership.lab_id).first())
+    if export is None:
+        raise Http404("no such export")
+    return export
+
+
+def _row(export: ExportRequest) -> dict:
+    return {"export": export, "state": state_label(export.state),
+            "fields": [str(FIELD_LABELS.get(f, f)) for f in export.field_list()]}
+
+
+# -- pages ----------------------------------------------------------------------------
+
+@staff_view
+@requires_role(*EXPORT_ROLES)
+@require_GET
+def export_list(request: HttpRequest) -> HttpResponse:
+    lab = request.membership.lab
+    return render(request, "exports/list.html", {
+        "rows": [_row(e) for e in services.requests_of(lab)],
+        "threshold": services.dpo_threshold(lab.id)})
+
+
+@staff_view
+@requires_role(*EXPORT_ROLES)
+@require_http_methods(["GET", "POST"])
+def export_new(request: HttpRequest) -> HttpResponse:
+    form = ExportRequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            export = services.request_export(
+                request.membership.lab, purpose=data["purpose"],
+                recipient=data["recipient"], recipient_key=data["recipient_key"].strip(),
+                fields=",".join(data["fields"]), period_from=data["period_from"],
+                period_to=data["period_to"], requested_by=_username(request))
+        except services.ExportError as error:
+            form.add_error(None, say(error))
+        else:
+            messages.success(request, _(
+                "Demande d'export n° %(id)s enregistrée : une autre personne doit "
+                "l'approuver.") % {"id": export.pk})
+            return redirect("export_detail", export_id=export.pk)
+    return render(request, "exports/new.html", {
+        "form": form, "threshold": services.dpo_threshold(request.membership.lab_id)},
+        status=400 if form.is_bound and form.errors else 200)
+
+
+@staff_view
+@requires_role(*EXPORT_ROLES)
+@require_GET
+def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _own_export(request, export_id)
+    me = _username(request)
+    cannot_approve = cannot_refuse = None
+    if export.state == ExportState.REQUESTED:
+        problem = services.approval_refusal(export, me)  # refreshes size_estimate
+        cannot_approve = say(problem) if problem else None
+    problem = services.refusal_refusal(export, me)
+    cannot_refuse = say(problem) if problem else None
+    return render(request, "exports/detail.html", {
+        **_row(export), "can_approve": (export.state == ExportState.REQUESTED
+                                        and cannot_approve is None),
+        "cannot_approve": cannot_approve, "can_refuse": cannot_refuse is None,
+        "threshold": services.dpo_threshold(export.lab_id)})
+
+
+@staff_view
+@requires_role(*EXPORT_ROLES)
+@require_POST
+def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _own_export(request, export_id)
+    try:
+        services.approve(export.pk, _username(request))
+    except services.ExportError as error:
+        messages.error(request, say(error))
+    else:
+        messages.success(request, _("Export n° %(id)s approuvé par %(who)s.")
+                         % {"id": export.pk, "who": _username(request)})
+    return redirect("export_detail", export_id=export.pk)
+
+
+@staff_view
+@requires_role(*EXPORT_ROLES)
+@require_POST
+def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _own_export(request, export_id)
+    try:
+        services.refuse(export.pk, _username(request))
+    except services.ExportError as error:
+        messages.error(request, say(error))
+    else:
+        messages.success(request, _("Export n° %(id)s refusé.") % {"id": export.pk})
+    return redirect("export_detail", export_id=export.pk)
