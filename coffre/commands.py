@@ -68,6 +68,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--email")
     p.add_argument("--birth-date", metavar="YYYY-MM-DD")
     lifecycle_commands.add_erase_arguments(pat)
+    p = pat.add_parser("access-export", help="the patient's right of access: a zip of a FHIR "
+                                             "Bundle and the PDF reports (mode 0600)")
+    p.add_argument("--id", required=True, metavar="UUID", help="internal patient id")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
 
     sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
 
@@ -262,6 +268,8 @@ def patient_find(args: argparse.Namespace) -> int:
 
     if args.patient_command == "erase":
         return lifecycle_commands.patient_erase(args)
+    if args.patient_command == "access-export":
+        return _access_export(args)
     target = _lab(args.lab)
     try:
         records = find_patients(cli_actor(target.id), nir=args.nir, name=args.name,
@@ -378,6 +386,25 @@ def _lab_actor(finess: str):
     from coffre.labs.tenancy import cli_actor
 
     return cli_actor(_lab(finess, code=2).id)
+
+
+def _access_export(args: argparse.Namespace) -> int:
+    import uuid
+
+    from coffre.identity.access import PatientNotFound
+    from coffre.lifecycle.right_of_access import right_of_access
+
+    try:
+        patient_id = uuid.UUID(args.id)
+    except ValueError:
+        raise BadInput("--id must be a patient id (UUID)") from None
+    try:
+        _name, content = right_of_access(_lab_actor(args.lab), patient_id)
+    except PatientNotFound:
+        raise BadInput(f"no patient {patient_id} in lab {args.lab}") from None
+    _write_private(args.out, content, args.force)
+    print(args.out)
+    return 0
 
 
 def _write_private(path: Path, content: bytes, force: bool) -> None:

@@ -40,6 +40,7 @@ KIND_LABELS = {
     "receipt": _("reçu de prélèvement"),
     "portal": _("compte du portail patient"),
     "portal_code": _("code d'activation du portail"),
+    "right_of_access": _("copie de toutes vos données (droit d'accès)"),
 }
 OTHER_ROLES = {"analyser": _("Automate"), "patient": _("Patient (portail)"),
                "prescriber": _("Prescripteur (portail)"), "cli": _("Ligne de commande"),

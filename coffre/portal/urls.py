@@ -15,5 +15,6 @@ urlpatterns = [
          name="prescriber_order"),
     path("prescripteur/demandes/<uuid:order_id>/compte-rendu.pdf", views.prescriber_report,
          name="prescriber_report"),
+    path("portail/mes-donnees.zip", views.portal_my_data, name="portal_my_data"),
     path("portail/acces/", views.portal_access_log, name="portal_access_log"),
 ]

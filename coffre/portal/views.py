@@ -23,6 +23,7 @@ from coffre.lab.access import OrderNotFound
 from coffre.lab.reports import patient_name
 from coffre.lab.views import lab_errors, pdf_response
 from coffre.labs import rls
+from coffre.lifecycle.right_of_access import right_of_access
 from coffre.portal import prescriber, services
 from coffre.portal.activation import Activation, ActivationRefused, activate
 from coffre.portal.forms import ActivationForm
@@ -112,6 +113,19 @@ def portal_chart(request: HttpRequest, loinc: str) -> HttpResponse:
     return render(request, "portal/chart.html", {
         "test": test, "points": points, "range": rng,
         "reference": catalogue.format_range(test, rng)})
+
+
+@patient_view
+@require_http_methods(["POST"])
+def portal_my_data(request: HttpRequest) -> HttpResponse:
+    """Everything the lab holds on the patient (right of access): a zip of a FHIR Bundle
+    and the PDF reports. A POST: it is logged as an export."""
+    account = request.patient_account
+    name, content = right_of_access(services.actor_for(account), account.patient_id)
+    response = HttpResponse(content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Cache-Control"] = "no-store, private"
+    return response
 
 
 @patient_view
