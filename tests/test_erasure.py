@@ -43,7 +43,9 @@ def test_an_erased_patient_and_their_results_are_gone(staff, patient):
 
     after = _row(patient.id)
     assert after["data_key"] is None
-    assert all(after[c] != before[c] for c in BI_COLUMNS)  # fresh random values
+    # Fresh random values: with the tests' 8-bit indexes one may equal the old by chance
+    # (1/256 each), all of them practically never; the searches below are the proof.
+    assert sum(after[c] != before[c] for c in BI_COLUMNS) >= len(BI_COLUMNS) - 2
     with pytest.raises(PatientNotFound):
         access_patient(staff.biologist, patient.id)
     with pytest.raises(OrderNotFound):
