@@ -109,13 +109,17 @@ def _add_references(views: list[ResultView], people: dict[uuid.UUID, Demographic
                                                 reference_for(view.test, person, taken))
 
 
-def order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
-    """The order row of the actor's lab (no value opened, nothing logged)."""
+def parse_order_id(order_id: uuid.UUID | str) -> uuid.UUID:
+    """An order id from a URL or a command; a malformed one is an order not found."""
     try:
-        oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+        return order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
     except ValueError:
         raise OrderNotFound("no such order") from None
-    order = orders_for(actor).filter(id=oid).first()
+
+
+def order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
+    """The order row of the actor's lab (no value opened, nothing logged)."""
+    order = orders_for(actor).filter(id=parse_order_id(order_id)).first()
     if order is None:
         raise OrderNotFound("no such order")
     return order

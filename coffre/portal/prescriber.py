@@ -21,7 +21,7 @@ from coffre.audit import detection
 from coffre.identity import french
 from coffre.identity.access import access_patient
 from coffre.identity.registry import PatientRecord
-from coffre.lab.access import OrderNotFound, OrderView, access_order
+from coffre.lab.access import OrderNotFound, OrderView, access_order, parse_order_id
 from coffre.lab.models import Order, ResultState
 from coffre.lab.orders import prescriber_index
 from coffre.lab.permissions import PRESCRIBER
@@ -103,10 +103,7 @@ def prescribed_orders(account: PrescriberAccount) -> list[PrescribedOrder]:
 
 
 def _own_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> Order:
-    try:
-        oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
-    except ValueError:
-        raise OrderNotFound("no such order") from None
+    oid = parse_order_id(order_id)
     order = _candidates(account).filter(id=oid).first()
     if order is None or not _is_theirs(account, order, {}):
         raise OrderNotFound("no such order")

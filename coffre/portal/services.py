@@ -18,6 +18,7 @@ from coffre.lab.access import (
     OrderView,
     Point,
     access_order,
+    parse_order_id,
     reference_for,
     result_series,
     tests_with_history,
@@ -60,10 +61,7 @@ def published_orders(account: PatientAccount) -> list[PortalOrder]:
 
 
 def _own_order(account: PatientAccount, order_id: uuid.UUID | str) -> uuid.UUID:
-    try:
-        oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
-    except ValueError:
-        raise OrderNotFound("no such order") from None
+    oid = parse_order_id(order_id)
     mine = orders_for(actor_for(account)).filter(
         id=oid, patient_id=account.patient_id,
         results__state=ResultState.PUBLISHED).exists()
