@@ -19,7 +19,7 @@ log = logging.getLogger("coffre.cli")
 # add_arguments(sub) and registers its handlers with @command on import.
 CAPABILITY_COMMANDS: tuple[str, ...] = (
     "coffre.lifecycle.commands", "coffre.backups.commands", "coffre.keyring.commands",
-    "coffre.exports.commands",
+    "coffre.exports.commands", "coffre.apiclients.commands", "coffre.breach.commands",
 )
 
 

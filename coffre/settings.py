@@ -52,6 +52,9 @@ INSTALLED_APPS = [
     "coffre.portal",
     "coffre.lifecycle",
     "coffre.exports",
+    "coffre.apiclients",
+    "coffre.fhir",
+    "coffre.breach",
     "axes",
 ]
 

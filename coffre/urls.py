@@ -29,5 +29,8 @@ urlpatterns = [
     path("", include("coffre.lab.urls")),
     path("", include("coffre.portal.urls")),
     path("", include("coffre.exports.urls")),
+    path("", include("coffre.apiclients.urls")),
+    path("", include("coffre.breach.urls")),
+    path("fhir/", include("coffre.fhir.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ApiclientsConfig(AppConfig):
+    name = "coffre.apiclients"
+    verbose_name = "API clients"

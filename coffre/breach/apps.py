@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BreachConfig(AppConfig):
+    name = "coffre.breach"
+    verbose_name = "Breach response"
