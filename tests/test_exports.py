@@ -243,3 +243,57 @@ def test_a_malformed_recipient_key_is_refused_with_a_clear_error(lab_a):
         services.request_export(lab_a, purpose="étude", recipient="CHU", recipient_key="age1xyz",
                                 fields="nir", period_from=dt.date(2020, 1, 1),
                                 period_to=dt.date(2020, 12, 31), requested_by="anne")
+
+
+def test_each_step_of_an_export_is_in_the_access_log(lab_a, patients, keys, tmp_path):
+    export = produced(lab_a, keys[1])
+    services.fetch(export.pk, tmp_path / "out.age")
+    refused = ask(lab_a, keys[1])
+    services.refuse(refused.pk, "dora")
+    steps = AccessEvent.objects.filter(kind="export", patient_id=None).order_by("id")
+    assert [(e.action, e.person, e.role) for e in steps] == [
+        ("export_request", "sam", "secretary"), ("export_approve", "maud", "lab_manager"),
+        ("export_fetch", steps[2].person, "export"), ("export_request", "sam", "secretary"),
+        ("export_refuse", "dora", "dpo")]
+    assert steps[2].person.startswith("os:")
+    from coffre.audit import log
+
+    assert log.open_text(steps[4].purpose, "purpose") == f"export {refused.pk}"
+
+
+def test_a_request_never_produced_expires_and_can_no_longer_be_approved(lab_a, patients,
+                                                                         keys):
+    waiting = ask(lab_a, keys[1])
+    approved = ask(lab_a, keys[1])
+    services.approve(approved.pk, "maud")
+    later = timezone.now() + dt.timedelta(days=services.REQUEST_DAYS - 1)
+    assert services.purge_expired(later) == []
+    later += dt.timedelta(days=2)
+    assert sorted(services.purge_expired(later)) == [waiting.pk, approved.pk]
+    with pytest.raises(services.ExportError, match="is expired, not awaiting approval"):
+        services.approve(waiting.pk, "maud")
+    with pytest.raises(services.ExportError, match="only an approved export can run"):
+        services.run(approved.pk)
+    assert AccessEvent.objects.filter(action="export_expire").count() == 2
+
+
+def test_a_run_that_fails_midway_leaves_no_file_and_no_audit_of_patients(
+        lab_a, patients, keys, monkeypatch):
+    export = ask(lab_a, keys[1])
+    services.approve(export.pk, "maud")
+    calls = []
+    real = services.open_patient
+
+    def fails_on_the_second(patient, fields):
+        calls.append(patient.id)
+        if len(calls) == 2:
+            raise RuntimeError("disk vanished")
+        return real(patient, fields)
+
+    monkeypatch.setattr(services, "open_patient", fails_on_the_second)
+    with pytest.raises(RuntimeError, match="disk vanished"):
+        services.run(export.pk)
+    export.refresh_from_db()
+    assert export.state == ExportState.APPROVED
+    assert list(services.staging_dir().iterdir()) == []
+    assert not AccessEvent.objects.filter(action="export").exists()

@@ -181,3 +181,22 @@ def test_a_new_master_version_keeps_the_old_one_for_unwrapping(tmp_path):
     assert keys.current.key_id != old.key_id
     assert keys.by_id(old.key_id).key_id == old.key_id
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_streamed_age_file_opens_whole_and_a_producer_error_comes_back_as_is():
+    import io
+
+    from coffre.vault import decrypt_with, encrypt_stream_to, new_recipient_identity
+
+    identity, recipient = new_recipient_identity()
+    lines = [b"%d;ligne\n" % n for n in range(50_000)]
+    out = io.BytesIO()
+    encrypt_stream_to(recipient, iter(lines), out)
+    assert decrypt_with(identity, out.getvalue()) == b"".join(lines)
+
+    def broken():
+        yield b"debut\n"
+        raise LookupError("the producer failed")
+
+    with pytest.raises(LookupError, match="the producer failed"):
+        encrypt_stream_to(recipient, broken(), io.BytesIO())

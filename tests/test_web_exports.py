@@ -194,6 +194,9 @@ def test_the_web_approver_is_named_on_the_request_and_in_the_access_log(
     logged_in(people[Role.DPO]).post(f"/exports/{export.pk}/approuver/")
     export.refresh_from_db()
     assert export.approved_by == "dpo.a"
+    approval = AccessEvent.objects.get(action="export_approve")
+    assert (approval.person, approval.role, approval.channel, approval.patient_id) == (
+        "dpo.a", "dpo", "web", None)
     services.run(export.pk)  # the operator's step
     events = AccessEvent.objects.filter(action="export")
     assert {e.patient_id for e in events} == {p.id for p in patients}

@@ -25,7 +25,9 @@ import random
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -35,7 +37,7 @@ from coffre import config
 from coffre.accounts.models import Membership, Role
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
-from coffre.audit.log import seal_text
+from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
 from coffre.exports.models import ExportRequest, ExportState, ExportWatermark
 from coffre.identity import synthetic
@@ -45,11 +47,12 @@ from coffre.identity.registry import CSV_COLUMNS, clean_values, open_patient
 from coffre.lab.models import Order
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
-from coffre.vault import RecipientKeyError, check_recipient, encrypt_to, fingerprint
+from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
 
 EXPORT_ROLE = "export"  # the role of audit entries written by an export run
 DEFAULT_DAYS = 7
 MAX_DAYS = 30
+REQUEST_DAYS = 14  # a request not produced within this is closed as expired
 WATERMARK_ROWS = (2, 3)
 # Columns whose values are near-unique: a single leaked cell is enough to attribute.
 DISTINCTIVE = ("nir", "birth_name", "first_names", "address", "phone", "email")
@@ -99,7 +102,8 @@ def _person_in_lab(username: str, lab: Lab) -> Membership | None:
 
 def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str,
                    fields: str, period_from: dt.date, period_to: dt.date,
-                   patient_ids: list[str] | None = None, requested_by: str) -> ExportRequest:
+                   patient_ids: list[str] | None = None, requested_by: str,
+                   channel: str = "cli", address: str = "") -> ExportRequest:
     if not purpose.strip():
         raise ExportError("a purpose is required")
     if not recipient.strip():
@@ -124,8 +128,22 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
                            period_from=period_from, period_to=period_to, patient_ids=ids,
                            requested_by=requested_by)
     export.size_estimate = covered(export, _runner(lab)).count()
-    export.save()
+    with transaction.atomic():
+        export.save()
+        _log_step(export, "export_request", requested_by, channel, address)
     return export
+
+
+def _log_step(export: ExportRequest, action: str, person: str, channel: str,
+              address: str) -> None:
+    """One audit entry, with no patient, for each step of an export's life (request,
+    approval, refusal, download, expiry): the DPO sees who moved it, from where."""
+    membership = _person_in_lab(person, export.lab)
+    role = membership.role if membership else (EXPORT_ROLE if person.startswith("os:")
+                                               else "unknown")
+    actor = Actor(person=person, lab_id=export.lab_id, role=role, channel=channel,
+                  address=address)
+    record(actor, action, [], kind="export", purpose=f"export {export.pk}")
 
 
 def _runner(lab: Lab) -> Actor:
@@ -202,23 +220,28 @@ def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
     return None
 
 
-def approve(export_id: int | str, by: str) -> ExportRequest:
+def approve(export_id: int | str, by: str, *, channel: str = "cli",
+            address: str = "") -> ExportRequest:
     with transaction.atomic():
         export = _get(export_id)
         membership = _approver(export, by)
         export.state, export.approved_by = ExportState.APPROVED, by
         export.approved_role, export.approved_at = membership.role, timezone.now()
         export.save()
+        _log_step(export, "export_approve", by, channel, address)
     return export
 
 
-def refuse(export_id: int | str, by: str) -> ExportRequest:
-    export = _get(export_id)
-    problem = refusal_refusal(export, by)
-    if problem is not None:
-        raise problem
-    export.state, export.closed_at = ExportState.REFUSED, timezone.now()
-    export.save()
+def refuse(export_id: int | str, by: str, *, channel: str = "cli",
+           address: str = "") -> ExportRequest:
+    with transaction.atomic():
+        export = _get(export_id)
+        problem = refusal_refusal(export, by)
+        if problem is not None:
+            raise problem
+        export.state, export.closed_at = ExportState.REFUSED, timezone.now()
+        export.save()
+        _log_step(export, "export_refuse", by, channel, address)
     return export
 
 
@@ -268,12 +291,39 @@ def watermark_rows(fields: list[str], rng: random.Random) -> list[dict[str, str]
     return rows
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _csv_line(values: list[str]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerow(values)
+    return text.getvalue().encode()
+
+
+def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str, str]],
+               rng: random.Random, ids: list[uuid.UUID]) -> Iterator[bytes]:
+    """The export's CSV, a line at a time as the encryption reads it (only one patient's
+    clear values in memory at once); watermark rows at random places; the exported
+    patients' ids are appended to ``ids`` for the audit entries."""
+    total = scope.count()
+    places = sorted((rng.randint(0, total), index) for index in range(len(marks)))
+    yield _csv_line(fields)
+    for position, patient in enumerate(scope.order_by("id").iterator(chunk_size=500)):
+        while places and places[0][0] <= position:
+            mark = marks[places.pop(0)[1]]
+            yield _csv_line([mark[name] for name in fields])
+        record = open_patient(patient, fields)
+        ids.append(patient.id)
+        yield _csv_line([record.values.get(name, "") for name in fields])
+    for _, index in places:  # a mark placed after the last row
+        yield _csv_line([marks[index][name] for name in fields])
+
+
+def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` fills an owner-only temporary file, renamed into place once complete:
+    a crash leaves no half file under the final name."""
     partial = path.with_name(path.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
@@ -296,24 +346,13 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
         raise ExportError("the export now covers more patients than the DPO threshold: it "
                           "needs a new request approved by the DPO")
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows
-    rows, ids = [], []
-    for patient in scope.order_by("id").iterator(chunk_size=500):
-        record = open_patient(patient, fields)
-        rows.append([record.values.get(name, "") for name in fields])
-        ids.append(patient.id)
     marks = watermark_rows(fields, rng)
-    for mark in marks:
-        rows.insert(rng.randint(0, len(rows)), [mark[name] for name in fields])
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(fields)
-    writer.writerows(rows)
-    sealed = encrypt_to(export.recipient_key, text.getvalue().encode())
-    del rows, text  # the clear values leave memory with these
+    ids: list[uuid.UUID] = []
+    path = staged_file(export)
+    _write_private(path, lambda out: encrypt_stream_to(
+        export.recipient_key, _csv_lines(scope, fields, marks, rng, ids), out))
     key = _fp_key()
     prints = set().union(*(_fingerprints(key, mark) for mark in marks))
-    path = staged_file(export)
-    _write_private(path, sealed)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -367,22 +406,36 @@ def fetch(export_id: int | str, out: Path) -> ExportRequest:
         handle.flush()
         os.fsync(handle.fileno())
     source.unlink()
-    export.state, export.downloaded_at = ExportState.DOWNLOADED, timezone.now()
-    export.save()
+    with transaction.atomic():
+        export.state, export.downloaded_at = ExportState.DOWNLOADED, timezone.now()
+        export.save()
+        _log_step(export, "export_fetch", cli_actor(export.lab_id).person, "cli", "")
     return export
 
 
 def purge_expired(now: dt.datetime | None = None) -> list[int]:
-    """Delete the staged files of produced exports past their expiry."""
+    """Delete the staged files of produced exports past their expiry, and close the
+    requests never produced within REQUEST_DAYS: an approval given for a need of the
+    moment must not stay usable for months."""
     now = now or timezone.now()
+    stale = now - dt.timedelta(days=request_days())
     done = []
-    for export in ExportRequest.objects.filter(state=ExportState.PRODUCED,
-                                               expires_at__lte=now):
+    for export in ExportRequest.objects.filter(
+            Q(state=ExportState.PRODUCED, expires_at__lte=now)
+            | Q(state__in=[ExportState.REQUESTED, ExportState.APPROVED],
+                requested_at__lte=stale)).select_related("lab"):
         staged_file(export).unlink(missing_ok=True)
-        export.state, export.closed_at = ExportState.EXPIRED, now
-        export.save()
+        with transaction.atomic():
+            export.state, export.closed_at = ExportState.EXPIRED, now
+            export.save()
+            _log_step(export, "export_expire", cli_actor(export.lab_id).person, "cli", "")
         done.append(export.pk)
     return done
+
+
+def request_days() -> int:
+    """Days a request may wait for its approval and run (COFFRE_EXPORT_REQUEST_DAYS)."""
+    return config.env_int("COFFRE_EXPORT_REQUEST_DAYS", REQUEST_DAYS)
 
 
 def requests_of(lab: Lab) -> QuerySet[ExportRequest]:

@@ -90,6 +90,11 @@ def _username(request: HttpRequest) -> str:
     return request.user.get_username()
 
 
+def _where(request: HttpRequest) -> dict[str, str]:
+    """The channel and address the export steps' audit entries record."""
+    return {"channel": "web", "address": request.actor.address}
+
+
 def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
     """The acting lab's export; another lab's or none is the same 404."""
     export = (ExportRequest.objects.select_related("lab")
@@ -128,7 +133,8 @@ def export_new(request: HttpRequest) -> HttpResponse:
                 request.membership.lab, purpose=data["purpose"],
                 recipient=data["recipient"], recipient_key=data["recipient_key"].strip(),
                 fields=",".join(data["fields"]), period_from=data["period_from"],
-                period_to=data["period_to"], requested_by=_username(request))
+                period_to=data["period_to"], requested_by=_username(request),
+                **_where(request))
         except services.ExportError as error:
             form.add_error(None, say(error))
         else:
@@ -166,7 +172,7 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
     try:
-        services.approve(export.pk, _username(request))
+        services.approve(export.pk, _username(request), **_where(request))
     except services.ExportError as error:
         messages.error(request, say(error))
     else:
@@ -181,7 +187,7 @@ def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
 def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
     try:
-        services.refuse(export.pk, _username(request))
+        services.refuse(export.pk, _username(request), **_where(request))
     except services.ExportError as error:
         messages.error(request, say(error))
     else:

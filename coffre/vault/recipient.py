@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+from collections.abc import Iterable
+from typing import BinaryIO
 
 import pyrage
 from pyrage import x25519
@@ -35,6 +38,46 @@ def encrypt_to(public_key: str, data: bytes) -> bytes:
     ChaCha20-Poly1305 payload, X25519 stanza: age's own construction)."""
     recipient = x25519.Recipient.from_str(check_recipient(public_key))
     return pyrage.encrypt(data, [recipient])
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks: pyrage encrypts from a file
+    object, and this one produces the plaintext only as it is read."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.error: BaseException | None = None  # raised by the producer, re-raised as is
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+            except BaseException as error:
+                self.error = error
+                raise
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def encrypt_stream_to(public_key: str, chunks: Iterable[bytes], out: BinaryIO) -> None:
+    """``encrypt_to`` for data too large to hold: each chunk is encrypted as it is
+    produced and written to ``out``; the whole plaintext never sits in memory."""
+    recipient = x25519.Recipient.from_str(check_recipient(public_key))
+    reader = _ChunkReader(chunks)
+    try:
+        pyrage.encrypt_io(io.BufferedReader(reader, 1 << 16), out, [recipient])
+    except pyrage.EncryptError:
+        if reader.error is not None:  # pyrage wraps the producer's error: give it back
+            raise reader.error from None
+        raise
 
 
 def decrypt_with(identity: str, blob: bytes) -> bytes:
