@@ -199,3 +199,21 @@ def test_erase_and_ledger_verify_commands(cli):
     assert tampered.returncode == 1 and "line 1" in tampered.stderr
     path.write_text(original)
     assert cli.json_lines("ledger", "reapply") == [{"reerased": 0}]
+
+
+def test_a_torn_last_line_is_skipped_then_cut_off_by_the_next_erasure(
+        staff, patient, private_ledger):
+    from tests.conftest import patient_row
+
+    erase_patient(staff.manager, patient.id, "demande du patient")
+    whole = private_ledger.read_bytes()
+    private_ledger.write_bytes(whole + b'{"at":"2026-11-28T10:00:00+00:00","cau')  # a crash
+    assert [e.seq for e in ledger.entries()] == [1]
+    assert ledger.torn_tail() == len(b'{"at":"2026-11-28T10:00:00+00:00","cau')
+    from coffre.identity.access import create_patient
+
+    second = create_patient(staff.secretary, patient_row())
+    erase_patient(staff.manager, second.id, "demande du patient")
+    assert [e.seq for e in ledger.entries()] == [1, 2]
+    assert ledger.torn_tail() == 0
+    assert private_ledger.read_bytes().startswith(whole)

@@ -134,6 +134,7 @@ def ledger_command(args: argparse.Namespace) -> int:
         if args.ledger_command == "verify":
             entries = ledger.entries()
             print_json_lines([{"ok": True, "entries": len(entries),
+                               "torn_tail_bytes": ledger.torn_tail(),
                                "file": str(ledger.ledger_path())}])
             return 0
         print_json_lines([{"reerased": reapply_ledger()}])

@@ -15,6 +15,11 @@ first use would be missing from a backup taken before the first erasure.)
 
 What the chain detects: a changed, inserted, removed or reordered line. It cannot see
 the last lines cut off; keep the ledger in the backups' off-site copy for that.
+
+A crash in the middle of ``append`` can leave a last line without its newline (a torn
+write). That erasure was never acknowledged: ``append`` fsyncs the whole line before
+the erasure's transaction commits, so the database still holds the patient. Reading
+skips a torn tail and reports it (``torn_tail``); the next ``append`` cuts it off.
 """
 
 from __future__ import annotations
@@ -97,6 +102,34 @@ def _last_line(fd: int) -> str:
     return ""
 
 
+def _torn_start(fd: int) -> int | None:
+    """Where an unterminated last line (a torn write) starts, or None."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return None
+    position = size
+    while position > 0:
+        step = min(4096, position)
+        position -= step
+        newline = os.pread(fd, step, position).rfind(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+    return 0
+
+
+def torn_tail() -> int:
+    """Bytes of a torn last line left by an interrupted append (0 when none)."""
+    path = ledger_path()
+    if not path.exists():
+        return 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = _torn_start(fd)
+        return 0 if start is None else os.fstat(fd).st_size - start
+    finally:
+        os.close(fd)
+
+
 def append(patient_id: uuid.UUID, lab_id: int, cause: str = "request",
            at: dt.datetime | None = None) -> LedgerEntry:
     """Append one erasure, durably (fsync) before returning. Concurrent writers are
@@ -106,6 +139,9 @@ def append(patient_id: uuid.UUID, lab_id: int, cause: str = "request",
     fd = _open_for_append()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        torn = _torn_start(fd)
+        if torn is not None:  # an interrupted append, never acknowledged: drop it
+            os.ftruncate(fd, torn)
         last = _last_line(fd)
         if last:
             previous = json.loads(last)
@@ -133,6 +169,8 @@ def entries() -> list[LedgerEntry]:
     prev = GENESIS
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                break  # a torn last line (see the module doc): not an entry
             if not raw.strip():
                 raise LedgerError(f"line {number} is empty", number)
             try:
