@@ -172,7 +172,10 @@ def test_purge_and_hold_commands(cli):
     assert dry["dry_run"] is True and {"orders", "patients", "held", "labs"} <= set(dry)
     (one_lab,) = cli.json_lines("purge", "--lab", finess, "--dry-run")
     assert len(one_lab["labs"]) == 1
+    assert "expired_exports" not in dry  # a dry run ends nothing
     assert cli.json_lines("specimens", "list", "--lab", finess) == specimens
+    (real,) = cli.json_lines("purge")
+    assert real["expired_exports"] == [] and real["expired_api_tokens"] == 0
 
     (added,) = cli.json_lines("hold", "add", "--patient", patient_id, "--lab", finess,
                               "--reason", "expertise judiciaire")

@@ -29,6 +29,9 @@ ACTION_LABELS = {
     "print": _("impression"),
     "validate": _("validation"),
     "publish": _("diffusion du compte rendu"),
+    # coffre.breach.letters: name and address read to write the art. 34 letter
+    "notify": _("lecture pour vous informer d'une violation de données"),
+    "notified": _("information envoyée (violation de données)"),
 }
 KIND_LABELS = {
     "identity": _("identité"),
@@ -41,10 +44,12 @@ KIND_LABELS = {
     "portal": _("compte du portail patient"),
     "portal_code": _("code d'activation du portail"),
     "right_of_access": _("copie de toutes vos données (droit d'accès)"),
+    "breach_letter": _("courrier d'information sur une violation de données"),
+    "breach": _("violation de données"),
 }
 OTHER_ROLES = {"analyser": _("Automate"), "patient": _("Patient (portail)"),
                "prescriber": _("Prescripteur (portail)"), "cli": _("Ligne de commande"),
-               "import": _("Import")}
+               "import": _("Import"), "api_client": _("Logiciel connecté (API)")}
 # An attempt on an id the person could not reach read nothing of the patient.
 NOT_ACCESSES = ("not_found",)
 

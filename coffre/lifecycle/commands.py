@@ -93,8 +93,16 @@ def purge(args: argparse.Namespace) -> int:
     from coffre.lifecycle.retention import purge as run_purge
 
     lab_id = _actor(args.lab).lab_id if args.lab else None
-    report = run_purge(lab_id, dry_run=args.dry_run)
-    print_json_lines([report.as_dict()])
+    report = run_purge(lab_id, dry_run=args.dry_run).as_dict()
+    if not args.dry_run and lab_id is None:
+        # The daily run also ends what else expires: staged export files and unused
+        # requests, and API tokens past their lifetime.
+        from coffre.apiclients.services import purge_expired as purge_tokens
+        from coffre.exports.services import purge_expired as purge_exports
+
+        report["expired_exports"] = purge_exports()
+        report["expired_api_tokens"] = purge_tokens()
+    print_json_lines([report])
     return 0
 
 
