@@ -63,3 +63,12 @@ def _preparer(field: models.Field) -> Callable | None:
         return memo[value]
 
     return prepare
+
+
+def refresh_statistics() -> None:
+    """Let the query planner see the tables as a bulk load left them. SQLite keeps no
+    statistics until ANALYZE: without them it walks a whole lab's index for a query
+    filtered by lab and patient (a FHIR Observation search took 496 ms instead of 54 ms
+    at 20,000 patients). PostgreSQL's autovacuum would get there later; now is better."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")

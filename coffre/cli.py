@@ -7,6 +7,7 @@ unreadable or wrong master key stops it with a message naming the problem.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -78,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# Write failures with a cause the operator can fix (coffre.config.disk_problem says how).
+DISK_ERRORS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES,
+                         errno.EPERM})
+
+
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # the database, WAL, logs and exports: readable by their owner only
     args = parser().parse_args(argv)
@@ -98,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except BrokenPipeError:  # `coffre specimens list | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        # A full or read-only disk mid-command (a backup, an export run): one clear line.
+        print(f"coffre: {config.disk_problem(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("coffre: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -8,6 +8,7 @@ This module imports nothing from Django so the CLI can report problems before se
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -34,10 +35,68 @@ def sqlite_path() -> Path:
 
 
 def subdir(name: str) -> Path:
-    """A directory under COFFRE_HOME (logs, backups, exports), created owner-only."""
+    """A directory under COFFRE_HOME (logs, backups, exports), created owner-only.
+
+    A read-only, full or foreign COFFRE_HOME stops here with a ConfigError naming it,
+    not with a traceback from whichever module first writes there.
+    """
     path = home() / name
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(disk_problem(exc, path)) from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(disk_problem(OSError(errno.EROFS if _read_only(path)
+                                               else errno.EACCES, "not writable"), path))
     return path
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def disk_problem(exc: OSError, path: Path | str | None = None) -> str:
+    """A one-line explanation of a failed write, with what to do (never a traceback)."""
+    where = Path(path or exc.filename or home())
+    inside = f"COFFRE_HOME {home()}" if _is_under(where, home()) else str(where)
+    if exc.errno == errno.EROFS:
+        return (f"{inside} is read-only ({where}): remount it read-write or point "
+                "COFFRE_HOME at a writable directory")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk holding {where}: free some space (df -h "
+                f"{where.parent if where.suffix else where}), e.g. old backups or exports, "
+                "then run the command again; nothing half-written was kept")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"{inside} is not writable by this user ({where}): run Coffre as the "
+                "user that owns it, or fix its owner (chown) and mode (chmod 700)")
+    return f"cannot write {where}: {exc.strerror or exc}"
+
+
+def _is_under(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
+# Production settings (docs/deploy.md). Each is read here so `coffre check --production`
+# and the settings agree on names and defaults.
+
+def log_format() -> str:
+    value = os.environ.get("COFFRE_LOG_FORMAT", "plain") or "plain"
+    if value not in {"plain", "json"}:
+        raise ConfigError("COFFRE_LOG_FORMAT must be plain or json")
+    return value
+
+
+def redis_url() -> str | None:
+    return os.environ.get("COFFRE_REDIS_URL") or None
+
+
+def static_root() -> Path | None:
+    value = os.environ.get("COFFRE_STATIC_ROOT")
+    return Path(value).resolve() if value else None
 
 
 def env_int(name: str, default: int) -> int:

@@ -25,10 +25,13 @@ def _secret_key() -> str:
         return os.environ["COFFRE_SECRET_KEY"]
     path = COFFRE_HOME / "secret_key"
     if not path.exists():
-        COFFRE_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
+        try:
+            COFFRE_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+        except OSError as exc:
+            raise config.ConfigError(config.disk_problem(exc, path)) from None
     return path.read_text().strip()
 
 
@@ -62,6 +65,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "coffre.accounts.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # One log line per request (route, status, duration, actor; never the query string),
+    # then 503 instead of 500 while the database is away (coffre.serving).
+    "coffre.serving.logs.RequestLogMiddleware",
+    "coffre.serving.outage.DatabaseOutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -99,13 +106,47 @@ TEMPLATES = [
 ]
 
 
+def _pool_available() -> bool:
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _postgresql(url: str) -> dict:
+    """PostgreSQL with a psycopg 3 connection pool per process (each gunicorn worker has
+    its own: pools do not cross a fork). The pool's size is the worker's thread count:
+    a thread holds at most one connection. Without psycopg_pool (or with
+    COFFRE_DB_POOL_SIZE=0), persistent connections instead; `coffre check --production`
+    reports it."""
+    database = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    database["TEST"] = {"NAME": os.environ.get("COFFRE_TEST_DATABASE_NAME")
+                        or f"test_{database['NAME']}"}
+    options = database.setdefault("OPTIONS", {})
+    # A vanished server fails a new connection in seconds (a 503), not after minutes.
+    options.setdefault("connect_timeout", config.env_int("COFFRE_DB_CONNECT_TIMEOUT", 5))
+    size = config.env_int("COFFRE_DB_POOL_SIZE", 4)
+    if size > 0 and _pool_available():
+        database["CONN_MAX_AGE"] = 0  # Django refuses persistent connections with a pool
+        options["pool"] = {
+            "min_size": 1, "max_size": size,
+            # How long a request waits for a free connection (or for the database to come
+            # back) before it is answered 503.
+            "timeout": float(config.env_int("COFFRE_DB_POOL_TIMEOUT", 3)),
+            "max_idle": 300, "name": "coffre",
+            # After a database outage the pool retries with a doubling delay; giving up
+            # after 10 s bounds that delay, and the next request starts a fresh attempt,
+            # so service resumes within seconds of the database's return.
+            "reconnect_timeout": 10.0,
+        }
+    return database
+
+
 def _databases() -> dict:
     url = config.database_url()
     if url:
-        database = dj_database_url.parse(url, conn_max_age=60)
-        database["TEST"] = {"NAME": os.environ.get("COFFRE_TEST_DATABASE_NAME")
-                            or f"test_{database['NAME']}"}
-        return {"default": database}
+        return {"default": _postgresql(url)}
     path = config.sqlite_path()
     return {
         "default": {
@@ -186,6 +227,14 @@ if config.env_bool("COFFRE_HTTPS", False):
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = 31536000
     SECURE_SSL_REDIRECT = True
+# Behind a TLS reverse proxy on this host (docs/deploy.md): trust its X-Forwarded-Proto
+# for "is this HTTPS", and its X-Forwarded-For for the client address that django-axes
+# counts failed logins by (otherwise every client would share the proxy's address).
+# Never set it without a proxy that overwrites these headers: a client could forge them.
+COFFRE_BEHIND_PROXY = config.env_bool("COFFRE_BEHIND_PROXY", False)
+if COFFRE_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    AXES_CLIENT_IP_CALLABLE = "coffre.serving.proxy.client_ip"
 
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", "Français"), ("en", "English")]
@@ -198,22 +247,53 @@ STATIC_URL = "static/"
 # The project's own static files (coffre/static) belong to no app, so the finders (and
 # WhiteNoise through them) only see them when listed here.
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Static files are served by WhiteNoise straight from the package (no collect step);
-# production may collect them to COFFRE_STATIC_ROOT for a reverse proxy.
-STATIC_ROOT = os.environ.get("COFFRE_STATIC_ROOT") or None
-WHITENOISE_USE_FINDERS = True
+# Development serves static files through the finders straight from the package (no
+# collect step, short cache). Production sets COFFRE_STATIC_ROOT: `coffre serve
+# --production` (and `coffre init`) collect them there with hashed, pre-compressed names
+# that WhiteNoise serves with a one-year immutable cache header: a changed file gets a
+# new name, so no browser keeps a stale one.
+STATIC_ROOT = config.static_root()
+if STATIC_ROOT:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+else:
+    WHITENOISE_USE_FINDERS = True
+
+# Rate limits (API tokens) and detection caches use django.core.cache.cache: shared by
+# every worker in Redis when COFFRE_REDIS_URL is set; otherwise in each process's memory,
+# so a limit of N per minute becomes N per worker.
+if config.redis_url():
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": config.redis_url(),
+        "KEY_PREFIX": "coffre",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Logs never carry patient values: only ids, counts and outcomes are logged by Coffre,
 # and Django's request logger (which can echo URLs and POST data on errors) is muted.
 # They go to COFFRE_HOME/logs, where `coffre leakcheck` searches them too.
+# COFFRE_LOG_FORMAT=json writes one JSON object per line (coffre.serving.logs), for a
+# log collector; request lines carry a request id, the route pattern, the status, the
+# duration and the actor's account id, role and lab.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "coffre.serving.logs.JsonFormatter"},
+    },
     "handlers": {
-        "file": {"class": "logging.handlers.RotatingFileHandler",
+        # Says once, on stderr, why it cannot write (full disk, read-only) instead of a
+        # traceback per line; the request itself goes on.
+        "file": {"class": "coffre.serving.logs.LogFileHandler",
                  "filename": config.subdir("logs") / "coffre.log",
-                 "maxBytes": 20 * 1024 * 1024, "backupCount": 10, "formatter": "plain"},
+                 "maxBytes": 20 * 1024 * 1024, "backupCount": 10,
+                 "formatter": config.log_format()},
     },
     "loggers": {
         "coffre": {"handlers": ["file"], "level": "INFO"},
@@ -233,3 +313,7 @@ DEFAULT_FROM_EMAIL = os.environ.get("COFFRE_EMAIL_FROM", "coffre@localhost")
 
 # Blind index truncation is sized for the planned number of patients (coffre.vault.blind).
 COFFRE_EXPECTED_PATIENTS = config.env_int("COFFRE_EXPECTED_PATIENTS", 500_000)
+
+# Uploads above 2.5 MB (a leaked file given to the breach scan) are spooled to disk:
+# under COFFRE_HOME (owner-only, searched by the leak check), never the shared /tmp.
+FILE_UPLOAD_TEMP_DIR = str(config.subdir("tmp"))

@@ -6,6 +6,7 @@ import os
 import random
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from coffre import config
 
@@ -71,7 +72,11 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
                       history: bool = True) -> int:
     """Synthetic labs and patients through the same import path as a CSV file, then
     (``history``) each lab's published orders and results for 2015-2020
-    (coffre.lab.synthetic)."""
+    (coffre.lab.synthetic). Returns the patients written by this run.
+
+    Resumable: a lab whose generation finished is marked (``_mark_generated``) and
+    skipped by a rerun; a lab a killed run left unfinished is emptied
+    (``_discard_unfinished``) and made again."""
     from coffre.identity import synthetic
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.labs.models import Lab
@@ -83,11 +88,19 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
     write = add("encrypting and writing", patients)
     lab_history = add("lab history (patients)", patients) if history else None
     pending = None  # the previous lab's history, made while this lab's patients import
-    start = 0
+    start = written = 0
     for index, size in enumerate(sizes):
         finess = synthetic.generate_finess(index, seed)
-        lab = Lab.objects.filter(finess=finess).first() or add_lab(
-            finess, synthetic.lab_name(index, seed))
+        lab = Lab.objects.filter(finess=finess).first()
+        if lab is not None and _generated(lab):
+            for bar in (check, write, lab_history):
+                if bar is not None:
+                    bar(size)
+            start += size
+            continue
+        if lab is not None:
+            _discard_unfinished(lab, synthetic.lab_name(index, seed))
+        lab = lab or add_lab(finess, synthetic.lab_name(index, seed))
         begin = start
 
         def rows(begin: int = begin, size: int = size):
@@ -102,12 +115,53 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
         if history:
             started = _start_history(lab.id, made, seed, index)
             if pending is not None:
-                pending.write(progress=lab_history)
-            pending = started
+                _write_history(*pending, lab_history)
+            pending = (started, lab)
+        else:
+            _mark_generated(lab)
         start += size
+        written += size
     if pending is not None:
-        pending.write(progress=lab_history)
-    return start
+        _write_history(*pending, lab_history)
+    return written
+
+
+def _write_history(history, lab, progress) -> None:
+    history.write(progress=progress)
+    _mark_generated(lab)
+
+
+def _marker(lab) -> Path:
+    return config.subdir("generated") / lab.finess
+
+
+def _generated(lab) -> bool:
+    return _marker(lab).exists()
+
+
+def _mark_generated(lab) -> None:
+    """Written once the lab's patients and history are committed: a crash before it
+    only makes the rerun redo this lab."""
+    _marker(lab).write_text("done\n")
+
+
+def _discard_unfinished(lab, expected_name: str) -> None:
+    """Delete what a killed ``generate`` wrote for ``lab`` (patients, orders, specimens,
+    results, day counters), in one transaction, so the rerun makes it whole again. Only
+    for a lab this generation made (same name for the same seed): never real data.
+    Audit entries of the discarded rows stay, as the log is append-only."""
+    from django.db import connection, transaction
+
+    from coffre.identity.models import Patient
+    from coffre.lab.models import CriticalValue, Order, OrderCounter, Result, Specimen
+
+    if lab.name != expected_name:
+        raise RuntimeError(f"lab {lab.finess} exists and was not made by `coffre generate` "
+                           "with this seed: generate into another installation")
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model in (CriticalValue, Result, Specimen, Order, OrderCounter, Patient):
+            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE lab_id = %s",  # noqa: S608 - table names from the models
+                           [lab.id])
 
 
 def _sealed_row() -> Callable[[int, dict[str, str]], dict]:

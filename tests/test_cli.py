@@ -249,3 +249,21 @@ def test_init_makes_an_auditor_key_that_verification_needs(cli, tmp_path):
         assert "the access log is intact" in result.stdout
     finally:
         moved.rename(private)
+
+
+def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, capsys):
+    import errno
+
+    from coffre import cli
+
+    cli.parser()  # registers every handler, the capabilities' too
+
+    def fills_the_disk(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/coffre/backups/b.cbk")
+
+    monkeypatch.setattr(cli, "open_vault", lambda: None)
+    monkeypatch.setitem(cli.COMMANDS, "backup", fills_the_disk)
+    assert cli.main(["backup"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("coffre: no space left on the disk holding /srv/coffre/backups")
+    assert "Traceback" not in err

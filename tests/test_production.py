@@ -1,0 +1,434 @@
+"""Production mode: the gunicorn server, `coffre check --production`, 503 while the
+database is away, and clear errors for a read-only or full COFFRE_HOME."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from faker import Faker
+
+from coffre import config
+from coffre.serving import checks
+from coffre.serving.logs import JsonFormatter, LogFileHandler
+from tests.cli_helpers import Cli, drop_database, make_cli
+
+ON_POSTGRESQL = bool(config.database_url())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 30):
+    """(status, headers, body); redirects are not followed."""
+    parts = urllib.parse.urlsplit(url)
+    client = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        client.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                       headers=headers or {})
+        response = client.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def running_server(cli: Cli, *args: str, extra_env: dict[str, str] | None = None
+                   ) -> Iterator[tuple[subprocess.Popen, str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coffre", "serve", "--production", "--port", str(port),
+         "--workers", "2", *args],
+        env={**cli.env, **(extra_env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            if process.poll() is not None:
+                raise AssertionError(f"server exited {process.returncode}: "
+                                     f"{process.stderr.read()}")
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            time.sleep(0.2)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def installation(tmp_path) -> Iterator[Cli]:
+    cli, database = make_cli(tmp_path / "home")
+    cli.env["COFFRE_STATIC_ROOT"] = str(tmp_path / "static")
+    cli.run("init")
+    try:
+        yield cli
+    finally:
+        drop_database(database)
+
+
+def test_the_production_server_serves_logs_json_without_queries_and_stops_on_sigterm(
+        installation):
+    name = Faker("fr_FR").last_name().upper()
+    with running_server(installation, "--skip-checks",
+                        extra_env={"COFFRE_LOG_FORMAT": "json"}) as (process, base):
+        status, headers, body = fetch(f"{base}/connexion/")
+        assert status == 200 and b"<form" in body and headers["Server"] == "gunicorn"
+        css = re.search(rb'href="(/static/coffre/coffre\.[0-9a-f]{12}\.css)"', body)
+        assert css, "the page links the hashed (collected) stylesheet"
+        status, headers, _ = fetch(base + css.group(1).decode(), {"Accept-Encoding": "gzip"})
+        assert status == 200 and "immutable" in headers["Cache-Control"]
+        assert int(re.search(r"max-age=(\d+)", headers["Cache-Control"]).group(1)) >= 31536000
+        assert headers["Content-Encoding"] == "gzip"
+        query = urllib.parse.urlencode({"name": name, "birth_date": "1985-03-14"})
+        status, _, _ = fetch(f"{base}/patients/?{query}")
+        assert status == 302  # to the login page
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        stderr = process.stderr.read()
+    assert "Shutting down" in stderr and name not in stderr
+    text = (installation.home / "logs" / "coffre.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    requests = {(line["route"], line["status"]) for line in lines
+                if line.get("event") == "request"}
+    assert {("/connexion/", 200), ("/patients/", 302)} <= requests
+    assert all(line["request_id"] for line in lines if line.get("event") == "request")
+    for value in (name, urllib.parse.quote(name), "?", "1985"):
+        assert value not in text
+
+
+def test_serve_production_refuses_to_start_when_a_check_fails_or_debug_is_on(installation):
+    refused = installation.run("serve", "--production", "--port", str(free_port()),
+                               check=False)
+    assert refused.returncode == 1
+    assert "FAIL https" in refused.stderr and "refusing to start" in refused.stderr
+    debug = installation.run("serve", "--production", "--skip-checks", "--port",
+                             str(free_port()), check=False, extra_env={"COFFRE_DEBUG": "true"})
+    assert debug.returncode == 1 and "COFFRE_DEBUG" in debug.stderr
+    assert "Traceback" not in refused.stderr + debug.stderr
+
+
+def test_check_production_lists_each_problem_of_a_development_setup(installation):
+    result = installation.run("check", "--production", check=False)
+    assert result.returncode == 1
+    failed = {line.split(":")[0][5:] for line in result.stdout.splitlines()
+              if line.startswith("FAIL")}
+    expected = {"https", "allowed hosts", "master key", "cache", "mail",
+                "django security.W012", "django security.W016", "django security.W008"}
+    if not ON_POSTGRESQL:
+        expected.add("database")
+    assert expected <= failed
+    assert "fix: chmod" not in result.stdout  # the key file is 0600: not reported
+    assert result.stdout.count("fix:") == len(failed)  # every problem says how to fix it
+    # Without COFFRE_STATIC_ROOT the static files are not collected: reported too.
+    bare = installation.run("check", "--production", check=False,
+                            extra_env={"COFFRE_STATIC_ROOT": ""})
+    assert "FAIL static files" in bare.stdout
+
+
+def _app_role(cli: Cli) -> str:
+    """An ordinary role (as docs/deploy.md makes), granted the tables `init` created."""
+    role = f"coffre_h5_app_{uuid.uuid4().hex[:8]}"
+    database = cli.env["COFFRE_DATABASE_URL"].rsplit("/", 1)[1]
+    for statement in (f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
+                      f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+                      f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                      f"TO {role}",
+                      f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"):
+        cli.sql(statement)
+    return role
+
+
+@contextlib.contextmanager
+def smtp_listener() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def redis_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="a production setup needs PostgreSQL")
+def test_check_production_passes_on_a_good_setup_and_the_server_starts(installation,
+                                                                       tmp_path):
+    if not redis_reachable():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    role = _app_role(installation)
+    key = tmp_path / "etc" / "master.key"
+    key.parent.mkdir()
+    shutil.move(installation.home / "keys" / "master.key", key)
+    url = installation.env["COFFRE_DATABASE_URL"]
+    try:
+        with smtp_listener() as smtp_port:
+            good = {"COFFRE_HTTPS": "true", "COFFRE_BEHIND_PROXY": "true",
+                    "COFFRE_ALLOWED_HOSTS": "coffre.labo-exemple.fr",
+                    "COFFRE_KEY_FILE": str(key), "COFFRE_REDIS_URL": "redis://127.0.0.1:6379/15",
+                    "COFFRE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                    "COFFRE_EMAIL_HOST": "127.0.0.1", "COFFRE_EMAIL_PORT": str(smtp_port),
+                    "COFFRE_DATABASE_URL": url.replace("postgres@", f"{role}@")}
+            result = installation.run("check", "--production", extra_env=good)
+            assert "ready for production" in result.stdout and "FAIL" not in result.stdout
+            as_owner = installation.run("check", "--production", check=False,
+                                        extra_env={**good, "COFFRE_DATABASE_URL": url})
+            assert "FAIL database role: postgres is SUPERUSER" in as_owner.stdout
+            with running_server(installation, extra_env=good) as (process, base):
+                status, _, _ = fetch(f"{base}/connexion/", {
+                    "Host": "coffre.labo-exemple.fr", "X-Forwarded-Proto": "https"})
+                assert status == 200
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=40) == 0
+    finally:
+        installation.sql(f"DROP OWNED BY {role}")
+        installation.sql(f"DROP ROLE {role}")
+
+
+# --- the database goes away and comes back ------------------------------------------
+
+@contextlib.contextmanager
+def database_away() -> Iterator[None]:
+    """Refuse new sessions to this test database and end the open ones, as a crashed or
+    unreachable server would look; the PostgreSQL server itself keeps running."""
+    import psycopg
+
+    name = connection.settings_dict["NAME"]
+    admin = psycopg.connect(config.database_url().rsplit("/", 1)[0] + "/postgres",
+                            autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+        yield
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+
+
+def staff_client(actor):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from tests.conftest import second_factor_done
+
+    # The test client re-raises a view's exception by default; a server answers instead.
+    client = Client(raise_request_exception=False)
+    client.force_login(get_user_model().objects.get(username=actor.person))
+    second_factor_done(client)
+    return client
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="terminates PostgreSQL sessions")
+@pytest.mark.django_db(transaction=True)
+def test_a_vanished_database_gives_503_pages_and_keeps_acknowledged_writes(staff, patient):
+    from coffre.lab.models import Order
+
+    client = staff_client(staff.secretary)
+    created = client.post(f"/patients/{patient.id}/demandes/nouvelle/", {
+        "quick_codes": "iono", "prescriber_rpps": "10003456786",
+        "prescriber_name": "Paul Bernard"})
+    assert created.status_code == 302
+    order_url = created["Location"]
+    with database_away():
+        page = client.get(order_url)
+        api = client.get("/fhir/Patient", HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert page.status_code == 503 and page["Retry-After"]
+    text = page.content.decode()
+    assert "Service momentanément indisponible" in text
+    for leak in ("Traceback", "SELECT", "psycopg", "LEFÈVRE", "Lefèvre", str(patient.id)):
+        assert leak not in text
+    assert api.status_code == 503 and api["Content-Type"] == "application/fhir+json"
+    body = json.loads(api.content)
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["code"] == "transient"
+    # Back without a restart: the next requests get a new connection.
+    deadline = time.monotonic() + 30
+    while (status := client.get(order_url).status_code) != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == 200
+    assert Order.unscoped.filter(id=order_url.strip("/").rsplit("/", 1)[1]).exists()
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="terminates PostgreSQL sessions")
+def test_the_running_server_answers_503_while_the_database_is_away_and_recovers(
+        installation):
+    """The same through gunicorn: its workers' pools lose every connection, answer 503
+    (the session and the API token are looked up in the database) and serve again
+    without a restart."""
+    import psycopg
+
+    url = installation.env["COFFRE_DATABASE_URL"]
+    name = url.rsplit("/", 1)[1]
+    cookie = {"Cookie": "sessionid=" + "x" * 32}
+    token = {"Authorization": "Bearer not-a-token"}
+    with running_server(installation, "--skip-checks",
+                        extra_env={"COFFRE_DB_POOL_TIMEOUT": "2"}) as (process, base):
+        assert fetch(f"{base}/", cookie)[0] == 302  # an unknown session: to the login page
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", [name])
+            try:
+                status, headers, body = fetch(f"{base}/", cookie)
+                api = fetch(f"{base}/fhir/Patient", token)
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert status == 503 and headers["Retry-After"] == "30"
+        assert "Service momentanément indisponible" in body.decode()
+        assert b"Traceback" not in body and b"SELECT" not in body
+        assert api[0] == 503 and json.loads(api[2])["issue"][0]["code"] == "transient"
+        started = time.monotonic()
+        while fetch(f"{base}/", cookie)[0] != 302 and time.monotonic() - started < 30:
+            time.sleep(0.5)
+        assert fetch(f"{base}/", cookie)[0] == 302
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+    assert "Traceback" not in process.stderr.read()
+
+
+# --- read-only and full disks --------------------------------------------------------
+
+def test_disk_errors_are_explained_in_one_line():
+    home = config.home()
+    read_only = config.disk_problem(OSError(errno.EROFS, "Read-only file system",
+                                            str(home / "logs")))
+    assert read_only.startswith(f"COFFRE_HOME {home} is read-only") and "\n" not in read_only
+    full = config.disk_problem(OSError(errno.ENOSPC, "No space left", "/srv/x.cbk"))
+    assert "no space left on the disk holding /srv/x.cbk" in full
+    denied = config.disk_problem(OSError(errno.EACCES, "Permission denied", str(home)))
+    assert "is not writable by this user" in denied
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                           str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs")
+def test_a_read_only_home_stops_init_and_the_server_with_a_clear_message(installation,
+                                                                         tmp_path):
+    with tmpfs(tmp_path / "ro", "16m") as home:
+        # An initialised home (key, database, logs) that has become read-only.
+        shutil.copytree(installation.home, home, dirs_exist_ok=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(home)], check=True)
+        cli = Cli(home, {**installation.env, "COFFRE_HOME": str(home)})
+        for args in (("init",), ("serve", "--production", "--skip-checks", "--port",
+                                 str(free_port())), ("backup",)):
+            result = cli.run(*args, check=False)
+            assert result.returncode != 0, args
+            assert f"COFFRE_HOME {home} is read-only" in result.stderr, (args, result.stderr)
+            assert "Traceback" not in result.stderr, args
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs")
+def test_a_full_disk_is_reported_by_the_log_handler_and_the_server_start(installation,
+                                                                        tmp_path, capsys):
+    with tmpfs(tmp_path / "full", "1m") as disk:
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            while True:
+                out.write(b"\0" * 65536)
+        handler = LogFileHandler(str(disk / "coffre.log"), maxBytes=10**6, backupCount=1)
+        handler.setFormatter(JsonFormatter())
+        LogFileHandler._last_complaint = 0.0
+        record = logging.LogRecord("coffre", logging.INFO, __file__, 1, "x" * 8192, None, None)
+        handler.handle(record)
+        handler.handle(record)
+        handler.close()
+        err = capsys.readouterr().err
+        assert err.count("coffre: log lines are being lost: no space left on the disk") == 1
+        assert "Traceback" not in err
+        # The server collects its static files at start: into a full disk, it stops.
+        result = installation.run("serve", "--production", "--skip-checks", "--port",
+                                  str(free_port()), check=False,
+                                  extra_env={"COFFRE_STATIC_ROOT": str(disk / "static")})
+        assert result.returncode == 1, result.stderr
+        assert "no space left on the disk holding" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_the_checks_report_a_world_readable_home_and_an_open_key(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    key = tmp_path / "master.key"
+    key.write_text("{}")
+    key.chmod(0o644)
+    monkeypatch.setenv("COFFRE_HOME", str(home))
+    monkeypatch.setenv("COFFRE_KEY_FILE", str(key))
+    monkeypatch.delenv("COFFRE_MASTER_KEY", raising=False)
+    items = {item.name: item for item in [*checks.home(), *checks.key_provider()]}
+    assert not items["COFFRE_HOME"].ok and "chmod 700" in items["COFFRE_HOME"].fix
+    assert not items["master key"].ok and items["master key"].fix == f"chmod 600 {key}"
+    home.chmod(0o700)
+    key.chmod(0o600)
+    items = {item.name: item for item in [*checks.home(), *checks.key_provider()]}
+    assert items["COFFRE_HOME"].ok and items["master key"].ok
+
+
+@pytest.mark.django_db
+def test_a_patient_search_leaves_no_searched_value_in_the_log(staff, patient, caplog):
+    caplog.set_level(logging.INFO, logger="coffre.request")
+    client = staff_client(staff.secretary)
+    log_file = config.home() / "logs" / "coffre.log"
+    before = log_file.read_text() if log_file.exists() else ""
+    page = client.post("/patients/", {"name": "lefevre", "birth_date": "1985-03-14"})
+    assert str(patient.id) in page.content.decode()  # the search did find the patient
+    client.get("/patients/", {"name": "lefevre", "phone": "0612345678"})
+    written = log_file.read_text()[len(before):]
+    assert "POST /patients/ 200" in written and "GET /patients/ 200" in written
+    for value in ("lefevre", "Lefèvre", "LEFÈVRE", "1985", "0612345678", "?"):
+        assert value not in written
+    fields = [record.coffre for record in caplog.records if hasattr(record, "coffre")]
+    search = next(f for f in fields if f["method"] == "POST" and f["route"] == "/patients/")
+    assert search["role"] == "secretary" and search["lab"] == patient.lab_id
+    assert isinstance(search["user"], int) and search["status"] == 200
+    line = json.loads(JsonFormatter().format(next(
+        r for r in caplog.records if getattr(r, "coffre", None) is search)))
+    assert line["route"] == "/patients/" and line["request_id"] == search["request_id"]
+
+
+def test_behind_the_proxy_the_client_address_is_the_one_the_proxy_appended(rf):
+    from coffre.serving.proxy import client_ip
+
+    forged = rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.7", REMOTE_ADDR="127.0.0.1")
+    assert client_ip(forged) == "203.0.113.7"
+    assert client_ip(rf.get("/", REMOTE_ADDR="198.51.100.2")) == "198.51.100.2"
