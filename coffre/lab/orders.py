@@ -121,7 +121,7 @@ def create_order(actor: Actor, request: OrderRequest, *,
                 "prescriber_name": " ".join(request.prescriber_name.split())[:200],
                 "clinical_info": request.clinical_info.strip()}))
         _add_specimens_and_results(order, loincs, key)
-    log.record(actor, "create", [request.patient_id], kind="order")
+        log.record(actor, "create", [request.patient_id], kind="order")
     return order
 
 

@@ -8,7 +8,8 @@
 Each step checks the role (coffre.lab.permissions), the states of every row first and
 then writes them all in one transaction: a refused batch changes nothing. Errors name
 the result or specimen and the rule, never a value. Writes are recorded in the access
-log with the patient's id.
+log with the patient's id, inside their transaction: a crash cannot keep a change
+without its entry (tests/test_faults.py kills the server mid-write).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = No
         specimen.collected_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "collected_by"])
         _move_results(specimen, [S.REGISTERED], S.COLLECTED)
-    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+        log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
     return specimen
 
 
@@ -135,7 +136,7 @@ def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Spe
         specimen.received_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "received_at", "received_by"])
         _move_results(specimen, [S.REGISTERED, S.COLLECTED], S.RECEIVED)
-    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+        log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
     return specimen
 
 
@@ -157,7 +158,7 @@ def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
         specimen.save(update_fields=["state", "rejection_reason"])
         _move_results(specimen, [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
                                  S.TECH_VALIDATED], S.REJECTED)
-    log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
+        log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
     return specimen
 
 
@@ -219,7 +220,7 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
             _write_value(result, keys[result.patient_id], people[result.patient_id],
                          value, comment, now, by, source)
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
-    log.record(actor, "update", {r.patient_id for r in results}, kind="results")
+        log.record(actor, "update", {r.patient_id for r in results}, kind="results")
     return results
 
 
@@ -315,7 +316,7 @@ def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
         Result.unscoped.filter(id__in=[r.id for r in results]).update(
             state=S.TECH_VALIDATED, tech_validated_at=now, tech_validated_by_id=by)
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
-    log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
+        log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
     return len(results)
 
 
@@ -351,7 +352,7 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
         Result.unscoped.filter(id__in=[r.id for r in results]).update(
             state=S.BIO_VALIDATED, bio_validated_at=now, bio_validated_by_id=by)
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
-    log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
+        log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
     return len(results)
 
 
@@ -368,7 +369,7 @@ def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int
             raise WorkflowError(f"order {order.number} has no validated result to publish")
         Result.unscoped.filter(id__in=ready).update(state=S.PUBLISHED, published_at=now)
         Order.unscoped.filter(pk=order.pk).update(report_count=F("report_count") + 1)
-    log.record(actor, "publish", [order.patient_id], kind="results")
+        log.record(actor, "publish", [order.patient_id], kind="results")
     return len(ready)
 
 
@@ -408,7 +409,7 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
         new.save(update_fields=["state", "tech_validated_at", "tech_validated_by"])
         _reopen_calculated(old)
         sync_calculated(actor.lab_id, [old.order_id], now)
-    log.record(actor, "update", [old.patient_id], kind="results")
+        log.record(actor, "update", [old.patient_id], kind="results")
     return new
 
 
@@ -441,7 +442,7 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
         result.comment = seal(key, "result", "comment", result.id, reason[:1000])
         result.state = S.CANCELLED
         result.save(update_fields=["comment", "state"])
-    log.record(actor, "update", [result.patient_id], kind="results")
+        log.record(actor, "update", [result.patient_id], kind="results")
     return result
 
 
@@ -463,5 +464,5 @@ def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> Criti
         critical.acknowledged_at = timezone.now()
         critical.acknowledged_by_id = user_id(actor)
         critical.save(update_fields=["note", "acknowledged_at", "acknowledged_by"])
-    log.record(actor, "update", [result.patient_id], kind="results")
+        log.record(actor, "update", [result.patient_id], kind="results")
     return critical
