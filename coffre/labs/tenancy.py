@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Actor:
-    person: str  # username, or "os:<user>" for the CLI
+    person: str  # username, "os:<user>" for the CLI, "api:<client_id>" for an API client
     lab_id: int | None  # None only for installation-wide CLI commands
     role: str
     channel: str  # "web", "cli" or "api"
