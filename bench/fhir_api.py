@@ -3,6 +3,7 @@ HTTP (gunicorn), with GET /fhir/metadata as the baseline measured in the same ru
 
     .venv/bin/python bench/fhir_api.py --patients 20000          # ~a few minutes
     .venv/bin/python bench/fhir_api.py --patients 491840         # the seed profile's size
+    .venv/bin/python bench/fhir_api.py --existing HOME    # after coffre generate --profile seed
 
 A private COFFRE_HOME (temporary directory, SQLite in WAL mode) gets one lab, N
 generated patients and their synthetic history (coffre.lab.synthetic: ~1.6 published
@@ -39,10 +40,7 @@ def prepare(home: str, patients: int) -> tuple[str, str, int]:
     from bench.lab import _lab, _patients, setup
 
     setup(home)
-    from coffre.apiclients import services
-    from coffre.lab.models import Result
     from coffre.lab.synthetic import Counts, generate_history
-    from coffre.labs.tenancy import cli_actor
 
     lab = _lab(5, "Laboratoire FHIR")
     started = time.perf_counter()
@@ -51,14 +49,48 @@ def prepare(home: str, patients: int) -> tuple[str, str, int]:
     generate_history(lab.id, made, seed=2024, counts=counts)
     print(f"data: {patients} patients, {counts} in {time.perf_counter() - started:.0f} s",
           flush=True)
+    sample = [p[0] for p in made[len(made) // 2:len(made) // 2 + 500]]
+    return _client_and_patient(lab, sample)
+
+
+def prepare_existing(home: str) -> tuple[str, str, int]:
+    """The same in an installation made beforehand (``coffre generate --profile seed``):
+    its largest lab gets an API client; patients sampled from the middle of it."""
+    os.environ["COFFRE_HOME"] = home
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
+    from django.db.models import Count
+
+    from coffre.cli import open_vault
+
+    open_vault()
+    from coffre.identity.models import Patient
+    from coffre.labs.models import Lab
+
+    biggest = (Patient.unscoped.values("lab_id").annotate(n=Count("id")).order_by("-n")
+               .first())
+    if biggest is None:
+        raise SystemExit(f"no patient in {home}: run `coffre generate --profile seed`")
+    lab = Lab.objects.get(id=biggest["lab_id"])
+    middle = biggest["n"] // 2
+    sample = list(Patient.unscoped.filter(lab=lab).order_by("id")
+                  .values_list("id", flat=True)[middle:middle + 500])
+    print(f"data: existing installation, lab {lab.finess} with {biggest['n']} patients "
+          f"({Patient.unscoped.count()} in all)", flush=True)
+    return _client_and_patient(lab, sample)
+
+
+def _client_and_patient(lab, sample: list) -> tuple[str, str, int]:
+    """A read-only API client's token, and the patient with the most results among
+    ``sample``: a patient with a history, as a doctor's software would ask for."""
+    from django.db.models import Count
+
+    from coffre.apiclients import services
+    from coffre.lab.models import Result
+    from coffre.labs.tenancy import cli_actor
+
     client, secret = services.register_client(lab, "Banc FHIR", "system/*.read",
                                               cli_actor(lab.id))
     token = services.issue_token(services.authenticate_client(client.client_id, secret))
-    # The patient with the most results among 500 of the middle of the list: a
-    # patient with a history, as a doctor's software would ask for.
-    from django.db.models import Count
-
-    sample = [p[0] for p in made[len(made) // 2:len(made) // 2 + 500]]
     busiest = (Result.unscoped.filter(patient_id__in=sample).values("patient_id")
                .annotate(n=Count("id")).order_by("-n").first())
     if busiest is None:
@@ -126,9 +158,16 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--home", help="an existing directory to use (kept afterwards)")
+    parser.add_argument("--existing", metavar="COFFRE_HOME",
+                        help="an installation already generated (e.g. the seed profile); "
+                             "--patients is then ignored")
     args = parser.parse_args()
-    home = args.home or tempfile.mkdtemp(prefix="coffre-bench-fhir-")
-    token, patient_id, results = prepare(home, args.patients)
+    if args.existing:
+        home = args.existing
+        token, patient_id, results = prepare_existing(home)
+    else:
+        home = args.home or tempfile.mkdtemp(prefix="coffre-bench-fhir-")
+        token, patient_id, results = prepare(home, args.patients)
     port = free_port()
     server = serve(home, port)
     try:
