@@ -46,6 +46,7 @@ B_LOCK_REASON = "151 patients distincts lus en 10 minutes (Guivarc'h)"
 B_STAFF_PERSON = "gwenola.le-bihan"  # a lab B account: lab A's manager pages never show it
 B_EXPORT_PURPOSE = "Cohorte drépanocytose Morlaix-Landerneau 2026"
 B_EXPORT_RECIPIENT = "Registre Penn-ar-Bed des hémoglobinopathies"
+B_API_CLIENT = "Passerelle Ti-Glaz"  # lab B's API client: lab A's pages never show it
 
 
 def csrf_failed(request, reason: str = "") -> HttpResponse:
@@ -106,6 +107,13 @@ def parameters(pattern: URLPattern) -> list[str]:
     return sorted(pattern.pattern.regex.groupindex)
 
 
+def api_fill(patient_id, api_client_pk: int = 999_999) -> dict[str, list]:
+    """The API's URL parameters for the web walks: web users get no data there (the API
+    walk below fills them with each of lab B's objects)."""
+    return {"client_pk": [api_client_pk], "resource_id": [patient_id, "inconnu"],
+            "rest": ["Patient/inconnu/_history"]}
+
+
 
 @pytest.fixture
 def lab_b_objects(lab_b, actor_b):
@@ -151,6 +159,32 @@ def lab_b_export(lab_b, lab_b_objects):
         recipient_key=new_recipient_identity()[1], fields="nir,birth_name",
         period_from=today - dt.timedelta(days=1), period_to=today + dt.timedelta(days=1),
         requested_by=B_STAFF_PERSON)
+
+
+@pytest.fixture
+def lab_b_breach(lab_b, lab_b_objects):
+    """A breach record of lab B whose file matched lab B's patient; its sealed text
+    names her."""
+    from coffre.breach import notifications
+    from coffre.breach.report import LabImpact, ScanReport
+
+    patient = lab_b_objects[0]
+    member("b-dpo", lab_b, Role.DPO)
+    report = ScanReport(files=[{"name": "b.csv", "sha256": "0" * 64, "bytes": 1,
+                                "format": "csv", "rows": 1}], rows_read=1, rows_matched=1,
+                        columns=[], categories=["identity"], evidence=[],
+                        labs=[LabImpact(lab_b.id, lab_b.finess, lab_b.name, 1, {"nir": 1})],
+                        matches={patient.id: "nir"})
+    return notifications.record_breach(
+        Actor("b-dpo", lab_b.id, Role.DPO, "web"), lab_b, report,
+        values={"nature": B_ROW["notes"], "dpo_contact": B_ROW["email"]})
+
+
+@pytest.fixture
+def lab_b_api_client(lab_b):
+    from tests.api_helpers import api_client
+
+    return api_client(lab_b, name=B_API_CLIENT)[0]
 
 
 class Walker:
@@ -232,7 +266,7 @@ def walk(users: dict, fill: dict[str, list], forbidden: set[str],
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
 def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
         lab_a, lab_b, sister_lab, actor_a, lab_b_objects, lab_b_order, lab_b_export,
-        capsys):
+        lab_b_api_client, lab_b_breach, capsys):
     patient_b, alert_b, lock_b = lab_b_objects
     create_patient(actor_a, patient_row())  # lab A has a patient of its own
     # The walk must not lock the accounts it walks with (it would only see the lock page).
@@ -242,12 +276,15 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
     b_staff = member(B_STAFF_PERSON, lab_b, Role.LAB_MANAGER)
     forbidden = identifying_values(B_ROW) | {B_ALERT_PERSON, B_ALERT_SUMMARY,
                                              B_LOCK_PERSON, B_LOCK_REASON, B_STAFF_PERSON,
-                                             B_EXPORT_PURPOSE, B_EXPORT_RECIPIENT}
+                                             B_EXPORT_PURPOSE, B_EXPORT_RECIPIENT,
+                                             B_API_CLIENT, lab_b_api_client.client_id}
     fill = {"patient_id": [patient_b.id, uuid.uuid4()], "alert_id": [alert_b.pk],
             "lock_id": [lock_b.pk], "order_id": [lab_b_order.id, uuid.uuid4()],
             "loinc": ["718-7"], "export_id": [lab_b_export.pk, 999_999],
             "membership_id": [b_staff.memberships.get().pk,
-                              Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
+                              Membership.objects.get(user__username=B_LOCK_PERSON).pk],
+            "breach_id": [lab_b_breach.pk, 999_999],
+            **api_fill(patient_b.id, api_client_pk=lab_b_api_client.pk)}
     users = {role: member(f"walker-{role}", lab_a, role) for role in Role.values}
     users["anonymous"] = None
     assert set(users) - {"anonymous"} == {"secretary", "technician", "biologist",
@@ -286,7 +323,8 @@ def test_the_same_walk_finds_a_labs_own_patient_on_its_own_pages(lab_a, actor_a)
     values = identifying_values(row)
     _, leaks = walk(users, {"patient_id": [mine.id], "alert_id": [1], "lock_id": [1],
                             "order_id": [uuid.uuid4()], "loinc": ["718-7"],
-                            "membership_id": [1], "export_id": [1]},
+                            "membership_id": [1], "export_id": [1], "breach_id": [1],
+                            **api_fill(mine.id)},
                     values, payloads(row, lab_a))
 
     record = f"/patients/{mine.id}/"
@@ -337,8 +375,9 @@ def test_a_patient_account_sees_nothing_of_another_patient_or_lab(
     forbidden = identifying_values(other_row) | identifying_values(B_ROW)
     fill = {"patient_id": [other.id, patient_b.id], "alert_id": [1], "lock_id": [1],
             "order_id": [orders[1].id, lab_b_order.id], "loinc": ["2823-3"],
-            "export_id": [lab_b_export.pk],
-            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
+            "export_id": [lab_b_export.pk], "breach_id": [1],
+            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk],
+            **api_fill(other.id)}
     walker, leaks = walk({"patient": user}, fill, forbidden, payloads(other_row, lab_a))
     assert not leaks, leaks
     with capsys.disabled():
@@ -367,11 +406,166 @@ def test_a_prescriber_sees_nothing_of_another_doctors_patient(
     forbidden = identifying_values(other_row) | identifying_values(B_ROW)
     fill = {"patient_id": [other.id, lab_b_objects[0].id], "alert_id": [1], "lock_id": [1],
             "order_id": [theirs.id, lab_b_order.id], "loinc": ["2823-3"],
-            "export_id": [lab_b_export.pk],
-            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk]}
+            "export_id": [lab_b_export.pk], "breach_id": [1],
+            "membership_id": [Membership.objects.get(user__username=B_LOCK_PERSON).pk],
+            **api_fill(other.id)}
     walker, leaks = walk({"doctor": account.user}, fill, forbidden,
                          payloads(other_row, lab_a))
     assert not leaks, leaks
     with capsys.disabled():
         print(f"\nprescriber walk: {walker.requests} requests, nothing of another "
               "doctor's patient shown")
+
+
+# --- the FHIR API -----------------------------------------------------------------------
+
+PUBLIC_API = {"fhir_metadata", "fhir_openapi"}  # the server's description: no data
+
+
+def routed(patterns=None, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    """Every pattern with its full route."""
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            yield from routed(entry.url_patterns, prefix + str(entry.pattern))
+        else:
+            yield prefix + str(entry.pattern), entry
+
+
+def api_patterns() -> list[URLPattern]:
+    return [pattern for route, pattern in routed() if route.lstrip("^").startswith("fhir/")]
+
+
+def fhir_bodies(patient_id, order_id) -> list[dict]:
+    """POST bodies aimed at lab B's objects: an order, a transaction and a report for
+    lab B's patient, and a Patient that is nobody of lab B (it may be created in lab A)."""
+    subject = {"reference": f"Patient/{patient_id}"}
+    order = {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+             "subject": subject, "code": {"coding": [{"system": "http://loinc.org",
+                                                      "code": "718-7"}]}}
+    patient = {"resourceType": "Patient", "name": [{"family": "Walker", "given": ["Api"]}],
+               "gender": "female", "birthDate": "1980-01-01"}
+    return [order, patient,
+            {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": order, "request": {"method": "POST", "url": "ServiceRequest"}}]},
+            {"resourceType": "DiagnosticReport", "status": "final", "subject": subject,
+             "basedOn": [{"reference": f"ServiceRequest/{order_id}"}],
+             "code": {"coding": [{"system": "http://loinc.org", "code": "11502-2"}]}}]
+
+
+def search_queries(row: dict[str, str], patient_id) -> list[str]:
+    return ["", f"?identifier={row['nir']}", f"?identifier=urn:oid:1.2.250.1.213.1.4.8|"
+            f"{row['nir']}", f"?family={row['birth_name']}&birthdate={row['birth_date']}",
+            f"?telecom={row['phone']}", f"?email={row['email']}", f"?patient={patient_id}",
+            f"?subject=Patient/{patient_id}", f"?patient={patient_id}&code=718-7"]
+
+
+def api_walk(client: Client, headers: dict[str, str], fill: dict[str, list],
+             forbidden: set[str], queries: list[str], bodies: list[dict]
+             ) -> tuple[int, set[str], list[tuple], dict[str, set[int]]]:
+    """Every API pattern with every filling: GETs with each query, POSTs with each body.
+    Returns the request count, the patterns visited, the leaks and the statuses seen."""
+    import json
+
+    requests, visited, leaks, statuses = 0, set(), [], {}
+    for pattern in api_patterns():
+        names = parameters(pattern)
+        unknown = set(names) - set(fill)
+        assert not unknown, f"{pattern.name}: say how to fill {unknown}"
+        for values in itertools.product(*(fill[n] for n in names)):
+            url = reverse(pattern.name, kwargs=dict(zip(names, values, strict=True)))
+            sent = [("get", url + query, None) for query in queries]
+            sent += [("post", url, json.dumps(body)) for body in bodies]
+            for method, target, body in sent:
+                if method == "get":
+                    response = client.get(target, **headers)
+                else:
+                    response = client.post(target, body, content_type="application/fhir+json",
+                                           **headers)
+                requests += 1
+                visited.add(pattern.name)
+                statuses.setdefault(pattern.name, set()).add(response.status_code)
+                assert response.status_code < 500, (method, target, response.content[:300])
+                shown = found(without_echo(body_text(response), target), forbidden)
+                if shown:
+                    leaks.append((method, target, response.status_code, sorted(shown)))
+    return requests, visited, leaks, statuses
+
+
+def without_echo(body: str, target: str) -> str:
+    """The body less the request's own query values (a search Bundle's self link echoes
+    them): what the client sent is not a value the server revealed."""
+    from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+
+    for _, value in parse_qsl(urlsplit(target).query):
+        for form in (quote_plus(value), quote(value, safe=""), quote(value), value):
+            body = body.replace(form, "")
+    return body
+
+
+def lab_b_fill(lab_b, patient_b, order_b) -> dict[str, list]:
+    """Each of lab B's objects by its FHIR id, for every resource type's URL."""
+    result = order_b.results.get(loinc="718-7")
+    return {"resource_id": [patient_b.id, order_b.id, result.id, result.specimen_id,
+                            lab_b.finess, "10003456786", uuid.uuid4()],
+            "rest": ["Patient", f"Patient/{patient_b.id}/_history", "Medication/1"]}
+
+
+def test_a_lab_a_token_reaches_nothing_of_lab_b_through_the_api(
+        client, lab_a, lab_b, actor_a, lab_b_objects, lab_b_order, monkeypatch, capsys):
+    """A lab A client with every scope asks every API URL for each of lab B's objects
+    (GET with searches on lab B's patient's traits, POST of bodies pointing at them): no
+    value of lab B comes back, nothing is written in lab B, no server error."""
+    from coffre.identity.models import Patient
+    from coffre.lab.models import Order
+    from tests.api_helpers import api_token, bearer
+
+    monkeypatch.setenv("COFFRE_API_RATE_PER_MINUTE", "100000")  # the walk is one burst
+    AuditSettings.objects.create(lab=lab_a, hard_per_10_minutes=100_000,
+                                 soft_per_10_minutes=100_000, hard_per_hour=100_000,
+                                 soft_per_hour=100_000)
+    create_patient(actor_a, patient_row())  # lab A has a patient of its own
+    patient_b = lab_b_objects[0]
+    forbidden = identifying_values(B_ROW) | {lab_b.name}
+    before = (Patient.unscoped.filter(lab=lab_b).count(),
+              Order.unscoped.filter(lab=lab_b).count())
+    fill = lab_b_fill(lab_b, patient_b, lab_b_order)
+    requests, visited, leaks, statuses = api_walk(
+        client, bearer(api_token(lab_a)), fill, forbidden,
+        search_queries(B_ROW, patient_b.id), fhir_bodies(patient_b.id, lab_b_order.id))
+    assert visited == {p.name for p in api_patterns()}
+    assert not leaks, leaks
+    assert (Patient.unscoped.filter(lab=lab_b).count(),
+            Order.unscoped.filter(lab=lab_b).count()) == before
+    assert all(statuses[name] != {401} for name in visited - {"fhir_token"}), statuses
+    with capsys.disabled():
+        print(f"\nAPI walk: {requests} requests over {len(visited)} API patterns with a "
+              "lab A token, no value of lab B shown")
+
+
+def test_a_web_session_is_no_api_credential(client, lab_a, actor_a, monkeypatch):
+    """A staff member logged in on the web (second factor done) gets 401 on every API
+    URL that serves data, never a value of their own lab's patient."""
+    from tests.api_helpers import api_token, bearer
+
+    row = patient_row(nir=make_nir("M", 1977, 2, "22278", "318"), sex="M",
+                      birth_name="Guillou", used_name="", first_names="Tristan Goulven",
+                      birth_date="1977-02-11", birth_place="22278",
+                      address="4 venelle du Moulin", phone="06 41 52 63 74",
+                      email="tristan.guillou@example.net", notes="Diabète de type 1")
+    mine = create_patient(actor_a, row)
+    client.force_login(member("walker-web", lab_a, Role.BIOLOGIST))
+    second_factor_done(client)
+    fill = {"resource_id": [mine.id], "rest": ["Patient"]}
+    _, _, leaks, statuses = api_walk(client, {}, fill, identifying_values(row),
+                                     search_queries(row, mine.id)[:4],
+                                     fhir_bodies(mine.id, uuid.uuid4())[:2])
+    assert not leaks, leaks
+    for name, seen in statuses.items():
+        if name in PUBLIC_API:
+            continue
+        assert seen <= {400, 401, 404, 405}, (name, seen)
+        assert name in {"fhir_token", "fhir_unknown"} or 401 in seen, (name, seen)
+    # Positive control: the same matcher finds her with a token of her own lab.
+    record = client.get(f"/fhir/Patient/{mine.id}", **bearer(api_token(lab_a)))
+    assert record.status_code == 200
+    assert row["birth_name"] in found(body_text(record), identifying_values(row))

@@ -32,6 +32,8 @@ ACTION_LABELS = {
     # coffre.breach.letters: name and address read to write the art. 34 letter
     "notify": _("lecture pour vous informer d'une violation de données"),
     "notified": _("information envoyée (violation de données)"),
+    # coffre.breach.scan: the record was found in a leaked file the lab examined
+    "breach_scan": _("retrouvé dans un fichier divulgué (analyse de la violation)"),
 }
 KIND_LABELS = {
     "identity": _("identité"),

@@ -255,23 +255,23 @@ def staged_file(export: ExportRequest) -> Path:
     return staging_dir() / f"{export.pk}.csv.age"
 
 
-def _fp_key() -> bytes:
+def watermark_key() -> bytes:
     from coffre.keyring import services as keyring
 
     return keyring.installation_key("exports").derive(_FP_INFO)
 
 
-def _row_fp(key: bytes, row: dict[str, str]) -> str:
+def row_fingerprint(key: bytes, row: dict[str, str]) -> str:
     return fingerprint(key, "row\0" + json.dumps(sorted(row.items()), ensure_ascii=False))
 
 
-def _cell_fp(key: bytes, column: str, value: str) -> str:
+def cell_fingerprint(key: bytes, column: str, value: str) -> str:
     return fingerprint(key, f"cell\0{column}\0{value}")
 
 
 def _fingerprints(key: bytes, row: dict[str, str]) -> set[str]:
-    found = {_row_fp(key, row)}
-    found.update(_cell_fp(key, c, v) for c, v in row.items() if c in DISTINCTIVE and v)
+    found = {row_fingerprint(key, row)}
+    found.update(cell_fingerprint(key, c, v) for c, v in row.items() if c in DISTINCTIVE and v)
     return found
 
 
@@ -351,7 +351,7 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     path = staged_file(export)
     _write_private(path, lambda out: encrypt_stream_to(
         export.recipient_key, _csv_lines(scope, fields, marks, rng, ids), out))
-    key = _fp_key()
+    key = watermark_key()
     prints = set().union(*(_fingerprints(key, mark) for mark in marks))
     now = timezone.now()
     try:
@@ -463,7 +463,7 @@ def listing(lab: Lab) -> list[dict]:
 def attribute(csv_text: str) -> int | None:
     """The export a leaked CSV came from, by its watermark rows (None when none match,
     or when two exports match equally)."""
-    key = _fp_key()
+    key = watermark_key()
     lines = list(csv.reader(io.StringIO(csv_text)))
     if not lines:
         return None
@@ -474,7 +474,7 @@ def attribute(csv_text: str) -> int | None:
             prints |= _fingerprints(key, dict(zip(header, line, strict=False)))
     else:  # no header: try each cell as each distinctive column
         for line in lines:
-            prints |= {_cell_fp(key, c, v) for v in line if v for c in DISTINCTIVE}
+            prints |= {cell_fingerprint(key, c, v) for v in line if v for c in DISTINCTIVE}
     if not prints:
         return None
     votes: Counter[int] = Counter()

@@ -5,7 +5,7 @@ Plain data in, bytes out: no Django, no database, and nothing is ever written to
 the patient's identity, because document indexes (desktop search, mail gateways) read it.
 
 Only the built-in Helvetica fonts are used; they are WinAnsi encoded, which covers French
-accents and "µ". Any character outside that encoding is replaced (see `_pdf_text`).
+accents and "µ". Any character outside that encoding is replaced (see `pdf_text`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ _REPLACEMENTS = {
 }
 
 
-def _pdf_text(text: str) -> str:
+def pdf_text(text: str) -> str:
     """`text` restricted to what the WinAnsi-encoded Helvetica fonts can draw."""
     out: list[str] = []
     for char in text:
@@ -149,14 +149,14 @@ def _pdf_text(text: str) -> str:
     return "".join(out)
 
 
-def _markup(text: str) -> str:
+def markup(text: str) -> str:
     """`text` safe to put in Paragraph markup."""
-    return escape(_pdf_text(text))
+    return escape(pdf_text(text))
 
 
 def _fit(text: str, font: str, size: float, width: float) -> str:
     """`text` shortened with an ellipsis so that it fits in `width` points."""
-    text = _pdf_text(text)
+    text = pdf_text(text)
     if stringWidth(text, font, size) <= width:
         return text
     while text and stringWidth(text + "…", font, size) > width:
@@ -192,7 +192,7 @@ _COLUMNS = ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antéri
 _COL_W = [c * mm for c in (51, 30, 26, 36, 37)]
 
 
-def _style(name: str, **kwargs: Any) -> ParagraphStyle:
+def paragraph_style(name: str, **kwargs: Any) -> ParagraphStyle:
     base: dict[str, Any] = {
         "fontName": "Helvetica",
         "fontSize": 9,
@@ -203,19 +203,19 @@ def _style(name: str, **kwargs: Any) -> ParagraphStyle:
     return ParagraphStyle(name, **base)
 
 
-_S = {
-    "lab_name": _style("lab_name", fontName="Helvetica-Bold", fontSize=13, leading=16),
-    "lab": _style("lab", fontSize=8.5, leading=10.5, textColor=_MUTED),
-    "box_title": _style(
+STYLES = {
+    "lab_name": paragraph_style("lab_name", fontName="Helvetica-Bold", fontSize=13, leading=16),
+    "lab": paragraph_style("lab", fontSize=8.5, leading=10.5, textColor=_MUTED),
+    "box_title": paragraph_style(
         "box_title", fontName="Helvetica-Bold", fontSize=7, leading=9, textColor=_MUTED
     ),
-    "patient": _style("patient", fontName="Helvetica-Bold", fontSize=12, leading=15),
-    "ident": _style("ident", fontSize=9, leading=11.5),
-    "meta": _style("meta", fontSize=8.5, leading=10.5),
-    "title": _style(
+    "patient": paragraph_style("patient", fontName="Helvetica-Bold", fontSize=12, leading=15),
+    "ident": paragraph_style("ident", fontSize=9, leading=11.5),
+    "meta": paragraph_style("meta", fontSize=8.5, leading=10.5),
+    "title": paragraph_style(
         "title", fontName="Helvetica-Bold", fontSize=15, leading=19, alignment=TA_CENTER
     ),
-    "banner": _style(
+    "banner": paragraph_style(
         "banner",
         fontName="Helvetica-Bold",
         fontSize=11,
@@ -223,18 +223,19 @@ _S = {
         alignment=TA_CENTER,
         textColor=colors.white,
     ),
-    "banner_note": _style(
+    "banner_note": paragraph_style(
         "banner_note", fontSize=8.5, leading=10.5, alignment=TA_CENTER, textColor=colors.white
     ),
-    "section": _style(
+    "section": paragraph_style(
         "section",
         fontName="Helvetica-Bold",
         fontSize=10.5,
         leading=13,
         textColor=_SECTION_INK,
     ),
-    "th": _style("th", fontName="Helvetica-Bold", fontSize=8, leading=10, textColor=_MUTED),
-    "th_right": _style(
+    "th": paragraph_style("th", fontName="Helvetica-Bold", fontSize=8, leading=10,
+                          textColor=_MUTED),
+    "th_right": paragraph_style(
         "th_right",
         fontName="Helvetica-Bold",
         fontSize=8,
@@ -242,10 +243,10 @@ _S = {
         textColor=_MUTED,
         alignment=TA_RIGHT,
     ),
-    "cell": _style("cell", fontSize=9, leading=11),
-    "value": _style("value", fontSize=9, leading=11, alignment=TA_RIGHT),
-    "small": _style("small", fontSize=8, leading=10, textColor=_MUTED),
-    "comment": _style(
+    "cell": paragraph_style("cell", fontSize=9, leading=11),
+    "value": paragraph_style("value", fontSize=9, leading=11, alignment=TA_RIGHT),
+    "small": paragraph_style("small", fontSize=8, leading=10, textColor=_MUTED),
+    "comment": paragraph_style(
         "comment",
         fontName="Helvetica-Oblique",
         fontSize=7.5,
@@ -253,28 +254,28 @@ _S = {
         textColor=_MUTED,
         leftIndent=8,
     ),
-    "legend": _style("legend", fontSize=7.5, leading=9.5, textColor=_MUTED),
-    "validation": _style("validation", fontSize=9, leading=12),
+    "legend": paragraph_style("legend", fontSize=7.5, leading=9.5, textColor=_MUTED),
+    "validation": paragraph_style("validation", fontSize=9, leading=12),
 }
 
 
 def _header(data: ReportData) -> list[Flowable]:
     lab_cell = [
-        Paragraph(_markup(data.lab_name), _S["lab_name"]),
-        Paragraph("<br/>".join(map(_markup, data.lab_address.splitlines())), _S["lab"]),
-        Paragraph(f"FINESS {_markup(data.lab_finess)}", _S["lab"]),
+        Paragraph(markup(data.lab_name), STYLES["lab_name"]),
+        Paragraph("<br/>".join(map(markup, data.lab_address.splitlines())), STYLES["lab"]),
+        Paragraph(f"FINESS {markup(data.lab_finess)}", STYLES["lab"]),
     ]
     sex = {"F": "Féminin", "M": "Masculin"}.get(data.patient_sex.upper(), data.patient_sex)
     born = {"F": "Née le", "M": "Né le"}.get(data.patient_sex.upper(), "Né(e) le")
     patient_cell: list[Flowable] = [
-        Paragraph("PATIENT", _S["box_title"]),
-        Paragraph(_markup(data.patient_name), _S["patient"]),
+        Paragraph("PATIENT", STYLES["box_title"]),
+        Paragraph(markup(data.patient_name), STYLES["patient"]),
         Paragraph(
-            f"{born} {_markup(data.patient_birth_date)} — Sexe : {_markup(sex)}", _S["ident"]
+            f"{born} {markup(data.patient_birth_date)} — Sexe : {markup(sex)}", STYLES["ident"]
         ),
     ]
     if data.patient_nir:
-        patient_cell.append(Paragraph(f"NIR : {_markup(data.patient_nir)}", _S["ident"]))
+        patient_cell.append(Paragraph(f"NIR : {markup(data.patient_nir)}", STYLES["ident"]))
 
     top = Table(
         [[lab_cell, patient_cell]],
@@ -293,14 +294,14 @@ def _header(data: ReportData) -> list[Flowable]:
 
     def meta(label: str, value: str) -> Paragraph:
         return Paragraph(
-            f"<font color='#555555'>{label}</font>&nbsp; {_markup(value or '—')}", _S["meta"]
+            f"<font color='#555555'>{label}</font>&nbsp; {markup(value or '—')}", STYLES["meta"]
         )
 
     details = Table(
         [
             [meta("Dossier N°", data.order_number), meta("Prescripteur :", data.prescriber)],
             [meta("Prélevé le", data.collected_at), meta("Reçu le", data.received_at)],
-            [meta("Édité le", data.printed_at), Paragraph("", _S["meta"])],
+            [meta("Édité le", data.printed_at), Paragraph("", STYLES["meta"])],
         ],
         colWidths=[_CONTENT_W * 0.4, _CONTENT_W * 0.6],
         style=TableStyle(
@@ -320,15 +321,15 @@ def _header(data: ReportData) -> list[Flowable]:
         Spacer(0, 5 * mm),
         details,
         Spacer(0, 4 * mm),
-        Paragraph("COMPTE RENDU D'EXAMENS DE BIOLOGIE MÉDICALE", _S["title"]),
+        Paragraph("COMPTE RENDU D'EXAMENS DE BIOLOGIE MÉDICALE", STYLES["title"]),
         Spacer(0, 2 * mm),
     ]
 
 
 def _banner(title: str, note: str, color: colors.Color) -> Table:
-    cell: list[Flowable] = [Paragraph(_markup(title), _S["banner"])]
+    cell: list[Flowable] = [Paragraph(markup(title), STYLES["banner"])]
     if note:
-        cell.append(Paragraph(_markup(note), _S["banner_note"]))
+        cell.append(Paragraph(markup(note), STYLES["banner_note"]))
     return Table(
         [[cell]],
         colWidths=[_CONTENT_W],
@@ -346,7 +347,7 @@ def _banner(title: str, note: str, color: colors.Color) -> Table:
 
 def _value_markup(line: ReportLine) -> str:
     printed, critical = _FLAGS.get(line.flag.upper(), ("", False))
-    value = _markup(line.value)
+    value = markup(line.value)
     if printed:
         text = f"<b>{value}&nbsp;&nbsp;{printed}</b>"
         if critical:
@@ -362,13 +363,13 @@ def _section_table(section: ReportSection) -> Table:
     # The section title is the table's first row, so that it can never be left alone at the
     # bottom of a page, and it is repeated with the column headers on the next one.
     rows: list[list[Any]] = [
-        [Paragraph(_markup(section.title), _S["section"]), "", "", "", ""],
+        [Paragraph(markup(section.title), STYLES["section"]), "", "", "", ""],
         [
-            Paragraph(_COLUMNS[0], _S["th"]),
-            Paragraph(_COLUMNS[1], _S["th_right"]),
-            Paragraph(_COLUMNS[2], _S["th"]),
-            Paragraph(_COLUMNS[3], _S["th"]),
-            Paragraph(_COLUMNS[4], _S["th"]),
+            Paragraph(_COLUMNS[0], STYLES["th"]),
+            Paragraph(_COLUMNS[1], STYLES["th_right"]),
+            Paragraph(_COLUMNS[2], STYLES["th"]),
+            Paragraph(_COLUMNS[3], STYLES["th"]),
+            Paragraph(_COLUMNS[4], STYLES["th"]),
         ],
     ]
     style: list[tuple[Any, ...]] = [
@@ -388,21 +389,21 @@ def _section_table(section: ReportSection) -> Table:
     ]
     for index, line in enumerate(section.lines):
         first = len(rows)
-        label_style = _S["cell"]
-        label = _markup(line.label)
+        label_style = STYLES["cell"]
+        label = markup(line.label)
         if line.flag.upper() in _FLAGS:
             label = f"<b>{label}</b>"
         rows.append(
             [
                 Paragraph(label, label_style),
-                Paragraph(_value_markup(line), _S["value"]),
-                Paragraph(_markup(line.unit), _S["cell"]),
-                Paragraph(_markup(line.reference), _S["small"]),
-                Paragraph(_markup(line.previous), _S["small"]),
+                Paragraph(_value_markup(line), STYLES["value"]),
+                Paragraph(markup(line.unit), STYLES["cell"]),
+                Paragraph(markup(line.reference), STYLES["small"]),
+                Paragraph(markup(line.previous), STYLES["small"]),
             ]
         )
         if line.comment:
-            rows.append([Paragraph(_markup(line.comment), _S["comment"]), "", "", "", ""])
+            rows.append([Paragraph(markup(line.comment), STYLES["comment"]), "", "", "", ""])
             style += [
                 ("SPAN", (0, first + 1), (-1, first + 1)),
                 ("TOPPADDING", (0, first + 1), (-1, first + 1), 0),
@@ -422,16 +423,16 @@ def _closing(data: ReportData) -> list[Flowable]:
     )
     names = ", ".join(data.validated_by)
     if data.validated_by:
-        validation = f"Compte rendu validé par : <b>{_markup(names)}</b>, biologiste(s)."
+        validation = f"Compte rendu validé par : <b>{markup(names)}</b>, biologiste(s)."
     else:
         validation = "<b>Compte rendu non validé.</b>"
     return [
         Spacer(0, 4 * mm),
         KeepTogether(
             [
-                Paragraph(legend, _S["legend"]),
+                Paragraph(legend, STYLES["legend"]),
                 Spacer(0, 3 * mm),
-                Paragraph(validation, _S["validation"]),
+                Paragraph(validation, STYLES["validation"]),
             ]
         ),
     ]
@@ -439,12 +440,12 @@ def _closing(data: ReportData) -> list[Flowable]:
 
 def _canvas_maker(data: ReportData) -> type[Canvas]:
     """A canvas class that draws "Page N / M" footers once the page count is known."""
-    order = _pdf_text(data.order_number)
-    validated = "Validé par : " + (_pdf_text(", ".join(data.validated_by)) or "—")
-    running = _pdf_text(
+    order = pdf_text(data.order_number)
+    validated = "Validé par : " + (pdf_text(", ".join(data.validated_by)) or "—")
+    running = pdf_text(
         f"{data.patient_name} — né(e) le {data.patient_birth_date} — Dossier N° {order}"
     )
-    trace = _pdf_text(data.reference)
+    trace = pdf_text(data.reference)
 
     class NumberedCanvas(Canvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -503,8 +504,8 @@ def render_report(data: ReportData) -> bytes:
         rightMargin=_MARGIN_X - _FRAME_PAD,
         topMargin=_MARGIN_TOP - _FRAME_PAD,
         bottomMargin=_MARGIN_BOTTOM - _FRAME_PAD,
-        title=_pdf_text(f"Compte rendu {data.order_number}"),
-        author=_pdf_text(data.lab_name),
+        title=pdf_text(f"Compte rendu {data.order_number}"),
+        author=pdf_text(data.lab_name),
         subject="Compte rendu d'examens de biologie médicale",
         creator=CREATOR,
         producer=CREATOR,
@@ -555,9 +556,9 @@ def _draw_label(canvas: Canvas, label: Label) -> None:
     barcode.drawOn(canvas, x + (_LABEL_W - barcode.width) / 2, top - 19 * mm)
 
     canvas.setFont("Helvetica", 7.5)
-    canvas.drawCentredString(x + _LABEL_W / 2, top - 22.3 * mm, _pdf_text(label.barcode))
+    canvas.drawCentredString(x + _LABEL_W / 2, top - 22.3 * mm, pdf_text(label.barcode))
 
-    order = _pdf_text(f"N° {label.order_number}")
+    order = pdf_text(f"N° {label.order_number}")
     canvas.setFont("Helvetica", 7.5)
     canvas.drawRightString(x + _LABEL_W - _LABEL_PAD, top - 27 * mm, order)
     room = inner - stringWidth(order, "Helvetica", 7.5) - 2 * mm
@@ -633,38 +634,38 @@ def render_receipt(receipt: Receipt) -> bytes:
     doc = SimpleDocTemplate(
         buffer, pagesize=A4, leftMargin=_MARGIN_X, rightMargin=_MARGIN_X,
         topMargin=_MARGIN_TOP, bottomMargin=_MARGIN_BOTTOM,
-        title=_pdf_text(f"Reçu {receipt.order_number}"), author=_pdf_text(receipt.lab_name),
+        title=pdf_text(f"Reçu {receipt.order_number}"), author=pdf_text(receipt.lab_name),
         subject="Reçu de prélèvement", creator=CREATOR, producer=CREATOR, lang="fr-FR")
     story: list[Flowable] = [
-        Paragraph(_markup(receipt.lab_name), _S["lab_name"]),
-        Paragraph(_markup(receipt.lab_address), _S["lab"]),
+        Paragraph(markup(receipt.lab_name), STYLES["lab_name"]),
+        Paragraph(markup(receipt.lab_address), STYLES["lab"]),
         Spacer(1, 8 * mm),
-        Paragraph("Reçu de prélèvement", _S["title"]),
+        Paragraph("Reçu de prélèvement", STYLES["title"]),
         Spacer(1, 6 * mm),
-        Paragraph(f"<b>Patient :</b> {_markup(receipt.patient_name)}", _S["ident"]),
-        Paragraph(f"<b>Dossier N° :</b> {_markup(receipt.order_number)}", _S["ident"]),
-        Paragraph(f"<b>Prélevé le :</b> {_markup(receipt.collected_at)}", _S["ident"]),
+        Paragraph(f"<b>Patient :</b> {markup(receipt.patient_name)}", STYLES["ident"]),
+        Paragraph(f"<b>Dossier N° :</b> {markup(receipt.order_number)}", STYLES["ident"]),
+        Paragraph(f"<b>Prélevé le :</b> {markup(receipt.collected_at)}", STYLES["ident"]),
         Spacer(1, 4 * mm),
-        Paragraph("<b>Analyses demandées :</b> " + _markup(", ".join(receipt.tests)),
-                  _S["ident"]),
+        Paragraph("<b>Analyses demandées :</b> " + markup(", ".join(receipt.tests)),
+                  STYLES["ident"]),
         Spacer(1, 8 * mm),
     ]
     if receipt.activation_code:
         story += [
-            Paragraph("Vos résultats en ligne", _S["section"]),
+            Paragraph("Vos résultats en ligne", STYLES["section"]),
             Spacer(1, 2 * mm),
             Paragraph(
-                f"Rendez-vous sur <b>{_markup(receipt.portal_url)}</b>, choisissez "
+                f"Rendez-vous sur <b>{markup(receipt.portal_url)}</b>, choisissez "
                 "« Activer mon compte » et saisissez ce code avec votre date de naissance. "
                 "Le code sert une seule fois et expire dans 90 jours. Ne le communiquez "
-                "à personne : le laboratoire ne vous le demandera jamais.", _S["ident"]),
+                "à personne : le laboratoire ne vous le demandera jamais.", STYLES["ident"]),
             Spacer(1, 4 * mm),
-            Paragraph(f"<font size=18><b>{_markup(receipt.activation_code)}</b></font>",
-                      _style("code", alignment=TA_CENTER, leading=24)),
+            Paragraph(f"<font size=18><b>{markup(receipt.activation_code)}</b></font>",
+                      paragraph_style("code", alignment=TA_CENTER, leading=24)),
         ]
     else:
         story.append(Paragraph(
-            f"Vos résultats seront disponibles sur <b>{_markup(receipt.portal_url)}</b> "
-            "dès leur validation par le biologiste.", _S["ident"]))
+            f"Vos résultats seront disponibles sur <b>{markup(receipt.portal_url)}</b> "
+            "dès leur validation par le biologiste.", STYLES["ident"]))
     doc.build(story)
     return buffer.getvalue()
