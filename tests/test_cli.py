@@ -263,7 +263,11 @@ def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, 
 
     monkeypatch.setattr(cli, "open_vault", lambda: None)
     monkeypatch.setitem(cli.COMMANDS, "backup", fills_the_disk)
-    assert cli.main(["backup"]) == 1
+    umask = os.umask(0o022)
+    try:
+        assert cli.main(["backup"]) == 1
+    finally:
+        os.umask(umask)  # main() sets 077 for the whole process: give the tests theirs
     err = capsys.readouterr().err
     assert err.startswith("coffre: no space left on the disk holding /srv/coffre/backups")
     assert "Traceback" not in err

@@ -16,6 +16,7 @@ kills a real ``coffre keys reencrypt`` with SIGKILL and runs it again.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -115,6 +116,8 @@ def fetch(opener, url: str, data: bytes | None = None, headers: dict | None = No
             return Page(response.status, response.geturl(), response.read().decode())
     except urllib.error.HTTPError as error:
         return Page(error.code, error.geturl(), error.read().decode(errors="replace"))
+    except http.client.HTTPException as error:  # killed mid-answer: not acknowledged
+        raise ConnectionError("the server went away during the answer") from error
 
 
 class Client:

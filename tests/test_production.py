@@ -388,7 +388,8 @@ def test_a_full_disk_is_reported_by_the_log_handler_and_the_server_start(install
 
 def test_the_checks_report_a_world_readable_home_and_an_open_key(tmp_path, monkeypatch):
     home = tmp_path / "home"
-    home.mkdir(mode=0o755)
+    home.mkdir()
+    home.chmod(0o755)  # not mkdir's mode: the process umask may be 077 (coffre.cli.main)
     key = tmp_path / "master.key"
     key.write_text("{}")
     key.chmod(0o644)
