@@ -65,8 +65,11 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="import data").add_subparsers(dest="what",
                                                                        required=True)
-    p = imp.add_parser("patients", help="registry CSV (docs/import-format.md)")
+    p = imp.add_parser("patients", help="registry CSV or FHIR NDJSON of Patients "
+                                        "(docs/import-format.md)")
     p.add_argument("file", type=Path)
+    p.add_argument("--format", choices=("csv", "ndjson"), default=None,
+                   help="the file's format (default: ndjson for a .ndjson file, else csv)")
     p.add_argument("--lab", required=True, metavar="FINESS")
     p.add_argument("--skip-invalid", action="store_true",
                    help="import the valid rows and report the others")
@@ -316,9 +319,15 @@ def import_patients(args: argparse.Namespace) -> int:
 
     target = _lab(args.lab)
     actor = cli_actor(target.id, role="import")
+    rows = lambda: csv_rows(args.file)  # noqa: E731
+    if (args.format or ("ndjson" if args.file.suffix.lower() == ".ndjson" else "csv")
+            ) == "ndjson":
+        from coffre.fhir.bulk import ndjson_rows
+
+        rows = lambda: ndjson_rows(args.file)  # noqa: E731
     try:
         with bars() as add:
-            report = import_rows(actor, lambda: csv_rows(args.file),
+            report = import_rows(actor, rows,
                                  skip_invalid=args.skip_invalid,
                                  advance_check=add("checking", None),
                                  advance_write=add("encrypting and writing", None))

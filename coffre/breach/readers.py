@@ -51,8 +51,7 @@ class Table:
         if self.header is None:
             self.header = []
         cells = [""] * len(self.header)
-        for key, value in obj.items():
-            key = str(key)
+        for key, value in _leaves(obj):
             pos = self._keys.get(key)
             if pos is None:
                 pos = self._keys[key] = len(self.header)
@@ -60,6 +59,38 @@ class Table:
                 cells.append("")
             cells[pos] = cell_text(value)
         return cells
+
+
+# Structure, not data, in a FHIR resource (one per line of a Bulk Data NDJSON export):
+# left out so that constant codes do not pass for a column of names.
+_FHIR_STRUCTURE = frozenset({"resourceType", "meta", "extension", "use", "system", "url",
+                             "country"})
+
+
+def _leaves(obj: dict) -> Iterator[tuple[str, object]]:
+    """An object's cells, nested objects flattened to their leaves so that content-based
+    recognition sees them: {"name": [{"use": "official", "family": ...}]} gives the cell
+    "name.official.family" (a list element is named by its use or system when it has
+    one, else by its position); a list of plain values is one space-separated cell."""
+    skip = _FHIR_STRUCTURE if isinstance(obj.get("resourceType"), str) else frozenset()
+
+    def walk(key: str, value: object, depth: int) -> Iterator[tuple[str, object]]:
+        if isinstance(value, dict) and depth < 8:
+            for name, item in value.items():
+                if str(name) not in skip:
+                    yield from walk(f"{key}.{name}" if key else str(name), item, depth + 1)
+        elif isinstance(value, list) and depth < 8 and any(
+                isinstance(v, (dict, list)) for v in value):
+            for position, item in enumerate(value):
+                tag = item.get("use") or item.get("system") if isinstance(item, dict) else None
+                yield from walk(f"{key}.{tag if isinstance(tag, str) else position}", item,
+                                depth + 1)
+        elif isinstance(value, list):
+            yield key, " ".join(text for v in value if (text := cell_text(v)))
+        else:
+            yield key, value
+
+    yield from walk("", obj, 0)
 
 
 @dataclass
@@ -216,6 +247,8 @@ def _ndjson_line(line: str) -> bool:
         value = json.loads(line)
     except ValueError:
         return False
+    if isinstance(value, dict) and value.get("resourceType") not in (None, "Bundle"):
+        return True  # FHIR Bulk Data: one resource per line, nested by nature
     return isinstance(value, dict) and not any(
         isinstance(v, list) and v and isinstance(v[0], dict) for v in value.values())
 

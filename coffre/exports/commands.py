@@ -34,6 +34,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="period_from", required=True, type=_date,
                    metavar="YYYY-MM-DD")
     p.add_argument("--to", dest="period_to", required=True, type=_date, metavar="YYYY-MM-DD")
+    p.add_argument("--format", choices=("csv", "ndjson"), default="csv",
+                   help="csv (default) or ndjson: FHIR Bulk Data, one Patient per line")
     p.add_argument("--patients", type=Path, metavar="FILE",
                    help="only these patients (one internal UUID per line)")
     p.add_argument("--by", metavar="USERNAME",
@@ -96,7 +98,7 @@ def _dispatch(args, services, cli_actor) -> int:
                 lab, purpose=args.purpose, recipient=args.recipient,
                 recipient_key=args.recipient_key, fields=args.fields,
                 period_from=args.period_from, period_to=args.period_to, patient_ids=ids,
-                requested_by=requester)
+                requested_by=requester, format=args.format)
         except services.ExportError as exc:
             raise BadInput(str(exc)) from None
         print_json_lines([{"id": created.pk, "state": created.state,

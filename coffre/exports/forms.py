@@ -7,6 +7,7 @@ import datetime as dt
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from coffre.fhir.bulk import EXPORT_COLUMNS
 from coffre.identity.registry import CSV_COLUMNS
 from coffre.vault import RecipientKeyError, check_recipient
 
@@ -20,6 +21,11 @@ FIELD_LABELS = {
     "doctor_rpps": _("RPPS du médecin traitant"), "doctor_name": _("Médecin traitant"),
     "insurer": _("Organisme d'assurance maladie"), "notes": _("Notes"),
 }
+
+
+# The file's format, said on the form and the pages.
+FORMAT_LABELS = {"csv": _("CSV (colonnes du registre)"),
+                 "ndjson": _("FHIR NDJSON (une ressource Patient par ligne)")}
 
 
 class DateInput(forms.DateInput):
@@ -43,6 +49,11 @@ class ExportRequestForm(forms.Form):
         label=_("Champs exportés"), widget=forms.CheckboxSelectMultiple,
         choices=[(name, FIELD_LABELS.get(name, name)) for name in CSV_COLUMNS],
         error_messages={"required": _("Choisissez au moins un champ.")})
+    format = forms.ChoiceField(
+        label=_("Format du fichier"), choices=list(FORMAT_LABELS.items()), initial="csv",
+        widget=forms.RadioSelect, required=False,
+        help_text=_("FHIR NDJSON : seuls l'identité, la naissance, l'adresse et les "
+                    "coordonnées peuvent être exportés dans ce format."))
     period_from = forms.DateField(label=_("Du"), widget=DateInput())
     period_to = forms.DateField(label=_("Au"), widget=DateInput())
 
@@ -56,9 +67,18 @@ class ExportRequestForm(forms.Form):
                 "Clé publique age du destinataire invalide (une clé X25519 commençant "
                 "par age1…).")) from None
 
+    def clean_format(self) -> str:
+        return self.cleaned_data.get("format") or "csv"
+
     def clean(self) -> dict:
         data = super().clean()
         start, end = data.get("period_from"), data.get("period_to")
         if isinstance(start, dt.date) and isinstance(end, dt.date) and start > end:
             self.add_error("period_to", _("La période se termine avant de commencer."))
+        outside = [f for f in data.get("fields") or [] if f not in EXPORT_COLUMNS]
+        if data.get("format") == "ndjson" and outside:
+            self.add_error("fields", _(
+                "Ces champs n'ont pas de place dans une ressource FHIR Patient : "
+                "%(fields)s. Exportez-les en CSV, ou décochez-les.")
+                % {"fields": ", ".join(str(FIELD_LABELS.get(f, f)) for f in outside)})
         return data

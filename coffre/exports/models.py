@@ -17,12 +17,19 @@ class ExportState(models.TextChoices):
     REFUSED = "refused"
 
 
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    NDJSON = "ndjson", "FHIR NDJSON"
+
+
 class ExportRequest(models.Model):
     lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT, related_name="+")
     purpose = models.TextField()  # why: not patient data, kept in clear for the DPO
     recipient = models.CharField(max_length=200)
     recipient_key = models.CharField(max_length=200)  # age X25519 public key
     fields = models.CharField(max_length=400)  # registry CSV columns, comma-separated
+    format = models.CharField(max_length=8, choices=ExportFormat.choices,
+                              default=ExportFormat.CSV)  # of the file: CSV or FHIR NDJSON
     period_from = models.DateField()
     period_to = models.DateField()
     patient_ids = models.JSONField(null=True, blank=True)  # optional explicit list (ids)

@@ -2,9 +2,9 @@
 
 request -> approve (a second person: DPO above the lab's threshold, lab manager or DPO
 otherwise) -> run (only the requested fields of only the covered patients, watermark
-rows mixed in, the CSV built in memory and encrypted to the recipient's age key before
-anything touches disk) -> fetch (copied out, deleted from staging) or purge (deleted at
-expiry).
+rows mixed in, the CSV or FHIR NDJSON encrypted to the recipient's age key line by line
+as it is produced: no clear copy on disk, one patient's values in memory at a time) ->
+fetch (copied out, deleted from staging) or purge (deleted at expiry).
 
 Audit: one entry per exported patient, action "export", role "export", channel "cli",
 the purpose sealed as "export <id>: <purpose>". They are appended to the chain directly
@@ -39,7 +39,7 @@ from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
-from coffre.exports.models import ExportRequest, ExportState, ExportWatermark
+from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
 from coffre.identity import synthetic
 from coffre.identity.access import patients_for
 from coffre.identity.models import Patient
@@ -103,7 +103,8 @@ def _person_in_lab(username: str, lab: Lab) -> Membership | None:
 def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str,
                    fields: str, period_from: dt.date, period_to: dt.date,
                    patient_ids: list[str] | None = None, requested_by: str,
-                   channel: str = "cli", address: str = "") -> ExportRequest:
+                   channel: str = "cli", address: str = "",
+                   format: str = ExportFormat.CSV) -> ExportRequest:
     if not purpose.strip():
         raise ExportError("a purpose is required")
     if not recipient.strip():
@@ -111,6 +112,7 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
     if period_from > period_to:
         raise ExportError("the period starts after it ends")
     names = parse_fields(fields)
+    _check_format(format, names)
     try:
         key = check_recipient(recipient_key)
     except (RecipientKeyError, ValueError) as exc:
@@ -126,12 +128,26 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
     export = ExportRequest(lab=lab, purpose=purpose.strip(), recipient=recipient.strip(),
                            recipient_key=key, fields=",".join(names),
                            period_from=period_from, period_to=period_to, patient_ids=ids,
-                           requested_by=requested_by)
+                           requested_by=requested_by, format=format)
     export.size_estimate = covered(export, _runner(lab)).count()
     with transaction.atomic():
         export.save()
         _log_step(export, "export_request", requested_by, channel, address)
     return export
+
+
+def _check_format(fmt: str, fields: list[str]) -> None:
+    """FHIR NDJSON carries Patient resources: only the columns a Patient has elements
+    for (coffre.fhir.bulk.EXPORT_COLUMNS) can be asked for in that format."""
+    if fmt not in ExportFormat.values:
+        raise ExportError(f"unknown format {fmt!r} (known: {', '.join(ExportFormat.values)})")
+    if fmt == ExportFormat.NDJSON:
+        from coffre.fhir.bulk import EXPORT_COLUMNS
+
+        outside = [f for f in fields if f not in EXPORT_COLUMNS]
+        if outside:
+            raise ExportError(f"field(s) {', '.join(outside)} have no place in a FHIR "
+                              "Patient: export them as CSV, or leave them out")
 
 
 def _log_step(export: ExportRequest, action: str, person: str, channel: str,
@@ -252,7 +268,7 @@ def staging_dir() -> Path:
 
 
 def staged_file(export: ExportRequest) -> Path:
-    return staging_dir() / f"{export.pk}.csv.age"
+    return staging_dir() / f"{export.pk}.{export.format or ExportFormat.CSV}.age"
 
 
 def watermark_key() -> bytes:
@@ -298,22 +314,33 @@ def _csv_line(values: list[str]) -> bytes:
 
 
 def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str, str]],
-               rng: random.Random, ids: list[uuid.UUID]) -> Iterator[bytes]:
-    """The export's CSV, a line at a time as the encryption reads it (only one patient's
-    clear values in memory at once); watermark rows at random places; the exported
-    patients' ids are appended to ``ids`` for the audit entries."""
+               rng: random.Random, ids: list[uuid.UUID],
+               fmt: str = ExportFormat.CSV) -> Iterator[bytes]:
+    """The export's file, a line at a time as the encryption reads it (only one
+    patient's clear values in memory at once): a CSV with its header, or FHIR NDJSON
+    (one Patient per line, of the requested fields only); watermark rows at random
+    places, in the same form; the exported patients' ids are appended to ``ids`` for
+    the audit entries."""
+    if fmt == ExportFormat.NDJSON:
+        from coffre.fhir.bulk import patient_line
+
+        def line(row: dict[str, str]) -> bytes:
+            return patient_line(row)
+    else:
+        def line(row: dict[str, str]) -> bytes:
+            return _csv_line([row[name] for name in fields])
+
+        yield _csv_line(fields)
     total = scope.count()
     places = sorted((rng.randint(0, total), index) for index in range(len(marks)))
-    yield _csv_line(fields)
     for position, patient in enumerate(scope.order_by("id").iterator(chunk_size=500)):
         while places and places[0][0] <= position:
-            mark = marks[places.pop(0)[1]]
-            yield _csv_line([mark[name] for name in fields])
+            yield line(marks[places.pop(0)[1]])
         record = open_patient(patient, fields)
         ids.append(patient.id)
-        yield _csv_line([record.values.get(name, "") for name in fields])
+        yield line({name: record.values.get(name, "") for name in fields})
     for _, index in places:  # a mark placed after the last row
-        yield _csv_line([marks[index][name] for name in fields])
+        yield line(marks[index])
 
 
 def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -350,7 +377,8 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     ids: list[uuid.UUID] = []
     path = staged_file(export)
     _write_private(path, lambda out: encrypt_stream_to(
-        export.recipient_key, _csv_lines(scope, fields, marks, rng, ids), out))
+        export.recipient_key, _csv_lines(scope, fields, marks, rng, ids,
+                                              export.format), out))
     key = watermark_key()
     prints = set().union(*(_fingerprints(key, mark) for mark in marks))
     now = timezone.now()
@@ -448,7 +476,7 @@ def listing(lab: Lab) -> list[dict]:
         return value.isoformat() if value else None
 
     return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": e.purpose,
-             "recipient": e.recipient, "fields": e.field_list(),
+             "recipient": e.recipient, "fields": e.field_list(), "format": e.format,
              "from": e.period_from.isoformat(), "to": e.period_to.isoformat(),
              "explicit_patients": e.patient_ids is not None,
              "size_estimate": e.size_estimate, "requested_by": e.requested_by,
@@ -461,9 +489,16 @@ def listing(lab: Lab) -> list[dict]:
 # --- attribution of a leaked file --------------------------------------------------------
 
 def attribute(csv_text: str) -> int | None:
-    """The export a leaked CSV came from, by its watermark rows (None when none match,
-    or when two exports match equally)."""
+    """The export a leaked CSV (or FHIR NDJSON) came from, by its watermark rows (None
+    when none match, or when two exports match equally)."""
     key = watermark_key()
+    if csv_text.lstrip().startswith("{"):  # FHIR NDJSON: the Patients' registry values
+        from coffre.fhir.bulk import patient_row
+
+        rows = [patient_row(line) for line in csv_text.splitlines() if line.strip()]
+        prints = {cell_fingerprint(key, c, v) for row in rows if "__shape__" not in row
+                  for c, v in row.items() if c in DISTINCTIVE and v}
+        return _vote(prints)
     lines = list(csv.reader(io.StringIO(csv_text)))
     if not lines:
         return None
@@ -475,6 +510,10 @@ def attribute(csv_text: str) -> int | None:
     else:  # no header: try each cell as each distinctive column
         for line in lines:
             prints |= {cell_fingerprint(key, c, v) for v in line if v for c in DISTINCTIVE}
+    return _vote(prints)
+
+
+def _vote(prints: set[str]) -> int | None:
     if not prints:
         return None
     votes: Counter[int] = Counter()

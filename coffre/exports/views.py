@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from coffre.accounts.acting import requires_role, staff_view
 from coffre.accounts.models import Role
 from coffre.exports import services
-from coffre.exports.forms import FIELD_LABELS, ExportRequestForm
+from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
 
 EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
@@ -69,6 +69,9 @@ _REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
     (r"starts after it ends", lambda m: _("La période se termine avant de commencer.")),
     (r"name at least one", lambda m: _("Choisissez au moins un champ.")),
     (r"unknown field", lambda m: _("Champ inconnu du registre.")),
+    (r"no place in a FHIR", lambda m: _(
+        "Certains champs n'ont pas de place dans une ressource FHIR Patient : exportez-les "
+        "en CSV.")),
     (r"recipient-key", lambda m: _(
         "Clé publique age du destinataire invalide (une clé X25519 commençant par "
         "age1…).")),
@@ -106,7 +109,8 @@ def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
 
 def _row(export: ExportRequest) -> dict:
     return {"export": export, "state": state_label(export.state),
-            "fields": [str(FIELD_LABELS.get(f, f)) for f in export.field_list()]}
+            "fields": [str(FIELD_LABELS.get(f, f)) for f in export.field_list()],
+            "format": str(FORMAT_LABELS.get(export.format, export.format))}
 
 
 # -- pages ----------------------------------------------------------------------------
@@ -134,7 +138,7 @@ def export_new(request: HttpRequest) -> HttpResponse:
                 recipient=data["recipient"], recipient_key=data["recipient_key"].strip(),
                 fields=",".join(data["fields"]), period_from=data["period_from"],
                 period_to=data["period_to"], requested_by=_username(request),
-                **_where(request))
+                format=data["format"], **_where(request))
         except services.ExportError as error:
             form.add_error(None, say(error))
         else:

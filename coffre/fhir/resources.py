@@ -66,38 +66,62 @@ def _iso(moment) -> str | None:
 
 # --- identity ---------------------------------------------------------------------------
 
+# Registry columns a FHIR Patient carries (patient_elements maps them; the others, such
+# as the blood group or the notes, have no place in a Patient resource).
+PATIENT_COLUMNS = ("nir", "birth_name", "used_name", "first_names", "sex", "birth_date",
+                   "address", "postal_code", "city", "phone", "email", "identity_status")
+
+
 def patient_resource(patient: PatientRecord) -> dict:
     """Patient with the INS-NIR, the names (birth name official, used name usual) and
     the identity status as the registry holds it (FR Core reliability extension): a
     receiver treats the INS as qualified only when the status says QUAL."""
-    given = (patient.first_names or "").split()
-    names = [{"use": "official", "family": patient.birth_name, "given": given}]
-    if patient.used_name and patient.used_name != patient.birth_name:
-        names.append({"use": "usual", "family": patient.used_name, "given": given})
-    resource: dict = {"resourceType": "Patient", "id": str(patient.id), "name": names,
-                      "gender": GENDER.get(patient.sex or "", "unknown")}
-    if patient.identity_status in IDENTITY_STATUS:
+    values = {name: getattr(patient, name) for name in PATIENT_COLUMNS
+              if name != "identity_status"}
+    elements = patient_elements({**values, "identity_status": patient.identity_status})
+    elements.setdefault("gender", "unknown")
+    return {"resourceType": "Patient", "id": str(patient.id), **elements}
+
+
+def patient_elements(values: dict[str, str | None]) -> dict:
+    """The Patient elements of the registry columns present in ``values``, and of those
+    only (an export's minimisation): the one mapping of registry values to a Patient."""
+    resource: dict = {}
+    given = (values.get("first_names") or "").split()
+    birth_name, used_name = values.get("birth_name"), values.get("used_name")
+    names = []
+    if birth_name or given:
+        names.append({"use": "official", **({"family": birth_name} if birth_name else {}),
+                      **({"given": given} if given else {})})
+    if used_name and used_name != birth_name:
+        names.append({"use": "usual", "family": used_name, **({"given": given} if given
+                                                              else {})})
+    if names:
+        resource["name"] = names
+    if "sex" in values:
+        resource["gender"] = GENDER.get(values["sex"] or "", "unknown")
+    status = values.get("identity_status")
+    if status in IDENTITY_STATUS:
         resource["extension"] = [{"url": RELIABILITY_URL, "extension": [{
             "url": "identityStatus",
-            "valueCoding": {"system": IDENTITY_STATUS_SYSTEM,
-                            "code": patient.identity_status,
-                            "display": IDENTITY_STATUS[patient.identity_status]}}]}]
-    if patient.nir:
-        resource["identifier"] = [{"system": INS_NIR_SYSTEM, "value": patient.nir}]
-    if patient.birth_date:
-        resource["birthDate"] = patient.birth_date
-    telecom = [{"system": "phone", "value": patient.phone}] if patient.phone else []
-    telecom += [{"system": "email", "value": patient.email}] if patient.email else []
+            "valueCoding": {"system": IDENTITY_STATUS_SYSTEM, "code": status,
+                            "display": IDENTITY_STATUS[status]}}]}]
+    if values.get("nir"):
+        resource["identifier"] = [{"system": INS_NIR_SYSTEM, "value": values["nir"]}]
+    if values.get("birth_date"):
+        resource["birthDate"] = values["birth_date"]
+    telecom = [{"system": kind, "value": values[kind]} for kind in ("phone", "email")
+               if values.get(kind)]
     if telecom:
         resource["telecom"] = telecom
-    if patient.address or patient.city or patient.postal_code:
+    if values.get("address") or values.get("city") or values.get("postal_code"):
         address: dict = {"country": "FR"}
-        if patient.address:
-            address["line"] = [patient.address]
-        if patient.postal_code:
-            address["postalCode"] = patient.postal_code
-        if patient.city:
-            address["city"] = patient.city
+        if values.get("address"):
+            address["line"] = [values["address"]]
+        if values.get("postal_code"):
+            address["postalCode"] = values["postal_code"]
+        if values.get("city"):
+            address["city"] = values["city"]
         resource["address"] = [address]
     return resource
 
