@@ -10,28 +10,44 @@ How a row is matched:
    row ids only, no ciphertext), loaded once per scan: a lookup per row and per index
    in the database would be tens of millions of index probes for 500,000 rows and 28
    labs, since the indexes lead with the lab id. Nothing is decrypted for this step.
-3. Candidates are confirmed by decrypting only the fields compared, of only those
-   candidates, strongest level first (NIR, then name + birth date, then phone or
-   e-mail): truncated indexes collide by design (2 or more patients per value), so a
-   candidate is a match only once its decrypted value equals the row's. The candidate
-   hit by most of a row's indexes is tried first (in practice the true patient), the
-   others only when it does not settle the row at its strongest possible level.
+3. Candidates are confirmed by decryption, strongest level first (NIR, then name +
+   birth date, then phone or e-mail): truncated indexes collide by design (2 or more
+   patients per value), so a candidate is a match only once its decrypted value equals
+   the row's. The candidate hit by most of a row's indexes is tried first (in practice
+   the true patient), the others only when it does not settle the row at its strongest
+   possible level. Candidates are fetched in bulk, once per batch (one query per 900).
+4. The confirmations are memoised (``_Digests``): a scan checks the same patients
+   again and again (1.7 million candidate checks over 491,840 patients for a file of
+   500,000 rows), so the first time a candidate is fetched, its data key is unwrapped,
+   its compared fields (NIR, names + birth date, phone, e-mail) are decrypted at once,
+   and only keyed digests of their normalised values are kept: keyed BLAKE2b (a MAC,
+   half the cost of HMAC-SHA256 here) of 128 bits, under a random key drawn per scan and
+   per process and never written anywhere. A later row naming that candidate compares
+   its own digests with them, with no fetch, unwrap or decryption. No plaintext is
+   cached; the decrypted values live only while their digests are computed. The cache
+   is a direct-mapped table of flat arrays (about 85 bytes per patient, at most
+   CACHE_PATIENTS patients, ~85 MB, per process that confirms); it ends with the scan.
+   Like the index map, it is a snapshot: a patient erased or renamed during the scan
+   may still be matched on the values it had.
 
 A row's confidence is the strongest level confirmed; it counts for one patient (the
 first confirmed at that level). Canary patients are reported as evidence, never as
 affected patients. Reads are audited like an export (see ``_audit``).
 
-Rows go by batches of BATCH_ROWS; with ``helpers`` (the CLI on a large file), steps 1-3
-of each batch run in forked processes while this one reads on (``_Confirmer``). A row
-of strangers costs the most: every candidate of every level must be ruled out by
-decryption (about 5 x 3 of them), where a patient's row is settled by one.
+Rows go by batches of BATCH_ROWS; with ``helpers`` (the CLI on a large file), steps 1-4
+of each batch run in forked processes while this one reads on (``_Confirmer``), each
+helper with its own cache. A row of strangers costs the most: every candidate of every
+level must be ruled out (about 5 x 3 of them), where a patient's row is settled by one;
+with the cache, most of them are ruled out by comparing digests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import secrets
 import uuid
+from array import array
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -182,24 +198,76 @@ def _lookup(keys: RowKeys, index_map: IndexMap, compute: Callable[[str, str], in
 _NONE: list[int] = []
 
 
-# --- confirmation by decryption ----------------------------------------------------------
+# --- confirmation by decryption, memoised as keyed digests ---------------------------
 
-class _Opened:
-    """One candidate: its data key unwrapped once, fields decrypted on demand."""
+# A confirmed candidate's record: one keyed digest per compared value, in this order.
+_SLOTS = ("nir", "name", "other_name", "phone", "email")
+DIGEST_BYTES = 16            # 128 bits: a chance coincidence would need ~2**64 checks
+RECORD_BYTES = DIGEST_BYTES * len(_SLOTS)
+CACHE_PATIENTS = 1_000_000   # records kept per process: at most ~85 MB
+_ABSENT = bytes(DIGEST_BYTES)  # a stored value that is empty: matches no row
 
-    __slots__ = ("blobs", "key", "row", "values")
 
-    def __init__(self, pid: uuid.UUID, lab_id: int, wrapped: bytes, blobs: dict) -> None:
-        from coffre.identity.registry import patient_key
+class _Digests:
+    """Per process and per scan: for each candidate position decrypted once, keyed
+    digests (BLAKE2b in its keyed mode, a MAC, 128 bits, under a random key drawn for
+    this cache and never written anywhere) of its normalised compared values, so that
+    the next rows naming it compare digests instead of fetching, unwrapping and
+    decrypting it again. No plaintext
+    is kept. A direct-mapped table (position modulo the capacity), flat arrays: about 85
+    bytes per position and at most CACHE_PATIENTS positions, evicting on collision."""
 
-        self.row, self.blobs, self.values = str(pid).encode(), blobs, {}
-        self.key = patient_key(pid, lab_id, bytes(wrapped))
+    __slots__ = ("capacity", "key", "records", "tags")
 
-    def get(self, name: str) -> str:
-        value = self.values.get(name)
-        if value is None:
-            value = self.values[name] = self.key.open(self.blobs[name], _AD[name] + self.row)
-        return value
+    def __init__(self, patients: int) -> None:
+        self.key = secrets.token_bytes(32)
+        self.capacity = max(1, min(patients, CACHE_PATIENTS))
+        self.tags = array("i", [-1]) * self.capacity
+        self.records = bytearray(RECORD_BYTES * self.capacity)
+
+    def digest(self, text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), key=self.key, digest_size=DIGEST_BYTES).digest()
+
+    def get(self, pos: int) -> bytes | None:
+        slot = pos % self.capacity
+        if self.tags[slot] != pos:
+            return None
+        start = slot * RECORD_BYTES
+        return bytes(self.records[start:start + RECORD_BYTES])
+
+    def put(self, pos: int, record: bytes) -> None:
+        slot = pos % self.capacity
+        self.tags[slot] = pos
+        start = slot * RECORD_BYTES
+        self.records[start:start + RECORD_BYTES] = record
+
+    def record(self, values: dict[str, str]) -> bytes:
+        """A decrypted candidate's record; the values are dropped by the caller."""
+        def one(tag: str, value: str) -> bytes:
+            return self.digest(tag + value) if value else _ABSENT
+
+        birth = values["birth_date"]
+        names = [cols.normalize_name(n) for n in (values["birth_name"], values["used_name"])
+                 if n]
+        names = [n for n in names if n] or [""]
+        name, other = names[0], names[-1]
+        return b"".join((
+            one("i\x1f", values["nir"]),
+            one(f"n\x1f{birth}\x1f", name if birth else ""),
+            one(f"n\x1f{birth}\x1f", other if birth else ""),
+            one("p\x1f", values["phone"]),
+            one("e\x1f", values["email"].lower())))
+
+    def of_row(self, keys: RowKeys, level: str) -> tuple[bytes | None, ...]:
+        """The row's digests compared at ``level``, as ``record`` computes the stored
+        side (None: no value). Computed when the level is first tried for the row."""
+        if level == NIR:
+            return (self.digest("i\x1f" + keys.nir),)
+        if level == NAME_BIRTH:
+            return tuple(self.digest(f"n\x1f{keys.birth_date}\x1f{name}")
+                         for name in keys.names)
+        return (self.digest("p\x1f" + keys.phone) if keys.phone else None,
+                self.digest("e\x1f" + keys.email) if keys.email else None)
 
 
 def _ad_prefixes() -> dict[str, bytes]:
@@ -210,98 +278,133 @@ def _ad_prefixes() -> dict[str, bytes]:
 
 
 _AD: dict[str, bytes] = {}
+_NIR, _NAME, _OTHER, _PHONE, _EMAIL = (i * DIGEST_BYTES for i in range(len(_SLOTS)))
 
 
 class _Need(Exception):
     """A candidate not fetched yet: the row waits for the next round."""
 
 
-def _confirms(opened: _Opened, keys: RowKeys, level: str) -> bool:
-    """As ``coffre.identity.access._confirms``: stored values are canonical."""
+def _confirms(record: bytes, wanted: tuple[bytes | None, ...], level: str) -> bool:
+    """As ``coffre.identity.access._confirms`` (stored values are canonical), on the
+    digests of the values: equal values, equal digests."""
     if level == NIR:
-        return opened.get("nir") == keys.nir
+        return record[_NIR:_NIR + DIGEST_BYTES] == wanted[0]
     if level == NAME_BIRTH:
-        if opened.get("birth_date") != keys.birth_date:
-            return False
-        stored = {cols.normalize_name(n) for n in (opened.get("birth_name"),
-                                                     opened.get("used_name")) if n}
-        return bool(stored & set(keys.names))
-    return bool((keys.phone and opened.get("phone") == keys.phone)
-                or (keys.email and opened.get("email").lower() == keys.email))
+        stored = (record[_NAME:_NAME + DIGEST_BYTES], record[_OTHER:_OTHER + DIGEST_BYTES])
+        return any(name in stored for name in wanted)
+    phone, email = wanted
+    return bool((phone is not None and record[_PHONE:_PHONE + DIGEST_BYTES] == phone)
+                or (email is not None and record[_EMAIL:_EMAIL + DIGEST_BYTES] == email))
 
 
-def _resolve(keys: RowKeys, opened: dict[int, _Opened], final: bool
-             ) -> tuple[int, str] | None:
+def _resolve(keys: RowKeys, row: dict[str, tuple], cache: _Digests,
+             records: Callable[[int], bytes | None], final: bool) -> tuple[int, str] | None:
     """The row's (position, level), strongest level first; raises _Need when a
-    candidate that could decide is not opened yet (``final``: skip it, it was erased)."""
+    candidate that could decide is not opened yet (``final``: skip it, it was erased).
+    ``row``: the row's digests by level, filled on first use."""
     for level in CONFIDENCES:
-        for pos in keys.candidates.get(level, ()):
-            candidate = opened.get(pos)
-            if candidate is None:
+        candidates = keys.candidates.get(level)
+        if not candidates:
+            continue
+        wanted = row.get(level)
+        if wanted is None:
+            wanted = row[level] = cache.of_row(keys, level)
+        for pos in candidates:
+            record = records(pos)
+            if record is None:
                 if final:
                     continue
                 raise _Need
-            if _confirms(candidate, keys, level):
+            if _confirms(record, wanted, level):
                 return pos, level
     return None
 
 
-def _open_all(positions: Iterable[int], index_map: IndexMap, opened: dict[int, _Opened]
-              ) -> None:
-    """Fetch the candidates' data keys and compared ciphertexts. Plain SQL: building
+def _open_all(positions: Iterable[int], index_map: IndexMap, cache: _Digests,
+              records: dict[int, bytes]) -> None:
+    """Fetch the candidates neither in ``records`` nor in the cache, unwrap their data
+    keys, decrypt their compared fields and keep only the digests. Plain SQL: building
     and converting an ORM query of 900 UUIDs costs more than the query itself, and a
     scan runs ~20 of them per 5,000 rows (the same table, columns and RLS policy)."""
     from django.db import connection
 
     from coffre.identity.models import Patient
+    from coffre.identity.registry import patient_key
 
-    wanted = sorted({p for p in positions if p not in opened})
+    wanted = []
+    for pos in {p for p in positions if p not in records}:
+        record = cache.get(pos)
+        if record is None:
+            wanted.append(pos)
+        else:
+            records[pos] = record
     if not wanted:
         return
+    wanted.sort()
     meta, quote = Patient._meta, connection.ops.quote_name
     pk = meta.pk
     by_id = {index_map.ids[p]: p for p in wanted}
     ids = list(by_id)
+    by_raw = {}  # the database's form of each id: no UUID built per fetched row
     columns = ", ".join(quote(meta.get_field(name).column)
                         for name in ("id", "lab", "data_key", *_FIELDS))
     with connection.cursor() as cursor:
         for start in range(0, len(ids), FETCH_CHUNK):
             chunk = ids[start:start + FETCH_CHUNK]
+            params = [pk.get_db_prep_value(pid, connection) for pid in chunk]
+            by_raw.update(zip(params, (by_id[pid] for pid in chunk), strict=True))
             cursor.execute(
                 f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(pk.column)} "  # noqa: S608 - names from the model, values bound
-                f"IN ({', '.join(['%s'] * len(chunk))})",
-                [pk.get_db_prep_value(pid, connection) for pid in chunk])
+                f"IN ({', '.join(['%s'] * len(chunk))})", params)
             for raw_id, lab_id, wrapped, *blobs in cursor.fetchall():
                 if wrapped is None:  # erased since the map was loaded
                     continue
-                pid = pk.to_python(raw_id)
-                opened[by_id[pid]] = _Opened(pid, lab_id, wrapped,
-                                             dict(zip(_FIELDS, blobs, strict=True)))
+                pos = by_raw.get(raw_id)
+                if pos is None:
+                    pos = by_id[pk.to_python(raw_id)]
+                pid = index_map.ids[pos]
+                key, row = patient_key(pid, lab_id, bytes(wrapped)), str(pid).encode()
+                record = cache.record({name: key.open(blob, _AD[name] + row)
+                                       for name, blob in zip(_FIELDS, blobs, strict=True)})
+                records[pos] = record
+                cache.put(pos, record)
 
 
-def _match_batch(batch: list[RowKeys], index_map: IndexMap) -> list[tuple[int, str] | None]:
+def _match_batch(batch: list[RowKeys], index_map: IndexMap, cache: _Digests
+                 ) -> list[tuple[int, str] | None]:
     """Two rounds: the best candidate of each row, then every candidate of the rows the
-    best one did not settle at their strongest possible level."""
-    opened: dict[int, _Opened] = {}
+    best one did not settle at their strongest possible level. A candidate in the cache
+    is compared from it; the others are fetched and decrypted in bulk, once a batch."""
+    records: dict[int, bytes] = {}  # this batch's: the cache may evict within a batch
     firsts = []
     for keys in batch:
         if keys.hits:
             top = max(keys.hits.values())
             firsts.extend(p for p, n in keys.hits.items() if n == top)
-    _open_all(firsts, index_map, opened)
+    _open_all(firsts, index_map, cache, records)
+    rows: list[dict[str, tuple]] = [{} for _ in batch]
     results: list[tuple[int, str] | None] = []
     pending: list[int] = []
+
+    def known(pos: int) -> bytes | None:
+        record = records.get(pos)
+        if record is None:
+            record = cache.get(pos)
+            if record is not None:
+                records[pos] = record
+        return record
+
     for number, keys in enumerate(batch):
         try:
-            results.append(_resolve(keys, opened, final=False))
+            results.append(_resolve(keys, rows[number], cache, known, final=False))
         except _Need:
             results.append(None)
             pending.append(number)
-    _open_all((p for n in pending for p in batch[n].hits), index_map, opened)
+    _open_all((p for n in pending for p in batch[n].hits), index_map, cache, records)
     for number in pending:
-        results[number] = _resolve(batch[number], opened, final=True)
-    for pos in opened.values():  # clear values leave memory with the batch
-        pos.values.clear()
+        results[number] = _resolve(batch[number], rows[number], cache, records.get,
+                                   final=True)
     return results
 
 
@@ -384,6 +487,7 @@ class _Confirmer:
         from django.db import connection, connections
 
         self.index_map, self.helpers, self.pool = index_map, helpers, None
+        self.cache: _Digests | None = None  # this process's, when it confirms
         self.inflight: deque = deque()
         if helpers > 0 and not connection.in_atomic_block:
             global _FORKED_MAP
@@ -394,7 +498,9 @@ class _Confirmer:
     def submit(self, batch: list) -> Iterator[tuple[list, list]]:
         keys = [k for k, _, _ in batch]
         if self.pool is None:
-            yield batch, _confirm_batch(keys, self.index_map)
+            if self.cache is None:
+                self.cache = _Digests(len(self.index_map.ids))
+            yield batch, _confirm_batch(keys, self.index_map, self.cache)
             return
         self.inflight.append((batch, self.pool.apply_async(_forked_match, (keys,))))
         while len(self.inflight) > self.helpers + 1:
@@ -408,6 +514,7 @@ class _Confirmer:
 
     def close(self) -> None:
         global _FORKED_MAP
+        self.cache = None
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
@@ -415,14 +522,19 @@ class _Confirmer:
 
 
 _FORKED_MAP: IndexMap | None = None
+_FORKED_CACHE: _Digests | None = None  # set in a helper only, which ends with its scan
 
 
 def _forked_match(keys: list[RowKeys]) -> list[tuple[int, str] | None]:
+    global _FORKED_CACHE
     assert _FORKED_MAP is not None
-    return _confirm_batch(keys, _FORKED_MAP)
+    if _FORKED_CACHE is None:
+        _FORKED_CACHE = _Digests(len(_FORKED_MAP.ids))
+    return _confirm_batch(keys, _FORKED_MAP, _FORKED_CACHE)
 
 
-def _confirm_batch(keys: list[RowKeys], index_map: IndexMap) -> list[tuple[int, str] | None]:
+def _confirm_batch(keys: list[RowKeys], index_map: IndexMap, cache: _Digests
+                   ) -> list[tuple[int, str] | None]:
     """Hash and look up each row's values, then confirm the candidates. Both run where
     the batch is confirmed (a helper process when there are helpers: hashing is a
     fifth of a scan, and the reader is the busiest process otherwise)."""
@@ -431,7 +543,7 @@ def _confirm_batch(keys: list[RowKeys], index_map: IndexMap) -> list[tuple[int, 
     compute = keyring.indexer().compute
     for row_keys in keys:
         _lookup(row_keys, index_map, compute)
-    return _match_batch(keys, index_map)
+    return _match_batch(keys, index_map, cache)
 
 
 def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
@@ -495,6 +607,10 @@ def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
             files.append({**info, "format": opened.format, "rows": tally.rows_read - before})
     finally:
         confirmer.close()
+        # The memo of names and dates holds the file's (and decrypted) values: drop them
+        # with the scan rather than keep them in a long-lived web worker.
+        cols.normalize_name.cache_clear()
+        cols.date_value.cache_clear()
     report = ScanReport(
         files=files, rows_read=tally.rows_read, rows_matched=tally.rows_matched,
         columns=tally.columns, categories=[c for c in CATEGORIES if c in tally.categories],
