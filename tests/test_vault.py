@@ -200,3 +200,16 @@ def test_a_streamed_age_file_opens_whole_and_a_producer_error_comes_back_as_is()
 
     with pytest.raises(LookupError, match="the producer failed"):
         encrypt_stream_to(recipient, broken(), io.BytesIO())
+
+
+def test_the_digests_outside_encryption():
+    import hashlib
+
+    from coffre.vault import ScratchDigest, mac_hex, same_digest, token_digest
+
+    assert token_digest("abc") == hashlib.sha256(b"abc").hexdigest()
+    assert mac_hex(b"k" * 32, b"entry") != mac_hex(b"j" * 32, b"entry")
+    assert same_digest(mac_hex(b"k" * 32, b"x"), mac_hex(b"k" * 32, b"x"))
+    one, two = ScratchDigest(), ScratchDigest()
+    assert one("Martin") == one("Martin") != two("Martin")  # a key of its own per run
+    assert len(one("Martin")) == 16

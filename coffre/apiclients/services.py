@@ -8,8 +8,6 @@ a token; failed client authentications are counted like failed logins.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -27,6 +25,7 @@ from coffre.audit import log as audit_log
 from coffre.config import env_int
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
+from coffre.vault import same_digest, token_digest
 
 logger = logging.getLogger("coffre.apiclients")
 
@@ -106,7 +105,7 @@ class IssuedToken:
 
 
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return token_digest(secret)
 
 
 # --- registration -----------------------------------------------------------------------
@@ -225,7 +224,7 @@ def authenticate_client(client_id: str, secret: str, address: str = "") -> ApiCl
     client = ApiClient.objects.filter(client_id=client_id).select_related("lab").first()
     # Compare a digest even for an unknown client: the answer takes the same time.
     expected = client.secret_hash if client else digest(secrets.token_hex(16))
-    if not hmac.compare_digest(digest(secret), expected) or client is None \
+    if not same_digest(digest(secret), expected) or client is None \
             or not client.active:
         _record_failure(client_id, address)
         raise ClientAuthFailed("invalid client credentials")
@@ -259,7 +258,7 @@ def authenticate_token(token: str) -> ApiPrincipal:
     wanted = digest(token)
     row = (AccessToken.objects.select_related("client")
            .filter(token_hash=wanted).first())
-    if (row is None or not hmac.compare_digest(row.token_hash, wanted)
+    if (row is None or not same_digest(row.token_hash, wanted)
             or row.revoked_at is not None or row.expires_at <= timezone.now()
             or not row.client.active):
         raise TokenRejected("the access token is invalid, expired or revoked")

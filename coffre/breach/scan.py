@@ -43,9 +43,7 @@ with the cache, most of them are ruled out by comparing digests.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
-import secrets
 import uuid
 from array import array
 from collections import Counter, defaultdict, deque
@@ -66,6 +64,8 @@ from coffre.breach.report import (
     ScanReport,
 )
 from coffre.labs.tenancy import Actor
+from coffre.vault import ScratchDigest, file_sha256
+from coffre.vault.digest import SCRATCH_BYTES
 
 BATCH_ROWS = 5000
 ACTION = "breach_scan"  # audit action; not a READ_ACTION, so outside mass-reading counts
@@ -202,7 +202,7 @@ _NONE: list[int] = []
 
 # A confirmed candidate's record: one keyed digest per compared value, in this order.
 _SLOTS = ("nir", "name", "other_name", "phone", "email")
-DIGEST_BYTES = 16            # 128 bits: a chance coincidence would need ~2**64 checks
+DIGEST_BYTES = SCRATCH_BYTES  # 128 bits: a chance coincidence would need ~2**64 checks
 RECORD_BYTES = DIGEST_BYTES * len(_SLOTS)
 CACHE_PATIENTS = 1_000_000   # records kept per process: at most ~85 MB
 _ABSENT = bytes(DIGEST_BYTES)  # a stored value that is empty: matches no row
@@ -217,16 +217,13 @@ class _Digests:
     is kept. A direct-mapped table (position modulo the capacity), flat arrays: about 85
     bytes per position and at most CACHE_PATIENTS positions, evicting on collision."""
 
-    __slots__ = ("capacity", "key", "records", "tags")
+    __slots__ = ("capacity", "digest", "records", "tags")
 
     def __init__(self, patients: int) -> None:
-        self.key = secrets.token_bytes(32)
+        self.digest = ScratchDigest()
         self.capacity = max(1, min(patients, CACHE_PATIENTS))
         self.tags = array("i", [-1]) * self.capacity
         self.records = bytearray(RECORD_BYTES * self.capacity)
-
-    def digest(self, text: str) -> bytes:
-        return hashlib.blake2b(text.encode(), key=self.key, digest_size=DIGEST_BYTES).digest()
 
     def get(self, pos: int) -> bytes | None:
         slot = pos % self.capacity
@@ -436,11 +433,7 @@ class _Tally:
 
 
 def _file_info(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return {"name": path.name, "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    return {"name": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
 def _tables(rows: Iterator[tuple[Table, list[str]]]) -> Iterator[tuple[Plan, list[str]]]:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
-import hmac
 import json
 import os
 import uuid
@@ -35,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffre import config
+from coffre.vault import mac_hex, same_digest
 
 GENESIS = "0" * 64
 _INFO = b"coffre/lifecycle/erasure-ledger/v1"
@@ -75,7 +74,7 @@ def _mac_key() -> bytes:
 
 def _mac(key: bytes, fields: dict) -> str:
     body = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    return mac_hex(key, body)
 
 
 def _open_for_append() -> int:
@@ -185,7 +184,7 @@ def entries() -> list[LedgerEntry]:
                                     str(fields["cause"]), mac)
             except (ValueError, KeyError, TypeError):
                 raise LedgerError(f"line {number} is not a ledger entry", number) from None
-            if not hmac.compare_digest(_mac(key, fields), mac):
+            if not same_digest(_mac(key, fields), mac):
                 raise LedgerError(f"line {number}: MAC does not verify (altered line)", number)
             if fields["prev"] != prev or entry.seq != number:
                 raise LedgerError(f"line {number}: chain broken (line removed, inserted or "

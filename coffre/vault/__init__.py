@@ -8,6 +8,7 @@ Primitives stay private to this package.
 
 from coffre.vault.aead import Key, context, context_prefix, key_id_of
 from coffre.vault.blind import BlindIndexer, index_bits
+from coffre.vault.digest import ScratchDigest, file_sha256, mac_hex, same_digest, token_digest
 from coffre.vault.errors import DecryptionError, KeyProviderError, VaultError
 from coffre.vault.master import (
     ENV_VAR,
@@ -44,6 +45,7 @@ __all__ = [
     "KeyProviderError",
     "MasterKeys",
     "RecipientKeyError",
+    "ScratchDigest",
     "VaultError",
     "add_key_version",
     "check_recipient",
@@ -55,10 +57,12 @@ __all__ = [
     "encrypt_stream",
     "encrypt_stream_to",
     "encrypt_to",
+    "file_sha256",
     "fingerprint",
     "index_bits",
     "key_id_of",
     "load_master_keys",
+    "mac_hex",
     "new_otp_secret",
     "new_recipient_identity",
     "otp_base32",
@@ -68,4 +72,6 @@ __all__ = [
     "otp_secret_from_base32",
     "otp_uri",
     "read_header",
+    "same_digest",
+    "token_digest",
 ]
