@@ -24,6 +24,9 @@ class Param:
 
 
 PATIENT_REF = "a Patient reference: Patient/<id> or <id>"
+# Every type but Patient is searched within one patient.
+BY_PATIENT = (Param("patient", "reference", PATIENT_REF + " (required, or subject)"),
+              Param("subject", "reference", "same as patient"))
 SEARCH: dict[str, tuple[Param, ...]] = {
     "Patient": (
         Param("identifier", "token", "INS-NIR: urn:oid:1.2.250.1.213.1.4.8|<NIR> or <NIR>"),
@@ -36,28 +39,24 @@ SEARCH: dict[str, tuple[Param, ...]] = {
         Param("email", "token", "an email address"),
     ),
     "Observation": (
-        Param("patient", "reference", PATIENT_REF + " (required, or subject)"),
-        Param("subject", "reference", "same as patient"),
+        *BY_PATIENT,
         Param("code", "token", "http://loinc.org|<code>, <LOINC> or a local test code; "
                                "comma-separated for several"),
         Param("date", "date", "collection time, with eq/ge/gt/le/lt prefixes; repeatable"),
         Param("status", "token", "registered, final, amended, cancelled (comma-separated)"),
     ),
     "DiagnosticReport": (
-        Param("patient", "reference", PATIENT_REF + " (required, or subject)"),
-        Param("subject", "reference", "same as patient"),
+        *BY_PATIENT,
         Param("code", "token", "http://loinc.org|11502-2 (any report) or the LOINC code "
                                "of a test the report holds"),
         Param("date", "date", "order date, with eq/ge/gt/le/lt prefixes; repeatable"),
         Param("status", "token", "registered, partial, final, amended, cancelled"),
     ),
     "ServiceRequest": (
-        Param("patient", "reference", PATIENT_REF + " (required, or subject)"),
-        Param("subject", "reference", "same as patient"),
+        *BY_PATIENT,
     ),
     "Specimen": (
-        Param("patient", "reference", PATIENT_REF + " (required, or subject)"),
-        Param("subject", "reference", "same as patient"),
+        *BY_PATIENT,
     ),
 }
 COMMON = (
