@@ -199,6 +199,9 @@ def test_paging_has_a_total_and_a_next_link(api, staff, patient):
                                            for link in rest["link"])
     capped = body_of(api.get("Observation", patient=str(patient.id), _count="5000"))
     assert len(capped["entry"]) == 3
+    for odd in ("²", "-1", "2.5"):  # a digit int() refuses (found by the fuzz run)
+        refused = api.get("Observation", patient=str(patient.id), _count=odd)
+        assert refused.status_code == 400, odd
 
 
 def test_patient_searches(api, patient):

@@ -172,7 +172,7 @@ def _int_param(params: dict[str, list[str]], name: str, default: int, high: int)
     if name not in params:
         return default
     text = params[name][0].strip()
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:  # not '²', which int() refuses
         raise invalid(f"{name} must be a non-negative integer")
     return min(int(text), high)
 
