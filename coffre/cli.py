@@ -60,13 +60,18 @@ def open_vault() -> None:
 
         raise KeyProviderError(f"no database at {config.sqlite_path()}: run `coffre init`")
     setup_django()
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connection
 
     from coffre.keyring import services as keyring
 
     try:
         keyring.check()
     except DatabaseError:
+        if connection.connection is None:  # never connected: the server is away
+            # Not the driver's message: it may quote the connection string.
+            where = connection.settings_dict.get("HOST") or connection.settings_dict["NAME"]
+            raise CommandError(f"the database ({where}) cannot be reached: is it running, "
+                               "and does COFFRE_DATABASE_URL name it?") from None
         raise CommandError("the database is not initialised: run `coffre init`") from None
 
 
