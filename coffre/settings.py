@@ -69,7 +69,8 @@ MIDDLEWARE = [
     # then 503 instead of 500 while the database is away (coffre.serving).
     "coffre.serving.logs.RequestLogMiddleware",
     "coffre.serving.outage.DatabaseOutageMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, writing the session's sliding expiry at most once a minute.
+    "coffre.accounts.sessions.SlidingSessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -214,7 +215,9 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 SESSION_COOKIE_AGE = config.env_int("COFFRE_SESSION_SECONDS", 30 * 60)
-SESSION_SAVE_EVERY_REQUEST = True  # inactivity expiry, not a fixed lifetime
+# Inactivity expiry, not a fixed lifetime: coffre.accounts.sessions.SlidingSessionMiddleware
+# moves it forward (at most one write a minute, instead of SESSION_SAVE_EVERY_REQUEST).
+SESSION_SAVE_EVERY_REQUEST = False
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

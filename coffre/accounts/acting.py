@@ -30,12 +30,19 @@ def memberships(user) -> list[Membership]:
     return list(Membership.objects.filter(user=user).select_related("lab"))
 
 
+def request_memberships(request: HttpRequest) -> list[Membership]:
+    """The logged-in user's memberships, read once per request (every staff page needs
+    them twice: is this a staff account, and which lab is it acting for)."""
+    if not hasattr(request, "_coffre_memberships"):
+        request._coffre_memberships = memberships(request.user)
+    return request._coffre_memberships
+
+
 def acting_membership(request: HttpRequest) -> Membership | None:
     lab_id = request.session.get(SESSION_LAB)
     if lab_id is None:
         return None
-    return Membership.objects.filter(user=request.user, lab_id=lab_id).select_related(
-        "lab").first()
+    return next((m for m in request_memberships(request) if m.lab_id == lab_id), None)
 
 
 def actor_for(request: HttpRequest, membership: Membership) -> Actor:
@@ -76,7 +83,7 @@ def _staff_account(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.user.is_authenticated and not memberships(request.user):
+        if request.user.is_authenticated and not request_memberships(request):
             raise PermissionDenied("not a staff account")
         return view(request, *args, **kwargs)
 
@@ -100,7 +107,7 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         membership = acting_membership(request)
         if membership is None:
-            mine = memberships(request.user)
+            mine = request_memberships(request)
             if not mine:
                 raise PermissionDenied("no laboratory")
             if len(mine) > 1:

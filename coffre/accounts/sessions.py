@@ -1,8 +1,9 @@
 """Sessions: logging a person out everywhere.
 
 Django already gives the rest of the issue: ``login()`` gives the session a new key
-(no session fixation), and ``SESSION_COOKIE_AGE`` with ``SESSION_SAVE_EVERY_REQUEST``
-ends a session after that long without a request (inactivity, not a fixed lifetime).
+(no session fixation). ``SESSION_COOKIE_AGE`` ends a session after that long without a
+request (inactivity, not a fixed lifetime): :class:`SlidingSessionMiddleware` pushes the
+expiry forward, writing the session at most once a minute rather than on every request.
 
 "Everywhere" uses a per-person epoch (``SessionEpoch``): a login stores the person's
 current epoch in the new session (:func:`stamp_session`, on ``user_logged_in``), and
@@ -17,16 +18,23 @@ same way (``coffre.accounts.managing``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth import logout
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
 SESSION_EPOCH = "session_epoch"
+SESSION_TOUCHED = "touched"
+# How stale the stored expiry may get: a session ends between SESSION_COOKIE_AGE and
+# that plus this after its last request. Writing it on every request instead cost a
+# transaction (3 round trips) per page.
+TOUCH_SECONDS = 60
 
 
 def current_epoch(user) -> int:
@@ -57,8 +65,6 @@ def stamp_session(sender, request, user, **kwargs) -> None:
         request.session[SESSION_EPOCH] = current_epoch(user)
 
 
-
-
 class SessionEpochMiddleware:
     """Logs out a session older than its person's epoch; the request goes on as an
     anonymous visitor (pages needing a login send it to the login page). Put it after
@@ -74,3 +80,20 @@ class SessionEpochMiddleware:
             messages.info(request, _("Votre session a été fermée. Reconnectez-vous."),
                           fail_silently=True)
         return self.get_response(request)
+
+
+class SlidingSessionMiddleware(SessionMiddleware):
+    """Django's session middleware, with the inactivity expiry moved forward by a write
+    at most every ``TOUCH_SECONDS`` (``SESSION_SAVE_EVERY_REQUEST`` stays off). A session
+    the request did not load is left alone: nothing to refresh, and no database
+    round trip on the way out of a failed request."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse
+                         ) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if (session is not None and session.accessed and not session.is_empty()
+                and response.status_code < 500):
+            now = int(time.time())
+            if now - session.get(SESSION_TOUCHED, 0) >= TOUCH_SECONDS:
+                session[SESSION_TOUCHED] = now  # marks it modified: saved, expiry moved
+        return super().process_response(request, response)

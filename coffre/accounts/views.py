@@ -16,7 +16,7 @@ from coffre.accounts.acting import (
     SESSION_LAB,
     acting_membership,
     actor_for,
-    memberships,
+    request_memberships,
     requires_role,
     second_factor_pending,
     second_factor_required,
@@ -29,7 +29,7 @@ from coffre.audit import log
 @second_factor_required
 @require_http_methods(["GET", "POST"])
 def choose_lab(request: HttpRequest) -> HttpResponse:
-    mine = memberships(request.user)
+    mine = request_memberships(request)
     if request.method == "POST":
         chosen = request.POST.get("lab")
         if any(str(m.lab_id) == chosen for m in mine):
@@ -192,7 +192,7 @@ def logout_everywhere(request: HttpRequest) -> HttpResponse:
     """End every session of the person, this one included. A staff account must have
     passed its second factor: a password alone cannot end the owner's sessions."""
     user = request.user
-    mine = memberships(user)
+    mine = request_memberships(request)
     if mine:
         pending = second_factor_pending(request)
         if pending:
@@ -214,7 +214,7 @@ def password_change(request: HttpRequest) -> HttpResponse:
     """Change one's password (a temporary one first of all). Staff and prescribers pass
     their second factor first. Django ends the person's other sessions (their session
     hash changes) and keeps this one."""
-    if memberships(request.user) or mfa.is_enrolled(request.user):
+    if request_memberships(request) or mfa.is_enrolled(request.user):
         pending = second_factor_pending(request)
         if pending:
             return pending

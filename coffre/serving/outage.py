@@ -54,9 +54,9 @@ def _note_failure(sender, request: HttpRequest | None = None, **kwargs) -> None:
 
 def _spare_the_session(request: HttpRequest) -> None:
     """Keep the session middleware from loading the session on the way out of a failed
-    request (SESSION_SAVE_EVERY_REQUEST makes it read the session's expiry even for a
-    500): that second database attempt would double the wait before the 503. An empty
-    cache is never saved (no save on a 5xx) and the session cookie is left as it is."""
+    request: that second database attempt would double the wait before the 503. An
+    empty cache is never saved (no save on a 5xx) and the session cookie is left as it
+    is."""
     session = getattr(request, "session", None)
     if session is not None and not hasattr(session, "_session_cache"):
         session._session_cache = {}
