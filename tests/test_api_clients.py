@@ -230,6 +230,15 @@ def test_revoking_a_client_stops_its_tokens_at_once(client, lab_a):
     assert client.get("/probe/whoami", **bearer(token)).status_code == 401
 
 
+def test_a_client_is_found_by_its_id_or_row_number_and_a_strange_one_is_not(lab_a):
+    registered, _ = api_client(lab_a)
+    assert services.client_of_lab(lab_a.id, registered.client_id) == registered
+    assert services.client_of_lab(lab_a.id, str(registered.pk)) == registered
+    for strange in ("²", "١", "no-such-client"):  # "²".isdigit() is True, int("²") fails
+        with pytest.raises(services.ApiClientError, match="no API client"):
+            services.client_of_lab(lab_a.id, strange)
+
+
 def test_rotating_the_secret_stops_the_old_secret_and_its_tokens(client, lab_a):
     registered, old_secret = api_client(lab_a)
     old_token = ask_token(client, registered.client_id, old_secret).json()["access_token"]

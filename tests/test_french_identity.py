@@ -140,6 +140,20 @@ def test_a_nir_that_is_not_text_is_rejected() -> None:
         french.clean_nir(185033523812345)  # type: ignore[arg-type]
 
 
+# A digit of another script passes str.isdigit() and int(): "285037505612٣06" (an
+# Arabic-Indic three) would be a second NIR for the person of "285037505612306".
+OTHER_DIGITS = ["\u0663", "\uff13", "\u00b3", "\U0001d7db"]  # Arabic-Indic, fullwidth, ³, 𝟛
+
+
+@pytest.mark.parametrize("three", OTHER_DIGITS)
+def test_identifiers_written_with_another_scripts_digits_are_rejected(three: str) -> None:
+    nir = "2850375056123" + french.nir_key("2850375056123")
+    for clean, value in ((french.clean_nir, nir), (french.clean_rpps, "10003456786"),
+                         (french.clean_finess, "130000011"), (french.nir_key, nir[:13])):
+        with pytest.raises(InvalidValue, match="digits 0-9"):
+            clean(value.replace("3", three, 1))
+
+
 # --- NIR against sex and birth date ------------------------------------------------
 
 def test_a_nir_matching_sex_and_birth_date_passes() -> None:

@@ -52,6 +52,8 @@ def test_a_wrong_code_is_refused_and_a_replayed_code_too(alice):
     wrong = f"{(int(now) + 1) % 1_000_000:06d}"
     assert not mfa.verify(alice, wrong)
     assert not mfa.verify(alice, "abcdef") and not mfa.verify(alice, "")
+    arabic = now.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert not mfa.verify(alice, arabic)  # refused, not a TypeError from compare_digest
     assert mfa.verify(alice, now)
     assert not mfa.verify(alice, now)  # the same code again: refused
 

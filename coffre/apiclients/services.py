@@ -137,7 +137,7 @@ def client_of_lab(lab_id: int | None, client_id: str) -> ApiClient:
     """The lab's client by its public id (or its row id); another lab's is not found."""
     clients = ApiClient.objects.filter(lab_id=lab_id) if lab_id else ApiClient.objects
     found = clients.filter(client_id=client_id).first()
-    if found is None and client_id.isdigit():
+    if found is None and client_id.isascii() and client_id.isdigit():  # not "²"
         found = clients.filter(pk=int(client_id)).first()
     if found is None:
         raise ApiClientError(f"no API client {client_id}")

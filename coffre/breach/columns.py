@@ -132,7 +132,8 @@ def phone_value(text: str, lenient: bool = False) -> str | None:
     match = _PHONE_FR.fullmatch(compact)
     if match:
         return "+33" + match.group(1)
-    if lenient and len(compact) == 9 and compact.isdigit() and compact[0] != "0":
+    if (lenient and len(compact) == 9 and compact.isascii() and compact.isdigit()
+            and compact[0] != "0"):
         return "+33" + compact
     match = _PHONE_INTL.fullmatch(compact)
     return "+" + match.group(1) if match else None

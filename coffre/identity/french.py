@@ -68,8 +68,13 @@ def _text(value: object, what: str) -> str:
 
 
 def _compact(value: object, what: str) -> str:
-    """Strip spaces, dots and dashes and uppercase: the shape people type NIRs in."""
-    return _SEPARATORS.sub("", _text(value, what)).upper()
+    """Strip spaces, dots and dashes and uppercase: the shape people type NIRs in.
+    Only ASCII: str.isdigit() also accepts other scripts' digits, and a NIR typed with
+    one would be a second, different value for the same person (no duplicate found)."""
+    compact = _SEPARATORS.sub("", _text(value, what)).upper()
+    if not compact.isascii():
+        raise InvalidValue(f"{what} must be written with the digits 0-9 (and letters A-Z)")
+    return compact
 
 
 # --- birth places (COG) ---------------------------------------------------------------

@@ -49,7 +49,8 @@ def otp_match(secret: bytes, code: str, at: float, window: int = 1,
               after: int = -1) -> int | None:
     """The counter within ``window`` steps of ``at`` (and above ``after``) whose code is
     ``code``, or None."""
-    if len(code) != OTP_DIGITS or not code.isdigit():
+    # ASCII only: other scripts' digits pass isdigit() and make compare_digest raise.
+    if len(code) != OTP_DIGITS or not (code.isascii() and code.isdigit()):
         return None
     now = otp_counter(at)
     for counter in range(now - window, now + window + 1):
