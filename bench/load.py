@@ -131,7 +131,7 @@ def make_accounts(counts: dict[str, int], patients: int, labs: int) -> dict[str,
     for role in ("secretary", "technician", "biologist"):  # staff; patient, fhir below
         for i in range(counts[role]):
             index = i % len(every_lab)
-            lab, password = every_lab[index], secrets.token_urlsafe(16)
+            lab, password = every_lab[index], acceptable_password()
             user = user_model.objects.create_user(f"load-{role}-{i}", password=password)
             Membership.objects.create(user=user, lab=lab, role=role)
             accounts[role].append({"username": user.username, "password": password,
@@ -159,6 +159,16 @@ def fhir_clients(count: int, labs: list, keys: list) -> list[dict]:
     return made
 
 
+def acceptable_password() -> str:
+    """A random password the password policy takes (a random one may hold "abcd")."""
+    from coffre.accounts.passwords import password_problems
+
+    while True:
+        password = secrets.token_urlsafe(16)
+        if not password_problems(password):
+            return password
+
+
 def portal_accounts(count: int) -> list[dict]:
     """Portal accounts of patients with published orders, through the activation code a
     secretary would print (coffre.portal.activation)."""
@@ -175,7 +185,7 @@ def portal_accounts(count: int) -> list[dict]:
         code = issue_code(cli_actor(lab_id), patient_id)
         born = str(open_patient(Patient.unscoped.get(pk=patient_id), ["birth_date"])
                    .birth_date)  # ISO; the activation form takes it as typed, JJ/MM/AAAA
-        password = secrets.token_urlsafe(16)
+        password = acceptable_password()
         activate(Activation(code, "/".join(reversed(born.split("-"))), f"load-patient-{i}",
                             password))
         made.append({"username": f"load-patient-{i}", "password": password})
