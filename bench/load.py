@@ -232,9 +232,10 @@ def start_server(port: int, workers: int, log: Path) -> subprocess.Popen:
 
 
 def run_locust(port: int, users: int, spawn_rate: int, duration: int, accounts: Path,
-               writes: Path, prefix: Path, wait: str) -> None:
+               writes: Path, prefix: Path, wait: str, server_pid: int) -> None:
     env = {**os.environ, "H6_LOAD_ACCOUNTS": str(accounts), "H6_LOAD_WRITES": str(writes),
-           "H6_LOAD_WAIT": wait, "H6_LOAD_LOGINS": f"{prefix}_logins.json"}
+           "H6_LOAD_WAIT": wait, "H6_LOAD_LOGINS": f"{prefix}_logins.json",
+           "H6_SERVER_PID": str(server_pid)}
     # Logging in is not the measured load (the locustfile resets the statistics once
     # everyone has): give the ramp its time on top of the measured duration.
     duration += math.ceil(users / spawn_rate) + 30
@@ -265,7 +266,22 @@ def report(prefix: Path) -> dict:
         with failures.open() as handle:
             for row in list(csv.DictReader(handle))[:10]:
                 print(f"  error: {row['Name']}: {row['Error']} x{row['Occurrences']}")
+    cpu_report(logins.get("cpu_seconds", {}), int(total.get("Request Count", 0)))
     return total
+
+
+def cpu_report(seconds: dict[str, float], requests: int) -> None:
+    """CPU per request over the measured window, and the throughput the machine's cores
+    allow at that cost: the ceiling no tuning of workers or threads can pass."""
+    if not seconds or not requests:
+        return
+    per = {name: 1000 * value / requests for name, value in seconds.items()}
+    cores = os.cpu_count() or 1
+    print(f"\nCPU per request: server {per['server']:.1f} ms, PostgreSQL "
+          f"{per['database']:.1f} ms, load generator {per['generator']:.1f} ms")
+    served = per["server"] + per["database"]
+    print(f"ceiling on {cores} cores: {1000 * cores / (served + per['generator']):.0f} req/s "
+          f"with the load generator here, {1000 * cores / served:.0f} req/s without it")
 
 
 def verify(writes: Path) -> list[str]:
@@ -416,7 +432,7 @@ def main() -> int:
         print(f"load: {args.users} users for {args.duration} s; load average before: "
               f"{os.getloadavg()}", flush=True)
         run_locust(port, args.users, args.spawn_rate, args.duration, accounts, writes,
-                   prefix, args.wait)
+                   prefix, args.wait, server.pid)
         print(f"load average after: {os.getloadavg()} ({os.cpu_count()} CPUs)")
         total = report(prefix)
         problems = verify(writes) if writes.exists() else ["no write was recorded"]

@@ -57,6 +57,7 @@ PRESCRIBER = {"prescriber_rpps": "10003456786", "prescriber_name": "Paul Bernard
 to_receive: dict[str, collections.deque] = collections.defaultdict(collections.deque)
 _taken: set[tuple[str, int]] = set()
 logins = {"ok": 0, "failed": 0, "seconds": []}
+cpu: dict[str, dict[str, float]] = {}  # CPU seconds at the start of the measure
 
 
 def record(kind: str, **fields) -> None:
@@ -71,6 +72,29 @@ def typical_value(code: str) -> str:
     low = rng.low if rng.low is not None else rng.high * 0.5
     high = rng.high if rng.high is not None else low * 2
     return f"{(low + high) / 2:.{test.decimals}f}"
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by the server (its master and workers), by
+    PostgreSQL (every postgres process) and by this load generator: over the measured
+    window, their CPU per request shows what bounds the throughput of this machine."""
+    import psutil
+
+    def used(processes) -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    server = psutil.Process(int(os.environ["H6_SERVER_PID"]))
+    return {"server": used([server, *server.children(recursive=True)]),
+            "database": used(p for p in psutil.process_iter(["name"])
+                             if p.info["name"] == "postgres"),
+            "generator": used([psutil.Process()])}
 
 
 class Person(HttpUser):
@@ -104,6 +128,8 @@ class Person(HttpUser):
                 "reset"):
             logins["reset"] = True
             runner.stats.reset_all()
+            cpu["start"] = cpu_seconds()
+
 
     def post(self, url: str, data: dict, name: str, expect: str = ""):
         """POST a form (CSRF token from the page's cookie), follow the redirect, and mark
@@ -276,6 +302,8 @@ class FhirClient(Person):
 def _close(environment, **kwargs) -> None:
     WRITES.close()
     seconds = sorted(logins["seconds"]) or [0.0]
+    end = cpu_seconds() if "start" in cpu else {}
     Path(os.environ.get("H6_LOAD_LOGINS", "logins.json")).write_text(json.dumps({
         "ok": logins["ok"], "failed": logins["failed"],
-        "median_s": seconds[len(seconds) // 2], "max_s": seconds[-1]}))
+        "median_s": seconds[len(seconds) // 2], "max_s": seconds[-1],
+        "cpu_seconds": {name: end[name] - cpu["start"][name] for name in end}}))
