@@ -127,6 +127,9 @@ def _postgresql(url: str) -> dict:
     options = database.setdefault("OPTIONS", {})
     # A vanished server fails a new connection in seconds (a 503), not after minutes.
     options.setdefault("connect_timeout", config.env_int("COFFRE_DB_CONNECT_TIMEOUT", 5))
+    # Names this process's sessions in pg_stat_activity (a server's workers share their
+    # master's): `coffre restore` tells its own pooled sessions from everyone else's.
+    options.setdefault("application_name", f"coffre {os.getpid()}")
     size = config.env_int("COFFRE_DB_POOL_SIZE", 4)
     if size > 0 and _pool_available():
         database["CONN_MAX_AGE"] = 0  # Django refuses persistent connections with a pool

@@ -10,6 +10,8 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -211,6 +213,33 @@ def test_restore_brings_back_the_snapshot(cli, tmp_path):
     assert clear_leftovers(cli) == []
     # the restored database is fully usable: a new import works
     assert found(cli, add_patients(cli, tmp_path, seed=23)[0])
+
+
+def test_restore_refuses_while_another_process_uses_the_database(cli, tmp_path):
+    """A running server (here: a process holding the database open) would keep writing
+    into a database the restore replaces: the restore stops before changing anything."""
+    summary = backup(cli)
+    url = cli.env.get("COFFRE_DATABASE_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url):
+            refused(cli, summary["path"], "1 other session(s) are connected",
+                    "stop `coffre serve`")
+    else:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys, time; "
+             "sqlite3.connect(sys.argv[1]).execute('SELECT 1'); print('open', flush=True); "
+             "time.sleep(60)", str(cli.home / "coffre.sqlite3")],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "open"
+            refused(cli, summary["path"], f"process(es) {holder.pid} have the database open")
+        finally:
+            holder.kill()
+            holder.wait()
+    (restored,) = cli.json_lines("restore", summary["path"], "--yes")  # alone: it runs
+    assert restored["created"] == summary["created"]
 
 
 def test_restore_asks_first_and_a_no_changes_nothing(cli, tmp_path):

@@ -321,6 +321,43 @@ def reapply_erasures() -> tuple[int | None, str]:
     return count, f"erasure ledger re-applied: {count} patient(s) erased again"
 
 
+def others_using_the_database() -> str | None:
+    """Who else has the database open (a running ``coffre serve``, a psql session), or
+    None. Replacing the database under them would mix their writes with the restored
+    data, or leave a server writing into a file that is no longer the database."""
+    if vendor() == "postgresql":
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            # This command's own pool may hold more than one session.
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND backend_type = 'client backend' "
+                           "AND application_name <> current_setting('application_name')")
+            others = cursor.fetchone()[0]
+        return f"{others} other session(s) are connected to the database" if others else None
+    holders = _processes_holding(config.sqlite_path())
+    if holders:
+        return f"process(es) {', '.join(map(str, holders))} have the database open"
+    return None
+
+
+def _processes_holding(database: Path) -> list[int]:
+    """Other processes with the SQLite file (or its WAL) open, from /proc (Linux); the
+    processes of other users are not visible unless this one runs as root."""
+    names = {str(database), f"{database}-wal"}
+    holders = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) in names for fd in fd_dir.iterdir()):
+                holders.append(pid)
+        except OSError:  # gone, or another user's
+            continue
+    return sorted(holders)
+
+
 def restore(path: Path, confirm: Callable[[dict], bool] | None = None,
             add: Bars | None = None) -> dict:
     """Verify all of ``path``, ask ``confirm(header)`` (unless None), then restore."""
@@ -328,6 +365,10 @@ def restore(path: Path, confirm: Callable[[dict], bool] | None = None,
     path = path.resolve()
     if not path.is_file():
         raise BackupError(f"{path} is not a file")
+    busy = others_using_the_database()
+    if busy:
+        raise BackupError(f"{busy}: stop `coffre serve` (and any other client) first; "
+                          "nothing was changed")
     if confirm is not None:
         header = verify(path, add)
         if not confirm(header):
