@@ -153,7 +153,7 @@ def test_check_production_lists_each_problem_of_a_development_setup(installation
     failed = {line.split(":")[0][5:] for line in result.stdout.splitlines()
               if line.startswith("FAIL")}
     expected = {"https", "allowed hosts", "master key", "cache", "mail",
-                "django security.W012", "django security.W016", "django security.W008"}
+                "django security.W010", "django security.W016", "django security.W008"}
     if not ON_POSTGRESQL:
         expected.add("database")
     assert expected <= failed

@@ -50,6 +50,9 @@ DJANGO_FIXES = {
     "security.W008": "set COFFRE_HTTPS=true (and COFFRE_BEHIND_PROXY=true behind the proxy)",
     "security.W009": "unset COFFRE_SECRET_KEY (Coffre then keeps a random key in "
                      "COFFRE_HOME/secret_key) or give it 50+ random characters",
+    # W010 rather than W012: Django names W012 only for its own session middleware, and
+    # Coffre's subclasses it (coffre.accounts.sessions.SlidingSessionMiddleware).
+    "security.W010": "set COFFRE_HTTPS=true",
     "security.W012": "set COFFRE_HTTPS=true",
     "security.W016": "set COFFRE_HTTPS=true",
     "security.W018": "unset COFFRE_DEBUG (or set it to false)",
