@@ -130,7 +130,6 @@ class Person(HttpUser):
             runner.stats.reset_all()
             cpu["start"] = cpu_seconds()
 
-
     def post(self, url: str, data: dict, name: str, expect: str = ""):
         """POST a form (CSRF token from the page's cookie), follow the redirect, and mark
         the request failed unless the final page is 200 and shows ``expect``."""

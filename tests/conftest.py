@@ -132,3 +132,11 @@ def patient(staff):
     from coffre.identity.access import create_patient
 
     return create_patient(staff.secretary, patient_row())
+
+
+@pytest.fixture
+def keys():
+    """An export recipient's X25519 key pair: (identity, recipient)."""
+    from coffre.vault import new_recipient_identity
+
+    return new_recipient_identity()

@@ -34,11 +34,6 @@ def _home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def keys():
-    return new_recipient_identity()  # (identity, recipient)
-
-
-@pytest.fixture
 def people(lab_a):
     return {name: member(name, lab_a, role) for name, role in
             (("sam", "secretary"), ("maud", "lab_manager"), ("dora", "dpo"))}

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from coffre import config
 from coffre.breach.scan import scan_files
 from coffre.cli import COMMANDS, parser
 from coffre.exports import services
@@ -21,8 +20,9 @@ from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
 from coffre.identity.synthetic import generate_patients
 from coffre.labs.tenancy import Actor, cli_actor
-from coffre.vault import decrypt_with, new_recipient_identity
+from coffre.vault import decrypt_with
 from tests.conftest import make_nir, member, patient_row
+from tests.test_exports import _home  # noqa: F401 - the same private staging area
 
 TODAY = dt.date.today()
 
@@ -32,17 +32,6 @@ def main(argv: list[str]) -> int:
     the vault of the COFFRE_HOME, which has no database here)."""
     args = parser().parse_args(argv)
     return COMMANDS[args.command](args)
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("COFFRE_KEY_FILE", str(config.key_file()))
-    monkeypatch.setenv("COFFRE_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture
-def keys():
-    return new_recipient_identity()  # (identity, recipient)
 
 
 @pytest.fixture
