@@ -44,7 +44,7 @@ def write_csv(path: Path, count: int) -> None:
         writer.writerows(rows)
 
 
-def plaintext_patient(lab_id: int, values: dict[str, str]) -> dict:
+def plaintext_patient(lab_id: int, values: dict[str, str], generation=None) -> dict:
     """The baseline: the same row shape with values stored as plain bytes."""
     import uuid
 

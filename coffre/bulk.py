@@ -48,6 +48,24 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
             cursor.executemany(sql, params)
 
 
+def update_rows(model: type[models.Model], columns: list[str],
+                updates: Sequence[tuple[object, list]]) -> None:
+    """Set ``columns`` (field names) of many rows, given as ``(primary key, [values])``,
+    with one prepared UPDATE run (the ORM's bulk_update builds a CASE per column and
+    row, which costs far more than the cryptography of a re-encryption or re-index).
+    Values go to the driver as they are: bytes, ints, None."""
+    if not updates:
+        return
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    # Table and column names come from the models, never from input; values are bound.
+    assignments = ", ".join(f"{quote(model._meta.get_field(c).column)} = %s" for c in columns)
+    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [[*values, pk.get_db_prep_value(row_pk, connection)]
+                                 for row_pk, values in updates])
+
+
 def _preparer(field: models.Field) -> Callable | None:
     """None when the value goes to the driver as is; else a memoised preparation
     (rows of one batch share their timestamps)."""

@@ -100,7 +100,7 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
             continue
         if lab is not None:
             _discard_unfinished(lab, synthetic.lab_name(index, seed))
-        lab = lab or add_lab(finess, synthetic.lab_name(index, seed))
+        lab = lab or add_lab(finess, synthetic.lab_name(index, seed), planned_patients=size)
         begin = start
 
         def rows(begin: int = begin, size: int = size):
@@ -164,19 +164,19 @@ def _discard_unfinished(lab, expected_name: str) -> None:
                            [lab.id])
 
 
-def _sealed_row() -> Callable[[int, dict[str, str]], dict]:
+def _sealed_row() -> Callable[..., dict]:
     from coffre.identity.registry import sealed_row
 
     return sealed_row
 
 
-def _recording(into: list[tuple]) -> Callable[[int, dict[str, str]], dict]:
+def _recording(into: list[tuple]) -> Callable[..., dict]:
     """The import's encryption, noting what the lab history needs of each patient
     (id, wrapped data key, sex, birth date, doctor) so nothing is decrypted again."""
     from coffre.identity.registry import sealed_row
 
-    def encrypt(lab_id: int, values: dict[str, str]) -> dict:
-        row = sealed_row(lab_id, values)
+    def encrypt(lab_id: int, values: dict[str, str], generation=None) -> dict:
+        row = sealed_row(lab_id, values, generation)
         into.append((row["id"], row["data_key"], values.get("sex", ""),
                      values.get("birth_date", ""), values.get("doctor_rpps", ""),
                      values.get("doctor_name", "")))

@@ -17,6 +17,7 @@ from openpyxl import Workbook
 from coffre.audit import canaries
 from coffre.audit.models import AccessEvent, AccountLock, Alert
 from coffre.breach import columns as cols
+from coffre.breach import planting
 from coffre.breach.attribution import NO_EVIDENCE
 from coffre.breach.commands import render
 from coffre.breach.readers import BreachScanError, open_file
@@ -24,7 +25,6 @@ from coffre.breach.report import CONTACT, NAME_BIRTH, NIR, ScanReport
 from coffre.breach.scan import ACTION, scan_files
 from coffre.exports import services as exports
 from coffre.identity.access import create_patient
-from coffre.identity.registry import clean_values, index_values
 from coffre.identity.synthetic import generate_patients
 from coffre.keyring import services as keyring
 from coffre.labs.tenancy import Actor
@@ -245,7 +245,7 @@ def test_scan_is_audited_per_patient_without_locking_or_canary_alerts(tmp_path, 
     created, _ = people
     AuditSettings.objects.create(lab=lab_b, soft_per_10_minutes=2, hard_per_10_minutes=3,
                                  soft_per_hour=2, hard_per_hour=3)
-    canaries.plant(lab_b.id, 2, Actor("os:admin", lab_b.id, "import", "cli"))
+    planting.plant(lab_b.id, 2, Actor("os:admin", lab_b.id, "cli", "cli"))
     planted = canaries.planted(lab_b.id)
     rows = mixed(people) + [leaked(r["values"]) for r in planted]
     dpo = Actor("dora", lab_b.id, "dpo", "web")
@@ -344,42 +344,64 @@ def test_unterminated_quote_names_the_line(tmp_path):
         list(open_file(path).rows)
 
 
-def test_row_keys_equal_the_registry_blind_indexes(people):
-    """The scan hashes what the registry indexes: same normaliser, same indexer."""
-    from coffre.breach.scan import Plan
+def test_row_keys_digest_like_the_patients_values(people):
+    """The scan normalises a leaked row as the registry normalises what it stores: each
+    of the row's NIR, name + birth date, phone and e-mail finds the patient."""
+    from coffre.breach.scan import (
+        PatientDigests,
+        Plan,
+        email_text,
+        name_text,
+        nir_text,
+        phone_text,
+    )
 
-    _, _, row = people[0][0]
-    values, _ = clean_values(row)
-    stored = index_values(values)
-    columns = cols.classify(list(leaked(row)), [list(leaked(r).values())
-                                                for _, _, r in people[0]])
-    keys = Plan.of("t", list(leaked(row)), columns).keys(list(leaked(row).values()))
-    indexer = keyring.indexer()
-    assert indexer.compute("phone", keys.phone) == stored["bi_phone"]
-    assert indexer.compute("name_dob", f"{keys.names[0]}|{keys.birth_date}") == \
-        stored["bi_birth_name_dob"]
-    if row["nir"]:
-        assert indexer.compute("nir", keys.nir) == stored["bi_nir"]
-    if row["email"]:
-        assert indexer.compute("email", keys.email) == stored["bi_email"]
+    created, _ = people
+    patients = PatientDigests()
+    for pid, _lab, row in created[:5]:
+        columns = cols.classify(list(leaked(row)), [list(leaked(r).values())
+                                                    for _, _, r in created])
+        keys = Plan.of("t", list(leaked(row)), columns).keys(list(leaked(row).values()))
+        where = patients.ids.index(pid)
+        assert where in patients.get("phone", phone_text(keys.phone))
+        assert where in patients.get("name", name_text(keys.birth_date, keys.names[0]))
+        if row["nir"]:
+            assert patients.get("nir", nir_text(keys.nir)) == [where]
+        if row["email"]:
+            assert where in patients.get("email", email_text(keys.email))
+    assert patients.get("nir", nir_text("185057800608436")) == []
 
 
 @pytest.fixture
 def colliding(db):
-    """Two-bit blind indexes: every index value stands for a quarter of the patients,
-    so nearly every candidate is a coincidence that decryption must rule out."""
+    """A lab planned for 8 patients holds 25: its blind indexes have 2 bits for the
+    whole row, so nearly every candidate of a search is a coincidence that decryption
+    must rule out."""
+    from coffre.keyring import indexes
     from coffre.labs.services import add_lab
 
     keyring.initialise(expected_patients=8)
-    assert keyring.indexer().bits == 2
-    lab = add_lab("750000010", "Laboratoire A")
+    lab = add_lab("750000010", "Laboratoire A", planned_patients=8)
+    assert sum(indexes.current(lab.id).bits_of(i) for i in ("nir", "phone", "email")) \
+        + 2 * indexes.current(lab.id).bits_of("name_dob") <= 2
     rows = list(generate_patients(25, seed=5))
-    ids = [create_patient(Actor("sam", lab.id, "secretary", "web"), r).id for r in rows]
+    actor = Actor("sam", lab.id, "secretary", "web")
+    ids = [create_patient(actor, r).id for r in rows]
     return lab, list(zip(ids, rows, strict=True))
 
 
 def test_colliding_indexes_are_confirmed_by_decryption(tmp_path, colliding):
-    _lab, patients = colliding
+    from coffre.audit.models import AuditSettings
+    from coffre.identity.access import find_patients
+
+    lab, patients = colliding
+    AuditSettings.objects.create(lab=lab, hard_per_10_minutes=1000, hard_per_hour=1000,
+                                 soft_per_10_minutes=1000, soft_per_hour=1000)
+    actor = Actor("sam", lab.id, "secretary", "web")
+    for pid, row in patients[:6]:
+        assert [r.id for r in find_patients(actor, nir=row["nir"])] == [pid]
+        found = find_patients(actor, name=row["birth_name"], birth_date=row["birth_date"])
+        assert pid in [r.id for r in found]
     strangers = list(generate_patients(15, seed=77, start_index=900_000))
     rows = [leaked(r) for _, r in patients[:12]] + [leaked(r) for r in strangers]
     report = scan_files([write_csv(tmp_path / "c.csv", rows)])
@@ -454,16 +476,22 @@ def test_credentials_health_and_insurance_columns_give_their_categories(tmp_path
 @pytest.mark.django_db(transaction=True)
 def test_a_forked_helper_confirms_the_same_matches(tmp_path, people, lab_a, lab_b,
                                                    monkeypatch):
-    """The CLI's large-file mode: batches confirmed in a forked process, in order."""
+    """The CLI's large-file mode: the patients decrypted in forked processes, a share of
+    the labs each."""
+    import multiprocessing
+
     from coffre.breach import scan as scan_module
 
-    monkeypatch.setattr(scan_module, "BATCH_ROWS", 7)  # several batches in flight
     forked = []
-    close = scan_module._Confirmer.close
-    monkeypatch.setattr(scan_module._Confirmer, "close",
-                        lambda self: (forked.append(self.pool is not None), close(self)))
+    real = multiprocessing.get_context
+
+    def get_context(method):
+        forked.append(method)
+        return real(method)
+
+    monkeypatch.setattr(scan_module.multiprocessing, "get_context", get_context)
     path = write_csv(tmp_path / "fuite.csv", mixed(people), delimiter=";")
     report = scan_files([path], helpers=1)
-    assert forked == [True]
+    assert forked == ["fork"]
     check_counts(report, people, lab_a, lab_b, rows_read=40)
     assert AccessEvent.objects.filter(action=ACTION).count() == 30

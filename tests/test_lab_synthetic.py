@@ -247,7 +247,7 @@ def test_generate_command_writes_sealed_history(cli):
 
 
 def test_prescriber_portal_finds_the_generated_orders(generated):
-    from coffre.lab.orders import prescriber_index
+    from coffre.lab.orders import prescriber_filter
 
     lab, _, _ = generated
     biologist = staff_of(lab).biologist
@@ -255,7 +255,7 @@ def test_prescriber_portal_finds_the_generated_orders(generated):
     for order in Order.unscoped.filter(lab=lab).order_by("number")[:20]:
         rpps = access.access_order(biologist, order.id).prescriber_rpps
         if rpps:
-            assert Order.unscoped.filter(bi_prescriber=prescriber_index(rpps),
+            assert Order.unscoped.filter(prescriber_filter([lab.id], rpps),
                                          id=order.id).exists()
             found += 1
     assert found > 10

@@ -1,44 +1,37 @@
 """Scan leaked files: read them, recognise their columns, and match every row against
-the installation's patients through the blind indexes only.
+the installation's patients.
 
 How a row is matched:
 
-1. Its NIR, family name(s) + birth date, phone and e-mail are normalised as the
-   registry normalises them and hashed with the registry's blind indexer (one
-   installation-wide indexer: the same computation as ``registry.index_values``).
-2. The index values are looked up in an in-memory map of the index columns (ints and
-   row ids only, no ciphertext), loaded once per scan: a lookup per row and per index
-   in the database would be tens of millions of index probes for 500,000 rows and 28
-   labs, since the indexes lead with the lab id. Nothing is decrypted for this step.
-3. Candidates are confirmed by decryption, strongest level first (NIR, then name +
-   birth date, then phone or e-mail): truncated indexes collide by design (2 or more
-   patients per value), so a candidate is a match only once its decrypted value equals
-   the row's. The candidate hit by most of a row's indexes is tried first (in practice
-   the true patient), the others only when it does not settle the row at its strongest
-   possible level. Candidates are fetched in bulk, once per batch (one query per 900).
-4. The confirmations are memoised (``_Digests``): a scan checks the same patients
-   again and again (1.7 million candidate checks over 491,840 patients for a file of
-   500,000 rows), so the first time a candidate is fetched, its data key is unwrapped,
-   its compared fields (NIR, names + birth date, phone, e-mail) are decrypted at once,
-   and only keyed digests of their normalised values are kept: keyed BLAKE2b (a MAC,
-   half the cost of HMAC-SHA256 here) of 128 bits, under a random key drawn per scan and
-   per process and never written anywhere. A later row naming that candidate compares
-   its own digests with them, with no fetch, unwrap or decryption. No plaintext is
-   cached; the decrypted values live only while their digests are computed. The cache
-   is a direct-mapped table of flat arrays (about 85 bytes per patient, at most
-   CACHE_PATIENTS patients, ~85 MB, per process that confirms); it ends with the scan.
-   Like the index map, it is a snapshot: a patient erased or renamed during the scan
-   may still be matched on the values it had.
+1. Every patient in scope (the whole installation, or one lab) is decrypted once, at
+   the start of the scan: their NIR, birth and used names with the birth date, phone
+   and e-mail are normalised as the registry normalises them, and only keyed digests
+   of them are kept (``PatientDigests``): BLAKE2b in its keyed mode (a MAC), under a
+   random key drawn for this scan and never written anywhere, looked up by their first
+   64 bits. No plaintext is kept; the decrypted values live only while their digests
+   are computed.
+2. Each row's values are normalised the same way and digested under the same key; a
+   digest equal to a patient's is a match of that value (64 bits: a chance coincidence
+   between the 2.5 million values of a 500,000-row file and the 2.5 million values of
+   491,840 patients has a probability of about 3 in 10 million). No blind index is
+   used: each lab's index
+   keys are its own and truncated so that a row's tuple of index values stays
+   ambiguous within the lab, which makes indexes a poor tool for matching a file
+   against every lab at once, while decrypting each patient once costs the same as the
+   confirmation of candidates did (a file of 500,000 rows named nearly every patient).
+3. A row's confidence is the strongest level it matches (NIR, then name + birth date,
+   then phone or e-mail); among the patients matching at that level, the one matching
+   most of the row's values is chosen (in practice the true patient). It counts for
+   that one patient.
 
-A row's confidence is the strongest level confirmed; it counts for one patient (the
-first confirmed at that level). Canary patients are reported as evidence, never as
-affected patients. Reads are audited like an export (see ``_audit``).
+Like the digest table, the scan is a snapshot: a patient erased or renamed during the
+scan may still be matched on the values it had. Canary patients are reported as
+evidence, never as affected patients. Reads are audited like an export (see
+``_audit``).
 
-Rows go by batches of BATCH_ROWS; with ``helpers`` (the CLI on a large file), steps 1-4
-of each batch run in forked processes while this one reads on (``_Confirmer``), each
-helper with its own cache. A row of strangers costs the most: every candidate of every
-level must be ruled out (about 5 x 3 of them), where a patient's row is settled by one;
-with the cache, most of them are ruled out by comparing digests.
+With ``helpers`` (the CLI on a large file), the patients are decrypted in forked
+processes, a share of the labs each, while this process waits; the rows are then read,
+digested and looked up here.
 """
 
 from __future__ import annotations
@@ -46,7 +39,7 @@ from __future__ import annotations
 import multiprocessing
 import uuid
 from array import array
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,50 +58,198 @@ from coffre.breach.report import (
 )
 from coffre.labs.tenancy import Actor
 from coffre.vault import ScratchDigest, file_sha256
-from coffre.vault.digest import SCRATCH_BYTES
 
 BATCH_ROWS = 5000
 ACTION = "breach_scan"  # audit action; not a READ_ACTION, so outside mass-reading counts
-FETCH_CHUNK = 900       # ids per IN query (SQLite's bound-parameter limit is 999)
 _FIELDS = ("nir", "birth_name", "used_name", "birth_date", "phone", "email")
 _LEVEL_RANK = {level: rank for rank, level in enumerate(CONFIDENCES)}
 
 Progress = Callable[[int], None]
 
 
-# --- the blind-index map ---------------------------------------------------------------
+# --- the patients, decrypted once into keyed digests --------------------------------
 
-class IndexMap:
-    """The patients' index columns in memory: index value -> row positions. Holds ints
-    and ids only; the two name indexes share one map (a row's family name may be the
-    patient's birth or used name, as the registry search tries both)."""
+_SLOTS = ("nir", "name", "phone", "email")
+_MIXED = 0xFFFF_FFFF_FFFF_FFFF  # digests are looked up by their first 64 bits
 
-    def __init__(self, lab_id: int | None = None) -> None:
+
+def _digest_key(digest: ScratchDigest, text: str) -> int:
+    return int.from_bytes(digest(text)[:8], "big")
+
+
+def nir_text(nir: str) -> str:
+    return "i\x1f" + nir
+
+
+def name_text(birth_date: str, name: str) -> str:
+    return f"n\x1f{birth_date}\x1f{name}"
+
+
+def phone_text(phone: str) -> str:
+    return "p\x1f" + phone
+
+
+def email_text(email: str) -> str:
+    return "e\x1f" + email.lower()
+
+
+def _patient_texts(values: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(slot, text to digest) of one decrypted patient's compared values."""
+    if values["nir"]:
+        yield "nir", nir_text(values["nir"])
+    birth = values["birth_date"]
+    if birth:
+        names = {n for n in (cols.normalize_name(values["birth_name"]),
+                             cols.normalize_name(values["used_name"])) if n}
+        for name in sorted(names):
+            yield "name", name_text(birth, name)
+    if values["phone"]:
+        yield "phone", phone_text(values["phone"])
+    if values["email"]:
+        yield "email", email_text(values["email"])
+
+
+class PatientDigests:
+    """The patients in scope, each decrypted once: ``ids`` and ``labs`` by position, and
+    per compared value a map from digest (first 64 bits) to position (an int, or a
+    list of positions when several patients share the value: a family's phone)."""
+
+    def __init__(self, lab_id: int | None = None, helpers: int = 0) -> None:
         from coffre.identity.models import Patient
 
+        self.digest = ScratchDigest()
         self.ids: list[uuid.UUID] = []
         self.labs: list[int] = []
-        self.maps: dict[str, dict[int, list[int]]] = {k: {} for k in ("nir", "name_dob",
-                                                                      "phone", "email")}
+        self.maps: dict[str, dict[int, int | list[int]]] = {slot: {} for slot in _SLOTS}
         scope = Patient.unscoped.filter(data_key__isnull=False)
         if lab_id is not None:
             scope = scope.filter(lab_id=lab_id)
-        rows = scope.values_list("id", "lab_id", "bi_nir", "bi_birth_name_dob",
-                                 "bi_used_name_dob", "bi_phone", "bi_email")
-        nir, name, phone, email = (self.maps[k] for k in ("nir", "name_dob", "phone", "email"))
-        for pos, (pid, lab, b_nir, b_birth, b_used, b_phone, b_email) in enumerate(
-                rows.iterator(chunk_size=10_000)):
+        positions: dict[uuid.UUID, int] = {}
+        per_lab: Counter = Counter()
+        for pid, lab in scope.order_by("lab_id", "id").values_list("id", "lab_id").iterator(
+                chunk_size=10_000):
+            positions[pid] = len(self.ids)
             self.ids.append(pid)
             self.labs.append(lab)
-            nir.setdefault(b_nir, []).append(pos)
-            name.setdefault(b_birth, []).append(pos)
-            if b_used != b_birth:
-                name.setdefault(b_used, []).append(pos)
-            phone.setdefault(b_phone, []).append(pos)
-            email.setdefault(b_email, []).append(pos)
+            per_lab[lab] += 1
+        for part in _decrypt_parts(positions, per_lab, self.digest, helpers):
+            self._add(part)
 
-    def get(self, index: str, value: int) -> list[int]:
-        return self.maps[index].get(value, [])
+    @classmethod
+    def empty(cls) -> PatientDigests:
+        """No patient (a scan of files without a single row)."""
+        found = cls.__new__(cls)
+        found.digest, found.ids, found.labs = ScratchDigest(), [], []
+        found.maps = {slot: {} for slot in _SLOTS}
+        return found
+
+    def _add(self, part: dict[str, array]) -> None:
+        for slot, pairs in part.items():
+            found = self.maps[slot]
+            for at in range(0, len(pairs), 2):
+                key, pos = pairs[at] & _MIXED, pairs[at + 1]
+                known = found.get(key)
+                if known is None:
+                    found[key] = pos
+                elif isinstance(known, list):
+                    known.append(pos)
+                elif known != pos:
+                    found[key] = [known, pos]
+
+    def get(self, slot: str, text: str) -> list[int]:
+        """Positions of the patients whose ``slot`` value digests like ``text``."""
+        found = self.maps[slot].get(_digest_key(self.digest, text))
+        if found is None:
+            return _NONE
+        return found if isinstance(found, list) else [found]
+
+
+_NONE: list[int] = []
+
+
+def _decrypt_parts(positions: dict[uuid.UUID, int], per_lab: Counter, digest: ScratchDigest,
+                   helpers: int) -> Iterator[dict[str, array]]:
+    """The digests of every patient, a lab at a time: here, or in ``helpers`` forked
+    processes sharing out the labs (largest first)."""
+    labs = [lab for lab, _n in per_lab.most_common()]
+    if helpers < 1 or len(labs) < 2:
+        for lab in labs:
+            yield _decrypt_lab(lab, positions, digest)
+        return
+    from django.db import connection, connections
+
+    if connection.in_atomic_block:
+        for lab in labs:
+            yield _decrypt_lab(lab, positions, digest)
+        return
+    global _FORKED
+    _FORKED = (positions, digest)  # inherited by the forked helpers, never pickled
+    connections.close_all()  # each helper opens its own connection
+    pool = multiprocessing.get_context("fork").Pool(helpers)
+    try:
+        yield from pool.imap_unordered(_forked_lab, labs)
+    finally:
+        pool.terminate()
+        pool.join()
+        _FORKED = None
+
+
+_FORKED: tuple[dict[uuid.UUID, int], ScratchDigest] | None = None
+
+
+def _forked_lab(lab_id: int) -> dict[str, array]:
+    assert _FORKED is not None
+    return _decrypt_lab(lab_id, *_FORKED)
+
+
+def _decrypt_lab(lab_id: int, positions: dict[uuid.UUID, int], digest: ScratchDigest
+                 ) -> dict[str, array]:
+    """(digest key, position) pairs of one lab's patients, flat per slot. Plain SQL: the
+    ORM's model instances of wide sealed rows cost more than the decryption."""
+    from django.db import connection
+
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import patient_key
+
+    if not _AD:
+        _AD.update(_ad_prefixes())
+    meta, quote = Patient._meta, connection.ops.quote_name
+    pk = meta.pk
+    columns = ", ".join(quote(meta.get_field(name).column)
+                        for name in ("id", "data_key", *_FIELDS))
+    sql = (f"SELECT {columns} FROM {quote(meta.db_table)} "  # noqa: S608 - names from the model
+           f"WHERE {quote(meta.get_field('lab').column)} = %s AND "
+           f"{quote(meta.get_field('data_key').column)} IS NOT NULL")
+    pairs = {slot: array("q") for slot in _SLOTS}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [lab_id])
+        while rows := cursor.fetchmany(2000):
+            for raw_id, wrapped, *blobs in rows:
+                pid = pk.to_python(raw_id)
+                pos = positions.get(pid)
+                if pos is None:  # created since the positions were listed
+                    continue
+                key, row = patient_key(pid, lab_id, bytes(wrapped)), str(pid).encode()
+                values = {name: key.open(bytes(blob), _AD[name] + row)
+                          for name, blob in zip(_FIELDS, blobs, strict=True)}
+                for slot, text in _patient_texts(values):
+                    pairs[slot].extend((_signed(_digest_key(digest, text)), pos))
+    return pairs
+
+
+def _signed(value: int) -> int:
+    """A 64-bit digest key as array("q") stores it (masked back on reading)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _ad_prefixes() -> dict[str, bytes]:
+    from coffre.identity.registry import TABLE
+    from coffre.vault import context_prefix
+
+    return {name: context_prefix(TABLE, name) for name in _FIELDS}
+
+
+_AD: dict[str, bytes] = {}
 
 
 # --- one row's keys ------------------------------------------------------------------------
@@ -120,8 +261,6 @@ class RowKeys:
     birth_date: str = ""
     phone: str = ""
     email: str = ""
-    candidates: dict[str, list[int]] = field(default_factory=dict)  # level -> positions
-    hits: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -169,240 +308,31 @@ class Plan:
         return keys
 
 
-def _lookup(keys: RowKeys, index_map: IndexMap, compute: Callable[[str, str], int]) -> None:
-    """Fill the row's candidates from the index map (no decryption)."""
-    maps = index_map.maps
+def match_row(keys: RowKeys, patients: PatientDigests) -> tuple[int, str] | None:
+    """The row's (position, level): its strongest level, and there the patient that
+    matches most of the row's values."""
     found: dict[str, list[int]] = {}
     if keys.nir:
-        found[NIR] = maps["nir"].get(compute("nir", keys.nir), _NONE)
+        found[NIR] = patients.get("nir", nir_text(keys.nir))
     if keys.names:
-        names = maps["name_dob"]
-        lists = [names.get(compute("name_dob", f"{name}|{keys.birth_date}"), _NONE)
-                 for name in keys.names]
-        found[NAME_BIRTH] = lists[0] if len(lists) == 1 else list(
-            dict.fromkeys(pos for positions in lists for pos in positions))
-    phone = maps["phone"].get(compute("phone", keys.phone), _NONE) if keys.phone else _NONE
-    email = maps["email"].get(compute("email", keys.email), _NONE) if keys.email else _NONE
-    found[CONTACT] = list(dict.fromkeys(phone + email)) if phone and email else phone or email
-    hits = keys.hits
-    candidates = {}
-    for level, positions in found.items():
-        if positions:
-            hits.update(positions)
-            candidates[level] = positions
-    keys.candidates = {level: (p if len(p) < 2 else sorted(p, key=hits.__getitem__,
-                                                             reverse=True))
-                       for level, p in candidates.items()}
-
-
-_NONE: list[int] = []
-
-
-# --- confirmation by decryption, memoised as keyed digests ---------------------------
-
-# A confirmed candidate's record: one keyed digest per compared value, in this order.
-_SLOTS = ("nir", "name", "other_name", "phone", "email")
-DIGEST_BYTES = SCRATCH_BYTES  # 128 bits: a chance coincidence would need ~2**64 checks
-RECORD_BYTES = DIGEST_BYTES * len(_SLOTS)
-CACHE_PATIENTS = 1_000_000   # records kept per process: at most ~85 MB
-_ABSENT = bytes(DIGEST_BYTES)  # a stored value that is empty: matches no row
-
-
-class _Digests:
-    """Per process and per scan: for each candidate position decrypted once, keyed
-    digests (BLAKE2b in its keyed mode, a MAC, 128 bits, under a random key drawn for
-    this cache and never written anywhere) of its normalised compared values, so that
-    the next rows naming it compare digests instead of fetching, unwrapping and
-    decrypting it again. No plaintext
-    is kept. A direct-mapped table (position modulo the capacity), flat arrays: about 85
-    bytes per position and at most CACHE_PATIENTS positions, evicting on collision."""
-
-    __slots__ = ("capacity", "digest", "records", "tags")
-
-    def __init__(self, patients: int) -> None:
-        self.digest = ScratchDigest()
-        self.capacity = max(1, min(patients, CACHE_PATIENTS))
-        self.tags = array("i", [-1]) * self.capacity
-        self.records = bytearray(RECORD_BYTES * self.capacity)
-
-    def get(self, pos: int) -> bytes | None:
-        slot = pos % self.capacity
-        if self.tags[slot] != pos:
-            return None
-        start = slot * RECORD_BYTES
-        return bytes(self.records[start:start + RECORD_BYTES])
-
-    def put(self, pos: int, record: bytes) -> None:
-        slot = pos % self.capacity
-        self.tags[slot] = pos
-        start = slot * RECORD_BYTES
-        self.records[start:start + RECORD_BYTES] = record
-
-    def record(self, values: dict[str, str]) -> bytes:
-        """A decrypted candidate's record; the values are dropped by the caller."""
-        def one(tag: str, value: str) -> bytes:
-            return self.digest(tag + value) if value else _ABSENT
-
-        birth = values["birth_date"]
-        names = [cols.normalize_name(n) for n in (values["birth_name"], values["used_name"])
-                 if n]
-        names = [n for n in names if n] or [""]
-        name, other = names[0], names[-1]
-        return b"".join((
-            one("i\x1f", values["nir"]),
-            one(f"n\x1f{birth}\x1f", name if birth else ""),
-            one(f"n\x1f{birth}\x1f", other if birth else ""),
-            one("p\x1f", values["phone"]),
-            one("e\x1f", values["email"].lower())))
-
-    def of_row(self, keys: RowKeys, level: str) -> tuple[bytes | None, ...]:
-        """The row's digests compared at ``level``, as ``record`` computes the stored
-        side (None: no value). Computed when the level is first tried for the row."""
-        if level == NIR:
-            return (self.digest("i\x1f" + keys.nir),)
-        if level == NAME_BIRTH:
-            return tuple(self.digest(f"n\x1f{keys.birth_date}\x1f{name}")
-                         for name in keys.names)
-        return (self.digest("p\x1f" + keys.phone) if keys.phone else None,
-                self.digest("e\x1f" + keys.email) if keys.email else None)
-
-
-def _ad_prefixes() -> dict[str, bytes]:
-    from coffre.identity.registry import TABLE
-    from coffre.vault import context_prefix
-
-    return {name: context_prefix(TABLE, name) for name in _FIELDS}
-
-
-_AD: dict[str, bytes] = {}
-_NIR, _NAME, _OTHER, _PHONE, _EMAIL = (i * DIGEST_BYTES for i in range(len(_SLOTS)))
-
-
-class _Need(Exception):
-    """A candidate not fetched yet: the row waits for the next round."""
-
-
-def _confirms(record: bytes, wanted: tuple[bytes | None, ...], level: str) -> bool:
-    """As ``coffre.identity.access._confirms`` (stored values are canonical), on the
-    digests of the values: equal values, equal digests."""
-    if level == NIR:
-        return record[_NIR:_NIR + DIGEST_BYTES] == wanted[0]
-    if level == NAME_BIRTH:
-        stored = (record[_NAME:_NAME + DIGEST_BYTES], record[_OTHER:_OTHER + DIGEST_BYTES])
-        return any(name in stored for name in wanted)
-    phone, email = wanted
-    return bool((phone is not None and record[_PHONE:_PHONE + DIGEST_BYTES] == phone)
-                or (email is not None and record[_EMAIL:_EMAIL + DIGEST_BYTES] == email))
-
-
-def _resolve(keys: RowKeys, row: dict[str, tuple], cache: _Digests,
-             records: Callable[[int], bytes | None], final: bool) -> tuple[int, str] | None:
-    """The row's (position, level), strongest level first; raises _Need when a
-    candidate that could decide is not opened yet (``final``: skip it, it was erased).
-    ``row``: the row's digests by level, filled on first use."""
+        found[NAME_BIRTH] = [pos for name in keys.names
+                             for pos in patients.get("name", name_text(keys.birth_date,
+                                                                       name))]
+    contact = []
+    if keys.phone:
+        contact += patients.get("phone", phone_text(keys.phone))
+    if keys.email:
+        contact += patients.get("email", email_text(keys.email))
+    found[CONTACT] = contact
     for level in CONFIDENCES:
-        candidates = keys.candidates.get(level)
+        candidates = found.get(level)
         if not candidates:
             continue
-        wanted = row.get(level)
-        if wanted is None:
-            wanted = row[level] = cache.of_row(keys, level)
-        for pos in candidates:
-            record = records(pos)
-            if record is None:
-                if final:
-                    continue
-                raise _Need
-            if _confirms(record, wanted, level):
-                return pos, level
+        if len(candidates) == 1:
+            return candidates[0], level
+        hits = Counter(pos for positions in found.values() for pos in positions)
+        return max(dict.fromkeys(candidates), key=hits.__getitem__), level
     return None
-
-
-def _open_all(positions: Iterable[int], index_map: IndexMap, cache: _Digests,
-              records: dict[int, bytes]) -> None:
-    """Fetch the candidates neither in ``records`` nor in the cache, unwrap their data
-    keys, decrypt their compared fields and keep only the digests. Plain SQL: building
-    and converting an ORM query of 900 UUIDs costs more than the query itself, and a
-    scan runs ~20 of them per 5,000 rows (the same table, columns and RLS policy)."""
-    from django.db import connection
-
-    from coffre.identity.models import Patient
-    from coffre.identity.registry import patient_key
-
-    wanted = []
-    for pos in {p for p in positions if p not in records}:
-        record = cache.get(pos)
-        if record is None:
-            wanted.append(pos)
-        else:
-            records[pos] = record
-    if not wanted:
-        return
-    wanted.sort()
-    meta, quote = Patient._meta, connection.ops.quote_name
-    pk = meta.pk
-    by_id = {index_map.ids[p]: p for p in wanted}
-    ids = list(by_id)
-    by_raw = {}  # the database's form of each id: no UUID built per fetched row
-    columns = ", ".join(quote(meta.get_field(name).column)
-                        for name in ("id", "lab", "data_key", *_FIELDS))
-    with connection.cursor() as cursor:
-        for start in range(0, len(ids), FETCH_CHUNK):
-            chunk = ids[start:start + FETCH_CHUNK]
-            params = [pk.get_db_prep_value(pid, connection) for pid in chunk]
-            by_raw.update(zip(params, (by_id[pid] for pid in chunk), strict=True))
-            cursor.execute(
-                f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(pk.column)} "  # noqa: S608 - names from the model, values bound
-                f"IN ({', '.join(['%s'] * len(chunk))})", params)
-            for raw_id, lab_id, wrapped, *blobs in cursor.fetchall():
-                if wrapped is None:  # erased since the map was loaded
-                    continue
-                pos = by_raw.get(raw_id)
-                if pos is None:
-                    pos = by_id[pk.to_python(raw_id)]
-                pid = index_map.ids[pos]
-                key, row = patient_key(pid, lab_id, bytes(wrapped)), str(pid).encode()
-                record = cache.record({name: key.open(blob, _AD[name] + row)
-                                       for name, blob in zip(_FIELDS, blobs, strict=True)})
-                records[pos] = record
-                cache.put(pos, record)
-
-
-def _match_batch(batch: list[RowKeys], index_map: IndexMap, cache: _Digests
-                 ) -> list[tuple[int, str] | None]:
-    """Two rounds: the best candidate of each row, then every candidate of the rows the
-    best one did not settle at their strongest possible level. A candidate in the cache
-    is compared from it; the others are fetched and decrypted in bulk, once a batch."""
-    records: dict[int, bytes] = {}  # this batch's: the cache may evict within a batch
-    firsts = []
-    for keys in batch:
-        if keys.hits:
-            top = max(keys.hits.values())
-            firsts.extend(p for p, n in keys.hits.items() if n == top)
-    _open_all(firsts, index_map, cache, records)
-    rows: list[dict[str, tuple]] = [{} for _ in batch]
-    results: list[tuple[int, str] | None] = []
-    pending: list[int] = []
-
-    def known(pos: int) -> bytes | None:
-        record = records.get(pos)
-        if record is None:
-            record = cache.get(pos)
-            if record is not None:
-                records[pos] = record
-        return record
-
-    for number, keys in enumerate(batch):
-        try:
-            results.append(_resolve(keys, rows[number], cache, known, final=False))
-        except _Need:
-            results.append(None)
-            pending.append(number)
-    _open_all((p for n in pending for p in batch[n].hits), index_map, cache, records)
-    for number in pending:
-        results[number] = _resolve(batch[number], rows[number], cache, records.get,
-                                   final=True)
-    return results
 
 
 # --- the scan ---------------------------------------------------------------------------
@@ -416,7 +346,7 @@ class _Tally:
     columns: list = field(default_factory=list)
     categories: set[str] = field(default_factory=set)
 
-    def add(self, result: tuple[int, str] | None, index_map: IndexMap,
+    def add(self, result: tuple[int, str] | None, index_map: PatientDigests,
             canary_ids: frozenset[uuid.UUID]) -> None:
         self.rows_read += 1
         if result is None:
@@ -470,75 +400,6 @@ def _release(table: Table, rows: list[list[str]], plans: dict[int, Plan]
         yield plan, row
 
 
-class _Confirmer:
-    """Confirms batches here, or in ``helpers`` forked processes while this one reads
-    and hashes on (the CLI on a large file: reading and confirming each take about half
-    of a scan, so one helper nearly halves it on two cores). Results come back in order.
-    """
-
-    def __init__(self, index_map: IndexMap, helpers: int) -> None:
-        from django.db import connection, connections
-
-        self.index_map, self.helpers, self.pool = index_map, helpers, None
-        self.cache: _Digests | None = None  # this process's, when it confirms
-        self.inflight: deque = deque()
-        if helpers > 0 and not connection.in_atomic_block:
-            global _FORKED_MAP
-            _FORKED_MAP = index_map  # inherited by the forked helpers, never pickled
-            connections.close_all()  # each helper opens its own connection
-            self.pool = multiprocessing.get_context("fork").Pool(helpers)
-
-    def submit(self, batch: list) -> Iterator[tuple[list, list]]:
-        keys = [k for k, _, _ in batch]
-        if self.pool is None:
-            if self.cache is None:
-                self.cache = _Digests(len(self.index_map.ids))
-            yield batch, _confirm_batch(keys, self.index_map, self.cache)
-            return
-        self.inflight.append((batch, self.pool.apply_async(_forked_match, (keys,))))
-        while len(self.inflight) > self.helpers + 1:
-            done, pending = self.inflight.popleft()
-            yield done, pending.get()
-
-    def drain(self) -> Iterator[tuple[list, list]]:
-        while self.inflight:
-            done, pending = self.inflight.popleft()
-            yield done, pending.get()
-
-    def close(self) -> None:
-        global _FORKED_MAP
-        self.cache = None
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            _FORKED_MAP = None
-
-
-_FORKED_MAP: IndexMap | None = None
-_FORKED_CACHE: _Digests | None = None  # set in a helper only, which ends with its scan
-
-
-def _forked_match(keys: list[RowKeys]) -> list[tuple[int, str] | None]:
-    global _FORKED_CACHE
-    assert _FORKED_MAP is not None
-    if _FORKED_CACHE is None:
-        _FORKED_CACHE = _Digests(len(_FORKED_MAP.ids))
-    return _confirm_batch(keys, _FORKED_MAP, _FORKED_CACHE)
-
-
-def _confirm_batch(keys: list[RowKeys], index_map: IndexMap, cache: _Digests
-                   ) -> list[tuple[int, str] | None]:
-    """Hash and look up each row's values, then confirm the candidates. Both run where
-    the batch is confirmed (a helper process when there are helpers: hashing is a
-    fifth of a scan, and the reader is the busiest process otherwise)."""
-    from coffre.keyring import services as keyring
-
-    compute = keyring.indexer().compute
-    for row_keys in keys:
-        _lookup(row_keys, index_map, compute)
-    return _match_batch(keys, index_map, cache)
-
-
 def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
                lab_id: int | None = None, actor: Actor | None = None,
                helpers: int = 0) -> ScanReport:
@@ -546,12 +407,11 @@ def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
 
     ``lab_id`` restricts matching to one lab (``--lab``); ``actor`` is who scans (the
     CLI's operating-system user by default; a web actor restricts to its lab);
-    ``helpers``: processes forked to confirm candidates (the CLI, outside any
+    ``helpers``: processes forked to decrypt the patients (the CLI, outside any
     transaction). Raises BreachScanError for a file that cannot be read, before
     anything is written.
     """
     from coffre.audit import canaries
-    from coffre.keyring import services as keyring
 
     paths = [Path(p) for p in paths]
     for path in paths:
@@ -562,68 +422,53 @@ def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
 
         detection.ensure_not_locked(actor)
         lab_id = actor.lab_id
-    if not _AD:
-        _AD.update(_ad_prefixes())
-    keyring.indexer()  # loaded before any helper is forked, which inherits it
-    index_map = IndexMap(lab_id)
     canary_ids = frozenset(uuid.UUID(r["patient_id"]) for r in canaries.planted(lab_id))
     attributor = Attributor()
     tally = _Tally()
     files = []
-    confirmer = _Confirmer(index_map, helpers)
-
-    def finish(done: Iterable[tuple[list, list]]) -> None:
-        for batch, results in done:
-            _tally_batch(batch, results, index_map, tally, canary_ids, attributor)
-            if progress:
-                progress(len(batch))
-
+    patients: PatientDigests | None = None
     try:
         for path in paths:
             info = _file_info(path)
             opened = open_file(path)
             before = tally.rows_read
-            batch: list[tuple[RowKeys, list[str], Plan]] = []
             seen: set[int] = set()
+            done = 0
             for plan, row in _tables(opened.rows):
+                if patients is None:  # the first row is read: the file is readable
+                    patients = PatientDigests(lab_id, helpers)
                 if id(plan) not in seen:
                     seen.add(id(plan))
                     tally.columns.extend(c.guess(plan.table) for c in plan.columns)
                     tally.categories.update(c.category for c in plan.columns)
-                batch.append((plan.keys(row), row, plan))
-                if len(batch) >= BATCH_ROWS:
-                    finish(confirmer.submit(batch))
-                    batch = []
-            if batch:
-                finish(confirmer.submit(batch))
-            finish(confirmer.drain())
+                result = match_row(plan.keys(row), patients)
+                tally.add(result, patients, canary_ids)
+                if result is None:
+                    attributor.unmatched(row, plan)
+                done += 1
+                if progress and done == BATCH_ROWS:
+                    progress(done)
+                    done = 0
+            if progress and done:
+                progress(done)
             files.append({**info, "format": opened.format, "rows": tally.rows_read - before})
     finally:
-        confirmer.close()
         # The memo of names and dates holds the file's (and decrypted) values: drop them
         # with the scan rather than keep them in a long-lived web worker.
         cols.normalize_name.cache_clear()
         cols.date_value.cache_clear()
+    matched = patients or PatientDigests.empty()
     report = ScanReport(
         files=files, rows_read=tally.rows_read, rows_matched=tally.rows_matched,
         columns=tally.columns, categories=[c for c in CATEGORIES if c in tally.categories],
-        labs=_lab_impacts(tally, index_map),
+        labs=_lab_impacts(tally, matched),
         evidence=attributor.evidence(tally.canary_rows),
-        matches={index_map.ids[pos]: level for pos, level in tally.matches.items()})
-    _audit(report, tally, index_map, actor, files)
+        matches={matched.ids[pos]: level for pos, level in tally.matches.items()})
+    _audit(report, tally, matched, actor, files)
     return report
 
 
-def _tally_batch(batch: list[tuple[RowKeys, list[str], Plan]], results: list,
-                 index_map: IndexMap, tally: _Tally, canary_ids: frozenset[uuid.UUID],
-                 attributor: Attributor) -> None:
-    for (_keys, row, plan), result in zip(batch, results, strict=True):
-        tally.add(result, index_map, canary_ids)
-        if result is None:
-            attributor.unmatched(row, plan)
-
-
-def _lab_impacts(tally: _Tally, index_map: IndexMap) -> list[LabImpact]:
+def _lab_impacts(tally: _Tally, index_map: PatientDigests) -> list[LabImpact]:
     from coffre.labs.models import Lab
 
     per_lab: dict[int, Counter] = defaultdict(Counter)
@@ -636,7 +481,7 @@ def _lab_impacts(tally: _Tally, index_map: IndexMap) -> list[LabImpact]:
             for lab_id, counts in sorted(per_lab.items())]
 
 
-def _audit(report: ScanReport, tally: _Tally, index_map: IndexMap, actor: Actor | None,
+def _audit(report: ScanReport, tally: _Tally, index_map: PatientDigests, actor: Actor | None,
            files: list[dict]) -> None:
     """One chained entry per matched patient, appended in chunks as the exports do,
     WITHOUT the mass-reading detection and the canary check of ``log.record``: a scan

@@ -34,7 +34,7 @@ from coffre.lab.access import (
     specimen_rows,
 )
 from coffre.lab.models import ResultState
-from coffre.lab.orders import prescriber_index
+from coffre.lab.orders import prescriber_filter
 from coffre.lab.reports import has_reportable_results, report_pdf
 from coffre.lab.scope import orders_for
 from coffre.labs.models import Lab
@@ -75,7 +75,7 @@ def read_practitioner(actor: Actor, resource_id: str) -> dict:
         rpps = french.clean_rpps(resource_id)
     except french.InvalidValue:
         raise not_found("Practitioner") from None
-    if not orders_for(actor).filter(bi_prescriber=prescriber_index(rpps)).exists():
+    if not orders_for(actor).filter(prescriber_filter([actor.lab_id], rpps)).exists():
         raise not_found("Practitioner")
     return fr.practitioner_resource(rpps)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -22,10 +23,13 @@ from coffre.identity.registry import (
     FieldError,
     PatientRecord,
     clean_values,
-    index_values,
+    index_filter,
+    index_inputs,
+    open_columns,
     open_patient,
     sealed_row,
 )
+from coffre.keyring import indexes
 from coffre.labs import rls
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
@@ -91,64 +95,91 @@ def access_patient(actor: Actor, patient_id: uuid.UUID | str,
     return record
 
 
+@dataclass(frozen=True)
+class _Criteria:
+    """A search: the index columns to look in, the normalised input they index, the
+    canonical values a candidate must hold, and the sealed fields to open to check."""
+
+    kind: str
+    columns: tuple[str, ...]
+    normalized: str
+    wanted: dict[str, str]
+    fields: tuple[str, ...]
+
+
 def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: str | None,
-              email: str | None) -> tuple[list[Q], dict[str, str], str]:
-    """The index filters (one query each, so each uses its index), the canonical values
-    to confirm, and the kind of search."""
+              email: str | None) -> _Criteria:
     try:
         if nir:
             values = {"nir": french.clean_nir(nir)}
-            return [Q(bi_nir=index_values(values)["bi_nir"])], values, "nir"
+            return _Criteria("nir", ("bi_nir",), index_inputs(values)["bi_nir"], values,
+                             ("nir",))
         if name or birth_date:
             if not (name and birth_date):
                 raise SearchError("a search by name needs the birth date too")
             dob = french.clean_birth_date(birth_date).isoformat()
-            idx = index_values({"birth_name": name, "birth_date": dob})["bi_birth_name_dob"]
-            return ([Q(bi_birth_name_dob=idx), Q(bi_used_name_dob=idx)],
-                    {"name": french.normalize_name(name), "birth_date": dob}, "name")
+            text = f"{french.normalize_name(name)}|{dob}"
+            return _Criteria("name", ("bi_birth_name_dob", "bi_used_name_dob"), text,
+                             {"name": french.normalize_name(name), "birth_date": dob},
+                             ("birth_name", "used_name", "birth_date"))
         if phone:
             values = {"phone": french.clean_phone(phone)}
-            return [Q(bi_phone=index_values(values)["bi_phone"])], values, "phone"
+            return _Criteria("phone", ("bi_phone",), index_inputs(values)["bi_phone"], values,
+                             ("phone",))
         if email:
             values = {"email": french.clean_email(email)}
-            return [Q(bi_email=index_values(values)["bi_email"])], values, "email"
+            return _Criteria("email", ("bi_email",), index_inputs(values)["bi_email"], values,
+                             ("email",))
     except french.InvalidValue as exc:
         raise SearchError(str(exc)) from None
     raise SearchError("give a NIR, a name and birth date, a phone or an email")
 
 
-def _confirms(record: PatientRecord, wanted: dict[str, str], kind: str) -> bool:
+def _confirms(values: dict[str, str], criteria: _Criteria) -> bool:
     """Blind indexes are truncated, and absent values carry random index values: drop
     the candidates that only share a hash. Stored values are canonical already."""
-    if kind == "name":
-        names = {french.normalize_name(n) for n in (record.birth_name, record.used_name) if n}
-        return wanted["name"] in names and record.birth_date == wanted["birth_date"]
-    if kind == "email":
-        return bool(record.email) and record.email.lower() == wanted["email"].lower()
-    return bool(record.values.get(kind)) and record.values[kind] == wanted[kind]
+    wanted = criteria.wanted
+    if criteria.kind == "name":
+        names = {french.normalize_name(n) for n in (values["birth_name"], values["used_name"])
+                 if n}
+        return wanted["name"] in names and values["birth_date"] == wanted["birth_date"]
+    if criteria.kind == "email":
+        return bool(values["email"]) and values["email"].lower() == wanted["email"].lower()
+    kind = criteria.kind
+    return bool(values[kind]) and values[kind] == wanted[kind]
 
 
 def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = None,
                   birth_date: str | None = None, phone: str | None = None,
                   email: str | None = None) -> list[PatientRecord]:
     """Search the actor's lab through the blind indexes; every match read is recorded."""
-    matches = _search(patients_for(actor), nir=nir, name=name, birth_date=birth_date,
-                      phone=phone, email=email)
+    matches = _search(patients_for(actor), [actor.lab_id], nir=nir, name=name,
+                      birth_date=birth_date, phone=phone, email=email)
     log.record(actor, "search", [r.id for r in matches],
                outcome="ok" if matches else "no_match")
     return canaries.without(matches)
 
 
-def _search(scope: QuerySet[Patient], *, nir: str | None = None, name: str | None = None,
-            birth_date: str | None = None, phone: str | None = None,
-            email: str | None = None) -> list[PatientRecord]:
-    index_filters, wanted, kind = _criteria(nir, name, birth_date, phone, email)
-    candidates: dict[uuid.UUID, Patient] = {}
-    for index_filter in index_filters:
-        for patient in scope.filter(index_filter):
-            candidates[patient.id] = patient
-    return [record for record in map(open_patient, candidates.values())
-            if _confirms(record, wanted, kind)]
+def _search(scope: QuerySet[Patient], lab_ids: Iterable[int], *, nir: str | None = None,
+            name: str | None = None, birth_date: str | None = None,
+            phone: str | None = None, email: str | None = None) -> list[PatientRecord]:
+    """The patients of ``scope`` (in ``lab_ids``) matching the criteria. Each lab's
+    index values are its own (per-lab keys), so the filter is built per lab; the
+    candidates are fetched narrow (the few sealed fields that decide) and only the
+    true matches are opened whole."""
+    criteria = _criteria(nir, name, birth_date, phone, email)
+    where = Q(pk__in=[])
+    for lab_id in lab_ids:
+        where |= Q(lab_id=lab_id) & index_filter(indexes.in_use(lab_id), criteria.columns,
+                                                 criteria.normalized)
+    rows = scope.filter(where).values_list("id", "lab_id", "data_key", *criteria.fields)
+    matched = [pid for pid, lab_id, wrapped, *blobs in rows.iterator(chunk_size=2000)
+               if _confirms(open_columns(pid, lab_id, wrapped,
+                                         dict(zip(criteria.fields, blobs, strict=True))),
+                            criteria)]
+    if not matched:
+        return []
+    return [open_patient(patient) for patient in scope.filter(id__in=matched).order_by("id")]
 
 
 # --- break-the-glass: another lab of the group, with a written reason ------------------
@@ -167,8 +198,8 @@ class BreakGlassRefused(PermissionError):
     pass
 
 
-def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
-    """Patients of the other labs of the actor's lab group."""
+def _group_labs(actor: Actor, reason: str) -> list[Lab]:
+    """The other labs of the actor's lab group, once the break-the-glass rules hold."""
     if actor.role not in BREAK_GLASS_ROLES:
         raise BreakGlassRefused("this role cannot open another laboratory's patients")
     if len(reason.strip()) < MIN_REASON:
@@ -177,6 +208,10 @@ def _group_scope(actor: Actor, reason: str) -> QuerySet[Patient]:
     detection.ensure_not_locked(actor)
     labs = other_group_labs(actor)
     rls.widen(lab.id for lab in labs)
+    return labs
+
+
+def _group_patients(labs: list[Lab]) -> QuerySet[Patient]:
     return Patient.unscoped.filter(lab__in=labs, data_key__isnull=False)
 
 
@@ -200,7 +235,8 @@ def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
 def break_glass_find(actor: Actor, reason: str, **criteria: str | None
                      ) -> list[PatientRecord]:
     """Search the other labs of the group; logged with the reason and alerted."""
-    matches = _search(_group_scope(actor, reason), **criteria)
+    labs = _group_labs(actor, reason)
+    matches = _search(_group_patients(labs), [lab.id for lab in labs], **criteria)
     _record_break_glass(actor, "search", matches, reason)
     return canaries.without(matches)
 
@@ -208,7 +244,7 @@ def break_glass_find(actor: Actor, reason: str, **criteria: str | None
 def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
                        ) -> PatientRecord:
     pid = _parse_id(patient_id)
-    patient = _group_scope(actor, reason).filter(id=pid).first()
+    patient = _group_patients(_group_labs(actor, reason)).filter(id=pid).first()
     if patient is None:
         log.record(actor, "read", [pid], outcome="not_found", purpose=reason)
         raise PatientNotFound("no such patient")

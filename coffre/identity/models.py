@@ -77,6 +77,12 @@ class Patient(models.Model):
     bi_used_name_dob = models.IntegerField(null=True)
     bi_phone = models.IntegerField(null=True)
     bi_email = models.IntegerField(null=True)
+    # The lab's index key generation these values were computed under (NULL: the
+    # legacy installation-wide key). Says nothing about the values. PROTECT: a
+    # generation cannot be destroyed while a row still uses it. No index: only
+    # `coffre keys reindex` and that check look for rows by it.
+    bi_key = models.ForeignKey("keyring.LabIndexKey", null=True, on_delete=models.PROTECT,
+                               db_column="bi_key", db_index=False, related_name="+")
 
     unscoped = models.Manager()
 

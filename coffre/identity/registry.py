@@ -11,10 +11,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from django.db.models import Q
 from django.utils import timezone
 
 from coffre.identity import french
 from coffre.identity.models import SEALED_FIELDS, IdentityStatus, Patient
+from coffre.keyring import indexes
 from coffre.keyring import services as keyring
 from coffre.vault import Key, context_prefix
 
@@ -121,35 +123,56 @@ def clean_values(raw: dict[str, str], phone_memo: dict[str, str] | None = None
     return values, errors
 
 
-def index_values(values: dict[str, str]) -> dict[str, int]:
-    """Blind index columns for canonical values.
+# Which index (key and truncation) each blind-index column holds.
+INDEX_OF_COLUMN = {"bi_nir": "nir", "bi_birth_name_dob": "name_dob",
+                   "bi_used_name_dob": "name_dob", "bi_phone": "phone", "bi_email": "email"}
+
+
+def index_inputs(values: dict[str, str]) -> dict[str, str]:
+    """The normalised input of each blind-index column ("" when the value is absent)."""
+    dob = values.get("birth_date", "")
+
+    def name_dob(name: str) -> str:
+        return f"{french.normalize_name(name)}|{dob}" if name and dob else ""
+
+    phone = values.get("phone", "")
+    return {
+        "bi_nir": french.normalize_nir(values["nir"]) if values.get("nir") else "",
+        "bi_birth_name_dob": name_dob(values.get("birth_name", "")),
+        "bi_used_name_dob": name_dob(values.get("used_name", "")),
+        "bi_phone": french.normalize_phone(phone, canonical=True) if phone else "",
+        "bi_email": french.normalize_email(values["email"]) if values.get("email") else "",
+    }
+
+
+def index_values(values: dict[str, str], generation: indexes.Generation) -> dict[str, object]:
+    """Blind index columns for canonical values, under one of the lab's index keys
+    (``bi_key`` names it).
 
     An absent value gets a random index value, not NULL: NULL would tell a copy who has
     no NIR, no email, or a used name (most often a married woman). A random value is a
     candidate that decryption then rules out, like any other coincidence.
     """
-    indexer = keyring.indexer()
-    dob = values.get("birth_date", "")
+    row: dict[str, object] = {"bi_key_id": generation.bi_key}
+    for column, text in index_inputs(values).items():
+        index = INDEX_OF_COLUMN[column]
+        row[column] = (generation.compute(index, text) if text
+                       else secrets.randbelow(2 ** generation.bits_of(index)))
+    return row
 
-    def absent() -> int:
-        return secrets.randbelow(2**indexer.bits)
 
-    def name_dob(name: str) -> int:
-        if not name or not dob:
-            return absent()
-        return indexer.compute("name_dob", f"{french.normalize_name(name)}|{dob}")
-
-    def single(index: str, value: str, normalize: Callable[[str], str]) -> int:
-        return indexer.compute(index, normalize(value)) if value else absent()
-
-    return {
-        "bi_nir": single("nir", values.get("nir", ""), french.normalize_nir),
-        "bi_birth_name_dob": name_dob(values.get("birth_name", "")),
-        "bi_used_name_dob": name_dob(values.get("used_name", "")),
-        "bi_phone": single("phone", values.get("phone", ""),
-                           lambda phone: french.normalize_phone(phone, canonical=True)),
-        "bi_email": single("email", values.get("email", ""), french.normalize_email),
-    }
+def index_filter(generations: Iterable[indexes.Generation], columns: Iterable[str],
+                 normalized: str) -> Q:
+    """Rows whose ``columns`` may hold ``normalized``, under any of the generations: the
+    candidates of a search (to be confirmed by decryption)."""
+    found = Q(pk__in=[])
+    for generation in generations:
+        key = (Q(bi_key__isnull=True) if generation.bi_key is None
+               else Q(bi_key=generation.bi_key))
+        for column in columns:
+            value = generation.compute(INDEX_OF_COLUMN[column], normalized)
+            found |= key & Q(**{column: value})
+    return found
 
 
 _AD_PREFIX = {name: context_prefix(TABLE, name) for name in SEALED_FIELDS}
@@ -161,14 +184,18 @@ def seal_values(key: Key, row_id: uuid.UUID, values: dict[str, str]) -> dict[str
             for name, min_size in SEALED_FIELDS.items()}
 
 
-def sealed_row(lab_id: int, values: dict[str, str]) -> dict[str, object]:
-    """A new patient row (column -> value) holding sealed values and blind indexes."""
+def sealed_row(lab_id: int, values: dict[str, str],
+               generation: indexes.Generation | None = None) -> dict[str, object]:
+    """A new patient row (column -> value) holding sealed values and blind indexes
+    (under ``generation``, by default the lab's current index key: a bulk writer passes
+    it once)."""
+    generation = generation or indexes.current(lab_id)
     row_id = uuid.uuid4()
     key, wrapped = keyring.new_row_key(lab_id, TABLE, row_id)
     now = timezone.now()
     return {"id": row_id, "lab_id": lab_id, "identity_status": values["identity_status"],
             "data_key": wrapped, "created_at": now, "updated_at": now,
-            **seal_values(key, row_id, values), **index_values(values)}
+            **seal_values(key, row_id, values), **index_values(values, generation)}
 
 
 def patient_key(patient_id: uuid.UUID, lab_id: int, wrapped: bytes) -> Key:
@@ -185,3 +212,11 @@ def open_patient(patient: Patient, names: Iterable[str] | None = None) -> Patien
     values = {name: key.open(getattr(patient, name), _AD_PREFIX[name] + row) for name in wanted}
     return PatientRecord(patient.id, patient.lab_id, patient.identity_status, values)
 
+
+
+def open_columns(patient_id: uuid.UUID, lab_id: int, wrapped: bytes,
+                 blobs: dict[str, bytes]) -> dict[str, str]:
+    """Decrypt a few sealed columns fetched without the model (a search's candidates)."""
+    key = patient_key(patient_id, lab_id, bytes(wrapped))
+    row = str(patient_id).encode()
+    return {name: key.open(bytes(blob), _AD_PREFIX[name] + row) for name, blob in blobs.items()}

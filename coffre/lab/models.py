@@ -65,6 +65,9 @@ class Order(models.Model):
     # Blind index of the prescriber's RPPS for the prescriber portal
     # (coffre.lab.orders.prescriber_index): a random value when there is none.
     bi_prescriber = models.IntegerField(null=True)
+    # The index key generation of bi_prescriber (see identity.models.Patient.bi_key).
+    bi_key = models.ForeignKey("keyring.LabIndexKey", null=True, on_delete=models.PROTECT,
+                               db_column="bi_key", db_index=False, related_name="+")
 
     unscoped = models.Manager()
 

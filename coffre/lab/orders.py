@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from coffre.audit import log
 from coffre.identity import french
 from coffre.identity.access import PatientNotFound, patients_for
-from coffre.keyring import services as keyring
+from coffre.keyring import indexes
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
 from coffre.lab.permissions import ORDER_ENTRY, check_role
@@ -42,19 +42,28 @@ class OrderRequest:
 
 
 MAX_CLINICAL_INFO = 2000
-# About 220,000 RPPS numbers exist: 16 bits leave ~3 doctors per index value, so a copy
-# of the database cannot group orders by doctor (a specialist's patients) for certain.
-PRESCRIBER_INDEX_BITS = 16
 
 
-def prescriber_index(rpps: str) -> int:
-    """The order's prescriber blind index (a random value when there is no RPPS, so
-    that "no prescriber" is not visible either)."""
-    indexer = keyring.indexer()
-    bits = min(indexer.bits, PRESCRIBER_INDEX_BITS)
+def prescriber_index(generation: indexes.Generation, rpps: str) -> int:
+    """The order's prescriber blind index under one of the lab's index keys (a random
+    value when there is no RPPS, so that "no prescriber" is not visible either). Its
+    truncation: coffre.keyring.indexes.PRESCRIBER_BITS."""
     if not rpps:
-        return secrets.randbelow(2**bits)
-    return indexer.compute("prescriber", rpps) >> (indexer.bits - bits)
+        return secrets.randbelow(2 ** generation.bits_of("prescriber"))
+    return generation.compute("prescriber", rpps)
+
+
+def prescriber_filter(lab_ids: Iterable[int], rpps: str) -> Q:
+    """Orders of these labs that may have been prescribed by ``rpps`` (each lab's index
+    keys are its own): candidates, to be confirmed by decrypting the RPPS."""
+    found = Q(pk__in=[])
+    for lab_id in lab_ids:
+        for generation in indexes.in_use(lab_id):
+            key = (Q(bi_key__isnull=True) if generation.bi_key is None
+                   else Q(bi_key=generation.bi_key))
+            found |= Q(lab_id=lab_id) & key & Q(bi_prescriber=prescriber_index(generation,
+                                                                                rpps))
+    return found
 
 
 def user_id(actor: Actor) -> int | None:
@@ -110,12 +119,13 @@ def create_order(actor: Actor, request: OrderRequest, *,
         list(patients_for(actor).select_for_update().filter(id=request.patient_id)
              .values_list("id", flat=True))
         key = PatientKeys(actor.lab_id)[request.patient_id]
+        generation = indexes.current(actor.lab_id)
         order_id = uuid.uuid4()
         order = Order.unscoped.create(
             id=order_id, lab_id=actor.lab_id, patient_id=request.patient_id,
             number=next_number(actor.lab_id, timezone.localdate(now)),
             urgent=request.urgent, created_at=now, created_by_id=by,
-            bi_prescriber=prescriber_index(rpps),
+            bi_prescriber=prescriber_index(generation, rpps), bi_key_id=generation.bi_key,
             **seal_columns(key, "order", order_id, {
                 "prescriber_rpps": rpps,
                 "prescriber_name": " ".join(request.prescriber_name.split())[:200],

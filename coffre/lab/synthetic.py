@@ -39,6 +39,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from coffre.identity.registry import patient_key
+from coffre.keyring import indexes
 from coffre.lab import catalogue
 from coffre.lab.models import (
     SEALED,
@@ -376,7 +377,8 @@ class _Maker:
         self.db_time = _utc_text if setup.utc_text else _same
         self.zone = timezone.get_current_timezone()
         self.prescribers: dict[str, int] = {}
-        prescriber_index("")  # loads the installation's indexer here, before any fork
+        # The lab's index key, unwrapped here, before any fork.
+        self.generation = indexes.current(self.lab_id)
         self._reset()
 
     def _reset(self) -> None:
@@ -391,10 +393,10 @@ class _Maker:
         """The prescriber portal's blind index, as orders.create_order computes it
         (random when there is no RPPS); a lab's few hundred doctors are memoised."""
         if not rpps:
-            return prescriber_index("")
+            return prescriber_index(self.generation, "")
         found = self.prescribers.get(rpps)
         if found is None:
-            found = self.prescribers[rpps] = prescriber_index(rpps)
+            found = self.prescribers[rpps] = prescriber_index(self.generation, rpps)
         return found
 
     def batches(self, keyed: Sequence[tuple]) -> Iterator[_Batch]:
@@ -463,7 +465,7 @@ class _Maker:
             "id": order_db, "lab_id": self.lab_id, "patient_id": patient,
             "number": number, "urgent": rng.random() < 0.03, "created_at": when(created),
             "created_by_id": None, "report_count": 1,
-            "bi_prescriber": self._prescriber(rpps),
+            "bi_prescriber": self._prescriber(rpps), "bi_key_id": self.generation.bi_key,
             **seal_columns(key, "order", order_id, {
                 "prescriber_rpps": rpps, "prescriber_name": name,
                 "clinical_info": rng.choice(_CLINICAL)})})

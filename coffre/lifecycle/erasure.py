@@ -23,6 +23,7 @@ from coffre.audit import log
 from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import index_values
+from coffre.keyring import indexes
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.lifecycle import ledger
 
@@ -60,16 +61,17 @@ def erase_patient(actor: Actor, patient_id: uuid.UUID | str, reason: str, *,
             raise PatientNotFound("no such patient")
         if pid in active_hold_ids(actor.lab_id, [pid]):
             raise ErasureRefused("this patient is under a legal hold: release it first")
-        _shred(patient.id)
+        _shred(patient.id, patient.lab_id)
         log.record(actor, "erase", [pid], purpose=reason)
         ledger.append(pid, patient.lab_id, cause)  # before the commit: see the module doc
 
 
-def _shred(patient_id: uuid.UUID) -> None:
+def _shred(patient_id: uuid.UUID, lab_id: int) -> None:
     """The database part of an erasure (inside the caller's transaction)."""
     from coffre.portal.models import ActivationCode, PatientAccount
 
-    Patient.unscoped.filter(id=patient_id).update(data_key=None, **index_values({}))
+    Patient.unscoped.filter(id=patient_id).update(
+        data_key=None, **index_values({}, indexes.current(lab_id)))
     users = list(PatientAccount.objects.filter(patient_id=patient_id)
                  .values_list("user_id", flat=True))
     PatientAccount.objects.filter(patient_id=patient_id).delete()
@@ -89,7 +91,7 @@ def reapply_ledger() -> int:
                        .filter(id=entry.patient_id, data_key__isnull=False).first())
             if patient is None:
                 continue
-            _shred(patient.id)
+            _shred(patient.id, patient.lab_id)
             log.record(cli_actor(patient.lab_id), "erase", [patient.id], outcome="reapplied",
                        purpose=f"erasure ledger line {entry.seq}")
         count += 1

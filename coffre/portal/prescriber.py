@@ -23,7 +23,7 @@ from coffre.identity.access import access_patient
 from coffre.identity.registry import PatientRecord
 from coffre.lab.access import OrderNotFound, OrderView, access_order, parse_order_id
 from coffre.lab.models import Order, ResultState
-from coffre.lab.orders import prescriber_index
+from coffre.lab.orders import prescriber_filter
 from coffre.lab.permissions import PRESCRIBER
 from coffre.lab.reports import report_pdf
 from coffre.lab.sealing import PatientKeys, unseal
@@ -64,7 +64,8 @@ def add_prescriber(rpps: str, username: str) -> tuple[PrescriberAccount, str]:
 
 def _candidates(account: PrescriberAccount):
     detection.ensure_not_locked(prescriber_actor(account, None))
-    return (Order.unscoped.filter(bi_prescriber=prescriber_index(account.rpps),
+    return (Order.unscoped.filter(prescriber_filter(Lab.objects.values_list("id", flat=True),
+                                                    account.rpps),
                                   patient__data_key__isnull=False,
                                   results__state=ResultState.PUBLISHED)
             .distinct().order_by("-created_at"))

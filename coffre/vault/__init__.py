@@ -7,7 +7,7 @@ Primitives stay private to this package.
 """
 
 from coffre.vault.aead import Key, context, context_prefix, key_id_of
-from coffre.vault.blind import BlindIndexer, index_bits
+from coffre.vault.blind import BlindIndexer, combined_bits, index_bits, plan_index_bits
 from coffre.vault.digest import ScratchDigest, file_sha256, mac_hex, same_digest, token_digest
 from coffre.vault.errors import DecryptionError, KeyProviderError, VaultError
 from coffre.vault.master import (
@@ -49,6 +49,7 @@ __all__ = [
     "VaultError",
     "add_key_version",
     "check_recipient",
+    "combined_bits",
     "context",
     "context_prefix",
     "create_key_file",
@@ -71,6 +72,7 @@ __all__ = [
     "otp_match",
     "otp_secret_from_base32",
     "otp_uri",
+    "plan_index_bits",
     "read_header",
     "same_digest",
     "token_digest",
