@@ -322,8 +322,11 @@ def test_the_keys_commands_end_to_end(cli):
     assert refused.returncode == 1 and "current" in refused.stderr
     assert cli.json_lines("keys", "retire", "--master", old)[0]["event"] == "retired"
 
-    lab = cli.json_lines("keys", "rotate", "--lab", finess)[-1]
-    assert lab["remaining"] == 0 and lab["rewrapped"] > 0
+    rotated, reindexed = cli.json_lines("keys", "rotate", "--lab", finess)
+    assert rotated["remaining"] == 0 and rotated["rewrapped"] > 0
+    # The lab's blind-index key rotates with its lab key: every patient re-indexed.
+    assert reindexed["finished"] and reindexed["patients"] == rotated["patients"] > 0
+    assert reindexed["index_key_id"] != rotated["lab_key_id"]
     status = cli.json_lines("keys", "status")
     old_lab = next(r for r in status if r["kind"] == "lab" and r["lab"] == finess
                and not r["active"])

@@ -8,9 +8,10 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in
 
-        from coffre.accounts.mfa import _forget_on_login
+        from coffre.accounts.mfa import _forget_on_login, register_sealed
         from coffre.accounts.sessions import stamp_session
 
         user_logged_in.connect(_forget_on_login, dispatch_uid="coffre-mfa-forget")
         # Each new session belongs to the person's current epoch ("log out everywhere").
         user_logged_in.connect(stamp_session, dispatch_uid="coffre-session-epoch")
+        register_sealed()  # for `coffre keys rotate --installation accounts`

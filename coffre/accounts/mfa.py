@@ -67,6 +67,14 @@ def _open(device: TotpDevice) -> bytes:
                                                             _ad(device.user_id))
 
 
+def register_sealed() -> None:
+    """The TOTP secrets, for `coffre keys rotate --installation accounts`."""
+    from coffre.keyring.installation import SealedColumn, register
+
+    register(SealedColumn(KEY_PURPOSE, "accounts.TotpDevice", "secret",
+                          lambda row: _ad(row.user_id)))
+
+
 def _now() -> float:
     return timezone.now().timestamp()
 

@@ -55,7 +55,7 @@ FIELDS = ("seq", "at", "person", "role", "channel", "lab_id", "patient_id", "act
           "address", "outcome")
 
 
-def audit_key() -> Key:
+def audit_key() -> keyring.KeyVersions:
     return keyring.installation_key(AUDIT_KEY)
 
 
@@ -122,8 +122,41 @@ def first_chain_key(auditor_private: bytes | None = None) -> bytes:
     return audit_key().open_bytes(bytes(head.first_key), _FIRST_AD)
 
 
+_SIGNER_INFO = b"coffre/audit-checkpoint/v1"
+
+
 def signer() -> CheckpointSigner:
-    return CheckpointSigner(audit_key().derive(b"coffre/audit-checkpoint/v1"))
+    """The checkpoint signer of the active audit key version, read afresh: after
+    `coffre keys rotate --installation audit`, no checkpoint is signed with the old one."""
+    keyring.forget_installation_key(AUDIT_KEY)
+    return CheckpointSigner(audit_key().derive(_SIGNER_INFO))
+
+
+def _rotation_message(previous: bytes, new: bytes, seq: int, at: str) -> bytes:
+    return f"coffre-audit-key-rotation/1|{previous.hex()}|{new.hex()}|{seq}|{at}".encode()
+
+
+def record_key_rotation(old: Key, new: Key) -> None:
+    """Run by `coffre keys rotate --installation audit` before the new version is used:
+    a line, signed by the new checkpoint key, naming the old one, so that `coffre audit
+    verify` still trusts the checkpoints written before it (and only those: a line the
+    old key signs after this one is refused, so a thief of the old key cannot add one)."""
+    previous = CheckpointSigner(old.derive(_SIGNER_INFO)).public_bytes
+    following = CheckpointSigner(new.derive(_SIGNER_INFO))
+    head = ChainHead.objects.filter(pk=1).first()
+    seq = head.seq if head is not None else 0
+    at = timezone.now().astimezone(dt.UTC).isoformat()
+    message = _rotation_message(previous, following.public_bytes, seq, at)
+    _append_line({"key_rotation": True, "previous": previous.hex(),
+                  "next": following.public_bytes.hex(), "seq": seq, "at": at,
+                  "signature": following.sign(message).hex()})
+
+
+def _append_line(item: dict) -> None:
+    with open(checkpoint_file(), "a", encoding="ascii") as handle:
+        handle.write(json.dumps(item) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def canonical(entry: dict) -> bytes:
@@ -201,12 +234,10 @@ def _checkpoint_message(seq: int, mac: bytes, at: str) -> bytes:
 def write_checkpoint(seq: int, mac: bytes) -> None:
     """Append one signed line; fsync so a crash cannot lose an acknowledged head."""
     at = timezone.now().astimezone(dt.UTC).isoformat()
-    line = json.dumps({"seq": seq, "mac": mac.hex(), "at": at,
-                       "signature": signer().sign(_checkpoint_message(seq, mac, at)).hex()})
-    with open(checkpoint_file(), "a", encoding="ascii") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    item = {"seq": seq, "mac": mac.hex(), "at": at,
+            "signature": signer().sign(_checkpoint_message(seq, mac, at)).hex()}
+    _append_line(item)
+    line = json.dumps(item)
     if os.environ.get("COFFRE_AUDIT_SYSLOG"):
         _syslog().info("coffre audit checkpoint %s", line)
 
@@ -223,12 +254,8 @@ def record_restore() -> None:
     head = ChainHead.objects.filter(pk=1).first()
     seq, mac = (head.seq, bytes(head.mac)) if head is not None else (0, GENESIS)
     at = timezone.now().astimezone(dt.UTC).isoformat()
-    line = json.dumps({"restore": True, "seq": seq, "mac": mac.hex(), "at": at,
-                       "signature": signer().sign(_restore_message(seq, mac, at)).hex()})
-    with open(checkpoint_file(), "a", encoding="ascii") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    _append_line({"restore": True, "seq": seq, "mac": mac.hex(), "at": at,
+                  "signature": signer().sign(_restore_message(seq, mac, at)).hex()})
 
 
 def checkpoint_now() -> None:
@@ -258,16 +285,51 @@ class VerifyReport:
         return not self.problems
 
 
+def _signers(items: list[dict | None]) -> list[tuple[bytes, int]]:
+    """The checkpoint keys to trust, each with the number of lines it may sign: the
+    current key all of them, an older key only those before the rotation line that
+    the following key signed, naming it."""
+    current = signer().public_bytes
+    trusted = [(current, len(items))]
+    known = {current}
+    for number in range(len(items) - 1, -1, -1):
+        item = items[number]
+        if not item or item.get("key_rotation") is not True:
+            continue
+        try:
+            previous, following = bytes.fromhex(item["previous"]), bytes.fromhex(item["next"])
+            message = _rotation_message(previous, following, int(item["seq"]),
+                                        str(item["at"]))
+            signature = bytes.fromhex(item["signature"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if following in known and previous not in known and signature_valid(
+                following, message, signature):
+            trusted.append((previous, number))
+            known.add(previous)
+    return trusted
+
+
 def _checkpoints(report: VerifyReport) -> dict[int, bytes]:
     """Valid checkpoints by seq; a forged or damaged line is a problem of its own."""
     path = checkpoint_file()
     found: dict[int, bytes] = {}
     if not path.exists():
         return found
-    public = signer().public_bytes
-    for number, line in enumerate(path.read_text(encoding="ascii").splitlines(), start=1):
+    items: list[dict | None] = []
+    for line in path.read_text(encoding="ascii").splitlines():
         try:
             item = json.loads(line)
+            items.append(item if isinstance(item, dict) else None)
+        except ValueError:
+            items.append(None)
+    signers = _signers(items)
+    for number, item in enumerate(items, start=1):
+        if item is not None and item.get("key_rotation") is True:
+            continue
+        try:
+            if item is None:
+                raise ValueError("not a JSON object")
             seq, mac, at = int(item["seq"]), bytes.fromhex(item["mac"]), str(item["at"])
             signature = bytes.fromhex(item["signature"])
         except (ValueError, KeyError, TypeError):
@@ -275,7 +337,8 @@ def _checkpoints(report: VerifyReport) -> dict[int, bytes]:
             continue
         restore = item.get("restore") is True
         message = (_restore_message if restore else _checkpoint_message)(seq, mac, at)
-        if not signature_valid(public, message, signature):
+        if not any(number <= until and signature_valid(public, message, signature)
+                   for public, until in signers):
             report.problems.append(f"checkpoint line {number} has an invalid signature")
             continue
         if restore:  # the log was rewound to seq: later checkpoints are of the old timeline

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, MutableMapping
 
 from coffre.audit.log import open_text, seal_text
+from coffre.vault import DecryptionError
 
 SESSION_KEY = "break_glass_grants"
 GRANT_SECONDS = 15 * 60
@@ -38,4 +39,7 @@ def granted_reason(session: MutableMapping, lab_id: int, patient_id: uuid.UUID,
     found = session.get(SESSION_KEY, {}).get(str(patient_id))
     if not found or found[0] <= now or found[1] != lab_id:
         return None
-    return open_text(base64.b64decode(found[2]), _WHERE)
+    try:
+        return open_text(base64.b64decode(found[2]), _WHERE)
+    except DecryptionError:  # sealed under an audit key version retired since
+        return None

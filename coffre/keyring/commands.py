@@ -28,7 +28,18 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                         help="add a master key version and re-wrap the installation and "
                              "lab keys")
     target.add_argument("--lab", metavar="FINESS",
-                        help="make a new lab key active and re-wrap the lab's patient keys")
+                        help="make a new lab key (and blind-index key) active, re-wrap the "
+                             "lab's patient keys and re-index the lab")
+    target.add_argument("--installation", metavar="PURPOSE",
+                        choices=("accounts", "audit", "exports", "legal-hold"),
+                        help="new material for an installation key (accounts, audit, "
+                             "exports, legal-hold) and re-seal what it sealed")
+    target.add_argument("--index", metavar="FINESS",
+                        help="give the lab a new blind-index key (resized with "
+                             "--planned-patients) and re-index the lab")
+    p.add_argument("--planned-patients", type=int, metavar="N",
+                   help="with --index: the lab's planned population, which sizes its "
+                        "blind indexes (default: as before)")
     p.add_argument("--batch", type=int, default=200, help="rows per batch (default 200)")
 
     p = cmds.add_parser("retire", help="remove an old key version nothing uses any more")
@@ -36,13 +47,22 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--master", metavar="ID", help="master key version to drop from "
                                                         "the key file")
     target.add_argument("--lab", metavar="FINESS", help="lab whose old key to destroy")
-    p.add_argument("--key-id", metavar="HEX", help="the lab key to destroy (with --lab)")
+    target.add_argument("--installation", metavar="PURPOSE",
+                        choices=("accounts", "audit", "exports", "legal-hold"),
+                        help="installation key whose old version to destroy")
+    p.add_argument("--key-id", metavar="HEX", help="the lab or installation key version to "
+                                                   "destroy (with --lab or --installation)")
 
     p = cmds.add_parser("reencrypt", help="give each patient a new data key and re-seal "
                                           "all their values (resumable)")
     p.add_argument("--lab", metavar="FINESS", help="one lab only (default: every lab)")
 
-    cmds.add_parser("status", help="rows using each master and lab key version")
+    p = cmds.add_parser("reindex", help="move blind indexes to each lab's newest index key "
+                                        "(resumable; once after upgrading to per-lab keys)")
+    p.add_argument("--lab", metavar="FINESS", help="one lab only (default: every lab)")
+    p.add_argument("--batch", type=int, default=200, help="patients per batch (default 200)")
+
+    cmds.add_parser("status", help="rows using each master, lab and index key version")
 
 
 def _hex_id(value: str, what: str) -> str:
@@ -61,13 +81,54 @@ def _lab_id(finess: str) -> int:
         raise BadInput(str(exc)) from None
 
 
+def _labs(finess: str | None) -> list[tuple[int, str]]:
+    from coffre.labs.models import Lab
+
+    if finess:
+        return [(_lab_id(finess), finess)]
+    return list(Lab.objects.order_by("finess").values_list("id", "finess"))
+
+
+def _reindex(labs: list[tuple[int, str]], batch: int) -> int:
+    """Re-index each lab; one JSON line per lab. Exit 1 if any lab is left unfinished."""
+    from coffre.identity.models import Patient
+    from coffre.lifecycle import reindex
+
+    unfinished = 0
+    with bars() as add:
+        for lab_id, finess in labs:
+            bar = add(f"re-indexing {finess}",
+                      Patient.unscoped.filter(lab_id=lab_id).count())
+            report = reindex.reindex_lab(lab_id, batch=batch, advance=bar)
+            _line({**report.as_row(), "lab": finess})
+            unfinished += not report.finished
+    return 1 if unfinished else 0
+
+
+def _rotate_index(lab_id: int, finess: str, planned: int | None, batch: int) -> int:
+    """A new blind-index key for the lab (unless a previous one is not complete yet:
+    then it resumes), then the re-index."""
+    from coffre.keyring import indexes
+    from coffre.keyring.models import LabIndexKey
+
+    if planned is not None and planned < 1:
+        raise BadInput("--planned-patients must be at least 1")
+    newest = LabIndexKey.objects.filter(lab_id=lab_id).order_by("-pk").first()
+    if newest is None or newest.complete:
+        made = indexes.create_index_key(
+            lab_id, planned or (newest.planned_patients if newest else None), complete=False)
+        _line({"event": "new_index_key", "lab": finess, "index_key_id": made.key_id,
+               "planned_patients": made.planned_patients, "bits": made.bits})
+    return _reindex([(lab_id, finess)], batch)
+
+
 def _line(row: dict) -> None:
     print(json.dumps(row, ensure_ascii=False), flush=True)
 
 
 @command("keys")
 def keys(args: argparse.Namespace) -> int:
-    from coffre.keyring import rotation
+    from coffre.keyring import installation, rotation
     from coffre.labs import rls
 
     rls.open_all()  # an administrator on the server: every lab
@@ -78,6 +139,15 @@ def keys(args: argparse.Namespace) -> int:
         if args.keys_command == "rotate":
             if args.batch < 1:
                 raise BadInput("--batch must be at least 1")
+            if args.planned_patients is not None and not args.index:
+                raise BadInput("--planned-patients goes with --index")
+            if args.installation:
+                report = installation.rotate_installation_key(args.installation)
+                _line(report.as_row())
+                return 0
+            if args.index:
+                return _rotate_index(_lab_id(args.index), args.index, args.planned_patients,
+                                     args.batch)
             if args.master:
                 report = rotation.rotate_master(
                     batch=args.batch,
@@ -88,7 +158,9 @@ def keys(args: argparse.Namespace) -> int:
                 with bars() as add:
                     report = rotation.rotate_lab(lab_id, batch=args.batch, add_bar=add)
                 _line({**report.as_row(), "lab": args.lab})
-                return 0 if report.remaining == 0 else 1
+                if report.remaining:
+                    return 1
+                return _reindex([(lab_id, args.lab)], args.batch)
             _line(report.as_row())
             return 0 if report.remaining == 0 else 1
         if args.keys_command == "retire":
@@ -99,16 +171,28 @@ def keys(args: argparse.Namespace) -> int:
                 rotation.retire_master(key_id)
                 _line({"event": "retired", "master_key_id": key_id})
                 return 0
+            if args.installation:
+                if not args.key_id:
+                    raise BadInput("--installation needs --key-id HEX "
+                                   "(see `coffre keys status`)")
+                key_id = _hex_id(args.key_id, "--key-id")
+                installation.retire_installation_key(args.installation, key_id)
+                _line({"event": "retired", "purpose": args.installation, "key_id": key_id})
+                return 0
             if not args.key_id:
                 raise BadInput("--lab needs --key-id HEX (see `coffre keys status`)")
             key_id = _hex_id(args.key_id, "--key-id")
             rotation.retire_lab_key(_lab_id(args.lab), key_id)
             _line({"event": "retired", "lab": args.lab, "lab_key_id": key_id})
             return 0
+        if args.keys_command == "reindex":
+            if args.batch < 1:
+                raise BadInput("--batch must be at least 1")
+            return _reindex(_labs(args.lab), args.batch)
         lab_id = _lab_id(args.lab) if args.lab else None
         with bars() as add:
             report = rotation.reencrypt(lab_id, add_bar=add)
         _line({**report.as_row(), "lab": args.lab})
         return 0
-    except rotation.RotationError as exc:
+    except (rotation.RotationError, installation.InstallationKeyError) as exc:
         raise CommandError(str(exc)) from None

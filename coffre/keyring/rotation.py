@@ -37,8 +37,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from coffre import config
+from coffre.bulk import update_rows
+from coffre.keyring import indexes
 from coffre.keyring import services as keyring
-from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
+from coffre.keyring.models import InstallationKey, LabIndexKey, LabKey, ReencryptionRun
 from coffre.vault import ENV_VAR, Key, KeyProviderError, add_key_version, context, key_id_of
 
 BATCH = 200
@@ -204,14 +206,25 @@ def lab_key_usage(lab_id: int | None = None) -> Counter:
 
 
 def prepare_lab(lab_id: int) -> tuple[Key, bool]:
-    """The lab key to rotate to: the active one while data keys remain under older
-    ones (a previous run stopped), else a new active key. (key, created)"""
+    """The lab key to rotate to: the active one while a previous run has work left
+    (data keys under older lab keys, or a blind-index generation not complete), else a
+    new active key, with a new index generation (the index keys rotate with the lab
+    key; the lab's older generations are re-wrapped under the new key at once).
+    (key, created)"""
     keyring.clear_caches()
     usage = lab_key_usage(lab_id)
     active = LabKey.objects.filter(lab_id=lab_id, active=True).first()
-    if active is not None and any(n for key_id, n in usage.items() if key_id != active.key_id):
+    newest = LabIndexKey.objects.filter(lab_id=lab_id).order_by("-pk").first()
+    pending = (any(n for key_id, n in usage.items() if key_id != active.key_id)
+               or (newest is not None and not newest.complete)) if active else False
+    if pending:
         return keyring.active_lab_key(lab_id), False
-    return keyring.create_lab_key(lab_id), True
+    with transaction.atomic():
+        key = keyring.create_lab_key(lab_id)
+        indexes.rewrap_index_keys(lab_id, key)
+        indexes.create_index_key(lab_id, newest.planned_patients if newest else None,
+                                 complete=False)
+    return key, True
 
 
 @dataclass
@@ -248,7 +261,7 @@ def _rewrap_patients(lab_id: int, ids: list[uuid.UUID], target: Key) -> int:
             updates.append((pk, [target.wrap(data_key, ad)]))
         from coffre.identity.models import Patient
 
-        _update_columns(Patient, ["data_key"], updates)
+        update_rows(Patient, ["data_key"], updates)
     return len(updates)
 
 
@@ -303,7 +316,10 @@ def retire_lab_key(lab_id: int, hex_id: str) -> None:
             "again, then retire")
     with transaction.atomic():
         LabKey.objects.select_for_update().get(pk=row.pk)
-        used = lab_key_usage(lab_id)[hex_id]
+        used = lab_key_usage(lab_id)[hex_id] + sum(
+            key_id_of(bytes(w)).hex() == hex_id
+            for w in LabIndexKey.objects.filter(lab_id=lab_id).values_list("wrapped",
+                                                                          flat=True))
         if used:
             raise RotationError(f"lab key {hex_id} still wraps {used} patient data keys: "
                                 "run `coffre keys rotate --lab` to the end first")
@@ -352,23 +368,8 @@ def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
                         [seal(new, table, column, row_id, unseal(old, table, column, row_id,
                                                                  blob))
                          for column, blob in zip(columns, blobs, strict=True)]))
-    _update_columns(model, columns, updates)
+    update_rows(model, columns, updates)
     tables[table] += len(rows)
-
-
-def _update_columns(model, columns: list[str], updates: list[tuple[object, list]]) -> None:
-    """One prepared UPDATE run for many rows (the ORM's bulk_update builds a CASE per
-    column and row, which costs far more than the cryptography here)."""
-    if not updates:
-        return
-    quote = connection.ops.quote_name
-    pk = model._meta.pk
-    # Table and column names come from the models, never from input; values are bound.
-    assignments = ", ".join(f"{quote(model._meta.get_field(c).column)} = %s" for c in columns)
-    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [[*values, pk.get_db_prep_value(row_pk, connection)]
-                                 for row_pk, values in updates])
 
 
 _LOCK_SQL: dict[tuple[str, str], str] = {}
@@ -425,7 +426,7 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
             values = open_patient(patient).values
             new, wrapped = keyring.new_row_key(patient.lab_id, PATIENT_TABLE, patient.id)
             sealed = seal_values(new, patient.id, values)
-            _update_columns(type(patient), ["data_key", *sealed],
+            update_rows(type(patient), ["data_key", *sealed],
                             [(patient.id, [wrapped, *sealed.values()])])
             tables["patient"] += 1
             for model, table in ((Order, "order"), (Specimen, "specimen"),
@@ -485,6 +486,37 @@ def reencrypt(lab_id: int | None = None, limit: int | None = None,
 # --------------------------------------------------------------------------- status
 
 
+def _index_status(finess: dict[int, str]) -> list[dict]:
+    """One row per blind-index key generation of each lab, with the patients indexed
+    under it (``legacy``: the installation-wide key of Coffre before per-lab keys)."""
+    from django.db.models import Count
+
+    from coffre.vault import combined_bits
+
+    used = Counter()
+    for lab_id, bi_key, count in (keyring_patients().values("lab_id", "bi_key")
+                                  .annotate(n=Count("id")).order_by()
+                                  .values_list("lab_id", "bi_key", "n")):
+        used[(lab_id, bi_key)] += count
+    newest = {}
+    for row in LabIndexKey.objects.order_by("pk"):
+        newest[row.lab_id] = row.pk
+    rows = []
+    for row in LabIndexKey.objects.order_by("lab_id", "pk"):
+        patient_bits = {k: v for k, v in row.bits.items() if k in indexes.PATIENT_INDEXES}
+        rows.append({"kind": "index", "lab": finess.get(row.lab_id), "key_id": row.key_id,
+                     "current": newest[row.lab_id] == row.pk, "complete": row.complete,
+                     "planned_patients": row.planned_patients, "bits": row.bits,
+                     "combined_bits": combined_bits(patient_bits, indexes.PATIENT_INDEXES),
+                     "patients": used.pop((row.lab_id, row.pk), 0)})
+    for (lab_id, bi_key), count in sorted(used.items(), key=lambda item: item[0][0]):
+        if bi_key is None and count:
+            rows.append({"kind": "index", "lab": finess.get(lab_id), "key_id": None,
+                         "legacy": True, "patients": count,
+                         "todo": "run `coffre keys reindex`"})
+    return rows
+
+
 def status() -> list[dict]:
     """One row per master key version and per lab key, with the rows using each."""
     from coffre.labs.models import Lab
@@ -517,6 +549,10 @@ def status() -> list[dict]:
     for key_id, count in sorted(data_keys.items()):  # wrapped under a key that is gone
         rows.append({"kind": "lab", "lab": None, "key_id": key_id, "missing": True,
                      "patients": count})
+    rows.extend(_index_status(finess))
+    from coffre.keyring import installation
+
+    rows.extend(installation.status())
     for run in ReencryptionRun.objects.filter(finished_at__isnull=True).order_by("pk"):
         rows.append({"kind": "reencrypt", "run": run.pk,
                      "lab": finess.get(run.lab_id) if run.lab_id else None,

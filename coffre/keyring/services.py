@@ -12,10 +12,10 @@ import os
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from coffre import config
-from coffre.keyring.models import InstallationKey, LabKey
+from coffre.keyring.models import InstallationKey, LabIndexKey, LabKey
 from coffre.vault import (
     BlindIndexer,
     DecryptionError,
@@ -32,7 +32,7 @@ from coffre.vault import (
 INDEX_ROOT = "blind-index-root"
 
 _master: MasterKeys | None = None
-_installation_keys: dict[str, Key] = {}
+_installation_keys: dict[str, KeyVersions] = {}
 _lab_keys: dict[bytes, tuple[int, Key]] = {}  # key id -> (lab id, key)
 _active_lab_key: dict[int, tuple[float, Key]] = {}  # lab id -> (when checked, key)
 
@@ -53,6 +53,9 @@ def clear_caches() -> None:
     _installation_keys.clear()
     _lab_keys.clear()
     _active_lab_key.clear()
+    from coffre.keyring import indexes  # it builds on this module
+
+    indexes.clear_cache()
 
 
 def master_keys() -> MasterKeys:
@@ -125,28 +128,112 @@ def check() -> None:
     indexer()
     for lab_key in LabKey.objects.all():
         _load_lab_key(lab_key)
+    from coffre.keyring import indexes  # it builds on this module
+
+    for index_key in LabIndexKey.objects.all():
+        indexes.indexer_of(index_key)
 
 
-def installation_key(purpose: str) -> Key:
-    """A key of the whole installation for one purpose (e.g. "audit"), created on first
-    use and wrapped by the master key."""
-    key = _installation_keys.get(purpose)
-    if key is not None:
+class KeyVersions:
+    """The versions of one installation key: seals and derives with the active version,
+    opens a ciphertext with the version its header names (so values sealed before a
+    `coffre keys rotate --installation` stay readable until they are re-sealed)."""
+
+    __slots__ = ("_by_id", "_checked", "active", "purpose")
+
+    def __init__(self, purpose: str, active: Key, versions: dict[bytes, Key]) -> None:
+        self.purpose = purpose
+        self.active = active
+        self._by_id = versions
+        self._checked = time.monotonic()
+
+    @property
+    def hex_id(self) -> str:
+        return self.active.hex_id
+
+    def version(self, key_id: bytes) -> Key:
+        key = self._by_id.get(key_id)
+        if key is None:
+            row = InstallationKey.objects.filter(purpose=self.purpose,
+                                                 key_id=key_id.hex()).first()
+            if row is None:
+                raise DecryptionError(f"sealed under {self.purpose} key {key_id.hex()}, "
+                                      "which is not in this database (retired?)")
+            key = self._by_id[key_id] = _unwrap_installation(row)
         return key
-    ad = context("installation-key", purpose)
-    row = InstallationKey.objects.filter(purpose=purpose).first()
-    if row is None:
+
+    def seal_bytes(self, data: bytes, ad: bytes, min_size: int = 0) -> bytes:
+        return self.active.seal_bytes(data, ad, min_size)
+
+    def seal(self, value: str, ad: bytes, min_size: int = 0) -> bytes:
+        return self.active.seal(value, ad, min_size)
+
+    def open_bytes(self, blob: bytes, ad: bytes) -> bytes:
+        return self.version(key_id_of(bytes(blob))).open_bytes(blob, ad)
+
+    def open(self, blob: bytes, ad: bytes) -> str:
+        return self.open_bytes(blob, ad).decode()
+
+    def derive(self, info: bytes) -> bytes:
+        """A key derived from the active version (see coffre.vault.Key.derive)."""
+        return self.active.derive(info)
+
+    def __repr__(self) -> str:
+        return f"<KeyVersions {self.purpose} active {self.hex_id}>"
+
+
+def _unwrap_installation(row: InstallationKey) -> Key:
+    return _unwrap_with_master(bytes(row.wrapped), row.master_key_id,
+                               context("installation-key", row.purpose),
+                               f"the {row.purpose} key")
+
+
+def _load_installation(purpose: str) -> KeyVersions:
+    rows = list(InstallationKey.objects.filter(purpose=purpose).order_by("pk"))
+    if not rows:
         master = master_for_new_keys()
         key = Key.generate()
-        with transaction.atomic():
-            InstallationKey.objects.create(purpose=purpose, key_id=key.hex_id,
-                                           master_key_id=master.hex_id,
-                                           wrapped=master.wrap(key, ad))
-    else:
-        key = _unwrap_with_master(bytes(row.wrapped), row.master_key_id, ad,
-                                  f"the {purpose} key")
-    _installation_keys[purpose] = key
+        try:
+            with transaction.atomic():
+                InstallationKey.objects.create(
+                    purpose=purpose, key_id=key.hex_id, master_key_id=master.hex_id,
+                    wrapped=master.wrap(key, context("installation-key", purpose)))
+        except IntegrityError:  # another process created it first: use theirs
+            return _load_installation(purpose)
+        return KeyVersions(purpose, key, {key.key_id: key})
+    versions = {bytes.fromhex(row.key_id): _unwrap_installation(row) for row in rows}
+    active = next((row for row in reversed(rows) if row.active), rows[-1])
+    return KeyVersions(purpose, versions[bytes.fromhex(active.key_id)], versions)
+
+
+def installation_key(purpose: str) -> KeyVersions:
+    """A key of the whole installation for one purpose (e.g. "audit"), created on first
+    use and wrapped by the master key. The active version is looked up again after
+    ``active_key_seconds()`` (a rotation by the CLI while a server runs)."""
+    key = _installation_keys.get(purpose)
+    if key is not None and time.monotonic() - key._checked < active_key_seconds():
+        return key
+    key = _installation_keys[purpose] = _load_installation(purpose)
     return key
+
+
+def forget_installation_key(purpose: str) -> None:
+    """Read the purpose's versions again at next use (the active one may have changed)."""
+    _installation_keys.pop(purpose, None)
+
+
+def new_installation_version(purpose: str, key: Key) -> None:
+    """Make ``key`` the active version of an installation key (the older ones stay,
+    inactive, to open what they sealed until it is re-sealed)."""
+    master = master_for_new_keys()
+    with transaction.atomic():
+        list(InstallationKey.objects.select_for_update().filter(purpose=purpose))
+        InstallationKey.objects.filter(purpose=purpose, active=True).update(active=False)
+        InstallationKey.objects.create(purpose=purpose, key_id=key.hex_id, active=True,
+                                       master_key_id=master.hex_id,
+                                       wrapped=master.wrap(key, context("installation-key",
+                                                                        purpose)))
+    _installation_keys.pop(purpose, None)
 
 
 def indexer() -> BlindIndexer:

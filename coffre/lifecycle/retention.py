@@ -66,6 +66,14 @@ def _hold_ad(hold_id: uuid.UUID) -> bytes:
     return context("legal_hold", "reason", hold_id)
 
 
+def register_sealed() -> None:
+    """The holds' reasons, for `coffre keys rotate --installation legal-hold`."""
+    from coffre.keyring.installation import SealedColumn, register
+
+    register(SealedColumn("legal-hold", "lifecycle.LegalHold", "reason",
+                          lambda row: _hold_ad(row.pk)))
+
+
 def active_hold_ids(lab_id: int, patient_ids: Iterable[uuid.UUID] | None = None
                     ) -> set[uuid.UUID]:
     holds = LegalHold.objects.filter(lab_id=lab_id, released_at__isnull=True)
