@@ -448,6 +448,7 @@ def _auditor_private(path: Path | None) -> bytes | None:
 @command("canary")
 def canary(args: argparse.Namespace) -> int:
     from coffre.audit import canaries
+    from coffre.breach import planting
     from coffre.labs.models import Lab
     from coffre.labs.tenancy import cli_actor
 
@@ -456,8 +457,10 @@ def canary(args: argparse.Namespace) -> int:
         if args.per_lab < 1:
             raise CommandError("--per-lab must be at least 1")
         for target in labs:
-            # Logged as an import: the log must not tell a copy which rows are canaries.
-            canaries.plant(target.id, args.per_lab, cli_actor(target.id, role="import"))
+            try:
+                planting.plant(target.id, args.per_lab, cli_actor(target.id))
+            except planting.PlantingError as exc:
+                raise CommandError(f"{target.finess}: {exc}") from None
             print(f"planted {args.per_lab} canaries in {target.name} ({target.finess})")
         return 0
     counts = {}

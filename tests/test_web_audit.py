@@ -16,6 +16,7 @@ from coffre.accounts.models import Role
 from coffre.audit import alerts, canaries, detection
 from coffre.audit.history import patient_history
 from coffre.audit.models import AccessEvent, AccountLock, Alert, AlertKind, AuditSettings
+from coffre.breach import planting
 from coffre.identity import grants
 from coffre.identity.access import break_glass_access, create_patient
 from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, second_factor_done
@@ -221,7 +222,7 @@ def test_an_alert_links_to_the_record_only_for_a_patient_of_this_lab(
         people, lab_a, actor_a, actor_b):
     ours = create_patient(actor_a, patient_row())
     theirs = create_patient(actor_b, patient_row(email="b@example.org"))
-    canary_count = canaries.plant(lab_a.id, 1, actor_a)
+    canary_count = planting.plant(lab_a.id, 1, actor_a)
     assert canary_count == 1
     canary = next(iter(canaries.canary_ids()))
     for pid in (ours.id, theirs.id, canary):

@@ -92,9 +92,9 @@ class AuditSettings(models.Model):
 
 
 class CanaryMark(models.Model):
-    """One planted canary patient. The patient id and its planting record are sealed,
-    so a copy of the database does not say which patients are canaries."""
+    """One planted canary patient. The patient id and its planting record (with its
+    time) are sealed, and the row has no clear time, so a copy of the database does not
+    say which patients are canaries."""
 
     lab_id = models.IntegerField()
     sealed = models.BinaryField()
-    created_at = models.DateTimeField(default=timezone.now)

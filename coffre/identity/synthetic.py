@@ -244,6 +244,11 @@ def _email(rng: random.Random, first_slug: str, last_slug: str, index: int) -> s
     return f"{first_slug}.{last_slug}.{index}@{_pick(rng, _EMAIL_DOMAINS)}"
 
 
+def plausible_note(rng: random.Random, sex: str, birth: dt.date) -> str:
+    """A generic note of the kind a lab's secretary types (never a patient's own)."""
+    return _notes(rng, sex, birth)
+
+
 def _notes(rng: random.Random, sex: str, birth: dt.date) -> str:
     if sex == "F" and 1975 <= birth.year <= 2003 and rng.random() < 0.3:
         return _pick(rng, _PREGNANCY_NOTES)
