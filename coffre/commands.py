@@ -26,7 +26,9 @@ CAPABILITY_COMMANDS: tuple[str, ...] = (
 def add_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create the key file and database (idempotent)")
     p.add_argument("--expected-patients", type=int, default=None,
-                   help="planned number of patients, sizes the blind indexes")
+                   help="planned number of patients of the installation: sizes the legacy "
+                        "installation-wide index key only (each lab's indexes are sized by "
+                        "`lab add --planned-patients`)")
 
     p = sub.add_parser("serve", help="serve the web interface (development server, or "
                                      "gunicorn with --production: docs/deploy.md)")
@@ -61,6 +63,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finess", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--address", default="")
+    p.add_argument("--planned-patients", type=int, default=None, metavar="N",
+                   help="patients the lab plans to hold: sizes its blind indexes "
+                        "(default COFFRE_PLANNED_PATIENTS_PER_LAB, 20,000)")
     lab.add_parser("list")
 
     imp = sub.add_parser("import", help="import data").add_subparsers(dest="what",
@@ -291,7 +296,7 @@ def lab(args: argparse.Namespace) -> int:
 
     if args.lab_command == "add":
         try:
-            created = add_lab(args.finess, args.name, args.address)
+            created = add_lab(args.finess, args.name, args.address, args.planned_patients)
         except LabError as exc:
             raise CommandError(str(exc)) from None
         log.info("lab added: %s", created.finess)

@@ -208,3 +208,19 @@ def test_lookups_decrypt_the_planned_share_of_the_lab(vault):
     bits = indexes.plan(17_566)
     assert bits["nir"] >= 4
     assert indexes.expected_candidates(17_566, bits["nir"]) <= math.ceil(17_566 / 16)
+
+
+def test_the_production_check_fails_while_a_lab_is_on_the_legacy_key(three_labs):
+    from coffre.serving.checks import blind_indexes
+
+    lab_a = three_labs[0]
+    create_patient(Actor("a", lab_a.id, "secretary", "web"),
+                   next(generate_patients(1, seed=48)))
+    assert [item.ok for item in blind_indexes()] == [True]
+    _make_legacy(lab_a.id)
+    item = next(blind_indexes())
+    assert not item.ok and "1 lab(s)" in item.message and "reindex" in item.fix
+    reindex.reindex_lab(lab_a.id, limit=0)  # a generation made, no row moved yet
+    assert not next(blind_indexes()).ok
+    reindex.reindex_lab(lab_a.id)
+    assert next(blind_indexes()).ok

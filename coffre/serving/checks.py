@@ -191,6 +191,32 @@ def _migrations(connection) -> Iterator[Item]:
         yield _ok("schema", "up to date")
 
 
+def blind_indexes() -> Iterator[Item]:
+    """Rows still indexed under the legacy installation-wide key, or a lab whose
+    re-index stopped."""
+    from django.db import DatabaseError
+
+    from coffre.identity.models import Patient
+    from coffre.keyring.models import LabIndexKey
+
+    try:
+        legacy = (Patient.unscoped.filter(bi_key__isnull=True, data_key__isnull=False)
+                  .values("lab_id").distinct().count())
+        unfinished = LabIndexKey.objects.filter(complete=False).count()
+    except DatabaseError:
+        return  # the database item says why
+    if legacy:
+        yield _fail("blind indexes", f"{legacy} lab(s) still indexed under the installation-"
+                                     "wide key: a copy links their patients across labs",
+                    "run `coffre keys reindex` (resumable; docs/operations.md, Rotation)")
+    elif unfinished:
+        yield _fail("blind indexes", f"{unfinished} index key generation(s) not complete "
+                                     "(a re-index stopped): searches try two keys",
+                    "run `coffre keys reindex`")
+    else:
+        yield _ok("blind indexes", "every lab under its own index key")
+
+
 def redis() -> Iterator[Item]:
     url = config.redis_url()
     if not url:
@@ -271,7 +297,8 @@ def static_files() -> Iterator[Item]:
 
 
 CHECKS: tuple[Callable[[], Iterator[Item]], ...] = (
-    django_deploy, https, key_provider, database, redis, mail, home, static_files)
+    django_deploy, https, key_provider, database, blind_indexes, redis, mail, home,
+    static_files)
 
 
 def run() -> list[Item]:
