@@ -49,6 +49,20 @@ class Cli:
             db.execute(statement)
 
 
+    def query(self, statement: str) -> list[tuple]:
+        """Rows of a SELECT on this CLI's database."""
+        url = self.env.get("COFFRE_DATABASE_URL")
+        if url:
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                return conn.execute(statement).fetchall()
+        import sqlite3
+
+        with sqlite3.connect(self.home / "coffre.sqlite3") as db:
+            return db.execute(statement).fetchall()
+
+
 def make_cli(home: Path) -> tuple[Cli, str | None]:
     """A CLI with its own home; on PostgreSQL, its own database (returned to drop)."""
     env = {k: v for k, v in os.environ.items()
