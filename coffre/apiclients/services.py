@@ -195,7 +195,13 @@ def _cool_off() -> int:
 
 
 def _failure_keys(client_id: str, address: str) -> list[tuple[str, int]]:
-    return [(f"coffre:api:fail:client:{digest(client_id)[:32]}",
+    """What failed authentications lock, for the cool-off time after the last one: this
+    client id from this address (a stale secret, or someone guessing it there), and this
+    address for every client id (a flood). Never a client id from everywhere: the id is
+    public, so anyone could lock a client out, while its 256-bit secret cannot be
+    guessed anyway. The address is the client's (coffre.serving.proxy.client_address):
+    behind a proxy not declared in COFFRE_TRUSTED_PROXIES, everyone shares one."""
+    return [(f"coffre:api:fail:pair:{digest(client_id + chr(31) + address)[:32]}",
              settings.COFFRE_LOGIN_ACCOUNT_FAILURES),
             (f"coffre:api:fail:addr:{digest(address)[:32]}",
              settings.COFFRE_LOGIN_ADDRESS_FAILURES)]
@@ -207,12 +213,25 @@ def _check_not_locked_out(client_id: str, address: str) -> None:
             raise ClientLockedOut(_cool_off())
 
 
-def _record_failure(client_id: str, address: str) -> None:
-    """Like the login lockout: per client id and per address, for the cool-off time after
-    the last failure."""
+def _bump(key: str) -> int:
+    count = (cache.get(key) or 0) + 1
+    cache.set(key, count, timeout=_cool_off())
+    return count
+
+
+def _record_failure(client_id: str, address: str, client: ApiClient | None) -> None:
+    """Count the failure per (client id, address) and per address; a registered
+    client's failures from every address are counted too, and named in the log when
+    they reach the address limit (its secret may have leaked, or it is being flooded)."""
     for key, _limit in _failure_keys(client_id, address):
-        cache.set(key, (cache.get(key) or 0) + 1, timeout=_cool_off())
+        _bump(key)
     logger.warning("failed API client authentication from %s", address or "?")
+    if client is not None:
+        failures = _bump(f"coffre:api:fail:client:{digest(client_id)[:32]}")
+        if failures == settings.COFFRE_LOGIN_ADDRESS_FAILURES:
+            logger.warning("API client %s: %s failed authentications within %s minutes; "
+                           "it is not locked (see the addresses above)", client.client_id,
+                           failures, _cool_off() // 60)
 
 
 # --- client credentials and tokens ------------------------------------------------------
@@ -226,7 +245,7 @@ def authenticate_client(client_id: str, secret: str, address: str = "") -> ApiCl
     expected = client.secret_hash if client else digest(secrets.token_hex(16))
     if not same_digest(digest(secret), expected) or client is None \
             or not client.active:
-        _record_failure(client_id, address)
+        _record_failure(client_id, address, client)
         raise ClientAuthFailed("invalid client credentials")
     return client
 
