@@ -9,6 +9,7 @@ This module imports nothing from Django so the CLI can report problems before se
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 from pathlib import Path
 
@@ -88,6 +89,27 @@ def log_format() -> str:
     if value not in {"plain", "json"}:
         raise ConfigError("COFFRE_LOG_FORMAT must be plain or json")
     return value
+
+
+def trusted_proxies() -> int | tuple[str, ...]:
+    """``COFFRE_TRUSTED_PROXIES``: the reverse proxies whose X-Forwarded-For is believed
+    (coffre.serving.proxy). A number N: every request passes through N proxies. Else
+    comma-separated addresses or networks (``127.0.0.1,::1``, ``10.0.0.0/8``). Unset:
+    none, and the client is REMOTE_ADDR."""
+    value = os.environ.get("COFFRE_TRUSTED_PROXIES", "").strip()
+    if not value:
+        return ()
+    if value.isascii() and value.isdigit():
+        return int(value)
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(f"COFFRE_TRUSTED_PROXIES: {part!r} is neither an address nor "
+                              "a network; give the number of proxies in front of Coffre or "
+                              "their addresses, e.g. 127.0.0.1,::1") from None
+    return tuple(networks)
 
 
 def redis_url() -> str | None:

@@ -211,8 +211,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=config.env_int("COFFRE_LOGIN_LOCK_MINUTES"
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "coffre.accounts.locks.lockout_response"
 AXES_ENABLE_ADMIN = False
-# The address is REMOTE_ADDR; behind a reverse proxy, AXES_CLIENT_IP_CALLABLE must give
-# the client's address (all clients would otherwise share the proxy's).
+# The address is the client's, as every other consumer sees it (API token lockout and
+# rate limits, access-log entries): coffre.serving.proxy.client_address, which believes
+# X-Forwarded-For only from COFFRE_TRUSTED_PROXIES.
+AXES_CLIENT_IP_CALLABLE = "coffre.serving.proxy.client_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -234,13 +236,16 @@ if config.env_bool("COFFRE_HTTPS", False):
     SECURE_HSTS_SECONDS = 31536000
     SECURE_SSL_REDIRECT = True
 # Behind a TLS reverse proxy on this host (docs/deploy.md): trust its X-Forwarded-Proto
-# for "is this HTTPS", and its X-Forwarded-For for the client address that django-axes
-# counts failed logins by (otherwise every client would share the proxy's address).
-# Never set it without a proxy that overwrites these headers: a client could forge them.
+# for "is this HTTPS". Never set it without a proxy that overwrites the header: a client
+# could forge it.
 COFFRE_BEHIND_PROXY = config.env_bool("COFFRE_BEHIND_PROXY", False)
 if COFFRE_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    AXES_CLIENT_IP_CALLABLE = "coffre.serving.proxy.client_ip"
+# The proxies whose X-Forwarded-For gives the client's address (a number of proxies, or
+# their addresses); none by default. Without it, behind a proxy every client has the
+# proxy's address: one client's failures would lock out all (coffre check --production
+# says so).
+COFFRE_TRUSTED_PROXIES = config.trusted_proxies()
 
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", "Français"), ("en", "English")]

@@ -23,6 +23,18 @@ def _fresh_keyring():
     canaries.clear_cache()
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Rate limits and failure counters live in Django's cache, which outlives a test:
+    the tokens taken by one test would count against the next (limits hold per person,
+    and most tests register their clients as the same operating-system user)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def vault(db):
     keyring.initialise(expected_patients=1_000)

@@ -207,6 +207,7 @@ def test_check_production_passes_on_a_good_setup_and_the_server_starts(installat
     try:
         with smtp_listener() as smtp_port:
             good = {"COFFRE_HTTPS": "true", "COFFRE_BEHIND_PROXY": "true",
+                    "COFFRE_TRUSTED_PROXIES": "127.0.0.1,::1",
                     "COFFRE_ALLOWED_HOSTS": "coffre.labo-exemple.fr",
                     "COFFRE_KEY_FILE": str(key), "COFFRE_REDIS_URL": "redis://127.0.0.1:6379/15",
                     "COFFRE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
@@ -484,9 +485,11 @@ def test_a_patient_search_leaves_no_searched_value_in_the_log(staff, patient, ca
     assert line["route"] == "/patients/" and line["request_id"] == search["request_id"]
 
 
-def test_behind_the_proxy_the_client_address_is_the_one_the_proxy_appended(rf):
-    from coffre.serving.proxy import client_ip
+def test_behind_the_proxy_the_client_address_is_the_one_the_proxy_appended(rf, settings):
+    from coffre.serving.proxy import client_address
 
+    settings.COFFRE_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
     forged = rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.7", REMOTE_ADDR="127.0.0.1")
-    assert client_ip(forged) == "203.0.113.7"
-    assert client_ip(rf.get("/", REMOTE_ADDR="198.51.100.2")) == "198.51.100.2"
+    assert client_address(forged) == "203.0.113.7"
+    assert client_address(rf.get("/", REMOTE_ADDR="198.51.100.2")) == "198.51.100.2"
+    # (tests/test_client_address.py has the rest: counts, networks, the consumers)

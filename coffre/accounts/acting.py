@@ -19,6 +19,7 @@ from coffre.accounts.models import Membership, Role
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.labs import rls
 from coffre.labs.tenancy import Actor
+from coffre.serving.proxy import client_address
 
 SESSION_LAB = "acting_lab_id"
 # Who reviews the lab's alerts: the data-protection officer acknowledges them, the lab
@@ -48,7 +49,7 @@ def acting_membership(request: HttpRequest) -> Membership | None:
 def actor_for(request: HttpRequest, membership: Membership) -> Actor:
     return Actor(person=request.user.get_username(), lab_id=membership.lab_id,
                  role=membership.role, channel="web",
-                 address=request.META.get("REMOTE_ADDR", ""))
+                 address=client_address(request))
 
 
 def locked_out(request: HttpRequest) -> HttpResponse:

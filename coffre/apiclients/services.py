@@ -3,6 +3,10 @@
 Secrets and tokens are shown once and stored as SHA-256 digests only (coffre/apiclients/
 models.py says why a fast hash fits 256-bit random values). Nothing here logs a secret or
 a token; failed client authentications are counted like failed logins.
+
+Limits hold per client and per person: the clients one person registered in one lab
+share one rate limit, one token quota and one mass-reading budget (``shared_budget``),
+so that registering ten clients does not give ten times the room.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from coffre.apiclients.scopes import Scope, ScopeError
 from coffre.audit import log as audit_log
 from coffre.config import env_int
 from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labs.tenancy import Actor, SharedBudget
 from coffre.vault import same_digest, token_digest
 
 logger = logging.getLogger("coffre.apiclients")
@@ -42,13 +46,14 @@ def token_minutes() -> int:
 
 
 def rate_per_minute() -> int:
-    """API calls one token may make per minute (``COFFRE_API_RATE_PER_MINUTE``)."""
+    """API calls per minute (``COFFRE_API_RATE_PER_MINUTE``) of one client, whatever
+    token it uses, and of all the clients one person registered in a lab together."""
     return max(1, env_int("COFFRE_API_RATE_PER_MINUTE", 600))
 
 
 def tokens_per_minute() -> int:
-    """Tokens one client may obtain per minute (``COFFRE_API_TOKENS_PER_MINUTE``): the
-    per-token rate limit must not be escaped by fetching a new token per call."""
+    """Tokens one client (and one person's clients together) may obtain per minute
+    (``COFFRE_API_TOKENS_PER_MINUTE``)."""
     return max(1, env_int("COFFRE_API_TOKENS_PER_MINUTE", 20))
 
 
@@ -78,12 +83,13 @@ class Throttled(PermissionError):
 
 @dataclass(frozen=True)
 class ApiPrincipal:
-    """Who calls the API: a client of one lab, with the scopes of its token."""
+    """Who calls the API: a client of one lab, with the scopes of its token, and the
+    budget it shares with the other clients its registrant registered in that lab."""
 
     client_id: str
     lab_id: int
     scopes: tuple[Scope, ...]
-    token_digest: str  # the rate-limit key; the token itself is never kept
+    shared: SharedBudget
 
     @property
     def person(self) -> str:
@@ -92,9 +98,13 @@ class ApiPrincipal:
     def allows(self, resource: str, access: str) -> bool:
         return scope_grammar.allows(self.scopes, resource, access)
 
+    def readable(self) -> frozenset[str]:
+        """The FHIR types the token may read (what an answer may contain)."""
+        return frozenset(t for t in scope_grammar.RESOURCE_TYPES if self.allows(t, "read"))
+
     def actor(self, address: str = "") -> Actor:
         return Actor(person=self.person, lab_id=self.lab_id, role=ROLE, channel="api",
-                     address=address)
+                     address=address, shared=self.shared)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,22 @@ class IssuedToken:
 
 def digest(secret: str) -> str:
     return token_digest(secret)
+
+
+def budget_name(client: ApiClient) -> str:
+    """How locks, alerts and rate limits name the clients one person registered in one
+    lab (``api-by:<registrant>@<FINESS>``)."""
+    return f"api-by:{client.created_by}@{client.lab.finess}"[:150]
+
+
+def shared_budget(client: ApiClient) -> SharedBudget:
+    """The client and every client (revoked ones included: their recent reads still
+    count) that the same person registered in the same lab."""
+    peers = ApiClient.objects.filter(lab_id=client.lab_id, created_by=client.created_by
+                                     ).values_list("client_id", flat=True)
+    return SharedBudget(name=budget_name(client),
+                        members=frozenset({client.person, *(f"api:{c}" for c in peers)}),
+                        answerable=client.created_by)
 
 
 # --- registration -----------------------------------------------------------------------
@@ -130,7 +156,8 @@ def register_client(lab: Lab, name: str, scope_text: str, by: Actor
 
 
 def clients_of(lab_id: int) -> list[ApiClient]:
-    return list(ApiClient.objects.filter(lab_id=lab_id).order_by("revoked_at", "name"))
+    return list(ApiClient.objects.filter(lab_id=lab_id).select_related("lab")
+                .order_by("revoked_at", "name"))
 
 
 def client_of_lab(lab_id: int | None, client_id: str) -> ApiClient:
@@ -195,7 +222,13 @@ def _cool_off() -> int:
 
 
 def _failure_keys(client_id: str, address: str) -> list[tuple[str, int]]:
-    return [(f"coffre:api:fail:client:{digest(client_id)[:32]}",
+    """What failed authentications lock, for the cool-off time after the last one: this
+    client id from this address (a stale secret, or someone guessing it there), and this
+    address for every client id (a flood). Never a client id from everywhere: the id is
+    public, so anyone could lock a client out, while its 256-bit secret cannot be
+    guessed anyway. The address is the client's (coffre.serving.proxy.client_address):
+    behind a proxy not declared in COFFRE_TRUSTED_PROXIES, everyone shares one."""
+    return [(f"coffre:api:fail:pair:{digest(client_id + chr(31) + address)[:32]}",
              settings.COFFRE_LOGIN_ACCOUNT_FAILURES),
             (f"coffre:api:fail:addr:{digest(address)[:32]}",
              settings.COFFRE_LOGIN_ADDRESS_FAILURES)]
@@ -207,12 +240,25 @@ def _check_not_locked_out(client_id: str, address: str) -> None:
             raise ClientLockedOut(_cool_off())
 
 
-def _record_failure(client_id: str, address: str) -> None:
-    """Like the login lockout: per client id and per address, for the cool-off time after
-    the last failure."""
+def _bump(key: str) -> int:
+    count = (cache.get(key) or 0) + 1
+    cache.set(key, count, timeout=_cool_off())
+    return count
+
+
+def _record_failure(client_id: str, address: str, client: ApiClient | None) -> None:
+    """Count the failure per (client id, address) and per address; a registered
+    client's failures from every address are counted too, and named in the log when
+    they reach the address limit (its secret may have leaked, or it is being flooded)."""
     for key, _limit in _failure_keys(client_id, address):
-        cache.set(key, (cache.get(key) or 0) + 1, timeout=_cool_off())
+        _bump(key)
     logger.warning("failed API client authentication from %s", address or "?")
+    if client is not None:
+        failures = _bump(f"coffre:api:fail:client:{digest(client_id)[:32]}")
+        if failures == settings.COFFRE_LOGIN_ADDRESS_FAILURES:
+            logger.warning("API client %s: %s failed authentications within %s minutes; "
+                           "it is not locked (see the addresses above)", client.client_id,
+                           failures, _cool_off() // 60)
 
 
 # --- client credentials and tokens ------------------------------------------------------
@@ -226,7 +272,7 @@ def authenticate_client(client_id: str, secret: str, address: str = "") -> ApiCl
     expected = client.secret_hash if client else digest(secrets.token_hex(16))
     if not same_digest(digest(secret), expected) or client is None \
             or not client.active:
-        _record_failure(client_id, address)
+        _record_failure(client_id, address, client)
         raise ClientAuthFailed("invalid client credentials")
     return client
 
@@ -237,6 +283,7 @@ def issue_token(client: ApiClient, scope_text: str | None = None, address: str =
     (ScopeError if that asks for more than the client has). The issue is in the access
     log with the caller's address: a stolen secret used from elsewhere shows there."""
     count_hit("issue", client.client_id, tokens_per_minute())
+    count_hit("issue-by", budget_name(client), tokens_per_minute())
     granted = scope_grammar.parse(client.scopes)
     wanted = granted if not scope_text or not scope_text.strip() else scope_grammar.narrow(
         granted, scope_grammar.parse(scope_text))
@@ -256,7 +303,7 @@ def issue_token(client: ApiClient, scope_text: str | None = None, address: str =
 def authenticate_token(token: str) -> ApiPrincipal:
     """The principal of a live token; TokenRejected otherwise (one message for all)."""
     wanted = digest(token)
-    row = (AccessToken.objects.select_related("client")
+    row = (AccessToken.objects.select_related("client__lab")
            .filter(token_hash=wanted).first())
     if (row is None or not same_digest(row.token_hash, wanted)
             or row.revoked_at is not None or row.expires_at <= timezone.now()
@@ -266,11 +313,14 @@ def authenticate_token(token: str) -> ApiPrincipal:
         granted = scope_grammar.parse(row.scopes)
     except ScopeError:  # a type the API no longer serves: refuse rather than guess
         raise TokenRejected("the access token is invalid, expired or revoked") from None
-    return ApiPrincipal(row.client.client_id, row.client.lab_id, granted, wanted)
+    return ApiPrincipal(row.client.client_id, row.client.lab_id, granted,
+                        shared_budget(row.client))
 
 
 def throttle(principal: ApiPrincipal) -> None:
-    count_hit("call", principal.token_digest, rate_per_minute())
+    """Per client (a new token does not start afresh) and per registrant."""
+    count_hit("call", principal.client_id, rate_per_minute())
+    count_hit("call-by", principal.shared.name, rate_per_minute())
 
 
 def purge_expired(client: ApiClient | None = None) -> int:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from coffre.apiclients import services
 from coffre.apiclients.scopes import ScopeError
+from coffre.serving.proxy import client_address
 
 MAX_BODY = 4096
 
@@ -84,7 +85,7 @@ def _issue(request: HttpRequest) -> JsonResponse:
         raise OAuthError("unsupported_grant_type" if grant else "invalid_request",
                          "only grant_type=client_credentials is supported")
     client_id, secret, basic = _credentials(request)
-    address = request.META.get("REMOTE_ADDR", "")
+    address = client_address(request)
     try:
         client = services.authenticate_client(client_id, secret, address)
         issued = services.issue_token(client, request.POST.get("scope"), address)

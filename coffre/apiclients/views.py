@@ -22,10 +22,13 @@ def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,
     """The page; ``shown`` is a client and its secret, on this response only (never in a
     message, a redirect or a log)."""
     clients = services.clients_of(request.actor.lab_id)
+    shared = {c.pk: services.budget_name(c) for c in clients}
     locks = {lock.person: lock for lock in AccountLock.objects.filter(
         lab_id=request.actor.lab_id, unlocked_at__isnull=True,
-        person__in=[c.person for c in clients])}
-    rows = [{"client": c, "lock": locks.get(c.person)} for c in clients]
+        person__in=[c.person for c in clients] + list(shared.values()))}
+    # A client is locked on its own, or with every client its registrant registered.
+    rows = [{"client": c, "lock": locks.get(c.person) or locks.get(shared[c.pk])}
+            for c in clients]
     return render(request, "apiclients/clients.html", {
         "rows": rows, "shown": shown, "form": form or {"scopes": ALL_SCOPES},
         "types": sorted(RESOURCE_TYPES), "token_minutes": services.token_minutes()},

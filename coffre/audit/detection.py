@@ -6,6 +6,10 @@ the next request) until a manager unlocks it. Thresholds are per lab (AuditSetti
 defaulting by role; the soft ones rise with the account's usual level (twice its busiest
 hour of the last 30 days), the hard ones never do: a busy account that is stolen must
 still be stopped.
+
+An actor may also count in a shared budget (``Actor.shared``: the API clients one person
+registered in one lab), checked, alerted and locked the same way under its own name, so
+that ten clients do not read ten times as much as one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from django.utils.translation import gettext as _
 from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
 from coffre.labs.tenancy import Actor
+
+Budget = tuple[str, frozenset[str]]  # (the name locks and alerts use, the persons counted)
 
 READS = tuple(log.READ_ACTIONS)
 WINDOWS = (("10_minutes", dt.timedelta(minutes=10)), ("hour", dt.timedelta(hours=1)))
@@ -78,23 +84,34 @@ def _configured(actor: Actor, name: str) -> int:
                                                                                 1.0)))
 
 
-def thresholds(actor: Actor) -> Thresholds:
+def budgets(actor: Actor) -> list[Budget]:
+    """The budgets the actor's reads count in: the person's own, and the shared one."""
+    found = [(actor.person, frozenset({actor.person}))]
+    if actor.shared is not None:
+        found.append((actor.shared.name, actor.shared.members | {actor.person}))
+    return found
+
+
+def thresholds(actor: Actor, budget: Budget | None = None) -> Thresholds:
+    name, people = budget or (actor.person, frozenset({actor.person}))
     hard = {w: _configured(actor, f"hard_per_{w}") for w, _ in WINDOWS}
-    usual = usual_level(actor.person)
+    usual = usual_level(name, people)
     soft = {w: min(hard[w] - 1, max(_configured(actor, f"soft_per_{w}"), 2 * usual))
             for w, _ in WINDOWS}
     return Thresholds(soft, hard)
 
 
-def usual_level(person: str) -> int:
-    """The most distinct patients the person read in one hour over the last 30 days
-    (the current hour excluded); computed at most once an hour per process."""
+def usual_level(person: str, people: frozenset[str] | None = None) -> int:
+    """The most distinct patients the person (or the ``people`` of a shared budget) read
+    in one hour over the last 30 days (the current hour excluded); computed at most once
+    an hour per process."""
     cached = _usual_cache.get(person)
     if cached and time.monotonic() - cached[0] < 3600:
         return cached[1]
     now = timezone.now()
     rows = (AccessEvent.objects
-            .filter(person=person, action__in=READS, patient_id__isnull=False,
+            .filter(person__in=people or [person], action__in=READS,
+                    patient_id__isnull=False,
                     at__gte=now - dt.timedelta(days=30), at__lt=now - dt.timedelta(hours=1))
             .values_list("at", "patient_id"))
     per_hour: dict[tuple, set] = {}
@@ -105,10 +122,12 @@ def usual_level(person: str) -> int:
     return level
 
 
-def distinct_read(person: str) -> dict[str, int]:
-    """Distinct patients read by the person in each window (one indexed query)."""
+def distinct_read(person: str | frozenset[str]) -> dict[str, int]:
+    """Distinct patients read by the person (or these persons together) in each window
+    (one indexed query)."""
     now = timezone.now()
-    recent = AccessEvent.objects.filter(person=person, action__in=READS,
+    people = [person] if isinstance(person, str) else sorted(person)
+    recent = AccessEvent.objects.filter(person__in=people, action__in=READS,
                                         patient_id__isnull=False,
                                         at__gte=now - max(span for _, span in WINDOWS))
     counts = recent.aggregate(**{
@@ -127,56 +146,64 @@ def _locked_people() -> frozenset[str]:
 
 
 def ensure_not_locked(actor: Actor) -> None:
-    """Refuse a locked account. Web sessions of a locked user end at once (inactive
-    user); other channels within LOCKS_TTL seconds, at once in the locking process."""
-    if actor.person in _locked_people():
+    """Refuse a locked account, or an actor whose shared budget is locked. Web sessions
+    of a locked user end at once (inactive user); other channels within LOCKS_TTL
+    seconds, at once in the locking process."""
+    locked = _locked_people()
+    if actor.person in locked or (actor.shared is not None and actor.shared.name in locked):
         raise AccountLocked("this account is locked after unusual reading; a lab manager "
                             "must unlock it")
 
 
-def _local_count(actor: Actor, patient_ids: list) -> int:
-    """Distinct patients this process saw the account read in the last 10 minutes."""
+def _local_count(name: str, patient_ids: list) -> int:
+    """Distinct patients this process saw the budget read in the last 10 minutes."""
     now = time.monotonic()
-    seen = _recent.setdefault(actor.person, {})
+    seen = _recent.setdefault(name, {})
     for patient_id in patient_ids:
         seen[patient_id] = now
     recent = [pid for pid, at in seen.items() if now - at <= 600]
     if len(recent) < len(seen) // 2:
-        _recent[actor.person] = {pid: seen[pid] for pid in recent}
+        _recent[name] = {pid: seen[pid] for pid in recent}
     return len(recent)
 
 
-def _needs_count(actor: Actor, patient_ids: list) -> bool:
-    """Whether to count in the database now: every CHECK_EVERY reads of the account, or
-    at once when this process alone saw it reach the lowest hard threshold."""
-    local = _local_count(actor, patient_ids)
+def _needs_count(actor: Actor, name: str, patient_ids: list) -> bool:
+    """Whether to count the budget in the database now: every CHECK_EVERY reads, or at
+    once when this process alone saw it reach the lowest hard threshold."""
+    local = _local_count(name, patient_ids)
     hard = min(_configured(actor, f"hard_per_{w}") for w, _ in WINDOWS)
-    done = _reads_since_check.get(actor.person, 0) + 1
+    done = _reads_since_check.get(name, 0) + 1
     if done < CHECK_EVERY and local < hard:
-        _reads_since_check[actor.person] = done
+        _reads_since_check[name] = done
         return False
-    _reads_since_check[actor.person] = 0
+    _reads_since_check[name] = 0
     return True
 
 
 def observe(actor: Actor, patient_ids: list) -> None:
     """Called after each logged read: alert, or lock and stop this request."""
-    if not _needs_count(actor, patient_ids):
+    for budget in budgets(actor):
+        _observe(actor, budget, patient_ids)
+
+
+def _observe(actor: Actor, budget: Budget, patient_ids: list) -> None:
+    name, people = budget
+    if not _needs_count(actor, name, patient_ids):
         return
-    counts = distinct_read(actor.person)
-    limits = thresholds(actor)
+    counts = distinct_read(people)
+    limits = thresholds(actor, budget)
     over_hard = [w for w, n in counts.items() if n >= limits.hard[w]]
     if over_hard:
         window = over_hard[0]
         lock(actor, _("%(count)s patients distincts lus en %(window)s (limite %(hard)s)") % {
             "count": counts[window], "window": WINDOW_LABELS[window],
-            "hard": limits.hard[window]})
+            "hard": limits.hard[window]}, person=name)
         raise AccountLocked("this account has been locked after reading too many patients; "
                             "the data-protection officer has been alerted")
     over_soft = [w for w, n in counts.items() if n >= limits.soft[w]]
     if over_soft:
         window = over_soft[0]
-        alerts.raise_once(actor.lab_id, AlertKind.MASS_READING, actor.person,
+        alerts.raise_once(actor.lab_id, AlertKind.MASS_READING, name,
                           _("%(count)s patients distincts lus en %(window)s (alerte à "
                             "%(soft)s, verrouillage à %(hard)s)") % {
                               "count": counts[window], "window": WINDOW_LABELS[window],
@@ -184,15 +211,21 @@ def observe(actor: Actor, patient_ids: list) -> None:
                           within=dt.timedelta(hours=1))
 
 
-def lock(actor: Actor, reason: str) -> None:
+def lock(actor: Actor, reason: str, *, person: str = "") -> None:
+    """Lock the actor's account, or ``person`` (the name of its shared budget). The lock
+    records who answers for the actor (the registrant of an API client): they may not
+    lift it."""
     global _locked
-    AccountLock.objects.create(person=actor.person, lab_id=actor.lab_id, reason=reason)
+    person = person or actor.person
+    answerable = actor.shared.answerable if actor.shared is not None else ""
+    AccountLock.objects.create(person=person, lab_id=actor.lab_id, reason=reason,
+                               answerable=answerable)
     _locked = None
-    if actor.channel == "web":
+    if actor.channel == "web" and person == actor.person:
         # Inactive users are refused by Django's auth backend on their next request,
         # which ends every session of the account at once.
         get_user_model().objects.filter(username=actor.person).update(is_active=False)
-    alerts.raise_alert(actor.lab_id, AlertKind.ACCOUNT_LOCKED, actor.person, reason)
+    alerts.raise_alert(actor.lab_id, AlertKind.ACCOUNT_LOCKED, person, reason)
 
 
 def open_locks(lab_id: int) -> list[AccountLock]:
@@ -202,18 +235,19 @@ def open_locks(lab_id: int) -> list[AccountLock]:
 
 
 class SelfUnlock(PermissionError):
-    """Nobody lifts their own lock."""
+    """Nobody lifts their own lock, nor that of the API clients they registered."""
 
 
 def unlock(person: str, by: Actor, lab_id: int | None = None) -> int:
     """Lift the person's open locks (of one lab when given); returns how many. The web
     account is reactivated only when no lock of the person remains. Recorded in the log."""
     global _locked
-    if by.person == person:
-        raise SelfUnlock("an account cannot be unlocked by the person it belongs to")
     locks = AccountLock.objects.filter(person=person, unlocked_at__isnull=True)
     if lab_id is not None:
         locks = locks.filter(lab_id=lab_id)
+    if by.person == person or locks.filter(answerable=by.person).exists():
+        raise SelfUnlock("an account cannot be unlocked by the person it belongs to or "
+                         "who answers for it")
     lifted = locks.update(unlocked_by=by.person, unlocked_at=timezone.now())
     _locked = None
     if lifted:

@@ -69,13 +69,16 @@ class Alert(models.Model):
 
 
 class AccountLock(models.Model):
-    """A person (web user, ``os:<user>`` of the CLI, ``api:<client>``) locked by the
-    mass-reading detection until a manager unlocks them."""
+    """A person (web user, ``os:<user>`` of the CLI, ``api:<client>``, or the shared
+    budget ``api-by:<registrant>@<FINESS>`` of the API clients one person registered in
+    one lab) locked by the mass-reading detection until a manager unlocks them."""
 
     person = models.CharField(max_length=150, db_index=True)
     lab_id = models.IntegerField(null=True)
     locked_at = models.DateTimeField(default=timezone.now)
     reason = models.CharField(max_length=300)
+    # Who answers for the locked person (an API client's registrant): not them either.
+    answerable = models.CharField(max_length=150, blank=True, default="")
     unlocked_by = models.CharField(max_length=150, blank=True)
     unlocked_at = models.DateTimeField(null=True)
 

@@ -23,6 +23,7 @@ from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.fhir.outcome import FhirError, outcome
 from coffre.lab.permissions import NotAllowed
 from coffre.labs import rls
+from coffre.serving.proxy import client_address
 
 __all__ = ["ApiPrincipal", "ApiRefused", "fhir_endpoint", "require_scope"]
 
@@ -109,7 +110,7 @@ def fhir_endpoint(resource: str, access: str) -> Callable[[View], View]:
                 require_scope(principal, resource, access)
                 _throttle(principal)
                 request.api = principal
-                request.actor = principal.actor(request.META.get("REMOTE_ADDR", ""))
+                request.actor = principal.actor(client_address(request))
                 rls.limit_to([principal.lab_id])  # the database's own check (PostgreSQL)
                 ensure_not_locked(request.actor)
                 return view(request, *args, **kwargs)

@@ -8,7 +8,14 @@ import json
 
 from coffre.fhir.create import CREATORS
 from coffre.fhir.resources import INS_NIR_SYSTEM, LOINC
-from coffre.fhir.routes import FHIR_VERSION, ID_DOC, MAX_BODY, READ_TYPES, search_params
+from coffre.fhir.routes import (
+    FHIR_VERSION,
+    ID_DOC,
+    MAX_BODY,
+    READ_TYPES,
+    content_note,
+    search_params,
+)
 from coffre.fhir.service import SEARCHERS
 
 FHIR_JSON = "application/fhir+json"
@@ -47,10 +54,16 @@ EXAMPLES = {"Patient": PATIENT_EXAMPLE, "ServiceRequest": SERVICE_REQUEST_EXAMPL
 
 
 def _resource_schema(resource_type: str) -> dict:
+    note = content_note(resource_type)
     return {"type": "object", "required": ["resourceType"],
             "properties": {"resourceType": {"type": "string", "enum": [resource_type]}},
             "description": f"A FHIR R4 {resource_type} (http://hl7.org/fhir/R4/"
-                           f"{resource_type.lower()}.html)"}
+                           f"{resource_type.lower()}.html)" + (f"; {note}" if note else "")}
+
+
+def _scope_text(resource_type: str) -> str:
+    note = content_note(resource_type)
+    return f"read {resource_type}" + (f" ({note})" if note else "")
 
 
 def _content(schema: dict, example: dict | None = None) -> dict:
@@ -73,6 +86,8 @@ def _search(resource_type: str) -> dict:
                   for p in search_params(resource_type)]
     return {"operationId": f"search{resource_type}", "tags": [resource_type],
             "summary": f"Search {resource_type} (a searchset Bundle, paged)",
+            **({"description": f"Scopes apply to the content: {content_note(resource_type)}"}
+               if content_note(resource_type) else {}),
             "parameters": parameters, "security": [{"bearer": []}],
             "responses": {**_ok("Bundle"), **ERRORS}}
 
@@ -92,6 +107,8 @@ def _read(resource_type: str) -> dict:
     return {"get": {
         "operationId": f"read{resource_type}", "tags": [resource_type],
         "summary": f"Read a {resource_type}",
+        **({"description": f"Scopes apply to the content: {content_note(resource_type)}"}
+           if content_note(resource_type) else {}),
         "parameters": [{"name": "id", "in": "path", "required": True,
                         "description": ID_DOC[resource_type], "schema": {"type": "string"}}],
         "security": [{"bearer": []}], "responses": {**_ok(resource_type), **ERRORS}}}
@@ -147,7 +164,7 @@ def document(base: str = "/fhir/") -> dict:
                     "tokenUrl": f"{server}/fhir/auth/token",
                     "scopes": {"system/*.read": "read everything of the lab",
                                "system/*.write": "create patients and orders",
-                               **{f"system/{t}.read": f"read {t}" for t in READ_TYPES},
+                               **{f"system/{t}.read": _scope_text(t) for t in READ_TYPES},
                                **{f"system/{t}.write": f"create {t}" for t in CREATORS}}}}}},
         },
     }

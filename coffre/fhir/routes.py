@@ -60,13 +60,37 @@ SEARCH: dict[str, tuple[Param, ...]] = {
     ),
 }
 COMMON = (
-    Param("_count", "number", f"page size (default {DEFAULT_COUNT}, at most {MAX_COUNT})"),
+    Param("_count", "number", f"page size (default {DEFAULT_COUNT}, at most {MAX_COUNT}; "
+                              "0 for the total alone)"),
     Param("_offset", "number", "index of the first match of the page (the next link "
                                "carries it)"),
+    Param("_summary", "token", "count: the total alone, no entries (as _count=0)"),
 )
 READ_TYPES = ("Patient", "Practitioner", "Organization", "ServiceRequest", "Specimen",
               "Observation", "DiagnosticReport")
 CREATE_TYPES = ("Patient", "ServiceRequest")
+# Scopes apply to what an answer contains, not only to its type: an element that shows
+# the content of other types is given only to a token that may read them too, and left
+# out otherwise (docs/fhir-api.md, "Scopes and content"). The compte rendu PDF shows the
+# patient's identity (NIR, names, birth date, sex), the results and the prescriber.
+# Nothing else carries another type's content: references name ids only (no display of
+# a Patient, no contained resource).
+CONTENT_SCOPES: dict[tuple[str, str], frozenset[str]] = {
+    ("DiagnosticReport", "presentedForm"): frozenset({"Patient", "Observation",
+                                                      "ServiceRequest"}),
+}
+
+
+def content_allowed(resource_type: str, element: str, readable: frozenset[str]) -> bool:
+    """Whether a token that may read the ``readable`` types gets this element."""
+    return CONTENT_SCOPES.get((resource_type, element), frozenset()) <= readable
+
+
+def content_note(resource_type: str) -> str:
+    """What a token needs beyond ``<Type>.read`` for each element of CONTENT_SCOPES."""
+    return "; ".join(f"{element} only with {', '.join(f'system/{t}.read' for t in sorted(needs))}"
+                     for (kind, element), needs in CONTENT_SCOPES.items()
+                     if kind == resource_type)
 ID_DOC = {
     "Patient": "the patient's id (UUID)",
     "Practitioner": "the RPPS number (11 digits) of a prescriber of the lab's orders",

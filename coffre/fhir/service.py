@@ -1,9 +1,12 @@
 """Read and search: plain functions taking an Actor, returning FHIR resources (dicts).
 
 Every value comes through the access layers (coffre.identity.access, coffre.lab.access,
-coffre.lab.reports), which scope the query to the actor's lab and log each read. An id
-of another lab is answered exactly as an unknown id: 404, nothing confirmed. Messages
-name the parameter and the rule, never the submitted value.
+coffre.lab.reports), which scope the query to the actor's lab and log each read. A
+search about one patient is itself a read of that patient, whatever its page holds (a
+total, an empty answer): ``search`` records it. An id of another lab is answered
+exactly as an unknown id: 404, nothing confirmed. ``readable`` is the set of types the
+token may read: elements showing another type's content follow routes.CONTENT_SCOPES.
+Messages name the parameter and the rule, never the submitted value.
 """
 
 from __future__ import annotations
@@ -17,11 +20,24 @@ from urllib.parse import urlencode
 
 from django.utils import timezone
 
+from coffre.audit import log
 from coffre.fhir import resources as fr
 from coffre.fhir.outcome import FhirError
-from coffre.fhir.routes import DEFAULT_COUNT, MAX_COUNT, MAX_OFFSET, search_params
+from coffre.fhir.routes import (
+    DEFAULT_COUNT,
+    MAX_COUNT,
+    MAX_OFFSET,
+    content_allowed,
+    search_params,
+)
 from coffre.identity import french
-from coffre.identity.access import PatientNotFound, SearchError, access_patient, find_patients
+from coffre.identity.access import (
+    PatientNotFound,
+    SearchError,
+    access_patient,
+    find_patients,
+    patients_for,
+)
 from coffre.lab import catalogue
 from coffre.lab.access import (
     OrderNotFound,
@@ -42,6 +58,7 @@ from coffre.labs.tenancy import Actor
 
 S = ResultState
 Query = Mapping[str, Sequence[str]]  # a QueryDict's lists: name -> values
+Readable = frozenset[str]  # the FHIR types the token may read
 
 
 def not_found(resource_type: str) -> FhirError:
@@ -61,14 +78,14 @@ def _uuid(text: str, resource_type: str) -> uuid.UUID:
 
 # --- read -------------------------------------------------------------------------------
 
-def read_patient(actor: Actor, resource_id: str) -> dict:
+def read_patient(actor: Actor, resource_id: str, readable: Readable) -> dict:
     try:
         return fr.patient_resource(access_patient(actor, _uuid(resource_id, "Patient")))
     except PatientNotFound:
         raise not_found("Patient") from None
 
 
-def read_practitioner(actor: Actor, resource_id: str) -> dict:
+def read_practitioner(actor: Actor, resource_id: str, readable: Readable) -> dict:
     """A prescriber known to the lab's orders (by the prescriber blind index; the
     name is sealed under each patient's key, so it is not given here)."""
     try:
@@ -80,7 +97,7 @@ def read_practitioner(actor: Actor, resource_id: str) -> dict:
     return fr.practitioner_resource(rpps)
 
 
-def read_organization(actor: Actor, resource_id: str) -> dict:
+def read_organization(actor: Actor, resource_id: str, readable: Readable) -> dict:
     lab = Lab.objects.filter(pk=actor.lab_id, finess=resource_id).first()
     if lab is None:
         raise not_found("Organization")
@@ -94,18 +111,18 @@ def _order_view(actor: Actor, resource_id: str, resource_type: str):
         raise not_found(resource_type) from None
 
 
-def read_service_request(actor: Actor, resource_id: str) -> dict:
+def read_service_request(actor: Actor, resource_id: str, readable: Readable) -> dict:
     return fr.service_request_resource(_order_view(actor, resource_id, "ServiceRequest"))
 
 
-def read_specimen(actor: Actor, resource_id: str) -> dict:
+def read_specimen(actor: Actor, resource_id: str, readable: Readable) -> dict:
     rows = specimen_rows(actor, specimen_id=_uuid(resource_id, "Specimen"))
     if not rows:
         raise not_found("Specimen")
     return fr.specimen_resource(rows[0], rows[0].order)
 
 
-def read_observation(actor: Actor, resource_id: str) -> dict:
+def read_observation(actor: Actor, resource_id: str, readable: Readable) -> dict:
     try:
         view = result_view(actor, _uuid(resource_id, "Observation"))
     except OrderNotFound:
@@ -113,17 +130,20 @@ def read_observation(actor: Actor, resource_id: str) -> dict:
     return fr.observation_resource(view, view.result.patient_id)
 
 
-def _report(actor: Actor, view) -> dict:
+def _report(actor: Actor, view, readable: Readable) -> dict:
+    """The report; its PDF (identity, results, prescriber) only for a token that may read
+    all of those: otherwise it is neither built nor printed."""
     reported = [v for v in view.results if v.state in fr.REPORTED]
-    pdf = report_pdf(actor, view.order.id) if has_reportable_results(view) else None
+    pdf = (report_pdf(actor, view.order.id) if has_reportable_results(view)
+           and content_allowed("DiagnosticReport", "presentedForm", readable) else None)
     return fr.diagnostic_report_resource(view, [str(v.id) for v in reported], pdf)
 
 
-def read_diagnostic_report(actor: Actor, resource_id: str) -> dict:
-    return _report(actor, _order_view(actor, resource_id, "DiagnosticReport"))
+def read_diagnostic_report(actor: Actor, resource_id: str, readable: Readable) -> dict:
+    return _report(actor, _order_view(actor, resource_id, "DiagnosticReport"), readable)
 
 
-READERS: dict[str, Callable[[Actor, str], dict]] = {
+READERS: dict[str, Callable[[Actor, str, Readable], dict]] = {
     "Patient": read_patient, "Practitioner": read_practitioner,
     "Organization": read_organization, "ServiceRequest": read_service_request,
     "Specimen": read_specimen, "Observation": read_observation,
@@ -131,12 +151,12 @@ READERS: dict[str, Callable[[Actor, str], dict]] = {
 }
 
 
-def read(actor: Actor, resource_type: str, resource_id: str) -> dict:
+def read(actor: Actor, resource_type: str, resource_id: str, *, readable: Readable) -> dict:
     if resource_type not in READERS:
         raise FhirError(404, "not-found", "unknown resource type")
     if len(resource_id) > 64:
         raise not_found(resource_type)
-    return fr.validate(READERS[resource_type](actor, resource_id))
+    return fr.validate(READERS[resource_type](actor, resource_id, readable))
 
 
 # --- search parameters -----------------------------------------------------------------
@@ -298,8 +318,12 @@ def _statuses(value: str, allowed: set[str] | dict, resource_type: str) -> set[s
 # --- search -----------------------------------------------------------------------------
 
 def _page(params: dict[str, list[str]]) -> tuple[int, int]:
-    return (_int_param(params, "_offset", 0, MAX_OFFSET),
-            _int_param(params, "_count", DEFAULT_COUNT, MAX_COUNT))
+    """(offset, count); _summary=count asks for the total alone, as _count=0 does."""
+    summary = params.get("_summary", [""])[0].strip()
+    if summary and summary != "count":
+        raise invalid("_summary: only count is supported (the total, without entries)")
+    count = 0 if summary else _int_param(params, "_count", DEFAULT_COUNT, MAX_COUNT)
+    return _int_param(params, "_offset", 0, MAX_OFFSET), count
 
 
 def bundle(base: str, resource_type: str, params: dict[str, list[str]], total: int,
@@ -313,7 +337,7 @@ def bundle(base: str, resource_type: str, params: dict[str, list[str]], total: i
                 "url": f"{base}{resource_type}?{urlencode(query, doseq=True)}"}
 
     links = [link("self", offset)]
-    if offset + count < total:
+    if count and offset + count < total:  # a count-only answer has no page to follow
         links.append(link("next", offset + count))
     return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links,
             "entry": [{"fullUrl": f"{base}{r['resourceType']}/{r['id']}",
@@ -330,7 +354,8 @@ def _telecom(value: str) -> dict[str, str]:
     return {system: number}
 
 
-def search_patient(actor: Actor, params: dict[str, list[str]]) -> tuple[int, list[dict]]:
+def search_patient(actor: Actor, params: dict[str, list[str]], readable: Readable
+                   ) -> tuple[int, list[dict]]:
     one = {k: v[0] for k, v in params.items() if not k.startswith("_")}
     telecoms = [k for k in ("telecom", "phone", "email") if k in one]
     kinds = [kind for kind, given in (
@@ -385,7 +410,7 @@ def observation_filter(params: dict[str, list[str]]) -> ResultFilter:
                         since=since, until=until, corrected=corrected)
 
 
-def search_observation(actor: Actor, params: dict[str, list[str]]
+def search_observation(actor: Actor, params: dict[str, list[str]], readable: Readable
                        ) -> tuple[int, list[dict]]:
     patient_id = _patient_param(params)
     wanted = observation_filter(params)
@@ -407,7 +432,7 @@ def _report_matches(order, states: tuple[frozenset[str], bool], since, until,
     return True
 
 
-def search_diagnostic_report(actor: Actor, params: dict[str, list[str]]
+def search_diagnostic_report(actor: Actor, params: dict[str, list[str]], readable: Readable
                              ) -> tuple[int, list[dict]]:
     patient_id = _patient_param(params)
     since, until = date_range(params.get("date", []))
@@ -419,11 +444,11 @@ def search_diagnostic_report(actor: Actor, params: dict[str, list[str]]
     matching = [o for o in orders if _report_matches(o, states.get(o.id, (frozenset(), False)),
                                                      since, until, codes, statuses)]
     offset, count = _page(params)
-    return len(matching), [_report(actor, access_order(actor, o.id))
+    return len(matching), [_report(actor, access_order(actor, o.id), readable)
                            for o in matching[offset:offset + count]]
 
 
-def search_service_request(actor: Actor, params: dict[str, list[str]]
+def search_service_request(actor: Actor, params: dict[str, list[str]], readable: Readable
                            ) -> tuple[int, list[dict]]:
     orders = patient_orders(actor, _patient_param(params))
     offset, count = _page(params)
@@ -431,23 +456,44 @@ def search_service_request(actor: Actor, params: dict[str, list[str]]
                          for o in orders[offset:offset + count]]
 
 
-def search_specimen(actor: Actor, params: dict[str, list[str]]) -> tuple[int, list[dict]]:
+def search_specimen(actor: Actor, params: dict[str, list[str]], readable: Readable
+                    ) -> tuple[int, list[dict]]:
     rows = specimen_rows(actor, patient_id=_patient_param(params))
     offset, count = _page(params)
     return len(rows), [fr.specimen_resource(s, s.order) for s in rows[offset:offset + count]]
 
 
-SEARCHERS: dict[str, Callable[[Actor, dict[str, list[str]]], tuple[int, list[dict]]]] = {
+Searcher = Callable[[Actor, dict[str, list[str]], Readable], tuple[int, list[dict]]]
+SEARCHERS: dict[str, Searcher] = {
     "Patient": search_patient, "Observation": search_observation,
     "DiagnosticReport": search_diagnostic_report,
     "ServiceRequest": search_service_request, "Specimen": search_specimen,
 }
+# Searches within one patient, and the kind of data their access entry names. (Patient
+# searches are recorded by identity.access.find_patients: every match, whatever the
+# page.)
+PATIENT_SEARCH_KINDS = {"Observation": "results", "DiagnosticReport": "report",
+                        "ServiceRequest": "order", "Specimen": "specimen"}
 
 
-def search(actor: Actor, resource_type: str, query: Query, base: str) -> dict:
+def record_search(actor: Actor, resource_type: str, params: dict[str, list[str]]) -> None:
+    """A search about one patient reads that patient whatever its page holds: its total
+    (``_count=0``, ``_summary=count``) and even an empty answer ("no such test") tell
+    something. One entry naming the patient, counted by the mass-reading detection; a
+    patient the lab does not have is recorded as not found, as identity.access does."""
+    patient_id = _patient_param(params)
+    known = patients_for(actor).filter(id=patient_id).exists()
+    log.record(actor, "search", [patient_id], kind=PATIENT_SEARCH_KINDS[resource_type],
+               outcome="ok" if known else "not_found")
+
+
+def search(actor: Actor, resource_type: str, query: Query, base: str, *,
+           readable: Readable) -> dict:
     if resource_type not in SEARCHERS:
         raise FhirError(404, "not-found", "unknown resource type or no search for it")
     params = check_params(resource_type, query)
     offset, count = _page(params)
-    total, resources = SEARCHERS[resource_type](actor, params)
+    total, resources = SEARCHERS[resource_type](actor, params, readable)
+    if resource_type in PATIENT_SEARCH_KINDS:
+        record_search(actor, resource_type, params)  # even when the page is empty
     return fr.validate(bundle(base, resource_type, params, total, resources, offset, count))

@@ -67,7 +67,8 @@ def type_view(resource_type: str) -> View:
     @answers_fhir
     def search(request: HttpRequest) -> HttpResponse:
         return fhir_response(service.search(request.actor, resource_type,
-                                            dict(request.GET.lists()), base_url(request)))
+                                            dict(request.GET.lists()), base_url(request),
+                                            readable=request.api.readable()))
 
     @answers_fhir
     def post(request: HttpRequest) -> HttpResponse:
@@ -94,7 +95,8 @@ def type_view(resource_type: str) -> View:
 def instance_view(resource_type: str) -> View:
     @answers_fhir
     def read(request: HttpRequest, resource_id: str) -> HttpResponse:
-        return fhir_response(service.read(request.actor, resource_type, resource_id))
+        return fhir_response(service.read(request.actor, resource_type, resource_id,
+                                          readable=request.api.readable()))
 
     read_view = fhir_endpoint(resource_type, "read")(read)
 

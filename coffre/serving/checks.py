@@ -97,6 +97,26 @@ def https() -> Iterator[Item]:
         yield _ok("https", "TLS at the reverse proxy, secure cookies, HSTS")
 
 
+def client_address() -> Iterator[Item]:
+    """Behind a proxy, lockouts, rate limits and the access log need the client's address,
+    not the proxy's (coffre.serving.proxy)."""
+    from coffre.serving.proxy import describe
+
+    trusted = settings.COFFRE_TRUSTED_PROXIES
+    if trusted:
+        yield _ok("client address", f"X-Forwarded-For believed from {describe(trusted)}")
+    elif settings.COFFRE_BEHIND_PROXY:
+        yield _fail("client address", "COFFRE_BEHIND_PROXY is set but COFFRE_TRUSTED_PROXIES "
+                                      "is not: every client has the proxy's address, so a "
+                                      "flood of failed logins or token requests from one "
+                                      "locks out all, they share one address in the access "
+                                      "log",
+                    "set COFFRE_TRUSTED_PROXIES=127.0.0.1,::1 for the proxy on this host "
+                    "(docs/deploy.md), or the proxies' addresses, or their number")
+    else:
+        yield _ok("client address", "REMOTE_ADDR (no proxy trusted)")
+
+
 def key_provider() -> Iterator[Item]:
     from coffre.vault import ENV_VAR
 
@@ -297,8 +317,8 @@ def static_files() -> Iterator[Item]:
 
 
 CHECKS: tuple[Callable[[], Iterator[Item]], ...] = (
-    django_deploy, https, key_provider, database, blind_indexes, redis, mail, home,
-    static_files)
+    django_deploy, https, client_address, key_provider, database, blind_indexes, redis,
+    mail, home, static_files)
 
 
 def run() -> list[Item]:
