@@ -295,7 +295,13 @@ def test_a_file_from_an_export_is_attributed_to_that_export(tmp_path, people, la
     assert evidence.kind == "watermark" and evidence.detail["export_id"] == export.pk
     assert evidence.rows == export_marks(text) and evidence.strength == "conclusive"
     assert evidence.detail["requested_by"] == "sam" and evidence.detail["approved_by"] == "maud"
-    assert evidence.detail["recipient"] == "Éditeur X"
+    # The export's sealed purpose and recipient are not copied in clear into the report
+    # (a breach record keeps it in clear); the DPO's text opens the recipient when shown.
+    assert not {"recipient", "purpose"} & set(evidence.detail)
+    assert "Éditeur X" not in json.dumps(report.to_dict(), ensure_ascii=False)
+    from coffre.breach.notifications import evidence_text
+
+    assert "destinataire : Éditeur X" in evidence_text(evidence)
     assert "does not show who disclosed it" in evidence.statement
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from coffre import config
 from coffre.audit.models import AccessEvent, AccountLock, AuditSettings
 from coffre.exports import services
-from coffre.exports.models import ExportState
+from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
 from coffre.labs.tenancy import Actor
@@ -319,3 +319,50 @@ def test_formula_values_are_neutralised_in_the_csv(lab_a, patients, keys):
             assert not cell.startswith(("+", "-")) or re.fullmatch(r"[+-]\d+", cell), cell
     # The watermark rows still name the export once neutralised cells are read back.
     assert services.attribute(decrypted(export, keys[0])) == export.pk
+
+
+# --- item 13: the purpose and the recipient are sealed ----------------------------------
+
+def test_the_purpose_and_recipient_are_sealed_in_the_database(lab_a, patients, keys):
+    from django.db import connection
+
+    export = services.request_export(
+        lab_a, purpose="Dossier de Claire Lefèvre : suivi VIH, transmission au CHU",
+        recipient="Dr Morvan pour Claire Lefèvre", recipient_key=keys[1], fields="nir",
+        period_from=TODAY, period_to=TODAY, requested_by="sam")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM exports_exportrequest WHERE id = %s", [export.pk])
+        row = cursor.fetchone()
+    stored = b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
+                      for v in row)
+    for clear in ("Lefèvre", "VIH", "Morvan"):
+        assert clear.encode() not in stored
+    opened = services.texts(ExportRequest.objects.get(pk=export.pk))
+    assert (opened.purpose, opened.recipient) == (
+        "Dossier de Claire Lefèvre : suivi VIH, transmission au CHU",
+        "Dr Morvan pour Claire Lefèvre")
+    # Bound to its row: a sealed purpose copied onto another request does not open.
+    other = ask(lab_a, keys[1])
+    ExportRequest.objects.filter(pk=other.pk).update(
+        purpose=ExportRequest.objects.get(pk=export.pk).purpose)
+    with pytest.raises(DecryptionError):
+        services.texts(ExportRequest.objects.get(pk=other.pk))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_seals_the_purposes_already_stored(vault, lab_a, keys):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("exports", "0002_exportrequest_format")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("exports", "ExportRequest")
+    row = old.objects.create(lab_id=lab_a.id, purpose="Dossier de Yann Quéméneur",
+                             recipient="Dr Morvan", recipient_key=keys[1], fields="nir",
+                             period_from=TODAY, period_to=TODAY, requested_by="os:x")
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    export = ExportRequest.objects.get(pk=row.pk)
+    assert "Quéméneur".encode() not in bytes(export.purpose)
+    assert services.texts(export) == services.Texts("Dossier de Yann Quéméneur", "Dr Morvan")

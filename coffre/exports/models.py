@@ -1,6 +1,7 @@
-"""Export requests and the fingerprints of their watermark rows. Operational values only:
-no patient value is ever stored here (the watermark rows are synthetic, and only their
-keyed fingerprints are kept)."""
+"""Export requests and the fingerprints of their watermark rows. No patient value is
+stored here in clear: the purpose and the recipient, free text that can name a patient or
+a diagnosis, are sealed (coffre.exports.sealing); the watermark rows are synthetic, and
+only their keyed fingerprints are kept."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ class ExportFormat(models.TextChoices):
 
 class ExportRequest(models.Model):
     lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT, related_name="+")
-    purpose = models.TextField()  # why: not patient data, kept in clear for the DPO
-    recipient = models.CharField(max_length=200)
+    purpose = models.BinaryField(default=b"")  # sealed (coffre.exports.sealing)
+    recipient = models.BinaryField(default=b"")  # sealed
     recipient_key = models.CharField(max_length=200)  # age X25519 public key
     fields = models.CharField(max_length=400)  # registry CSV columns, comma-separated
     format = models.CharField(max_length=8, choices=ExportFormat.choices,

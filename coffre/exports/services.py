@@ -4,8 +4,9 @@ request -> approve (a second person: DPO above the lab's threshold, lab manager 
 otherwise) -> run (only the requested fields of only the covered patients, watermark
 rows mixed in, the CSV or FHIR NDJSON encrypted to the recipient's age key line by line
 as it is produced: no clear copy on disk, one patient's values in memory at a time) ->
-fetch (copied out, deleted from staging) or purge (deleted at expiry). The CSV's cells
-are neutralised so a spreadsheet runs none as a formula (coffre.spreadsheet).
+fetch (copied out, deleted from staging) or purge (deleted at expiry). The purpose and
+the recipient are sealed (coffre.exports.sealing); the CSV's cells are neutralised so a
+spreadsheet runs none as a formula (coffre.spreadsheet).
 
 Audit: one entry per exported patient, action "export", role "export", channel "cli",
 the purpose sealed as "export <id>: <purpose>". They are appended to the chain directly
@@ -27,6 +28,7 @@ import secrets
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +42,7 @@ from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
+from coffre.exports import sealing
 from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
 from coffre.identity import synthetic
 from coffre.identity.access import patients_for
@@ -126,15 +129,30 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
             raise ExportError("the patient list holds something that is not a UUID") from None
         if not ids:
             raise ExportError("the patient list is empty")
-    export = ExportRequest(lab=lab, purpose=purpose.strip(), recipient=recipient.strip(),
-                           recipient_key=key, fields=",".join(names),
+    export = ExportRequest(lab=lab, recipient_key=key, fields=",".join(names),
                            period_from=period_from, period_to=period_to, patient_ids=ids,
                            requested_by=requested_by, format=format)
     export.size_estimate = covered(export, _runner(lab)).count()
+    sealing.ensure_key()  # not inside the transaction: a rollback would orphan a new key
     with transaction.atomic():
-        export.save()
+        export.save()  # the sealed texts are bound to the id
+        export.purpose = sealing.seal("purpose", export.pk, purpose.strip())
+        export.recipient = sealing.seal("recipient", export.pk, recipient.strip())
+        export.save(update_fields=["purpose", "recipient"])
         _log_step(export, "export_request", requested_by, channel, address)
     return export
+
+
+@dataclass(frozen=True)
+class Texts:
+    purpose: str
+    recipient: str
+
+
+def texts(export: ExportRequest) -> Texts:
+    """The request's purpose and recipient, opened (in memory only)."""
+    return Texts(sealing.open_text("purpose", export.pk, export.purpose),
+                 sealing.open_text("recipient", export.pk, export.recipient))
 
 
 def _check_format(fmt: str, fields: list[str]) -> None:
@@ -407,8 +425,8 @@ def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
     entry = {"at": at, "person": actor.person, "role": EXPORT_ROLE, "channel": actor.channel,
              "lab_id": actor.lab_id, "action": "export", "kind": "export",
              "address": actor.address, "outcome": "ok",
-             "purpose": seal_text(f"export {export.pk}: {export.purpose} (requested by "
-                                  f"{export.requested_by}, approved by "
+             "purpose": seal_text(f"export {export.pk}: {texts(export).purpose} (requested "
+                                  f"by {export.requested_by}, approved by "
                                   f"{export.approved_by})", "purpose")}
     for start in range(0, len(ids), 5000):
         chain.append([{**entry, "patient_id": pid} for pid in ids[start:start + 5000]])
@@ -474,8 +492,8 @@ def listing(lab: Lab) -> list[dict]:
     def iso(value):
         return value.isoformat() if value else None
 
-    return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": e.purpose,
-             "recipient": e.recipient, "fields": e.field_list(), "format": e.format,
+    return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": texts(e).purpose,
+             "recipient": texts(e).recipient, "fields": e.field_list(), "format": e.format,
              "from": e.period_from.isoformat(), "to": e.period_to.isoformat(),
              "explicit_patients": e.patient_ids is not None,
              "size_estimate": e.size_estimate, "requested_by": e.requested_by,

@@ -108,7 +108,10 @@ def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
 
 
 def _row(export: ExportRequest) -> dict:
+    """What a page shows of a request; its purpose and recipient opened (sealed at rest)."""
+    texts = services.texts(export)
     return {"export": export, "state": state_label(export.state),
+            "purpose": texts.purpose, "recipient": texts.recipient,
             "fields": [str(FIELD_LABELS.get(f, f)) for f in export.field_list()],
             "format": str(FORMAT_LABELS.get(export.format, export.format))}
 
