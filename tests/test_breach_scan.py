@@ -29,7 +29,7 @@ from coffre.identity.synthetic import generate_patients
 from coffre.keyring import services as keyring
 from coffre.labs.tenancy import Actor
 from coffre.vault import decrypt_with, new_recipient_identity
-from tests.conftest import member
+from tests.conftest import member, sign
 
 # A leaked file's own names for the registry columns, in its own order.
 RENAMED = {"tel_portable": "phone", "NOM": "birth_name", "Prénom(s)": "first_names",
@@ -277,7 +277,7 @@ def test_a_file_from_an_export_is_attributed_to_that_export(tmp_path, people, la
         recipient_key=recipient, fields="nir,birth_name,first_names,birth_date,phone",
         period_from=today - dt.timedelta(days=1), period_to=today + dt.timedelta(days=1),
         requested_by="sam")
-    exports.approve(export.pk, "maud")
+    exports.approve(export.pk, sign("maud"), channel="cli")
     export = exports.run(export.pk)
     text = decrypt_with(identity, exports.staged_file(export).read_bytes()).decode()
     lines = list(csv.reader(io.StringIO(text)))

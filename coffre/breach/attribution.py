@@ -137,6 +137,7 @@ class Attributor:
                         "requested_at": _iso(export.requested_at),
                         "approved_by": export.approved_by or None,
                         "approved_role": export.approved_role or None,
+                        "approved_os_user": export.approved_os_user or None,
                         "approved_at": _iso(export.approved_at),
                         "produced_at": _iso(export.produced_at),
                         "downloaded_at": _iso(export.downloaded_at),

@@ -34,9 +34,10 @@ class ExportRequest(models.Model):
     period_from = models.DateField()
     period_to = models.DateField()
     patient_ids = models.JSONField(null=True, blank=True)  # optional explicit list (ids)
-    requested_by = models.CharField(max_length=150)
+    requested_by = models.CharField(max_length=150)  # an account (web), os:<user> (CLI)
     requested_at = models.DateTimeField(default=timezone.now)
-    approved_by = models.CharField(max_length=150, blank=True)
+    approved_by = models.CharField(max_length=150, blank=True)  # the account that signed
+    approved_os_user = models.CharField(max_length=150, blank=True)  # os:<user> (CLI only)
     approved_role = models.CharField(max_length=20, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=12, choices=ExportState.choices,
