@@ -6,7 +6,9 @@ patient of a 10,000-patient lab, against a plain decryption of the same fields.
 
 In a private COFFRE_HOME (temporary directory, SQLite in WAL mode): the keyring, one lab
 and N generated patients imported through the registry's import path (not timed), a
-lab manager who requests and a DPO who approves (N is above the DPO threshold), then
+lab manager who requests and a DPO who approves with her password and authenticator code
+(N is above the DPO threshold; the approval's time includes that password's Argon2id
+check), then
 ``services.run``: the covered patients' 4 fields decrypted, the CSV built in memory with
 its watermark rows, encrypted to the recipient's age key, staged (0600), and one audit
 entry per patient appended to the chain. Baseline, in the same run: ``open_patient`` of
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -50,10 +53,15 @@ def setup(home: str) -> None:
     keyring.initialise()
 
 
+DPO_PASSWORD = secrets.token_urlsafe(16)  # the bench DPO's, for her signed approval
+
+
 def populate(count: int, seed: int):
-    """One lab, ``count`` generated patients, a requesting manager and an approving DPO."""
+    """One lab, ``count`` generated patients, a requesting manager and an approving DPO
+    (returns the lab and the DPO's TOTP secret)."""
     from django.contrib.auth import get_user_model
 
+    from coffre.accounts import mfa
     from coffre.accounts.models import Membership, Role
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.synthetic import generate_finess, generate_patients
@@ -65,9 +73,10 @@ def populate(count: int, seed: int):
                          lambda: dict_rows(generate_patients(count, seed)))
     assert not report.errors, report.errors[:3]
     for name, role in (("bench.manager", Role.LAB_MANAGER), ("bench.dpo", Role.DPO)):
-        user = get_user_model().objects.create_user(name, password=None)
+        user = get_user_model().objects.create_user(
+            name, password=DPO_PASSWORD if role == Role.DPO else None)
         Membership.objects.create(user=user, lab=lab, role=role)
-    return lab
+    return lab, mfa.enroll_confirmed(get_user_model().objects.get(username="bench.dpo"))
 
 
 def main() -> None:
@@ -78,12 +87,13 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="coffre-bench-export-")
     try:
         setup(home)
+        from coffre.accounts import mfa, stepup
         from coffre.exports import services
         from coffre.identity.registry import open_patient
         from coffre.vault import decrypt_with, new_recipient_identity
 
         started = time.perf_counter()
-        lab = populate(args.patients, args.seed)
+        lab, dpo_secret = populate(args.patients, args.seed)
         print(f"setup: {args.patients:,} patients imported in one lab "
               f"({time.perf_counter() - started:.1f} s, not timed below)")
         today = dt.date.today()
@@ -97,7 +107,8 @@ def main() -> None:
             requested_by="bench.manager")
         requested = time.perf_counter() - started
         started = time.perf_counter()
-        services.approve(export.pk, "bench.dpo")
+        services.approve(export.pk, stepup.Credentials(
+            "bench.dpo", DPO_PASSWORD, mfa.current_code(dpo_secret)), channel="cli")
         approved = time.perf_counter() - started
         assert export.size_estimate == args.patients, export.size_estimate
 

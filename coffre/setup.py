@@ -52,6 +52,9 @@ def initialise(expected_patients: int | None = None) -> Iterator[str]:
     # Created here rather than lazily inside some later transaction that might roll back
     # after the process cached it.
     keyring.installation_key("audit")
+    from coffre.exports import sealing
+
+    sealing.ensure_key()
     yield from _auditor_key()
     yield "master key opens this database: ready"
 

@@ -34,6 +34,16 @@ class Cli:
     def json_lines(self, *args: str) -> list[dict]:
         return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line]
 
+    def python(self, code: str) -> str:
+        """Run Python against this installation (vault opened, Django set up), as the
+        server would: e.g. a step the web pages take. Returns its standard output."""
+        result = subprocess.run(
+            [sys.executable, "-c", "from coffre.cli import open_vault\nopen_vault()\n" + code],
+            capture_output=True, text=True, env=self.env, timeout=600)
+        if result.returncode != 0:
+            raise AssertionError(f"python failed ({result.returncode}):\n{result.stderr}")
+        return result.stdout
+
     def sql(self, statement: str) -> None:
         """Run SQL on this CLI's database directly, as an intruder with a copy would."""
         url = self.env.get("COFFRE_DATABASE_URL")

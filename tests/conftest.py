@@ -102,6 +102,29 @@ def member(username: str, lab, role: str):
     return user
 
 
+_RECOVERY_CODES: dict[bytes, list[str]] = {}  # by sealed TOTP secret: unique per device
+
+
+def sign(username: str):
+    """Step-up credentials of a staff account (coffre.accounts.stepup): its password and
+    one of its recovery codes not used yet. An authenticator is confirmed for the account
+    the first time, through the real enrollment."""
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts import mfa, stepup
+    from coffre.accounts.models import TotpDevice
+
+    user = get_user_model().objects.get(username=username)
+    device = TotpDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        secret, _ = mfa.enroll(user)
+        codes = mfa.confirm(user, mfa.current_code(secret))
+        device = TotpDevice.objects.get(user=user)
+        _RECOVERY_CODES[bytes(device.secret)] = codes
+    return stepup.Credentials(username, STAFF_PASSWORD,
+                              _RECOVERY_CODES[bytes(device.secret)].pop())
+
+
 def second_factor_done(client) -> None:
     """Mark a test client's logged-in session as past the second factor (the tests log
     in with ``client.login`` / ``force_login``, not through the code page)."""

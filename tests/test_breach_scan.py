@@ -29,7 +29,7 @@ from coffre.identity.synthetic import generate_patients
 from coffre.keyring import services as keyring
 from coffre.labs.tenancy import Actor
 from coffre.vault import decrypt_with, new_recipient_identity
-from tests.conftest import member
+from tests.conftest import member, sign
 
 # A leaked file's own names for the registry columns, in its own order.
 RENAMED = {"tel_portable": "phone", "NOM": "birth_name", "Prénom(s)": "first_names",
@@ -277,7 +277,7 @@ def test_a_file_from_an_export_is_attributed_to_that_export(tmp_path, people, la
         recipient_key=recipient, fields="nir,birth_name,first_names,birth_date,phone",
         period_from=today - dt.timedelta(days=1), period_to=today + dt.timedelta(days=1),
         requested_by="sam")
-    exports.approve(export.pk, "maud")
+    exports.approve(export.pk, sign("maud"), channel="cli")
     export = exports.run(export.pk)
     text = decrypt_with(identity, exports.staged_file(export).read_bytes()).decode()
     lines = list(csv.reader(io.StringIO(text)))
@@ -295,7 +295,13 @@ def test_a_file_from_an_export_is_attributed_to_that_export(tmp_path, people, la
     assert evidence.kind == "watermark" and evidence.detail["export_id"] == export.pk
     assert evidence.rows == export_marks(text) and evidence.strength == "conclusive"
     assert evidence.detail["requested_by"] == "sam" and evidence.detail["approved_by"] == "maud"
-    assert evidence.detail["recipient"] == "Éditeur X"
+    # The export's sealed purpose and recipient are not copied in clear into the report
+    # (a breach record keeps it in clear); the DPO's text opens the recipient when shown.
+    assert not {"recipient", "purpose"} & set(evidence.detail)
+    assert "Éditeur X" not in json.dumps(report.to_dict(), ensure_ascii=False)
+    from coffre.breach.notifications import evidence_text
+
+    assert "destinataire : Éditeur X" in evidence_text(evidence)
     assert "does not show who disclosed it" in evidence.statement
 
 

@@ -120,7 +120,7 @@ def test_a_file_that_is_not_utf8_is_refused(cli, tmp_path):
 
 
 def test_a_cli_search_is_recorded_with_the_operating_system_user(cli):
-    import getpass
+    from coffre.labs.tenancy import os_user
 
     cli.run("patient", "find", "--email", "claire.lefevre@example.fr", "--lab", FINESS)
     result = cli.run("leakcheck")  # also proves the log holds no readable value
@@ -131,7 +131,7 @@ def test_a_cli_search_is_recorded_with_the_operating_system_user(cli):
         with sqlite3.connect(cli.home / "coffre.sqlite3") as db:
             people = {row[0] for row in db.execute(
                 "SELECT person FROM audit_accessevent WHERE action='search'")}
-        assert f"os:{getpass.getuser()}" in people
+        assert os_user() in people
 
 
 def test_generate_is_deterministic_and_valid(cli):

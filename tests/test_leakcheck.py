@@ -127,3 +127,38 @@ def test_an_authenticator_secret_written_in_clear_is_found(cli):
     assert result.returncode == 1 and "field totp_secret" in result.stdout
     assert secret not in result.stdout
     assert cli.run("leakcheck").returncode == 0
+
+
+def _dump_if_postgresql(cli):
+    """On PostgreSQL the database is not under COFFRE_HOME: a pg_dump put there is."""
+    url = cli.env.get("COFFRE_DATABASE_URL")
+    if not url:
+        return None
+    dump = cli.home / "backups" / "export-dump.sql"
+    dump.parent.mkdir(exist_ok=True)
+    subprocess.run(["pg_dump", "--no-owner", "-f", str(dump), url], check=True)
+    return dump
+
+
+def test_an_export_purpose_naming_a_patient_is_not_in_clear(cli, someone):
+    """People write who and why in an export's purpose and recipient ("dossier de Mme X,
+    suivi VIH"): both are sealed, so the leak check finds neither in the database."""
+    from coffre.vault import new_recipient_identity
+
+    finess = cli.json_lines("lab", "list")[0]["finess"]
+    name = f"{someone['first_names']} {someone['birth_name']}"
+    cli.run("export", "request", "--lab", finess, "--purpose",
+            f"Dossier de {name} ({someone['email']}), suivi VIH", "--recipient",
+            f"Dr Morvan pour {name}", "--recipient-key", new_recipient_identity()[1],
+            "--fields", "birth_name", "--from", "2000-01-01", "--to", "2000-01-02")
+    dump = _dump_if_postgresql(cli)
+    try:
+        result = cli.run("leakcheck", check=False)
+    finally:
+        if dump:
+            dump.unlink()
+    assert result.returncode == 0, result.stdout
+    assert "no patient value found in clear" in result.stdout
+    # The operator still reads them, opened, in the listing.
+    listed = cli.json_lines("export", "list", "--lab", finess)[-1]
+    assert name in listed["purpose"] and listed["recipient"] == f"Dr Morvan pour {name}"

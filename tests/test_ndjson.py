@@ -21,7 +21,7 @@ from coffre.identity.registry import open_patient
 from coffre.identity.synthetic import generate_patients
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.vault import decrypt_with
-from tests.conftest import make_nir, member, patient_row
+from tests.conftest import make_nir, member, patient_row, sign
 from tests.test_exports import _home  # noqa: F401 - the same private staging area
 
 TODAY = dt.date.today()
@@ -54,7 +54,7 @@ def produce(lab, recipient, fields: str):
         recipient_key=recipient, fields=fields, period_from=TODAY - dt.timedelta(days=1),
         period_to=TODAY + dt.timedelta(days=1), requested_by="sam",
         format=ExportFormat.NDJSON)
-    services.approve(export.pk, "maud")
+    services.approve(export.pk, sign("maud"), channel="cli")
     return services.run(export.pk)
 
 

@@ -19,7 +19,14 @@ from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
 from coffre.labs.tenancy import Actor
 from coffre.vault import new_recipient_identity
-from tests.conftest import make_nir, member, patient_row, second_factor_done
+from tests.conftest import (
+    STAFF_PASSWORD,
+    make_nir,
+    member,
+    patient_row,
+    second_factor_done,
+    sign,
+)
 
 pytestmark = pytest.mark.django_db
 TODAY = dt.date.today()
@@ -73,6 +80,12 @@ def form_data(recipient: str, **overrides) -> dict:
             "period_to": (TODAY + dt.timedelta(days=1)).isoformat()}
     data.update(overrides)
     return data
+
+
+def signature(user) -> dict:
+    """The approval form's step-up fields: the person's password and an unused code."""
+    credentials = sign(user.get_username())
+    return {"password": credentials.password, "code": credentials.code}
 
 
 def requested(lab, recipient: str, by: str) -> ExportRequest:
@@ -149,14 +162,16 @@ def test_the_requester_cannot_approve_and_a_dpo_can(people, lab_a, patients, rec
     page = text(manager.get(url))
     assert "il doit être approuvé par une autre personne" in page
     assert f'action="{url}approuver/"' not in page
-    refused = manager.post(f"{url}approuver/", follow=True)
+    refused = manager.post(f"{url}approuver/", signature(people[Role.LAB_MANAGER]),
+                           follow=True)
     assert "il doit être approuvé par une autre personne" in text(refused)
     assert ExportRequest.objects.get().state == ExportState.REQUESTED
 
     dpo = logged_in(people[Role.DPO])
     page = text(dpo.get(url))
     assert f'action="{url}approuver/"' in page
-    done = dpo.post(f"{url}approuver/", follow=True)
+    assert 'name="password"' in page and 'autocomplete="one-time-code"' in page
+    done = dpo.post(f"{url}approuver/", signature(people[Role.DPO]), follow=True)
     assert "approuvé par dpo.a" in text(done)
     assert "coffre export run" in text(done)
     export.refresh_from_db()
@@ -173,7 +188,8 @@ def test_a_large_export_cannot_be_approved_by_a_lab_manager(people, lab_a, patie
     page = text(manager.get(url))
     assert "Cet export couvre 3 patients, plus que le seuil de 2" in page
     assert f'action="{url}approuver/"' not in page
-    response = manager.post(f"{url}approuver/", follow=True)
+    response = manager.post(f"{url}approuver/", signature(people[Role.LAB_MANAGER]),
+                            follow=True)
     assert "seul le délégué à la protection des données (DPO)" in text(response)
     assert ExportRequest.objects.get().state == ExportState.REQUESTED
 
@@ -181,7 +197,8 @@ def test_a_large_export_cannot_be_approved_by_a_lab_manager(people, lab_a, patie
 def test_a_small_export_is_approved_by_a_manager_and_refused_by_the_dpo(
         people, lab_a, patients, recipient):
     export = requested(lab_a, recipient, "dpo.a")
-    logged_in(people[Role.LAB_MANAGER]).post(f"/exports/{export.pk}/approuver/")
+    logged_in(people[Role.LAB_MANAGER]).post(f"/exports/{export.pk}/approuver/",
+                                             signature(people[Role.LAB_MANAGER]))
     export.refresh_from_db()
     assert (export.approved_by, export.approved_role) == ("lab_manager.a", Role.LAB_MANAGER)
     logged_in(people[Role.DPO]).post(f"/exports/{export.pk}/refuser/")
@@ -191,7 +208,8 @@ def test_a_small_export_is_approved_by_a_manager_and_refused_by_the_dpo(
 def test_the_web_approver_is_named_on_the_request_and_in_the_access_log(
         people, lab_a, patients, recipient):
     export = requested(lab_a, recipient, "lab_manager.a")
-    logged_in(people[Role.DPO]).post(f"/exports/{export.pk}/approuver/")
+    logged_in(people[Role.DPO]).post(f"/exports/{export.pk}/approuver/",
+                                     signature(people[Role.DPO]))
     export.refresh_from_db()
     assert export.approved_by == "dpo.a"
     approval = AccessEvent.objects.get(action="export_approve")
@@ -214,8 +232,50 @@ def test_another_labs_export_is_a_404(people, lab_a, lab_b, recipient):
         requested_by="manager.b")
     dpo = logged_in(people[Role.DPO])
     assert dpo.get(f"/exports/{theirs.pk}/").status_code == 404
-    assert dpo.post(f"/exports/{theirs.pk}/approuver/").status_code == 404
+    assert dpo.post(f"/exports/{theirs.pk}/approuver/",
+                    signature(people[Role.DPO])).status_code == 404
     assert dpo.post(f"/exports/{theirs.pk}/refuser/").status_code == 404
     assert dpo.get("/exports/99999/").status_code == 404
     assert "Étude confidentielle du labo B" not in text(dpo.get(LIST))
     assert ExportRequest.objects.get(pk=theirs.pk).state == ExportState.REQUESTED
+
+
+# --- step-up: the session alone does not approve ----------------------------------------
+
+def test_an_open_session_alone_cannot_approve(people, lab_a, patients, recipient):
+    """A DPO's session left open on a shared workstation: whoever sits there does not
+    know her password and authenticator code, and approves nothing."""
+    export = requested(lab_a, recipient, "lab_manager.a")
+    url = f"/exports/{export.pk}/approuver/"
+    dpo = logged_in(people[Role.DPO])
+    genuine = signature(people[Role.DPO])
+    for attempt, message in (({}, "Mot de passe incorrect"),
+                             ({"password": "devinette", "code": genuine["code"]},
+                              "Mot de passe incorrect"),
+                             ({"password": STAFF_PASSWORD, "code": "000000"},
+                              "Code de double authentification incorrect")):
+        response = dpo.post(url, attempt, follow=True)
+        assert message in text(response)
+        assert ExportRequest.objects.get(pk=export.pk).state == ExportState.REQUESTED
+    refused = AccessEvent.objects.filter(action="export_approve", outcome="refused")
+    assert [(e.person, e.channel) for e in refused] == [("dpo.a", "web")] * 3
+    # Her own password and code, typed now, approve it.
+    assert "approuvé par dpo.a" in text(dpo.post(url, genuine, follow=True))
+    assert ExportRequest.objects.get(pk=export.pk).state == ExportState.APPROVED
+
+
+def test_repeated_wrong_codes_lock_the_account_and_end_the_session(people, lab_a, patients,
+                                                                   recipient):
+    export = requested(lab_a, recipient, "lab_manager.a")
+    url = f"/exports/{export.pk}/approuver/"
+    dpo = logged_in(people[Role.DPO])
+    sign("dpo.a")  # an authenticator, so that the password passes and the code is judged
+    for _ in range(4):
+        assert dpo.post(url, {"password": STAFF_PASSWORD, "code": "000000"}).status_code == 302
+    last = dpo.post(url, {"password": STAFF_PASSWORD, "code": "000000"})
+    assert last.status_code == 429  # the failed-login lockout page (django-axes)
+    assert dpo.get(LIST).status_code == 302  # logged out
+    # Locked: her genuine credentials no longer approve, from a new session either.
+    response = logged_in(people[Role.DPO]).post(url, signature(people[Role.DPO]))
+    assert response.status_code in {302, 429}
+    assert ExportRequest.objects.get(pk=export.pk).state == ExportState.REQUESTED

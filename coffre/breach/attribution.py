@@ -128,19 +128,21 @@ class Attributor:
                     f"of lab {export.lab.finess}: synthetic rows that were written into "
                     f"that export's file only. The file derives from that export (requested "
                     f"by {export.requested_by}, approved by {export.approved_by or '-'}, "
-                    f"produced {_day(export.produced_at)}, for {export.recipient}). It does "
-                    f"not show who disclosed it: the recipient, or anyone who had the file "
-                    f"after it was fetched."
+                    f"produced {_day(export.produced_at)}; its recipient is on its record). "
+                    f"It does not show who disclosed it: the recipient, or anyone who had "
+                    f"the file after it was fetched."
                     + ("" if conclusive else " One row matched: strong, not conclusive.")),
                 detail={"export_id": export.pk, "finess": export.lab.finess,
                         "requested_by": export.requested_by,
                         "requested_at": _iso(export.requested_at),
                         "approved_by": export.approved_by or None,
                         "approved_role": export.approved_role or None,
+                        "approved_os_user": export.approved_os_user or None,
                         "approved_at": _iso(export.approved_at),
                         "produced_at": _iso(export.produced_at),
                         "downloaded_at": _iso(export.downloaded_at),
-                        "recipient": export.recipient, "purpose": export.purpose,
+                        # Not its purpose nor its recipient: they are sealed, and
+                        # this detail is kept in clear in the breach record.
                         "fields": export.field_list(),
                         "period": [export.period_from.isoformat(),
                                    export.period_to.isoformat()]}))

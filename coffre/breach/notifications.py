@@ -62,6 +62,18 @@ def _day(iso: str | None) -> str:
     return dt.date.fromisoformat(iso[:10]).strftime("%d/%m/%Y") if iso else "—"
 
 
+def _recipient(detail: dict) -> str:
+    """The recipient of the export a watermark names, opened from the export's sealed
+    record (the breach record keeps only the export's id)."""
+    if detail.get("recipient"):  # a record made before the recipient was sealed
+        return detail["recipient"]
+    from coffre.exports.models import ExportRequest
+    from coffre.exports.services import texts
+
+    export = ExportRequest.objects.filter(pk=detail.get("export_id")).first()
+    return texts(export).recipient if export is not None else "—"
+
+
 def evidence_text(evidence: Evidence) -> str:
     """What a piece of evidence supports, in French for the CNIL and the DPO, from its
     details (the scanner's own statement when they are missing); no more than it says."""
@@ -72,7 +84,7 @@ def evidence_text(evidence: Evidence) -> str:
                 f"dans le seul fichier de cet export : le fichier provient de cet export "
                 f"(demandé par {d.get('requested_by') or '—'}, approuvé par "
                 f"{d.get('approved_by') or '—'}, produit le {_day(d.get('produced_at'))}, "
-                f"destinataire : {d.get('recipient') or '—'}). Cela ne dit pas qui l'a "
+                f"destinataire : {_recipient(d)}). Cela ne dit pas qui l'a "
                 "divulgué : le destinataire, ou quiconque a eu le fichier ensuite."
                 + ("" if evidence.strength == "conclusive"
                    else " Une seule ligne : indice fort, non concluant."))

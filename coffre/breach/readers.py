@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffre.spreadsheet import restore
+
 SAMPLE_BYTES = 64 * 1024
 CHUNK_BYTES = 1024 * 1024
 MAX_STATEMENT = 64 * 1024 * 1024  # a SQL INSERT longer than this is not a dump we read
@@ -199,7 +201,9 @@ def _csv_rows(path: Path, encoding: str, sample: str) -> Iterator[tuple[Table, l
                 raise BreachScanError(f"{path.name}: line {reader.line_num:,}: "
                                       f"{_csv_problem(exc)}") from None
             if row and any(cell.strip() for cell in row):
-                yield table, [cell.strip() for cell in row]
+                # An apostrophe put before a formula-like cell (coffre.spreadsheet, as
+                # Coffre's exports do) is not part of the value.
+                yield table, [restore(cell.strip()) for cell in row]
 
 
 def _csv_problem(exc: csv.Error) -> str:

@@ -2,12 +2,18 @@
 
 The staff pages (coffre/exports/views.py) request, approve and refuse; producing and
 handing over the file stay with the administrator here (run, fetch).
+
+The command never takes a person's name on trust: a request, run or fetch is the
+operating-system user's (``os:<user>``); an approval or refusal signs in as a staff
+account (``--as USERNAME``) with its password and second-factor code, asked without echo
+on a terminal, else read from two lines of standard input.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 
 from coffre.cli import BadInput, CommandError, command, print_json_lines
@@ -38,14 +44,18 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                    help="csv (default) or ndjson: FHIR Bulk Data, one Patient per line")
     p.add_argument("--patients", type=Path, metavar="FILE",
                    help="only these patients (one internal UUID per line)")
-    p.add_argument("--by", metavar="USERNAME",
-                   help="the requesting account (a member of the lab); default os:<user>")
+    _refuse_by(p)
     for name, text in (("approve", "approve (a lab manager, or the DPO above the lab's "
-                                   "threshold; never the requester)"),
+                                   "threshold; never the requester, nor the operating-"
+                                   "system user who requested)"),
                        ("refuse", "refuse a request (lab manager or DPO)")):
         p = export.add_parser(name, help=text)
         p.add_argument("id")
-        p.add_argument("--by", required=True, metavar="USERNAME")
+        # Required, but checked after --by so that an old `--by NAME` is told why.
+        p.add_argument("--as", dest="username", metavar="USERNAME",
+                       help="your staff account; its password and a second-factor code "
+                            "are asked (or read from two lines of standard input)")
+        _refuse_by(p)
     p = export.add_parser("run", help="produce the encrypted file of an approved export")
     p.add_argument("id")
     p.add_argument("--days", type=int, default=7, help="days before the staged file is "
@@ -56,6 +66,16 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     export.add_parser("purge-expired", help="delete staged files past their expiry")
     p = export.add_parser("list", help="the lab's exports, one JSON object per line")
     p.add_argument("--lab", required=True, metavar="FINESS")
+
+
+def _refuse_by(p: argparse.ArgumentParser) -> None:
+    """``--by`` named a person without proving it: it is refused with a pointer."""
+    p.add_argument("--by", help=argparse.SUPPRESS)
+
+
+BY_REFUSED = ("--by is no longer accepted: the command records the operating-system user "
+              "who runs it; an approval or a refusal signs in with --as USERNAME (password "
+              "and second-factor code)")
 
 
 def _lab(finess: str):
@@ -80,6 +100,10 @@ def export(args: argparse.Namespace) -> int:
 
 def _dispatch(args, services, cli_actor) -> int:
     action = args.export_command
+    if getattr(args, "by", None) is not None:
+        raise BadInput(BY_REFUSED)
+    if action in {"approve", "refuse"} and not args.username:
+        raise BadInput(f"export {action}: --as USERNAME is required (your staff account)")
     if action == "request":
         lab = _lab(args.lab)
         ids = None
@@ -89,10 +113,6 @@ def _dispatch(args, services, cli_actor) -> int:
             except OSError as exc:
                 raise BadInput(f"{args.patients}: {exc.strerror}") from None
         requester = cli_actor(lab.id).person
-        if args.by:
-            if services._person_in_lab(args.by, lab) is None:
-                raise BadInput(f"{args.by} is not an active member of lab {lab.finess}")
-            requester = args.by
         try:
             created = services.request_export(
                 lab, purpose=args.purpose, recipient=args.recipient,
@@ -107,8 +127,10 @@ def _dispatch(args, services, cli_actor) -> int:
                                lab.id) else "lab_manager or dpo"}])
         return 0
     if action in {"approve", "refuse"}:
-        done = getattr(services, action)(args.id, args.by)
-        print_json_lines([{"id": done.pk, "state": done.state, "by": args.by}])
+        done = _signed(action, args, services, cli_actor(None).person)
+        print_json_lines([{"id": done.pk, "state": done.state, "by": done.approved_by
+                           if action == "approve" else args.username,
+                           "os_user": cli_actor(None).person}])
         return 0
     if action == "run":
         done = services.run(args.id, days=args.days)
@@ -125,3 +147,22 @@ def _dispatch(args, services, cli_actor) -> int:
         return 0
     print_json_lines(services.listing(_lab(args.lab)))
     return 0
+
+
+def _signed(action: str, args, services, os_user: str):
+    """Approve or refuse as the staff account the typed credentials prove."""
+    from coffre.accounts import stepup
+
+    try:
+        credentials = stepup.read_credentials(args.username, sys.stdin)
+    except (ValueError, EOFError) as exc:
+        raise BadInput(str(exc) or "no credentials on standard input") from None
+    try:
+        if action == "approve":
+            return services.approve(args.id, credentials, channel="cli", os_user=os_user)
+        services.check_refusal(args.id, args.username)  # spends no code when refused
+        user = stepup.confirm(credentials, stepup.cli_request(os_user))
+        return services.refuse(args.id, user.get_username(), channel="cli",
+                               address=os_user)
+    except stepup.StepUpRefused as exc:
+        raise CommandError(f"{args.username}: {exc}; nothing was {action}d") from None

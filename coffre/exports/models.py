@@ -1,6 +1,7 @@
-"""Export requests and the fingerprints of their watermark rows. Operational values only:
-no patient value is ever stored here (the watermark rows are synthetic, and only their
-keyed fingerprints are kept)."""
+"""Export requests and the fingerprints of their watermark rows. No patient value is
+stored here in clear: the purpose and the recipient, free text that can name a patient or
+a diagnosis, are sealed (coffre.exports.sealing); the watermark rows are synthetic, and
+only their keyed fingerprints are kept."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ class ExportFormat(models.TextChoices):
 
 class ExportRequest(models.Model):
     lab = models.ForeignKey("labs.Lab", on_delete=models.PROTECT, related_name="+")
-    purpose = models.TextField()  # why: not patient data, kept in clear for the DPO
-    recipient = models.CharField(max_length=200)
+    purpose = models.BinaryField(default=b"")  # sealed (coffre.exports.sealing)
+    recipient = models.BinaryField(default=b"")  # sealed
     recipient_key = models.CharField(max_length=200)  # age X25519 public key
     fields = models.CharField(max_length=400)  # registry CSV columns, comma-separated
     format = models.CharField(max_length=8, choices=ExportFormat.choices,
@@ -33,9 +34,10 @@ class ExportRequest(models.Model):
     period_from = models.DateField()
     period_to = models.DateField()
     patient_ids = models.JSONField(null=True, blank=True)  # optional explicit list (ids)
-    requested_by = models.CharField(max_length=150)
+    requested_by = models.CharField(max_length=150)  # an account (web), os:<user> (CLI)
     requested_at = models.DateTimeField(default=timezone.now)
-    approved_by = models.CharField(max_length=150, blank=True)
+    approved_by = models.CharField(max_length=150, blank=True)  # the account that signed
+    approved_os_user = models.CharField(max_length=150, blank=True)  # os:<user> (CLI only)
     approved_role = models.CharField(max_length=20, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=12, choices=ExportState.choices,

@@ -1,10 +1,19 @@
 """Controlled exports (the 2021 leak began with an unchecked migration extract).
 
-request -> approve (a second person: DPO above the lab's threshold, lab manager or DPO
-otherwise) -> run (only the requested fields of only the covered patients, watermark
-rows mixed in, the CSV or FHIR NDJSON encrypted to the recipient's age key line by line
-as it is produced: no clear copy on disk, one patient's values in memory at a time) ->
-fetch (copied out, deleted from staging) or purge (deleted at expiry).
+request -> approve (a second person, who signs with their password and a second-factor
+code: DPO above the lab's threshold, lab manager or DPO otherwise) -> run (only the
+requested fields of only the covered patients, watermark rows mixed in, the CSV or FHIR
+NDJSON encrypted to the recipient's age key line by line as it is produced: no clear
+copy on disk, one patient's values in memory at a time) ->
+fetch (copied out, deleted from staging) or purge (deleted at expiry). The purpose and
+the recipient are sealed (coffre.exports.sealing); the CSV's cells are neutralised so a
+spreadsheet runs none as a formula (coffre.spreadsheet).
+
+Who acted: a web step is the logged-in account; a CLI request, run, fetch or expiry is
+the operating-system user (``os:<user>``), never a name typed on the command line. An
+approval needs the approver's own credentials on both channels (``accounts.stepup``), and
+the four-eyes rule (``_approver``) refuses the account that requested, and, in the CLI,
+the operating-system user that requested, whichever account they sign in as.
 
 Audit: one entry per exported patient, action "export", role "export", channel "cli",
 the purpose sealed as "export <id>: <purpose>". They are appended to the chain directly
@@ -26,19 +35,23 @@ import secrets
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 
-from coffre import config
+from coffre import config, spreadsheet
+from coffre.accounts import stepup
 from coffre.accounts.models import Membership, Role
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
+from coffre.exports import sealing
 from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
 from coffre.identity import synthetic
 from coffre.identity.access import patients_for
@@ -125,15 +138,30 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
             raise ExportError("the patient list holds something that is not a UUID") from None
         if not ids:
             raise ExportError("the patient list is empty")
-    export = ExportRequest(lab=lab, purpose=purpose.strip(), recipient=recipient.strip(),
-                           recipient_key=key, fields=",".join(names),
+    export = ExportRequest(lab=lab, recipient_key=key, fields=",".join(names),
                            period_from=period_from, period_to=period_to, patient_ids=ids,
                            requested_by=requested_by, format=format)
     export.size_estimate = covered(export, _runner(lab)).count()
+    sealing.ensure_key()  # not inside the transaction: a rollback would orphan a new key
     with transaction.atomic():
-        export.save()
+        export.save()  # the sealed texts are bound to the id
+        export.purpose = sealing.seal("purpose", export.pk, purpose.strip())
+        export.recipient = sealing.seal("recipient", export.pk, recipient.strip())
+        export.save(update_fields=["purpose", "recipient"])
         _log_step(export, "export_request", requested_by, channel, address)
     return export
+
+
+@dataclass(frozen=True)
+class Texts:
+    purpose: str
+    recipient: str
+
+
+def texts(export: ExportRequest) -> Texts:
+    """The request's purpose and recipient, opened (in memory only)."""
+    return Texts(sealing.open_text("purpose", export.pk, export.purpose),
+                 sealing.open_text("recipient", export.pk, export.recipient))
 
 
 def _check_format(fmt: str, fields: list[str]) -> None:
@@ -151,15 +179,17 @@ def _check_format(fmt: str, fields: list[str]) -> None:
 
 
 def _log_step(export: ExportRequest, action: str, person: str, channel: str,
-              address: str) -> None:
+              address: str, *, outcome: str = "ok", note: str = "") -> None:
     """One audit entry, with no patient, for each step of an export's life (request,
-    approval, refusal, download, expiry): the DPO sees who moved it, from where."""
+    approval, refusal, download, expiry, a refused signature): the DPO sees who moved it,
+    from where (the web address, or the CLI's operating-system user)."""
     membership = _person_in_lab(person, export.lab)
     role = membership.role if membership else (EXPORT_ROLE if person.startswith("os:")
                                                else "unknown")
     actor = Actor(person=person, lab_id=export.lab_id, role=role, channel=channel,
-                  address=address)
-    record(actor, action, [], kind="export", purpose=f"export {export.pk}")
+                  address=address[:45])
+    record(actor, action, [], kind="export", outcome=outcome,
+           purpose=f"export {export.pk}" + (f": {note}" if note else ""))
 
 
 def _runner(lab: Lab) -> Actor:
@@ -179,6 +209,14 @@ def _same_person(one: str, two: str) -> bool:
     return one.removeprefix("os:").casefold() == two.removeprefix("os:").casefold()
 
 
+def _get_locked(export_id: int | str) -> ExportRequest:
+    """The request, its row locked until the transaction ends (call inside one): two
+    approvals at once cannot both pass."""
+    _get(export_id)
+    return ExportRequest.objects.select_for_update().select_related("lab").get(
+        pk=int(export_id))
+
+
 def _get(export_id: int | str) -> ExportRequest:
     try:
         return ExportRequest.objects.select_related("lab").get(pk=int(export_id))
@@ -192,14 +230,25 @@ def _needed_roles(size: int, lab_id: int) -> set[str]:
     return {Role.DPO, Role.LAB_MANAGER}
 
 
-def _approver(export: ExportRequest, by: str) -> Membership:
-    """The approving membership, or ExportError saying why ``by`` may not approve
-    (refreshes ``export.size_estimate``; saves nothing)."""
+def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
+    """The approving membership, or ExportError saying why ``by`` (an account; in the
+    CLI, signing in as the operating-system user ``os_user``) may not approve (refreshes
+    ``export.size_estimate``; saves nothing).
+
+    Four eyes: the account that requested may not approve; nor, in the CLI, the
+    operating-system user that requested (``os:<user>``), whichever account it signs in
+    as: one shell user must not both request and approve. An account and an
+    operating-system user of the same name are taken as one person."""
     if export.state != ExportState.REQUESTED:
         raise ExportError(f"export {export.pk} is {export.state}, not awaiting approval")
     if _same_person(by, export.requested_by):
         raise ExportError("an export must be approved by a second person, not the one "
                           "who requested it")
+    if os_user and _same_person(os_user, export.requested_by):
+        raise ExportError(f"an export must be approved by a second person: "
+                          f"{export.requested_by} requested it, and the approval is made "
+                          f"as {os_user}; approve from another operating-system user, or "
+                          "on the web")
     membership = _person_in_lab(by, export.lab)
     if membership is None:
         raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
@@ -216,11 +265,12 @@ def _approver(export: ExportRequest, by: str) -> Membership:
     return membership
 
 
-def approval_refusal(export: ExportRequest, by: str) -> ExportError | None:
-    """Why ``by`` may not approve ``export`` now (the same checks as ``approve``), or
-    None when they may: the web page shows its buttons from this. Saves nothing."""
+def approval_refusal(export: ExportRequest, by: str, os_user: str = "") -> ExportError | None:
+    """Why ``by`` may not approve ``export`` now (the same checks as ``approve``, except
+    the credentials), or None when they may: the web page shows its form from this.
+    Saves nothing."""
     try:
-        _approver(export, by)
+        _approver(export, by, os_user)
     except ExportError as error:
         return error
     return None
@@ -236,22 +286,53 @@ def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
     return None
 
 
-def approve(export_id: int | str, by: str, *, channel: str = "cli",
-            address: str = "") -> ExportRequest:
+def check_refusal(export_id: int | str, by: str) -> None:
+    """Raise the ExportError that ``refuse`` would raise for ``by`` now (saves nothing)."""
+    problem = refusal_refusal(_get(export_id), by)
+    if problem is not None:
+        raise problem
+
+
+def approve(export_id: int | str, credentials: stepup.Credentials, *, channel: str,
+            request: HttpRequest | None = None, address: str = "",
+            os_user: str = "") -> ExportRequest:
+    """Approve with the approver's own credentials (password and second-factor code),
+    on the web (``request``: the logged-in person's, whose username the credentials
+    carry) or in the CLI (``os_user``: who runs it; the account is the one the
+    credentials prove). Raises ExportError, or stepup.StepUpRefused (counted as a failed
+    login, and in the access log)."""
+    if channel == "cli":
+        os_user = os_user or cli_actor(None).person
+        request, address = stepup.cli_request(os_user), os_user
+    elif request is None:
+        raise ValueError("a web approval needs the web request")
+    export = _get(export_id)
+    # The checks that need no proof first: a refused approval spends no code.
+    _approver(export, credentials.username, os_user)
+    try:
+        user = stepup.confirm(credentials, request)
+    except stepup.StepUpRefused as refused:
+        _log_step(export, "export_approve", os_user or credentials.username, channel,
+                  address, outcome="refused",
+                  note=f"credentials of {credentials.username} refused ({refused.reason})")
+        raise
+    by = user.get_username()
     with transaction.atomic():
-        export = _get(export_id)
-        membership = _approver(export, by)
+        export = _get_locked(export_id)
+        membership = _approver(export, by, os_user)
         export.state, export.approved_by = ExportState.APPROVED, by
+        export.approved_os_user = os_user
         export.approved_role, export.approved_at = membership.role, timezone.now()
         export.save()
         _log_step(export, "export_approve", by, channel, address)
     return export
 
 
-def refuse(export_id: int | str, by: str, *, channel: str = "cli",
-           address: str = "") -> ExportRequest:
+def refuse(export_id: int | str, by: str, *, channel: str, address: str = "") -> ExportRequest:
+    """Refuse as ``by``, an account the caller has authenticated: the web session's, or
+    in the CLI the one ``accounts.stepup.confirm`` proved (``address``: os:<user>)."""
     with transaction.atomic():
-        export = _get(export_id)
+        export = _get_locked(export_id)
         problem = refusal_refusal(export, by)
         if problem is not None:
             raise problem
@@ -308,9 +389,7 @@ def watermark_rows(fields: list[str], rng: random.Random) -> list[dict[str, str]
 
 
 def _csv_line(values: list[str]) -> bytes:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerow(values)
-    return text.getvalue().encode()
+    return spreadsheet.csv_line(values).encode()
 
 
 def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str, str]],
@@ -401,6 +480,12 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     return export
 
 
+def _approval(export: ExportRequest) -> str:
+    """Who approved: the account, and the operating-system user of a CLI approval."""
+    via = f" via {export.approved_os_user}" if export.approved_os_user else ""
+    return f"{export.approved_by}{via}"
+
+
 def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
                 at: dt.datetime) -> None:
     """One chained entry per exported patient, as coffre.audit.log.record writes them,
@@ -408,9 +493,9 @@ def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
     entry = {"at": at, "person": actor.person, "role": EXPORT_ROLE, "channel": actor.channel,
              "lab_id": actor.lab_id, "action": "export", "kind": "export",
              "address": actor.address, "outcome": "ok",
-             "purpose": seal_text(f"export {export.pk}: {export.purpose} (requested by "
-                                  f"{export.requested_by}, approved by "
-                                  f"{export.approved_by})", "purpose")}
+             "purpose": seal_text(f"export {export.pk}: {texts(export).purpose} (requested "
+                                  f"by {export.requested_by}, approved by "
+                                  f"{_approval(export)})", "purpose")}
     for start in range(0, len(ids), 5000):
         chain.append([{**entry, "patient_id": pid} for pid in ids[start:start + 5000]])
 
@@ -475,12 +560,13 @@ def listing(lab: Lab) -> list[dict]:
     def iso(value):
         return value.isoformat() if value else None
 
-    return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": e.purpose,
-             "recipient": e.recipient, "fields": e.field_list(), "format": e.format,
+    return [{"id": e.pk, "lab": lab.finess, "state": e.state, "purpose": texts(e).purpose,
+             "recipient": texts(e).recipient, "fields": e.field_list(), "format": e.format,
              "from": e.period_from.isoformat(), "to": e.period_to.isoformat(),
              "explicit_patients": e.patient_ids is not None,
              "size_estimate": e.size_estimate, "requested_by": e.requested_by,
              "requested_at": iso(e.requested_at), "approved_by": e.approved_by or None,
+             "approved_os_user": e.approved_os_user or None,
              "produced_at": iso(e.produced_at), "expires_at": iso(e.expires_at),
              "downloaded_at": iso(e.downloaded_at)}
             for e in ExportRequest.objects.filter(lab=lab).order_by("pk")]
@@ -499,7 +585,8 @@ def attribute(csv_text: str) -> int | None:
         prints = {cell_fingerprint(key, c, v) for row in rows if "__shape__" not in row
                   for c, v in row.items() if c in DISTINCTIVE and v}
         return _vote(prints)
-    lines = list(csv.reader(io.StringIO(csv_text)))
+    lines = [[spreadsheet.restore(cell) for cell in line]
+             for line in csv.reader(io.StringIO(csv_text))]
     if not lines:
         return None
     header = [h.strip() for h in lines[0]]

@@ -1,9 +1,11 @@
 """Staff pages of the controlled exports: the lab's requests, a new request, and a
 request's page where a second person approves or refuses it.
 
-The approver is the logged-in person (password and second factor done in this session):
-``services.approve`` receives ``request.user``'s username, never a typed name, so the
-approval and the run's audit entries ("approved by ...") name them. The run itself stays
+The approver is the logged-in person, who signs the approval again with their password
+and a second-factor code (step-up, ``accounts.stepup``): a session left open on a shared
+workstation does not approve an export. The credentials carry ``request.user``'s
+username, never a typed name, so the approval and the run's audit entries ("approved by
+...") name them. The run itself stays
 with the operator at the server (``coffre export run ID``): it writes the encrypted file
 to the server's staging directory, which only the operator can hand over
 (``coffre export fetch``), and a large run would hold a web worker for seconds.
@@ -15,12 +17,14 @@ import re
 from collections.abc import Callable
 
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from coffre.accounts import mfa, stepup
 from coffre.accounts.acting import requires_role, staff_view
 from coffre.accounts.models import Role
 from coffre.exports import services
@@ -78,6 +82,18 @@ _REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
 )
 
 
+STEP_UP_REASONS = {
+    "locked": gettext_lazy("Compte bloqué après trop d'échecs : l'export n'est pas "
+                           "approuvé. Réessayez plus tard ou demandez au responsable du "
+                           "laboratoire de lever le blocage."),
+    "password": gettext_lazy("Mot de passe incorrect : l'export n'est pas approuvé."),
+    "no_second_factor": gettext_lazy("Votre compte n'a pas de double authentification "
+                                     "active : l'export n'est pas approuvé."),
+    "code": gettext_lazy("Code de double authentification incorrect ou déjà utilisé : "
+                         "l'export n'est pas approuvé."),
+}
+
+
 def say(error: Exception) -> str:
     text = str(error)
     for pattern, message in _REASONS:
@@ -108,7 +124,10 @@ def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
 
 
 def _row(export: ExportRequest) -> dict:
+    """What a page shows of a request; its purpose and recipient opened (sealed at rest)."""
+    texts = services.texts(export)
     return {"export": export, "state": state_label(export.state),
+            "purpose": texts.purpose, "recipient": texts.recipient,
             "fields": [str(FIELD_LABELS.get(f, f)) for f in export.field_list()],
             "format": str(FORMAT_LABELS.get(export.format, export.format))}
 
@@ -175,10 +194,21 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 @require_POST
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
+    credentials = stepup.Credentials(_username(request), request.POST.get("password", ""),
+                                     request.POST.get("code", ""))
     try:
-        services.approve(export.pk, _username(request), **_where(request))
+        services.approve(export.pk, credentials, request=request, **_where(request))
     except services.ExportError as error:
         messages.error(request, say(error))
+    except stepup.StepUpRefused as refused:
+        if refused.reason == "locked" or mfa.count_failure(request):
+            # As on the code page: too many failures end the session.
+            logout(request)
+            messages.error(request, STEP_UP_REASONS["locked"] if refused.reason == "locked"
+                           else _("Trop de codes erronés : la session a été fermée. "
+                                  "Reconnectez-vous."))
+            return redirect("login")
+        messages.error(request, STEP_UP_REASONS[refused.reason])
     else:
         messages.success(request, _("Export n° %(id)s approuvé par %(who)s.")
                          % {"id": export.pk, "who": _username(request)})

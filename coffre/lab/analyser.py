@@ -9,7 +9,6 @@ changes nothing. Errors never carry a value from the message.
 
 from __future__ import annotations
 
-import getpass
 import uuid
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
 from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labs.tenancy import Actor, os_user
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})
@@ -35,7 +34,7 @@ def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
     same entry rules as typed ones, and a biologist validates them."""
     who = source or "unknown"
     if channel == "cli":
-        who = f"{who} via os:{getpass.getuser()}"
+        who = f"{who} via {os_user()}"
     return Actor(person=f"analyser:{who}"[:150], lab_id=lab_id, role=ANALYSER,
                  channel=channel)
 

@@ -6,7 +6,8 @@ the identity access layer scopes every patient query to ``actor.lab_id``.
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 from dataclasses import dataclass
 
 
@@ -31,6 +32,17 @@ class Actor:
     shared: SharedBudget | None = None  # a budget counted on top of the person's own
 
 
+def os_user() -> str:
+    """``os:<name>`` of the process's effective user id. Not getpass.getuser(), which
+    believes $USER / $LOGNAME: anyone can set those, to be logged (and locked, or
+    approve) as someone else."""
+    uid = os.geteuid()
+    try:
+        return f"os:{pwd.getpwuid(uid).pw_name}"
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return f"os:uid{uid}"
+
+
 def cli_actor(lab_id: int | None, role: str = "cli") -> Actor:
     """The CLI acts as the operating-system user who ran it."""
-    return Actor(person=f"os:{getpass.getuser()}", lab_id=lab_id, role=role, channel="cli")
+    return Actor(person=os_user(), lab_id=lab_id, role=role, channel="cli")
