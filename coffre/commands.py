@@ -454,6 +454,7 @@ def _auditor_private(path: Path | None) -> bytes | None:
 def canary(args: argparse.Namespace) -> int:
     from coffre.audit import canaries
     from coffre.breach import planting
+    from coffre.identity.decoys import NoUnusedIdentity
     from coffre.labs.models import Lab
     from coffre.labs.tenancy import cli_actor
 
@@ -464,7 +465,7 @@ def canary(args: argparse.Namespace) -> int:
         for target in labs:
             try:
                 planting.plant(target.id, args.per_lab, cli_actor(target.id))
-            except planting.PlantingError as exc:
+            except NoUnusedIdentity as exc:
                 raise CommandError(f"{target.finess}: {exc}") from None
             print(f"planted {args.per_lab} canaries in {target.name} ({target.finess})")
         return 0

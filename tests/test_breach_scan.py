@@ -353,9 +353,9 @@ def test_unterminated_quote_names_the_line(tmp_path):
 def test_row_keys_digest_like_the_patients_values(people):
     """The scan normalises a leaked row as the registry normalises what it stores: each
     of the row's NIR, name + birth date, phone and e-mail finds the patient."""
-    from coffre.breach.scan import (
+    from coffre.breach.scan import Plan
+    from coffre.identity.digests import (
         PatientDigests,
-        Plan,
         email_text,
         name_text,
         nir_text,
@@ -486,7 +486,7 @@ def test_a_forked_helper_confirms_the_same_matches(tmp_path, people, lab_a, lab_
     the labs each."""
     import multiprocessing
 
-    from coffre.breach import scan as scan_module
+    from coffre.identity import digests as scan_module
 
     forked = []
     real = multiprocessing.get_context

@@ -164,7 +164,7 @@ def test_no_clear_column_nor_value_shape_tells_a_canary_from_a_patient(populated
 
 
 def test_canary_identifiers_are_never_a_patients(populated):
-    from coffre.breach.scan import PatientDigests, email_text, nir_text, phone_text
+    from coffre.identity.digests import PatientDigests, email_text, nir_text, phone_text
 
     lab, canary_ids = populated
     records = canaries.planted(lab.id)

@@ -166,3 +166,72 @@ def test_the_cli_rotates_shows_and_retires_an_installation_key(tmp_path_factory)
         assert len(before) <= 1
     finally:
         drop_database(database)
+
+
+@pytest.fixture
+def produced_export(lab_a, actor_a, tmp_path, monkeypatch):
+    """A produced export of lab A (its watermark fingerprints under the current
+    "exports" key), and its decrypted CSV."""
+    import datetime as dt
+
+    from coffre.exports import services as exports
+    from coffre.vault import decrypt_with, new_recipient_identity
+    from tests.conftest import sign
+
+    from coffre import config
+
+    monkeypatch.setenv("COFFRE_KEY_FILE", str(config.key_file()))  # the key stays put
+    monkeypatch.setenv("COFFRE_HOME", str(tmp_path / "home"))  # a staging area of its own
+    for number in range(6):
+        create_patient(actor_a, patient_row(nir="", email=f"p{number}@example.org",
+                                            birth_name=f"Patient{'ABCDEF'[number]}"))
+    member("maud", keyring_lab(actor_a), "lab_manager")
+    identity, recipient = new_recipient_identity()
+    today = dt.date.today()
+    export = exports.request_export(
+        keyring_lab(actor_a), purpose="Étude pour le Dr Martin", recipient="CHU de Brest",
+        recipient_key=recipient, fields="birth_name,first_names,birth_date,email",
+        period_from=today - dt.timedelta(days=1), period_to=today + dt.timedelta(days=1),
+        requested_by="sam")
+    exports.approve(export.pk, sign("maud"), channel="cli")
+    export = exports.run(export.pk)
+    return export, decrypt_with(identity, exports.staged_file(export).read_bytes()).decode()
+
+
+def keyring_lab(actor):
+    from coffre.labs.models import Lab
+
+    return Lab.objects.get(pk=actor.lab_id)
+
+
+def test_an_export_made_before_an_exports_key_rotation_is_still_attributed(
+        produced_export):
+    from coffre.exports import services as exports
+    from coffre.exports.models import ExportWatermark
+
+    export, text = produced_export
+    old = keyring.installation_key("exports").hex_id
+    assert set(ExportWatermark.objects.values_list("key_id", flat=True)) == {old}
+    report = installation.rotate_installation_key("exports")
+    keyring.clear_caches()
+    assert report.created and keyring.installation_key("exports").hex_id != old
+    assert exports.attribute(text) == export.pk  # through the old version's key
+    with pytest.raises(installation.InstallationKeyError, match="still seals"):
+        installation.retire_installation_key("exports", old)
+
+
+def test_the_export_text_key_rotates_and_reseals_purposes(produced_export):
+    from coffre.exports import sealing
+    from coffre.exports.models import ExportRequest
+
+    export, _ = produced_export
+    before = bytes(ExportRequest.objects.get(pk=export.pk).purpose)
+    report = installation.rotate_installation_key("export-text")
+    assert report.resealed == 2  # the purpose and the recipient
+    row = ExportRequest.objects.get(pk=export.pk)
+    assert key_id_of(bytes(row.purpose)).hex() == report.key_id
+    assert len(bytes(row.purpose)) == len(before)  # same padding: the size says nothing
+    keyring.clear_caches()
+    assert sealing.open_text("purpose", row.pk, row.purpose) == "Étude pour le Dr Martin"
+    old = next(k for k, active in _ids("export-text") if not active)
+    installation.retire_installation_key("export-text", old)

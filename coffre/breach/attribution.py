@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING
 from coffre.breach.report import Evidence
 
 if TYPE_CHECKING:
-    from coffre.breach.scan import Plan
+    from coffre.breach.scan import Plan, RowKeys
 
 # Recognised kind -> the registry column a watermark fingerprint was computed for.
 # Only the near-unique ones: a given name or an address alone proves nothing, and
 # hashing every cell of every unmatched row would cost more than matching it.
-_WATERMARK_COLUMNS = {"nir": ("nir",), "family_name": ("birth_name",),
-                      "phone": ("phone",), "email": ("email",)}
-# Cells that identify a watermark row on their own (synthetic, with a random part).
-_UNIQUE = frozenset({"nir", "birth_name", "phone", "email", "row"})
+_WATERMARK_COLUMNS = {"nir": ("nir",), "phone": ("phone",), "email": ("email",)}
+# What identifies a watermark row on its own: its NIR, e-mail, name with birth date
+# (a decoy's own, no patient of its lab shares them), or the whole row. Its phone keeps
+# a real number's prefix, so it only confirms another.
+_UNIQUE = frozenset({"nir", "email", "name_dob", "row"})
 PENDING_ROWS = 2000
 NO_EVIDENCE = ("no canary or watermark: the source cannot be attributed from this file")
 
@@ -52,18 +53,27 @@ def _cell_variants(kind: str, text: str) -> set[str]:
 
 class Attributor:
     """Collects the fingerprints of the rows no patient matched (watermark rows are
-    synthetic, so never patients) and looks them up in bulk."""
+    decoys, never patients) and looks them up in bulk."""
 
     def __init__(self) -> None:
-        from coffre.exports.services import watermark_key
+        from coffre.exports.services import watermark_keys
 
-        self._key = watermark_key()
+        self._keys = watermark_keys()
         self._pending: list[dict[str, str]] = []  # per row: fingerprint -> column
         self.watermark_rows: Counter[int] = Counter()  # export id -> rows
         self.strong: Counter[int] = Counter()  # export id -> rows matched by a unique cell
 
-    def unmatched(self, row: list[str], plan: Plan) -> None:
-        from coffre.exports.services import cell_fingerprint, row_fingerprint
+    def unmatched(self, row: list[str], plan: Plan, keys: RowKeys) -> None:
+        """A row no patient matched: its fingerprints under each watermark key."""
+        for key in self._keys:
+            self._prints(key, row, plan, keys)
+
+    def _prints(self, key: bytes, row: list[str], plan: Plan, keys: RowKeys) -> None:
+        from coffre.exports.services import (
+            cell_fingerprint,
+            name_dob_fingerprint,
+            row_fingerprint,
+        )
         from coffre.identity.registry import CSV_COLUMNS
 
         prints: dict[str, str] = {}
@@ -74,10 +84,12 @@ class Attributor:
                 continue
             for name in names:
                 for value in _cell_variants(column.kind, text):
-                    prints[cell_fingerprint(self._key, name, value)] = name
+                    prints[cell_fingerprint(key, name, value)] = name
+        for name in keys.names:  # already normalised, with the ISO birth date
+            prints[name_dob_fingerprint(key, name, keys.birth_date)] = "name_dob"
         header = [h.strip() for h in plan.header]
         if header and all(h in CSV_COLUMNS for h in header):
-            prints[row_fingerprint(self._key, dict(zip(header, row, strict=False)))] = "row"
+            prints[row_fingerprint(key, dict(zip(header, row, strict=False)))] = "row"
         if prints:
             self._pending.append(prints)
         if len(self._pending) >= PENDING_ROWS:
@@ -98,8 +110,6 @@ class Attributor:
                 if fp in owner:
                     per_export[owner[fp]].add(column)
             for export_id, columns in per_export.items():
-                # Every column hashed is near-unique (a watermark's surname carries a
-                # random part), as is the whole row.
                 if columns & _UNIQUE:
                     self.watermark_rows[export_id] += 1
                     if "row" in columns or len(columns & _UNIQUE) >= 2:

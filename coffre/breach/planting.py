@@ -32,58 +32,16 @@ from django.utils import timezone
 
 from coffre.audit import canaries, chain, log
 from coffre.audit.models import CanaryMark
-from coffre.breach.scan import (
-    PatientDigests,
-    email_text,
-    name_text,
-    nir_text,
-    phone_text,
-)
 from coffre.bulk import bulk_insert
-from coffre.identity.decoys import LabProfile
+from coffre.identity.decoys import LabProfile, draw_unused
+from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import sealed_row
 from coffre.keyring import indexes
 from coffre.labs.tenancy import Actor
 
-MAX_TRIES = 50
 PLANT_ACTION = "canary_plant"
 SAMPLE_ACTION = "decoy_sample"
-
-
-class PlantingError(RuntimeError):
-    """No unused identity could be drawn (a lab far too small for its canaries)."""
-
-
-def _texts(values: dict[str, str]) -> list[tuple[str, str]]:
-    from coffre.breach import columns as cols
-
-    found = []
-    if values["nir"]:
-        found.append(("nir", nir_text(values["nir"])))
-    for name in (values["birth_name"], values["used_name"]):
-        if name:
-            found.append(("name", name_text(values["birth_date"], cols.normalize_name(name))))
-    if values["phone"]:
-        found.append(("phone", phone_text(values["phone"])))
-    if values["email"]:
-        found.append(("email", email_text(values["email"])))
-    return found
-
-
-def _unused_identity(profile: LabProfile, taken: PatientDigests, mine: set[tuple[str, str]],
-                     rng: random.Random) -> dict[str, str]:
-    """An identity none of whose NIR, name + birth date, phone or e-mail is a patient's
-    of the lab (nor another new canary's)."""
-    for _ in range(MAX_TRIES):
-        values = profile.identity(rng)
-        texts = _texts(values)
-        if any(taken.get(slot, text) for slot, text in texts) or mine & set(texts):
-            continue
-        mine.update(texts)
-        return values
-    raise PlantingError("no unused identity after "
-                        f"{MAX_TRIES} draws: the lab has too few patients for canaries")
 
 
 def plant(lab_id: int, count: int, actor: Actor) -> int:
@@ -91,12 +49,12 @@ def plant(lab_id: int, count: int, actor: Actor) -> int:
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - picks traits, not secrets
     profile = LabProfile(lab_id, rng, exclude=set(canaries.canary_ids()))
     taken = PatientDigests(lab_id)
-    mine: set[tuple[str, str]] = set()
+    mine: set[tuple[str, str]] = set()  # the new canaries' own values
     generation = indexes.current(lab_id)
     key = chain.audit_key()
     rows, marks, made = [], [], []
     for _ in range(count):
-        values = _unused_identity(profile, taken, mine, rng)
+        values = draw_unused(profile, taken, mine, rng)
         row = sealed_row(lab_id, values, generation)
         row["created_at"] = row["updated_at"] = profile.registered_at(rng)
         rows.append(row)

@@ -36,9 +36,7 @@ digested and looked up here.
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
-from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,200 +54,21 @@ from coffre.breach.report import (
     LabImpact,
     ScanReport,
 )
+from coffre.identity.digests import (
+    PatientDigests,
+    email_text,
+    name_text,
+    nir_text,
+    phone_text,
+)
 from coffre.labs.tenancy import Actor
-from coffre.vault import ScratchDigest, file_sha256
+from coffre.vault import file_sha256
 
 BATCH_ROWS = 5000
 ACTION = "breach_scan"  # audit action; not a READ_ACTION, so outside mass-reading counts
-_FIELDS = ("nir", "birth_name", "used_name", "birth_date", "phone", "email")
 _LEVEL_RANK = {level: rank for rank, level in enumerate(CONFIDENCES)}
 
 Progress = Callable[[int], None]
-
-
-# --- the patients, decrypted once into keyed digests --------------------------------
-
-_SLOTS = ("nir", "name", "phone", "email")
-_MIXED = 0xFFFF_FFFF_FFFF_FFFF  # digests are looked up by their first 64 bits
-
-
-def _digest_key(digest: ScratchDigest, text: str) -> int:
-    return int.from_bytes(digest(text)[:8], "big")
-
-
-def nir_text(nir: str) -> str:
-    return "i\x1f" + nir
-
-
-def name_text(birth_date: str, name: str) -> str:
-    return f"n\x1f{birth_date}\x1f{name}"
-
-
-def phone_text(phone: str) -> str:
-    return "p\x1f" + phone
-
-
-def email_text(email: str) -> str:
-    return "e\x1f" + email.lower()
-
-
-def _patient_texts(values: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(slot, text to digest) of one decrypted patient's compared values."""
-    if values["nir"]:
-        yield "nir", nir_text(values["nir"])
-    birth = values["birth_date"]
-    if birth:
-        names = {n for n in (cols.normalize_name(values["birth_name"]),
-                             cols.normalize_name(values["used_name"])) if n}
-        for name in sorted(names):
-            yield "name", name_text(birth, name)
-    if values["phone"]:
-        yield "phone", phone_text(values["phone"])
-    if values["email"]:
-        yield "email", email_text(values["email"])
-
-
-class PatientDigests:
-    """The patients in scope, each decrypted once: ``ids`` and ``labs`` by position, and
-    per compared value a map from digest (first 64 bits) to position (an int, or a
-    list of positions when several patients share the value: a family's phone)."""
-
-    def __init__(self, lab_id: int | None = None, helpers: int = 0) -> None:
-        from coffre.identity.models import Patient
-
-        self.digest = ScratchDigest()
-        self.ids: list[uuid.UUID] = []
-        self.labs: list[int] = []
-        self.maps: dict[str, dict[int, int | list[int]]] = {slot: {} for slot in _SLOTS}
-        scope = Patient.unscoped.filter(data_key__isnull=False)
-        if lab_id is not None:
-            scope = scope.filter(lab_id=lab_id)
-        positions: dict[uuid.UUID, int] = {}
-        per_lab: Counter = Counter()
-        for pid, lab in scope.order_by("lab_id", "id").values_list("id", "lab_id").iterator(
-                chunk_size=10_000):
-            positions[pid] = len(self.ids)
-            self.ids.append(pid)
-            self.labs.append(lab)
-            per_lab[lab] += 1
-        for part in _decrypt_parts(positions, per_lab, self.digest, helpers):
-            self._add(part)
-
-    @classmethod
-    def empty(cls) -> PatientDigests:
-        """No patient (a scan of files without a single row)."""
-        found = cls.__new__(cls)
-        found.digest, found.ids, found.labs = ScratchDigest(), [], []
-        found.maps = {slot: {} for slot in _SLOTS}
-        return found
-
-    def _add(self, part: dict[str, array]) -> None:
-        for slot, pairs in part.items():
-            found = self.maps[slot]
-            for at in range(0, len(pairs), 2):
-                key, pos = pairs[at] & _MIXED, pairs[at + 1]
-                known = found.get(key)
-                if known is None:
-                    found[key] = pos
-                elif isinstance(known, list):
-                    known.append(pos)
-                elif known != pos:
-                    found[key] = [known, pos]
-
-    def get(self, slot: str, text: str) -> list[int]:
-        """Positions of the patients whose ``slot`` value digests like ``text``."""
-        found = self.maps[slot].get(_digest_key(self.digest, text))
-        if found is None:
-            return _NONE
-        return found if isinstance(found, list) else [found]
-
-
-_NONE: list[int] = []
-
-
-def _decrypt_parts(positions: dict[uuid.UUID, int], per_lab: Counter, digest: ScratchDigest,
-                   helpers: int) -> Iterator[dict[str, array]]:
-    """The digests of every patient, a lab at a time: here, or in ``helpers`` forked
-    processes sharing out the labs (largest first)."""
-    labs = [lab for lab, _n in per_lab.most_common()]
-    if helpers < 1 or len(labs) < 2:
-        for lab in labs:
-            yield _decrypt_lab(lab, positions, digest)
-        return
-    from django.db import connection, connections
-
-    if connection.in_atomic_block:
-        for lab in labs:
-            yield _decrypt_lab(lab, positions, digest)
-        return
-    global _FORKED
-    _FORKED = (positions, digest)  # inherited by the forked helpers, never pickled
-    connections.close_all()  # each helper opens its own connection
-    pool = multiprocessing.get_context("fork").Pool(helpers)
-    try:
-        yield from pool.imap_unordered(_forked_lab, labs)
-    finally:
-        pool.terminate()
-        pool.join()
-        _FORKED = None
-
-
-_FORKED: tuple[dict[uuid.UUID, int], ScratchDigest] | None = None
-
-
-def _forked_lab(lab_id: int) -> dict[str, array]:
-    assert _FORKED is not None
-    return _decrypt_lab(lab_id, *_FORKED)
-
-
-def _decrypt_lab(lab_id: int, positions: dict[uuid.UUID, int], digest: ScratchDigest
-                 ) -> dict[str, array]:
-    """(digest key, position) pairs of one lab's patients, flat per slot. Plain SQL: the
-    ORM's model instances of wide sealed rows cost more than the decryption."""
-    from django.db import connection
-
-    from coffre.identity.models import Patient
-    from coffre.identity.registry import patient_key
-
-    if not _AD:
-        _AD.update(_ad_prefixes())
-    meta, quote = Patient._meta, connection.ops.quote_name
-    pk = meta.pk
-    columns = ", ".join(quote(meta.get_field(name).column)
-                        for name in ("id", "data_key", *_FIELDS))
-    sql = (f"SELECT {columns} FROM {quote(meta.db_table)} "  # noqa: S608 - names from the model
-           f"WHERE {quote(meta.get_field('lab').column)} = %s AND "
-           f"{quote(meta.get_field('data_key').column)} IS NOT NULL")
-    pairs = {slot: array("q") for slot in _SLOTS}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [lab_id])
-        while rows := cursor.fetchmany(2000):
-            for raw_id, wrapped, *blobs in rows:
-                pid = pk.to_python(raw_id)
-                pos = positions.get(pid)
-                if pos is None:  # created since the positions were listed
-                    continue
-                key, row = patient_key(pid, lab_id, bytes(wrapped)), str(pid).encode()
-                values = {name: key.open(bytes(blob), _AD[name] + row)
-                          for name, blob in zip(_FIELDS, blobs, strict=True)}
-                for slot, text in _patient_texts(values):
-                    pairs[slot].extend((_signed(_digest_key(digest, text)), pos))
-    return pairs
-
-
-def _signed(value: int) -> int:
-    """A 64-bit digest key as array("q") stores it (masked back on reading)."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _ad_prefixes() -> dict[str, bytes]:
-    from coffre.identity.registry import TABLE
-    from coffre.vault import context_prefix
-
-    return {name: context_prefix(TABLE, name) for name in _FIELDS}
-
-
-_AD: dict[str, bytes] = {}
 
 
 # --- one row's keys ------------------------------------------------------------------------
@@ -441,10 +260,11 @@ def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
                     seen.add(id(plan))
                     tally.columns.extend(c.guess(plan.table) for c in plan.columns)
                     tally.categories.update(c.category for c in plan.columns)
-                result = match_row(plan.keys(row), patients)
+                keys = plan.keys(row)
+                result = match_row(keys, patients)
                 tally.add(result, patients, canary_ids)
                 if result is None:
-                    attributor.unmatched(row, plan)
+                    attributor.unmatched(row, plan, keys)
                 done += 1
                 if progress and done == BATCH_ROWS:
                     progress(done)

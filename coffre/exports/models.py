@@ -61,3 +61,6 @@ class ExportWatermark(models.Model):
     export = models.ForeignKey(ExportRequest, on_delete=models.CASCADE,
                                related_name="watermarks")
     fingerprint = models.CharField(max_length=64, db_index=True)
+    # The "exports" installation key version the fingerprint key derives from: a
+    # rotation keeps older versions while a fingerprint needs them.
+    key_id = models.CharField(max_length=8, default="")

@@ -53,10 +53,12 @@ from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
 from coffre.exports import sealing
 from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
-from coffre.identity import synthetic
+from coffre.identity import french
 from coffre.identity.access import patients_for
+from coffre.identity.decoys import LabProfile, draw_unused
+from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
-from coffre.identity.registry import CSV_COLUMNS, clean_values, open_patient
+from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.lab.models import Order
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
@@ -68,8 +70,13 @@ MAX_DAYS = 30
 REQUEST_DAYS = 14  # a request not produced within this is closed as expired
 WATERMARK_ROWS = (2, 3)
 # Columns whose values are near-unique: a single leaked cell is enough to attribute.
-DISTINCTIVE = ("nir", "birth_name", "first_names", "address", "phone", "email")
+# A watermark row is a decoy like the lab's patients (identity.decoys), so its names,
+# town and address are ordinary; its NIR, phone and e-mail are its own, and so is its
+# name with its birth date ("name_dob", fingerprinted together).
+DISTINCTIVE = ("nir", "phone", "email")
+NAME_DOB = "name_dob"
 _FP_INFO = b"coffre/export-watermark/v1"
+WATERMARK_PURPOSE = "exports"  # the installation key the fingerprint key derives from
 
 
 class ExportError(ValueError):
@@ -352,10 +359,27 @@ def staged_file(export: ExportRequest) -> Path:
     return staging_dir() / f"{export.pk}.{export.format or ExportFormat.CSV}.age"
 
 
-def watermark_key() -> bytes:
+def watermark_key() -> tuple[str, bytes]:
+    """(key id, key) of the fingerprints of new watermark rows: derived from the active
+    version of the "exports" installation key."""
     from coffre.keyring import services as keyring
 
-    return keyring.installation_key("exports").derive(_FP_INFO)
+    versions = keyring.installation_key(WATERMARK_PURPOSE)
+    return versions.hex_id, versions.derive(_FP_INFO)
+
+
+def watermark_keys() -> list[bytes]:
+    """The fingerprint key of every version still present (an export made before a
+    rotation keeps its fingerprints under its version)."""
+    from coffre.keyring import services as keyring
+
+    return [key.derive(_FP_INFO)
+            for key in keyring.installation_key(WATERMARK_PURPOSE).all_versions()]
+
+
+def watermark_uses(key_id: str) -> int:
+    """Watermark fingerprints that need this version (keys retire refuses while any)."""
+    return ExportWatermark.objects.filter(key_id=key_id).count()
 
 
 def row_fingerprint(key: bytes, row: dict[str, str]) -> str:
@@ -366,26 +390,30 @@ def cell_fingerprint(key: bytes, column: str, value: str) -> str:
     return fingerprint(key, f"cell\0{column}\0{value}")
 
 
+def name_dob_fingerprint(key: bytes, name: str, birth_date: str) -> str:
+    """A name (normalised as the registry indexes it) with an ISO birth date."""
+    return fingerprint(key, f"cell\0{NAME_DOB}\0{french.normalize_name(name)}|{birth_date}")
+
+
 def _fingerprints(key: bytes, row: dict[str, str]) -> set[str]:
     found = {row_fingerprint(key, row)}
     found.update(cell_fingerprint(key, c, v) for c, v in row.items() if c in DISTINCTIVE and v)
+    if row.get("birth_date"):
+        found.update(name_dob_fingerprint(key, row[c], row["birth_date"])
+                     for c in ("birth_name", "used_name") if row.get(c))
     return found
 
 
-def watermark_rows(fields: list[str], rng: random.Random) -> list[dict[str, str]]:
-    """2-3 synthetic, valid patients, with a random surname part so that no real
-    patient nor another export shares them; only the requested fields."""
-    count = rng.randint(*WATERMARK_ROWS)
-    rows = []
-    for row in synthetic.generate_patients(count, seed=rng.randrange(10**9),
-                                           start_index=rng.randrange(10**6)):
-        row["birth_name"] += "-" + "".join(rng.choice("bdgklmnrstv") + rng.choice("aeiou")
-                                           for _ in range(3)).title()
-        values, errors = clean_values(row)
-        if errors:
-            raise RuntimeError(f"generated watermark row failed validation: {errors[0]}")
-        rows.append({name: values.get(name, "") for name in fields})
-    return rows
+def watermark_rows(lab_id: int, fields: list[str], rng: random.Random
+                   ) -> list[dict[str, str]]:
+    """2-3 decoy patients like the lab's own, none of whose NIR, name + birth date,
+    phone or e-mail is a patient's of the lab; only the requested fields."""
+    profile = LabProfile(lab_id, rng, exclude=set(canaries.canary_ids()))
+    taken = PatientDigests(lab_id)
+    mine: set[tuple[str, str]] = set()
+    return [{name: values.get(name, "") for name in fields}
+            for values in (draw_unused(profile, taken, mine, rng)
+                           for _ in range(rng.randint(*WATERMARK_ROWS)))]
 
 
 def _csv_line(values: list[str]) -> bytes:
@@ -452,19 +480,20 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
         raise ExportError("the export now covers more patients than the DPO threshold: it "
                           "needs a new request approved by the DPO")
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows
-    marks = watermark_rows(fields, rng)
+    marks = watermark_rows(export.lab_id, fields, rng)
     ids: list[uuid.UUID] = []
     path = staged_file(export)
     _write_private(path, lambda out: encrypt_stream_to(
         export.recipient_key, _csv_lines(scope, fields, marks, rng, ids,
                                               export.format), out))
-    key = watermark_key()
+    key_id, key = watermark_key()
     prints = set().union(*(_fingerprints(key, mark) for mark in marks))
     now = timezone.now()
     try:
         with transaction.atomic():
             ExportWatermark.objects.bulk_create(
-                [ExportWatermark(export=export, fingerprint=fp) for fp in sorted(prints)])
+                [ExportWatermark(export=export, fingerprint=fp, key_id=key_id)
+                 for fp in sorted(prints)])
             _log_export(actor, export, ids, now)
             export.state, export.rows_exported, export.produced_at = (
                 ExportState.PRODUCED, len(ids), now)
@@ -577,27 +606,24 @@ def listing(lab: Lab) -> list[dict]:
 def attribute(csv_text: str) -> int | None:
     """The export a leaked CSV (or FHIR NDJSON) came from, by its watermark rows (None
     when none match, or when two exports match equally)."""
-    key = watermark_key()
     if csv_text.lstrip().startswith("{"):  # FHIR NDJSON: the Patients' registry values
         from coffre.fhir.bulk import patient_row
 
-        rows = [patient_row(line) for line in csv_text.splitlines() if line.strip()]
-        prints = {cell_fingerprint(key, c, v) for row in rows if "__shape__" not in row
-                  for c, v in row.items() if c in DISTINCTIVE and v}
-        return _vote(prints)
-    lines = [[spreadsheet.restore(cell) for cell in line]
-             for line in csv.reader(io.StringIO(csv_text))]
-    if not lines:
-        return None
-    header = [h.strip() for h in lines[0]]
-    prints: set[str] = set()
-    if header and all(h in CSV_COLUMNS for h in header):
-        for line in lines[1:]:
-            prints |= _fingerprints(key, dict(zip(header, line, strict=False)))
-    else:  # no header: try each cell as each distinctive column
-        for line in lines:
-            prints |= {cell_fingerprint(key, c, v) for v in line if v for c in DISTINCTIVE}
-    return _vote(prints)
+        rows = [row for row in (patient_row(line) for line in csv_text.splitlines()
+                                if line.strip()) if "__shape__" not in row]
+    else:
+        lines = [[spreadsheet.restore(cell) for cell in line]
+                 for line in csv.reader(io.StringIO(csv_text))]
+        if not lines:
+            return None
+        header = [h.strip() for h in lines[0]]
+        if header and all(h in CSV_COLUMNS for h in header):
+            rows = [dict(zip(header, line, strict=False)) for line in lines[1:]]
+        else:  # no header: try each cell as each distinctive column
+            return _vote({cell_fingerprint(key, c, v) for key in watermark_keys()
+                          for line in lines for v in line if v for c in DISTINCTIVE})
+    return _vote({fp for key in watermark_keys() for row in rows
+                  for fp in _fingerprints(key, row)})
 
 
 def _vote(prints: set[str]) -> int | None:

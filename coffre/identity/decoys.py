@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from coffre.identity import french, synthetic
+from coffre.identity import digests, french, synthetic
 from coffre.identity.models import Patient
 from coffre.identity.registry import clean_values, open_columns
 
@@ -281,3 +281,43 @@ def _email_like(sample: str, birth_name: str, first_names: str, birth: dt.date,
                                        local[digits.start() - 1:digits.start()]
                                        == separator else "") + suffix
     return f"{address}@{domain}"
+
+
+MAX_TRIES = 50
+
+
+class NoUnusedIdentity(RuntimeError):
+    """No identity free of the lab's identifiers could be drawn (a lab far too small
+    for the decoys asked)."""
+
+
+def decoy_texts(values: dict[str, str]) -> list[tuple[str, str]]:
+    """(slot, text) of a decoy's identifiers, as coffre.identity.digests compares them."""
+    found = []
+    if values.get("nir"):
+        found.append(("nir", digests.nir_text(values["nir"])))
+    if values.get("birth_date"):
+        for name in (values.get("birth_name", ""), values.get("used_name", "")):
+            if name:
+                found.append(("name", digests.name_text(values["birth_date"],
+                                                       french.normalize_name(name))))
+    if values.get("phone"):
+        found.append(("phone", digests.phone_text(values["phone"])))
+    if values.get("email"):
+        found.append(("email", digests.email_text(values["email"])))
+    return found
+
+
+def draw_unused(profile: LabProfile, taken: digests.PatientDigests,
+                mine: set[tuple[str, str]], rng: random.Random) -> dict[str, str]:
+    """A decoy none of whose NIR, name + birth date, phone or e-mail is a patient's of
+    the lab (``taken``), nor another new decoy's (``mine``, updated)."""
+    for _ in range(MAX_TRIES):
+        values = profile.identity(rng)
+        texts = decoy_texts(values)
+        if any(taken.get(slot, text) for slot, text in texts) or mine & set(texts):
+            continue
+        mine.update(texts)
+        return values
+    raise NoUnusedIdentity(f"no unused identity after {MAX_TRIES} draws: the lab has too "
+                           "few patients for its decoys")

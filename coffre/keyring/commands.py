@@ -12,6 +12,7 @@ import json
 import re
 
 from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre.keyring import ROTATABLE_INSTALLATION_KEYS as ROTATABLE
 from coffre.progress import bars
 
 HEX_ID = re.compile(r"^[0-9a-f]{8}$")
@@ -31,9 +32,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                         help="make a new lab key (and blind-index key) active, re-wrap the "
                              "lab's patient keys and re-index the lab")
     target.add_argument("--installation", metavar="PURPOSE",
-                        choices=("accounts", "audit", "exports", "legal-hold"),
-                        help="new material for an installation key (accounts, audit, "
-                             "exports, legal-hold) and re-seal what it sealed")
+                        choices=ROTATABLE,
+                        help="new material for an installation key ("
+                             + ", ".join(ROTATABLE) + ") and re-seal what it sealed")
     target.add_argument("--index", metavar="FINESS",
                         help="give the lab a new blind-index key (resized with "
                              "--planned-patients) and re-index the lab")
@@ -48,7 +49,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                                                         "the key file")
     target.add_argument("--lab", metavar="FINESS", help="lab whose old key to destroy")
     target.add_argument("--installation", metavar="PURPOSE",
-                        choices=("accounts", "audit", "exports", "legal-hold"),
+                        choices=ROTATABLE,
                         help="installation key whose old version to destroy")
     p.add_argument("--key-id", metavar="HEX", help="the lab or installation key version to "
                                                    "destroy (with --lab or --installation)")

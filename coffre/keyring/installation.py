@@ -1,4 +1,5 @@
-"""Rotating the material of the installation keys (accounts, audit, exports, legal-hold).
+"""Rotating the material of the installation keys (accounts, audit, exports, export-text,
+legal-hold).
 
 `coffre keys rotate --master` re-wraps these keys but keeps their material; this module
 replaces the material: ``rotate_installation_key(purpose)`` makes a new active version,
@@ -24,11 +25,12 @@ from dataclasses import dataclass
 from django.apps import apps
 from django.db import models, transaction
 
+from coffre.keyring import ROTATABLE_INSTALLATION_KEYS
 from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey
 from coffre.vault import Key, key_id_of
 
-ROTATABLE = ("accounts", "audit", "exports", "legal-hold")
+ROTATABLE = ROTATABLE_INSTALLATION_KEYS
 BATCH = 500
 
 
@@ -46,6 +48,7 @@ class SealedColumn:
     field: str
     ad: Callable[[models.Model], bytes]
     resealable: bool = True
+    min_size: int = 0  # the padding the values were sealed with
     where: tuple[tuple[str, object], ...] = ()  # only the rows matching these fields
 
     def queryset(self) -> models.QuerySet:
@@ -153,7 +156,8 @@ def _reseal(column: SealedColumn, versions: keyring.KeyVersions) -> int:
                 if key_id_of(blob) == versions.active.key_id:
                     continue
                 ad = column.ad(row)
-                resealed = versions.active.seal_bytes(versions.open_bytes(blob, ad), ad)
+                resealed = versions.active.seal_bytes(versions.open_bytes(blob, ad), ad,
+                                                      column.min_size)
                 type(row)._base_manager.filter(pk=row.pk).update(**{column.field: resealed})
                 done += 1
         last = ids[-1]

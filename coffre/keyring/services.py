@@ -162,6 +162,13 @@ class KeyVersions:
             key = self._by_id[key_id] = _unwrap_installation(row)
         return key
 
+    def all_versions(self) -> list[Key]:
+        """Every version present in the database (for keys derived from each: a
+        fingerprint made under an older version is still looked up)."""
+        for row in InstallationKey.objects.filter(purpose=self.purpose):
+            self.version(bytes.fromhex(row.key_id))
+        return list(self._by_id.values())
+
     def seal_bytes(self, data: bytes, ad: bytes, min_size: int = 0) -> bytes:
         return self.active.seal_bytes(data, ad, min_size)
 

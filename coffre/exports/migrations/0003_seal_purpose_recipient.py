@@ -40,7 +40,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("exports", "0002_exportrequest_format"),
-        ("keyring", "0002_reencryptionrun"),  # seal_existing reads the keyring
+        ("keyring", "0004_installation_key_versions"),  # seal_existing reads the keyring
     ]
 
     operations = [
