@@ -48,6 +48,7 @@ B_STAFF_PERSON = "gwenola.le-bihan"  # a lab B account: lab A's manager pages ne
 B_EXPORT_PURPOSE = "Cohorte drépanocytose Morlaix-Landerneau 2026"
 B_EXPORT_RECIPIENT = "Registre Penn-ar-Bed des hémoglobinopathies"
 B_API_CLIENT = "Passerelle Ti-Glaz"  # lab B's API client: lab A's pages never show it
+B_RESULT = "6.13"  # lab B's haemoglobin (g/dL): lab A's pages never show it
 
 
 def csrf_failed(request, reason: str = "") -> HttpResponse:
@@ -136,18 +137,25 @@ def lab_b_objects(lab_b, actor_b):
 @pytest.fixture
 def lab_b_order(lab_b_objects, actor_b):
     """An order of lab B's patient, received, with a value typed and validated."""
+    import datetime as dt
+
+    from django.utils import timezone
+
     from coffre.lab import workflow
     from coffre.lab.orders import OrderRequest, create_order
 
     patient = lab_b_objects[0]
+    # Registered on a day of its own: its number cannot be one of lab A's (numbers count
+    # per lab and per day), so the walk can look for it on lab A's pages.
     order = create_order(actor_b, OrderRequest(patient_id=patient.id, tests=("HB", "K"),
                                                prescriber_name=B_ROW["first_names"],
-                                               clinical_info=B_ROW["notes"]))
+                                               clinical_info=B_ROW["notes"]),
+                         now=timezone.now() - dt.timedelta(days=400))
     technician = Actor("b-technician", actor_b.lab_id, Role.TECHNICIAN, "cli")
     for specimen in order.specimens.all():
         workflow.receive(actor_b, specimen.barcode)
     hb = order.results.get(loinc="718-7")
-    workflow.enter_results(technician, [workflow.Entry(hb.id, "6.2")])  # a critical value
+    workflow.enter_results(technician, [workflow.Entry(hb.id, B_RESULT)])  # a critical value
     workflow.validate_technically(technician, [hb.id])
     return order
 
@@ -194,11 +202,58 @@ def lab_b_api_client(lab_b):
     return api_client(lab_b, name=B_API_CLIENT)[0]
 
 
+def _lab_paths(model) -> list[str]:
+    """How a model's rows reach their lab: ``lab_id`` on the row, or through one foreign
+    key (a critical value's result, a token's client, a membership's user...)."""
+    names = {f.name for f in model._meta.concrete_fields}
+    if "lab" in names or "lab_id" in names:
+        return ["lab_id"]
+    paths = []
+    for field in model._meta.concrete_fields:
+        target = field.related_model if field.is_relation else None
+        if target is not None and {"lab", "lab_id"} & {f.name for f in
+                                                      target._meta.concrete_fields}:
+            paths.append(f"{field.name}__lab_id")
+    return paths
+
+
+def lab_state(lab, users=()) -> dict[tuple[str, object], tuple]:
+    """Every row of the lab, in every table that reaches it (and the rows of its staff
+    accounts): what a POST of another lab must never change, add or remove."""
+    from django.apps import apps
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    state = {}
+    user_ids = [user.pk for user in users]
+    for model in apps.get_models():
+        where = Q(pk__in=[])
+        for path in _lab_paths(model):
+            where |= Q(**{path: lab.id})
+        if model is get_user_model():
+            where |= Q(pk__in=user_ids)
+        elif any(f.is_relation and f.related_model is get_user_model()
+                 for f in model._meta.concrete_fields):
+            user_field = next(f.name for f in model._meta.concrete_fields
+                              if f.is_relation and f.related_model is get_user_model())
+            where |= Q(**{f"{user_field}__in": user_ids})
+        fields = [f.attname for f in model._meta.concrete_fields]
+        for row in model._base_manager.filter(where).values_list(*fields):
+            state[(model._meta.label, row[0])] = tuple(
+                bytes(v) if isinstance(v, memoryview) else v for v in row)
+    return state
+
+
 class Walker:
-    def __init__(self, pending: frozenset[int] = frozenset()) -> None:
+    def __init__(self, pending: frozenset[int] = frozenset(),
+                 guarded: tuple | None = None) -> None:
         self.requests = 0
         self.visited: set[str] = set()
         self.pending = pending  # user ids that walk with the second factor not done
+        # (lab, staff accounts) whose rows no POST may change, and what changed.
+        self.guarded = guarded
+        self.baseline = lab_state(*guarded) if guarded else {}
+        self.writes: list[tuple] = []
 
     def log_in(self, client: Client, user) -> None:
         client.force_login(user)
@@ -226,6 +281,14 @@ class Walker:
         response = client.post(url, {**(data or {}), "csrfmiddlewaretoken": token},
                                follow=True)
         assert response.redirect_chain or response.status_code != CSRF_REJECTED, url
+        if self.guarded:
+            after = lab_state(*self.guarded)
+            if after != self.baseline:
+                changed = sorted(str(k) for k in after.keys() ^ self.baseline.keys()) + \
+                    sorted(str(k) for k in after.keys() & self.baseline.keys()
+                           if after[k] != self.baseline[k])
+                self.writes.append((url, response.status_code, changed[:5]))
+                self.baseline = after
         return response
 
 
@@ -243,8 +306,8 @@ def payloads(row: dict[str, str], lab) -> list[dict[str, str]]:
 
 
 def walk(users: dict, fill: dict[str, list], forbidden: set[str],
-         posts: list[dict[str, str]],
-         pending: frozenset[str] = frozenset()) -> tuple[Walker, list[tuple]]:
+         posts: list[dict[str, str]], pending: frozenset[str] = frozenset(),
+         guarded: tuple | None = None) -> tuple[Walker, list[tuple]]:
     """Request every pattern, with every filling of its parameters, as every user: GET,
     then a POST per payload. The users named in ``pending`` walk after the password
     only (second factor not done). Returns the walker and what each response showed."""
@@ -252,7 +315,8 @@ def walk(users: dict, fill: dict[str, list], forbidden: set[str],
     # Logging out last keeps the rest of the walk in one session per person (a lab
     # choice or a break-the-glass grant made on one page stays for the next ones).
     patterns.sort(key=lambda p: p.name == "logout")
-    walker, leaks = Walker(frozenset(users[who].pk for who in pending)), []
+    walker = Walker(frozenset(users[who].pk for who in pending), guarded)
+    leaks = []
     for who, user in users.items():
         client = walker.client(user)
         for pattern in patterns:
@@ -284,7 +348,9 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
     forbidden = identifying_values(B_ROW) | {B_ALERT_PERSON, B_ALERT_SUMMARY,
                                              B_LOCK_PERSON, B_LOCK_REASON, B_STAFF_PERSON,
                                              B_EXPORT_PURPOSE, B_EXPORT_RECIPIENT,
-                                             B_API_CLIENT, lab_b_api_client.client_id}
+                                             B_API_CLIENT, lab_b_api_client.client_id,
+                                             lab_b_order.number, B_RESULT}
+    forbidden |= set(lab_b_order.specimens.values_list("barcode", flat=True))
     fill = {"patient_id": [patient_b.id, uuid.uuid4()], "alert_id": [alert_b.pk],
             "lock_id": [lock_b.pk], "order_id": [lab_b_order.id, uuid.uuid4()],
             "loinc": ["718-7"], "export_id": [lab_b_export.pk, 999_999],
@@ -307,17 +373,22 @@ def test_no_page_shows_another_labs_patient_alert_or_lock_to_anyone(
                   "note": "Prescripteur appelé", "reason": "hémolysé", "value": "7",
                   f"value-{b_result.id}": "7", "validate": str(b_result.id)}
     posts = [{**payload, **lab_fields} for payload in payloads(B_ROW, lab_b)]
+    b_staff_accounts = [m.user for m in Membership.objects.filter(lab=lab_b)
+                        .select_related("user")]
     walker, leaks = walk(users, fill, forbidden, posts,
-                         pending=frozenset({"secretary-2fa-pending"}))
+                         pending=frozenset({"secretary-2fa-pending"}),
+                         guarded=(lab_b, b_staff_accounts))
 
     expected = {p.name for p in site_patterns()}
     assert walker.visited == expected, expected ^ walker.visited
     assert not leaks, leaks
+    assert not walker.writes, walker.writes  # no POST of lab A changed a row of lab B
     assert not AccountLock.objects.filter(person__startswith="walker-").exists()
     assert walker.requests > 0
     with capsys.disabled():
         print(f"\nisolation walk: {walker.requests} requests over {len(expected)} URL "
-              f"patterns, {len(users)} identities, no value of lab B shown")
+              f"patterns, {len(users)} identities, no value of lab B shown, "
+              f"{len(walker.baseline)} rows of lab B unchanged after every POST")
 
 
 @override_settings(CSRF_FAILURE_VIEW="tests.test_isolation_walk.csrf_failed")
