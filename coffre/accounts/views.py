@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts import managing, mfa, sessions
+from coffre.accounts import locks, managing, mfa, sessions
 from coffre.accounts.acting import (
     SESSION_LAB,
     acting_membership,
@@ -47,7 +47,9 @@ def _next(request: HttpRequest) -> str:
 
 
 def _wrong_code(request: HttpRequest) -> HttpResponse | None:
-    """Count a wrong code; after too many, end the session (None: show the page again)."""
+    """Count a wrong code at enrollment; after too many, end the session (None: show the
+    page again). The secret is on that page, so these codes guess nothing: they count in
+    the session only, not against the account."""
     if mfa.count_failure(request):
         logout(request)
         messages.error(request, _("Trop de codes erronés : la session a été fermée. "
@@ -89,24 +91,34 @@ def mfa_enroll(request: HttpRequest) -> HttpResponse:
                    "next": _next(request)})
 
 
+def _locked_out_of_login(request: HttpRequest) -> HttpResponse:
+    """The account or the address is locked for failed authentications (passwords or
+    codes): this session ends, with the lockout page a password would get."""
+    logout(request)
+    return locks.lockout_response(request)
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def mfa_verify(request: HttpRequest) -> HttpResponse:
-    """Each login: the authenticator's code, or one of the recovery codes."""
+    """Each login: the authenticator's code, or one of the recovery codes. A wrong one is
+    a failed authentication of the account (``accounts.locks``): the limits of failed
+    logins hold across sessions, and a locked account gets no more tries."""
     if mfa.is_verified(request.session):
         return redirect(_next(request))
     if not mfa.is_enrolled(request.user):
         return redirect("mfa_enroll")
+    if locks.is_locked_out(request, request.user.get_username()):
+        return _locked_out_of_login(request)
     error = False
     if request.method == "POST":
         code = request.POST.get("code", "")
         if mfa.verify(request.user, code) or mfa.use_recovery_code(request.user, code):
             mfa.complete(request)
             return redirect(_next(request))
-        ended = _wrong_code(request)
-        if ended:
-            return ended
+        if locks.second_factor_failed(request):
+            return _locked_out_of_login(request)
         error = True
     return render(request, "accounts/mfa_verify.html",
                   {"error": error, "next": _next(request)})
