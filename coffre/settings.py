@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "coffre.labs.rls.ScopeResetMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "coffre.accounts.sessions.SessionEpochMiddleware",  # "log out everywhere"
+    # A temporary password is replaced before any other page (coffre.accounts.temporary).
+    "coffre.accounts.temporary.TemporaryPasswordMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",

@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from coffre.accounts import mfa, sessions
+from coffre.accounts import mfa, sessions, temporary
 from coffre.accounts.locks import LoginLock, login_locks
 from coffre.accounts.models import Deactivation, Membership, Role, TotpDevice
 from coffre.audit import log
@@ -217,7 +217,8 @@ def do_create_account(actor: Actor, username: str, first_name: str, last_name: s
                       role: str) -> Created:
     """A new account with a temporary password (shown once), or, for a person who
     already works for another lab of the same group (same username and names), a
-    membership of this lab. The person enrolls the second factor at the first login."""
+    membership of this lab. At the first login the person replaces the temporary
+    password, then enrolls the second factor (``accounts.temporary``)."""
     _require_manager(actor)
     username = check_username(username)
     role = _check_role(role)
@@ -240,6 +241,7 @@ def do_create_account(actor: Actor, username: str, first_name: str, last_name: s
     validate_password(password, user)
     user.set_password(password)
     user.save()
+    temporary.mark(user, issued_by=actor.person)
     membership = Membership.objects.create(user=user, lab=lab, role=role)
     _record(actor, "account_create", username, f"rôle {role}")
     return Created(membership, password)

@@ -65,3 +65,14 @@ class Deactivation(models.Model):
                                 related_name="deactivation")
     by = models.CharField(max_length=150)
     at = models.DateTimeField(auto_now_add=True)
+
+
+class TemporaryPassword(models.Model):
+    """A password someone else chose or saw (a lab manager's new account, ``coffre
+    prescriber add``): the person replaces it before anything else
+    (``coffre.accounts.temporary``). Removed only by that change."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="temporary_password")
+    issued_by = models.CharField(max_length=150)
+    issued_at = models.DateTimeField(auto_now_add=True)

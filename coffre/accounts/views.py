@@ -1,8 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth import logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts import locks, managing, mfa, sessions
+from coffre.accounts import locks, managing, mfa, sessions, temporary
 from coffre.accounts.acting import (
     SESSION_LAB,
     acting_membership,
@@ -22,6 +22,7 @@ from coffre.accounts.acting import (
     second_factor_required,
     staff_view,
 )
+from coffre.accounts.forms import NewPasswordForm
 from coffre.accounts.models import Role
 from coffre.audit import log
 
@@ -223,17 +224,22 @@ def logout_everywhere(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def password_change(request: HttpRequest) -> HttpResponse:
-    """Change one's password (a temporary one first of all). Staff and prescribers pass
-    their second factor first. Django ends the person's other sessions (their session
-    hash changes) and keeps this one."""
-    if request_memberships(request) or mfa.is_enrolled(request.user):
+    """Change one's password. A person with an authenticator passes the second factor
+    first; so does any staff account, except one replacing a temporary password before
+    enrolling (``accounts.temporary``). Django ends the person's other sessions (their
+    session hash changes) and keeps this one."""
+    replacing = temporary.is_pending(request)
+    if mfa.is_enrolled(request.user) or (request_memberships(request) and not replacing):
         pending = second_factor_pending(request)
         if pending:
             return pending
-    form = PasswordChangeForm(request.user, request.POST or None)
+    form = NewPasswordForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        with transaction.atomic():
+            user = form.save()
+            temporary.changed(request, user)
         update_session_auth_hash(request, user)
         messages.success(request, _("Mot de passe changé. Vos autres sessions sont fermées."))
         return redirect("home")
-    return render(request, "accounts/password_change.html", {"form": form})
+    return render(request, "accounts/password_change.html",
+                  {"form": form, "temporary": replacing})
