@@ -139,6 +139,12 @@ ACCOUNT_ACTIONS = {
 }
 
 
+AWAITING_OTHER_LABS = _lazy(
+    "Demande enregistrée. Cette personne travaille aussi pour un autre laboratoire : "
+    "l'opération change aussi son accès là-bas, elle sera faite quand le responsable de "
+    "chacun de ses laboratoires l'aura demandée à son tour.")
+
+
 def _accounts_page(request: HttpRequest, created: managing.Created | None = None,
                    form: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     return render(request, "accounts/lab_accounts.html", {
@@ -177,7 +183,9 @@ def lab_account_action(request: HttpRequest, membership_id: int) -> HttpResponse
             done = _("Rôle modifié.")
         elif action in ACCOUNT_ACTIONS:
             change, said = ACCOUNT_ACTIONS[action]
-            change(request.actor, membership_id)
+            if change(request.actor, membership_id) is False:  # a person-wide change
+                messages.info(request, AWAITING_OTHER_LABS)
+                return redirect("lab_accounts")
             done = str(said)
         else:
             return HttpResponseBadRequest("unknown action")
