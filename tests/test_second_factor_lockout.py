@@ -185,3 +185,23 @@ def test_a_right_code_after_a_few_wrong_ones_passes(alice):
             "code": wrong(alice.secret, attempt)}).status_code == 200
     assert client.post("/connexion/code/", {
         "code": mfa.current_code(alice.secret)}).status_code == 302
+
+
+def test_a_prescribers_codes_lock_the_account_too(db):
+    from coffre.portal import prescriber
+    from tests.conftest import own_password
+    from tests.lab_helpers import PRESCRIBER_RPPS
+
+    account, _ = prescriber.add_prescriber(PRESCRIBER_RPPS, "dr.bernard")
+    own_password(account.user)
+    secret = mfa.enroll_confirmed(account.user)
+    client = password_login("dr.bernard")
+    statuses = [client.post("/connexion/code/", {"code": wrong(secret, n)}).status_code
+                for n in range(5)]
+    assert statuses == [200] * 4 + [429]
+    assert Client(REMOTE_ADDR="10.9.9.9").post("/connexion/", {
+        "username": "dr.bernard", "password": STAFF_PASSWORD}).status_code == 429
+    alert = Alert.objects.get(kind=AlertKind.SECOND_FACTOR)
+    assert (alert.person, alert.lab_id) == ("dr.bernard", None)
+    assert AccessEvent.objects.filter(person="dr.bernard", action="second_factor",
+                                      role="prescriber").count() == 5

@@ -7,7 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -128,18 +128,18 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
 # --- the lab manager's accounts page -----------------------------------------------------
 
 ACCOUNT_ACTIONS = {
-    "deactivate": (managing.do_deactivate, _lazy("Compte désactivé ; ses sessions sont "
+    "deactivate": (managing.do_deactivate, gettext_lazy("Compte désactivé ; ses sessions sont "
                                                  "fermées.")),
-    "reactivate": (managing.do_reactivate, _lazy("Compte réactivé.")),
-    "remove": (managing.do_remove_membership, _lazy("Personne retirée du laboratoire.")),
+    "reactivate": (managing.do_reactivate, gettext_lazy("Compte réactivé.")),
+    "remove": (managing.do_remove_membership, gettext_lazy("Personne retirée du laboratoire.")),
     "reset_mfa": (managing.do_reset_second_factor,
-                  _lazy("Double authentification réinitialisée : la personne en "
+                  gettext_lazy("Double authentification réinitialisée : la personne en "
                         "activera une nouvelle à sa prochaine connexion.")),
-    "clear_login_lock": (managing.do_clear_login_lock, _lazy("Blocage de connexion levé.")),
+    "clear_login_lock": (managing.do_clear_login_lock, gettext_lazy("Blocage de connexion levé.")),
 }
 
 
-AWAITING_OTHER_LABS = _lazy(
+AWAITING_OTHER_LABS = gettext_lazy(
     "Demande enregistrée. Cette personne travaille aussi pour un autre laboratoire : "
     "l'opération change aussi son accès là-bas, elle sera faite quand le responsable de "
     "chacun de ses laboratoires l'aura demandée à son tour.")
