@@ -55,7 +55,7 @@ def logged_in(user, lab=None) -> Client:
     return client
 
 
-def test_lab_as_manager_alone_cannot_reset_the_second_factor_she_uses_in_lab_b(
+def test_lab_a_manager_alone_cannot_reset_the_second_factor_she_uses_in_lab_b(
         people, managers, lab_a, lab_b):
     """The attack: lab A's manager resets Léna's authenticator (and ends her sessions),
     so that whoever holds her password enrolls a new one and reads lab B's patients."""

@@ -205,3 +205,37 @@ def test_a_prescribers_codes_lock_the_account_too(db):
     assert (alert.person, alert.lab_id) == ("dr.bernard", None)
     assert AccessEvent.objects.filter(person="dr.bernard", action="second_factor",
                                       role="prescriber").count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_the_limit(lab_a):
+    """The attack, in parallel: 16 sessions past the password each send a wrong code at
+    the same moment, hoping to all pass the lock check before the failures are counted.
+    Attempts of one person run one at a time: 4 are answered "wrong", the 5th locks, the
+    rest are refused without being checked."""
+    import threading
+
+    from django.db import connection
+
+    user = member("alice", lab_a, Role.SECRETARY)
+    secret = mfa.enroll_confirmed(user)
+    clients = [password_login("alice") for _ in range(16)]
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def guess(client: Client, n: int) -> None:
+        try:
+            start.wait()
+            statuses.append(client.post("/connexion/code/", {
+                "code": wrong(secret, n)}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=guess, args=(client, n))
+               for n, client in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200] * 4 + [429] * 12
+    assert sum(AccessAttempt.objects.values_list("failures_since_start", flat=True)) == 5

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from axes.attempts import get_cool_off_threshold
 from axes.handlers.database import AxesDatabaseHandler
@@ -26,6 +27,7 @@ from axes.helpers import get_client_username, get_failure_limit
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
+from django.db import transaction
 from django.db.models import Max, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -107,6 +109,27 @@ def _actors(request: HttpRequest) -> list[Actor]:
     if not memberships:
         return [Actor(username, None, "prescriber", "portal", address)]
     return [Actor(username, m.lab_id, m.role, "web", address) for m in memberships]
+
+
+def try_second_factor(request: HttpRequest, code: str
+                      ) -> Literal["passed", "wrong", "locked"]:
+    """Check a code or recovery code of the logged-in person, unless the account or the
+    address is locked out; a wrong one is counted (:func:`second_factor_failed`).
+
+    One attempt at a time per person: the check, the count and the lock decision run in
+    one transaction holding the person's authenticator row, so a burst of parallel
+    guesses cannot all pass the lock check before the first failures are counted."""
+    from coffre.accounts import mfa
+    from coffre.accounts.models import TotpDevice
+
+    user = request.user
+    with transaction.atomic():
+        list(TotpDevice.objects.select_for_update().filter(user=user).values_list("pk"))
+        if is_locked_out(request, user.get_username()):
+            return "locked"
+        if mfa.verify(user, code) or mfa.use_recovery_code(user, code):
+            return "passed"
+        return "locked" if second_factor_failed(request) else "wrong"
 
 
 def second_factor_failed(request: HttpRequest) -> bool:

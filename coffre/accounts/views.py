@@ -114,11 +114,11 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
         return _locked_out_of_login(request)
     error = False
     if request.method == "POST":
-        code = request.POST.get("code", "")
-        if mfa.verify(request.user, code) or mfa.use_recovery_code(request.user, code):
+        outcome = locks.try_second_factor(request, request.POST.get("code", ""))
+        if outcome == "passed":
             mfa.complete(request)
             return redirect(_next(request))
-        if locks.second_factor_failed(request):
+        if outcome == "locked":
             return _locked_out_of_login(request)
         error = True
     return render(request, "accounts/mfa_verify.html",
