@@ -144,3 +144,30 @@ def test_the_demo_logins_are_not_forced_to_change_but_a_new_prescriber_is(
         cli.run("prescriber", "add", "--rpps", "10000000108", "--username", "dr.neuf")
         assert query(cli, "SELECT u.username FROM accounts_temporarypassword t "
                           "JOIN auth_user u ON u.id = t.user_id") == [("dr.neuf",)]
+
+
+def test_the_migration_marks_handed_passwords_never_used(lab_a):
+    """Accounts made before the mark existed: a staff or prescriber account that never
+    logged in still has the password someone else chose; one that did log in, or a
+    patient's own account, does not."""
+    import importlib
+
+    from django.apps import apps
+    from django.utils import timezone
+
+    from coffre.portal import prescriber
+    from tests.lab_helpers import PRESCRIBER_RPPS
+
+    migration = importlib.import_module("coffre.accounts.migrations.0005_temporary_password")
+    unused = member("jean.unused", lab_a, Role.SECRETARY)
+    used = member("anne.used", lab_a, Role.SECRETARY)
+    used.last_login = timezone.now()
+    used.save()
+    doctor, _ = prescriber.add_prescriber(PRESCRIBER_RPPS, "dr.unused")
+    get_user_model().objects.create_user("claire.patient", password=STAFF_PASSWORD)
+    TemporaryPassword.objects.all().delete()
+    migration.mark_unused_handed_passwords(apps, None)
+    assert set(TemporaryPassword.objects.values_list("user__username", flat=True)) == {
+        "jean.unused", "dr.unused"}
+    assert not temporary.is_marked(used) and temporary.is_marked(unused)
+    assert temporary.is_marked(doctor.user)
