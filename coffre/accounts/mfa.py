@@ -197,8 +197,8 @@ def complete(request) -> None:
 
 
 def count_failure(request) -> bool:
-    """Count a wrong code at enrollment in this session; True when the session must end.
-    (A wrong code at login counts against the account: ``accounts.locks``.)"""
+    """Count a wrong code in this session; True when the session must end. (A wrong
+    code on the code page counts against the account instead: ``accounts.locks``.)"""
     failures = request.session.get(SESSION_FAILURES, 0) + 1
     request.session[SESSION_FAILURES] = failures
     return failures >= MAX_FAILURES
