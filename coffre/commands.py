@@ -566,8 +566,8 @@ def prescriber(args: argparse.Namespace) -> int:
         raise BadInput(f"account refused: {exc}") from None
     print_json_lines([{"username": account.user.username, "rpps": account.rpps,
                        "temporary_password": password}])
-    print("give the temporary password to the doctor in person; they enroll an "
-          "authenticator at first login", file=sys.stderr)
+    print("give the temporary password to the doctor in person; at first login they "
+          "choose their own password, then enroll an authenticator", file=sys.stderr)
     return 0
 
 

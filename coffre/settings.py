@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "coffre.labs.rls.ScopeResetMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "coffre.accounts.sessions.SessionEpochMiddleware",  # "log out everywhere"
+    # A temporary password is replaced before any other page (coffre.accounts.temporary).
+    "coffre.accounts.temporary.TemporaryPasswordMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -196,8 +198,8 @@ COFFRE_PASSWORD_MIN_BITS = config.env_int("COFFRE_PASSWORD_MIN_BITS", 50)
 
 # Failed logins (django-axes, coffre/accounts/locks.py): 5 failures for one username, or
 # 20 from one address, within COFFRE_LOGIN_LOCK_MINUTES lock further attempts for as
-# long after the last failure. Axes' backend comes first so a locked account is refused
-# before its password is checked.
+# long after the last failure; a wrong second-factor code is a failure too. Axes' backend
+# comes first so a locked account is refused before its password is checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -211,6 +213,9 @@ AXES_COOLOFF_TIME = timedelta(minutes=config.env_int("COFFRE_LOGIN_LOCK_MINUTES"
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "coffre.accounts.locks.lockout_response"
 AXES_ENABLE_ADMIN = False
+# Axes keeps the posted fields of a failed attempt: not the codes of the code page (a
+# mistyped recovery code is close to a real one), nor the password (masked by axes).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]
 # The address is the client's, as every other consumer sees it (API token lockout and
 # rate limits, access-log entries): coffre.serving.proxy.client_address, which believes
 # X-Forwarded-For only from COFFRE_TRUSTED_PROXIES.

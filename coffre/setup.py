@@ -200,7 +200,7 @@ def _demo_portals(lab) -> Iterator[str]:
     """A patient activation code and a prescriber login, to try both portals."""
     from django.contrib.auth import get_user_model
 
-    from coffre.accounts import mfa
+    from coffre.accounts import mfa, temporary
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
     from coffre.lab.demo import PRESCRIBERS, staff_for
@@ -221,6 +221,7 @@ def _demo_portals(lab) -> Iterator[str]:
     # New password and key at every start, as for the staff demo logins.
     get_user_model().objects.filter(username="dr.bernard").delete()
     account, password = prescriber.add_prescriber(rpps, "dr.bernard")
+    temporary.waive_for_demo(account.user)  # printed below for the person trying the demo
     secret = mfa.enroll_confirmed(account.user)
     yield (f"  prescriber portal: dr.bernard / {password}  (Dr {name}, RPPS {rpps}); "
            f"TOTP key (DEMO ONLY): {secret}")
@@ -239,7 +240,7 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
     """Demo labs with one account each; passwords are new at every run and printed once."""
     from django.contrib.auth import get_user_model
 
-    from coffre.accounts import mfa
+    from coffre.accounts import mfa, temporary
     from coffre.accounts.models import Membership, Role
     from coffre.identity import synthetic
     from coffre.identity.models import Patient
@@ -262,6 +263,7 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
             user.set_password(password)
             user.save()
             Membership.objects.get_or_create(user=user, lab=lab, defaults={"role": role})
+            temporary.waive_for_demo(user)  # the printed password is the demo user's own
             secret = mfa.enroll_confirmed(user)
             yield (f"  {username} / {password}  ({Role(role).label}, {lab.name}, "
                    f"FINESS {lab.finess})")

@@ -125,6 +125,16 @@ def sign(username: str):
                               _RECOVERY_CODES[bytes(device.secret)].pop())
 
 
+def own_password(user, password: str = STAFF_PASSWORD) -> None:
+    """The person has replaced the temporary password they were given (a prescriber made
+    by ``add_prescriber``, a manager's new account) with a password of their own."""
+    from coffre.accounts.models import TemporaryPassword
+
+    user.set_password(password)
+    user.save()
+    TemporaryPassword.objects.filter(user=user).delete()
+
+
 def second_factor_done(client) -> None:
     """Mark a test client's logged-in session as past the second factor (the tests log
     in with ``client.login`` / ``force_login``, not through the code page)."""

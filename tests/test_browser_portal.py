@@ -35,6 +35,7 @@ OTHER_RPPS = "10009999995"
 CODE = re.compile(r"\b[0-9A-Z]{6}-[0-9A-Z]{10}\b")
 PATIENT_LOGIN = "claire.m85"
 PATIENT_PASSWORD = "Sept tulipes rouges au jardin !"
+DOCTOR_PASSWORD = "Huit cerisiers en fleurs sur la colline"
 
 
 def no_inline_code(page) -> None:
@@ -198,6 +199,15 @@ def test_a_doctor_logs_in_with_the_second_factor_and_reads_their_prescriptions(
     page.get_by_label("Identifiant").fill("dr.bernard")
     page.get_by_label("Mot de passe").fill(password)
     page.get_by_role("button", name="Se connecter").click()
+    # The temporary password first: no other page, not even the enrollment, before it.
+    page.wait_for_url("**/compte/mot-de-passe/")
+    assert page.locator("[data-temporary]").is_visible()
+    no_inline_code(page)
+    shoot(page, "portal-08a-prescriber-temporary-password")
+    page.get_by_label("Ancien mot de passe").fill(password)
+    page.get_by_label("Nouveau mot de passe", exact=True).fill(DOCTOR_PASSWORD)
+    page.get_by_label("Confirmation du nouveau mot de passe").fill(DOCTOR_PASSWORD)
+    page.get_by_role("button", name="Changer le mot de passe").click()
     second_factor(page, "dr.bernard")
     page.wait_for_url("**/prescripteur/")
     assert page.get_by_role("heading", name="Mes prescriptions").is_visible()

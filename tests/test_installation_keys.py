@@ -174,11 +174,10 @@ def produced_export(lab_a, actor_a, tmp_path, monkeypatch):
     "exports" key), and its decrypted CSV."""
     import datetime as dt
 
+    from coffre import config
     from coffre.exports import services as exports
     from coffre.vault import decrypt_with, new_recipient_identity
     from tests.conftest import sign
-
-    from coffre import config
 
     monkeypatch.setenv("COFFRE_KEY_FILE", str(config.key_file()))  # the key stays put
     monkeypatch.setenv("COFFRE_HOME", str(tmp_path / "home"))  # a staging area of its own

@@ -28,7 +28,14 @@ from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
 from coffre.labs.tenancy import Actor
-from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, second_factor_done
+from tests.conftest import (
+    STAFF_PASSWORD,
+    make_nir,
+    member,
+    own_password,
+    patient_row,
+    second_factor_done,
+)
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"
 SKIPPED = {"set_language"}  # Django's language switch: no lab data behind it
@@ -483,6 +490,7 @@ def test_a_prescriber_sees_nothing_of_another_doctors_patient(
     published(staff, mine.id, K="4.4")
     theirs = published(staff, other.id, rpps="10009999995", K="4.9")
     account, _ = prescriber.add_prescriber(PRESCRIBER_RPPS, "walker-doctor")
+    own_password(account.user)  # past the first login's change: the walk reaches the pages
     forbidden = identifying_values(other_row) | identifying_values(B_ROW)
     fill = {"patient_id": [other.id, lab_b_objects[0].id], "alert_id": [1], "lock_id": [1],
             "order_id": [theirs.id, lab_b_order.id], "loinc": ["2823-3"],

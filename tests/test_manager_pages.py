@@ -181,12 +181,18 @@ def test_the_page_shows_the_password_once_and_logs_no_password(team):
     assert all(password.encode() not in bytes(blob) for blob in raw)
 
 
-def test_the_new_person_logs_in_and_must_enroll_the_second_factor(team, manager):
+def test_the_new_person_logs_in_replaces_the_password_and_must_enroll_the_second_factor(
+        team, manager):
     created = managing.do_create_account(manager, "jean.dupont", "Jean", "Dupont",
                                          Role.SECRETARY)
     client = Client()
     response = client.post("/connexion/", {"username": "jean.dupont",
                                            "password": created.password}, follow=True)
+    assert response.redirect_chain[-1][0] == "/compte/mot-de-passe/"
+    own = "une phrase de passe bien à moi 2026"
+    response = client.post("/compte/mot-de-passe/", {
+        "old_password": created.password, "new_password1": own, "new_password2": own},
+        follow=True)
     assert response.redirect_chain[-1][0].startswith("/connexion/activation-2fa/")
 
 

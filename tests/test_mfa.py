@@ -140,7 +140,8 @@ def test_a_recovery_code_replaces_the_code_on_the_page(client, alice):
     assert client.get("/patients/").status_code == 200
 
 
-def test_five_wrong_codes_end_the_session(client, alice):
+def test_five_wrong_codes_end_the_session_with_the_lockout_page(client, alice):
+    """(Across sessions and addresses: tests/test_second_factor_lockout.py.)"""
     secret = mfa.enroll_confirmed(alice)
     now = int(mfa.current_code(secret))
     password_login(client)
@@ -148,7 +149,7 @@ def test_five_wrong_codes_end_the_session(client, alice):
         page = client.post("/connexion/code/", {"code": f"{(now + 7 + attempt) % 10**6:06d}"})
         assert page.status_code == 200 and "Code incorrect" in page.content.decode()
     response = client.post("/connexion/code/", {"code": f"{(now + 50) % 10**6:06d}"})
-    assert response.status_code == 302 and response["Location"] == "/connexion/"
+    assert response.status_code == 429 and "Connexion bloquée" in response.content.decode()
     assert "_auth_user_id" not in client.session
     assert client.get("/patients/")["Location"].startswith("/connexion/?next=")
 

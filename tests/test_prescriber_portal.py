@@ -11,7 +11,7 @@ from coffre.audit.models import AccessEvent
 from coffre.identity.access import create_patient
 from coffre.lab.access import OrderNotFound
 from coffre.portal import prescriber
-from tests.conftest import make_nir, patient_row, second_factor_done
+from tests.conftest import make_nir, own_password, patient_row, second_factor_done
 from tests.lab_helpers import PRESCRIBER_RPPS, order_for, published, staff_of
 
 OTHER_RPPS = "10009999995"
@@ -20,6 +20,7 @@ OTHER_RPPS = "10009999995"
 @pytest.fixture
 def doctor(db):
     account, _password = prescriber.add_prescriber(PRESCRIBER_RPPS, "dr.bernard")
+    own_password(account.user)
     return account
 
 

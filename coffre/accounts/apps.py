@@ -10,8 +10,11 @@ class AccountsConfig(AppConfig):
 
         from coffre.accounts.mfa import _forget_on_login, register_sealed
         from coffre.accounts.sessions import stamp_session
+        from coffre.accounts.temporary import note_on_login
 
         user_logged_in.connect(_forget_on_login, dispatch_uid="coffre-mfa-forget")
+        # A temporary password is replaced before anything else.
+        user_logged_in.connect(note_on_login, dispatch_uid="coffre-temporary-password")
         # Each new session belongs to the person's current epoch ("log out everywhere").
         user_logged_in.connect(stamp_session, dispatch_uid="coffre-session-epoch")
         register_sealed()  # for `coffre keys rotate --installation accounts`

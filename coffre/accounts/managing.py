@@ -8,6 +8,15 @@ lab manager may act (:class:`NotAllowed`), never on their own account
 access log (``kind="account"``), with the account concerned in the sealed purpose and
 never a password.
 
+A person may work for several labs, but has one authenticator, one login lock and one
+"active" flag: a second-factor reset (which also ends all their sessions), a login-lock
+release and a reactivation change their access to every one of those labs. For a person
+who also works elsewhere such a change is made only once a manager of each of their labs
+has asked for it (:func:`_every_lab_agrees`); until then it is a recorded request. Role
+changes and membership removals touch this lab's membership only; a deactivation is
+refused for such a person (they are removed from this lab instead); a mass-reading lock
+is the lab's where the reading happened, and only that lab lifts it.
+
 One account per person (CNIL sanction of 2022: accounts shared by several employees):
 a generic username ("accueil", "labo"...) is refused, and a person who already works for
 another lab of the same group gets a membership in this lab, not a second account.
@@ -19,17 +28,25 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from coffre.accounts import mfa, sessions
+from coffre.accounts import mfa, sessions, temporary
 from coffre.accounts.locks import LoginLock, login_locks
-from coffre.accounts.models import Deactivation, Membership, Role, TotpDevice
+from coffre.accounts.models import (
+    Deactivation,
+    Membership,
+    PersonWideRequest,
+    Role,
+    TotpDevice,
+)
 from coffre.audit import log
 from coffre.audit.models import AccountLock
 from coffre.labs.models import Lab
@@ -47,6 +64,16 @@ GENERIC_NAMES = frozenset({
     "reception", "remplacant", "root", "secretaire", "secretariat", "stagiaire",
     "standard", "technicien", "test", "user", "utilisateur",
 })
+# Changes that reach every lab of the person, with how long a manager's request for one
+# waits for the managers of the person's other labs. A login lock ends by itself after
+# the cool-off: a request to lift it is about that lock only.
+PERSON_WIDE = ("mfa_reset", "login_unlock", "account_reactivate")
+REQUEST_LIFETIME = timedelta(hours=24)
+PERSON_WIDE_LABELS = {
+    "mfa_reset": _("réinitialisation de la double authentification"),
+    "login_unlock": _("levée du blocage de connexion"),
+    "account_reactivate": _("réactivation du compte"),
+}
 PASSWORD_LENGTH = 16
 # No look-alikes (0/O, 1/l/I) for a password read from a screen and typed once.
 PASSWORD_ALPHABETS = ("abcdefghijkmnpqrstuvwxyz", "ABCDEFGHJKLMNPQRSTUVWXYZ", "23456789",
@@ -104,6 +131,9 @@ class MemberRow:
     last_login: datetime | None
     login_lock: LoginLock | None
     reading_lock: AccountLock | None
+    works_elsewhere: bool = False  # person-wide changes need their other labs' managers
+    asked_elsewhere: tuple[str, ...] = ()  # person-wide changes another lab asked for
+    awaiting: tuple[str, ...] = ()  # asked by this lab, waiting for the others
 
     @property
     def managed(self) -> bool:
@@ -136,10 +166,25 @@ def lab_members(actor: Actor) -> list[MemberRow]:
     usernames = [m.user.username for m in members]
     readings = {lock.person: lock for lock in AccountLock.objects.filter(
         lab_id=actor.lab_id, person__in=usernames, unlocked_at__isnull=True)}
-    return [MemberRow(m, m.user.username, m.user.get_full_name(), m.get_role_display(),
-                      m.user.is_active, m.user_id in enrolled, m.user.last_login,
-                      logins.get(m.user.username), readings.get(m.user.username))
-            for m in members]
+    elsewhere = set(Membership.objects.filter(user_id__in=users).exclude(
+        lab_id=actor.lab_id).values_list("user_id", flat=True))
+    asked: dict[int, dict[str, set[int]]] = {}
+    for request in _live_requests(PersonWideRequest.objects.filter(user_id__in=users)):
+        asked.setdefault(request.user_id, {}).setdefault(request.action, set()).add(
+            request.lab_id)
+    rows = []
+    for m in members:
+        by_action = asked.get(m.user_id, {})
+        rows.append(MemberRow(
+            m, m.user.username, m.user.get_full_name(), m.get_role_display(),
+            m.user.is_active, m.user_id in enrolled, m.user.last_login,
+            logins.get(m.user.username), readings.get(m.user.username),
+            works_elsewhere=m.user_id in elsewhere,
+            asked_elsewhere=tuple(str(PERSON_WIDE_LABELS[a]) for a, labs in by_action.items()
+                                  if actor.lab_id not in labs),
+            awaiting=tuple(str(PERSON_WIDE_LABELS[a]) for a, labs in by_action.items()
+                           if actor.lab_id in labs)))
+    return rows
 
 
 def access_membership(actor: Actor, membership_id: int) -> Membership:
@@ -199,10 +244,44 @@ def new_temporary_password(username: str = "", lab_names: tuple[str, ...] = ()) 
             return password
 
 
-def _record(actor: Actor, action: str, username: str, detail: str = "") -> None:
+def _record(actor: Actor, action: str, username: str, detail: str = "",
+            outcome: str = "ok") -> None:
     """The entry names the account concerned in its sealed purpose, never a password."""
     target = f"compte {username}" + (f" ; {detail}" if detail else "")
-    log.record(actor, action, [], kind="account", purpose=target)
+    log.record(actor, action, [], kind="account", purpose=target, outcome=outcome)
+
+
+# --- changes that reach every lab of the person ----------------------------------------
+
+def _lifetime(action: str) -> timedelta:
+    return settings.AXES_COOLOFF_TIME if action == "login_unlock" else REQUEST_LIFETIME
+
+
+def _live_requests(requests):
+    """The requests not yet lapsed (each action has its own lifetime)."""
+    now = timezone.now()
+    return [r for r in requests if r.at >= now - _lifetime(r.action)]
+
+
+def _every_lab_agrees(actor: Actor, user, action: str) -> bool:
+    """Whether a person-wide change may be made now: the person works for this lab only,
+    or a manager of each of their labs has asked for it (this one included) within its
+    lifetime. Otherwise this lab's request is recorded, logged, and False returned.
+    Call inside the change's transaction."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()  # one at a time
+    labs = set(Membership.objects.filter(user=user).values_list("lab_id", flat=True))
+    if labs <= {actor.lab_id}:
+        return True
+    PersonWideRequest.objects.update_or_create(
+        user=user, action=action, lab_id=actor.lab_id,
+        defaults={"by": actor.person, "at": timezone.now()})
+    requests = PersonWideRequest.objects.filter(user=user, action=action)
+    if labs <= {r.lab_id for r in _live_requests(requests)}:
+        requests.delete()
+        return True
+    _record(actor, action, user.username, "en attente des responsables de ses autres "
+            "laboratoires", outcome="pending")
+    return False
 
 
 # --- changes -------------------------------------------------------------------------
@@ -217,7 +296,8 @@ def do_create_account(actor: Actor, username: str, first_name: str, last_name: s
                       role: str) -> Created:
     """A new account with a temporary password (shown once), or, for a person who
     already works for another lab of the same group (same username and names), a
-    membership of this lab. The person enrolls the second factor at the first login."""
+    membership of this lab. At the first login the person replaces the temporary
+    password, then enrolls the second factor (``accounts.temporary``)."""
     _require_manager(actor)
     username = check_username(username)
     role = _check_role(role)
@@ -240,6 +320,7 @@ def do_create_account(actor: Actor, username: str, first_name: str, last_name: s
     validate_password(password, user)
     user.set_password(password)
     user.save()
+    temporary.mark(user, issued_by=actor.person)
     membership = Membership.objects.create(user=user, lab=lab, role=role)
     _record(actor, "account_create", username, f"rôle {role}")
     return Created(membership, password)
@@ -287,35 +368,48 @@ def do_deactivate(actor: Actor, membership_id: int) -> None:
 
 
 @transaction.atomic
-def do_reactivate(actor: Actor, membership_id: int) -> None:
+def do_reactivate(actor: Actor, membership_id: int) -> bool:
+    """The account can log in again (in every lab of the person). Returns False when it
+    waits for the managers of the person's other labs (:func:`_every_lab_agrees`)."""
     membership = access_membership(actor, membership_id)
     user = membership.user
     if AccountLock.objects.filter(person=user.username, unlocked_at__isnull=True).exists():
         raise AccountError(_("Ce compte est verrouillé pour lecture massive : "
                              "déverrouillez-le depuis la page des alertes."))
+    if not _every_lab_agrees(actor, user, "account_reactivate"):
+        return False
     user.is_active = True
     user.save(update_fields=["is_active"])
     Deactivation.objects.filter(user=user).delete()
     _record(actor, "account_reactivate", user.username)
+    return True
 
 
 @transaction.atomic
-def do_reset_second_factor(actor: Actor, membership_id: int) -> None:
-    """Remove the person's authenticator and recovery codes (lost phone) and end their
-    sessions: the next login enrolls a new authenticator."""
+def do_reset_second_factor(actor: Actor, membership_id: int) -> bool:
+    """Remove the person's authenticator and recovery codes (lost phone) and end all
+    their sessions: the next login enrolls a new authenticator. Returns False when it
+    waits for the managers of the person's other labs."""
     membership = access_membership(actor, membership_id)
+    if not _every_lab_agrees(actor, membership.user, "mfa_reset"):
+        return False
     mfa.reset(membership.user)
     sessions.end_all_sessions(membership.user)
     _record(actor, "mfa_reset", membership.user.username)
+    return True
 
 
-def do_clear_login_lock(actor: Actor, membership_id: int) -> int:
-    """Forget the account's failed logins (django-axes), lifting its lock. Failures
-    counted against an address stay. Returns the number of records removed."""
+@transaction.atomic
+def do_clear_login_lock(actor: Actor, membership_id: int) -> bool:
+    """Forget the account's failed logins, wrong passwords and second-factor codes alike
+    (django-axes), lifting its lock. Failures counted against an address stay. Returns
+    False when it waits for the managers of the person's other labs."""
     from axes.utils import reset
 
     membership = access_membership(actor, membership_id)
-    removed = reset(username=membership.user.username)
+    if not _every_lab_agrees(actor, membership.user, "login_unlock"):
+        return False
+    reset(username=membership.user.username)
     _record(actor, "login_unlock", membership.user.username)
-    return removed
+    return True
 

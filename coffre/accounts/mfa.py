@@ -10,6 +10,8 @@ The TOTP secret is sealed with the installation key "accounts", bound to the use
 is never stored in clear, and a sealed secret copied to another account does not open.
 Recovery codes are kept as password hashes. Codes are checked within one 30-second step
 either side of now; a step already accepted is refused, so a code cannot be replayed.
+A wrong code at login is a failed authentication of the account, counted and locked
+like a wrong password (``coffre.accounts.locks.second_factor_failed``).
 """
 
 from __future__ import annotations
@@ -203,7 +205,8 @@ def complete(request) -> None:
 
 
 def count_failure(request) -> bool:
-    """Count a wrong code in this session; True when the session must end."""
+    """Count a wrong code in this session; True when the session must end. (A wrong
+    code on the code page counts against the account instead: ``accounts.locks``.)"""
     failures = request.session.get(SESSION_FAILURES, 0) + 1
     request.session[SESSION_FAILURES] = failures
     return failures >= MAX_FAILURES

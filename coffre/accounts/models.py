@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -65,3 +66,31 @@ class Deactivation(models.Model):
                                 related_name="deactivation")
     by = models.CharField(max_length=150)
     at = models.DateTimeField(auto_now_add=True)
+
+
+class TemporaryPassword(models.Model):
+    """A password someone else chose or saw (a lab manager's new account, ``coffre
+    prescriber add``): the person replaces it before anything else
+    (``coffre.accounts.temporary``). Removed only by that change."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="temporary_password")
+    issued_by = models.CharField(max_length=150)
+    issued_at = models.DateTimeField(auto_now_add=True)
+
+
+class PersonWideRequest(models.Model):
+    """A lab manager's request for a change that reaches every lab of a person who works
+    for several (second-factor reset, login-lock release, reactivation): it is made once
+    a manager of each of the person's labs has asked (``coffre.accounts.managing``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="person_wide_requests")
+    action = models.CharField(max_length=20)
+    lab = models.ForeignKey("labs.Lab", on_delete=models.CASCADE, related_name="+")
+    by = models.CharField(max_length=150)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "action", "lab"],
+                                               name="one_request_per_lab")]

@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from django.contrib.auth import authenticate, user_login_failed
+from django.contrib.auth import authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 
-from coffre.accounts import mfa
+from coffre.accounts import locks, mfa
 
 # The address the CLI's attempts are counted under (per-address lockout included).
 CLI_ADDRESS = "127.0.0.1"
@@ -80,9 +80,7 @@ def confirm(credentials: Credentials, request: HttpRequest) -> AbstractBaseUser:
         raise StepUpRefused("no_second_factor")
     code = credentials.code
     if not (mfa.verify(user, code) or mfa.use_recovery_code(user, code)):
-        # Counted as a failed login of the account (django-axes listens to this signal).
-        user_login_failed.send(sender=__name__, request=request,
-                               credentials={"username": credentials.username})
+        locks.count_failure(request, credentials.username)  # as the code page counts
         raise StepUpRefused("code")
     return user
 

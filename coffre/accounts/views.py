@@ -1,17 +1,17 @@
 from django.contrib import messages
 from django.contrib.auth import logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts import managing, mfa, sessions
+from coffre.accounts import locks, managing, mfa, sessions, temporary
 from coffre.accounts.acting import (
     SESSION_LAB,
     acting_membership,
@@ -22,6 +22,7 @@ from coffre.accounts.acting import (
     second_factor_required,
     staff_view,
 )
+from coffre.accounts.forms import NewPasswordForm
 from coffre.accounts.models import Role
 from coffre.audit import log
 
@@ -47,7 +48,9 @@ def _next(request: HttpRequest) -> str:
 
 
 def _wrong_code(request: HttpRequest) -> HttpResponse | None:
-    """Count a wrong code; after too many, end the session (None: show the page again)."""
+    """Count a wrong code at enrollment; after too many, end the session (None: show the
+    page again). The secret is on that page, so these codes guess nothing: they count in
+    the session only, not against the account."""
     if mfa.count_failure(request):
         logout(request)
         messages.error(request, _("Trop de codes erronés : la session a été fermée. "
@@ -89,24 +92,34 @@ def mfa_enroll(request: HttpRequest) -> HttpResponse:
                    "next": _next(request)})
 
 
+def _locked_out_of_login(request: HttpRequest) -> HttpResponse:
+    """The account or the address is locked for failed authentications (passwords or
+    codes): this session ends, with the lockout page a password would get."""
+    logout(request)
+    return locks.lockout_response(request)
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def mfa_verify(request: HttpRequest) -> HttpResponse:
-    """Each login: the authenticator's code, or one of the recovery codes."""
+    """Each login: the authenticator's code, or one of the recovery codes. A wrong one is
+    a failed authentication of the account (``accounts.locks``): the limits of failed
+    logins hold across sessions, and a locked account gets no more tries."""
     if mfa.is_verified(request.session):
         return redirect(_next(request))
     if not mfa.is_enrolled(request.user):
         return redirect("mfa_enroll")
+    if locks.is_locked_out(request, request.user.get_username()):
+        return _locked_out_of_login(request)
     error = False
     if request.method == "POST":
-        code = request.POST.get("code", "")
-        if mfa.verify(request.user, code) or mfa.use_recovery_code(request.user, code):
+        outcome = locks.try_second_factor(request, request.POST.get("code", ""))
+        if outcome == "passed":
             mfa.complete(request)
             return redirect(_next(request))
-        ended = _wrong_code(request)
-        if ended:
-            return ended
+        if outcome == "locked":
+            return _locked_out_of_login(request)
         error = True
     return render(request, "accounts/mfa_verify.html",
                   {"error": error, "next": _next(request)})
@@ -115,15 +128,21 @@ def mfa_verify(request: HttpRequest) -> HttpResponse:
 # --- the lab manager's accounts page -----------------------------------------------------
 
 ACCOUNT_ACTIONS = {
-    "deactivate": (managing.do_deactivate, _lazy("Compte désactivé ; ses sessions sont "
+    "deactivate": (managing.do_deactivate, gettext_lazy("Compte désactivé ; ses sessions sont "
                                                  "fermées.")),
-    "reactivate": (managing.do_reactivate, _lazy("Compte réactivé.")),
-    "remove": (managing.do_remove_membership, _lazy("Personne retirée du laboratoire.")),
+    "reactivate": (managing.do_reactivate, gettext_lazy("Compte réactivé.")),
+    "remove": (managing.do_remove_membership, gettext_lazy("Personne retirée du laboratoire.")),
     "reset_mfa": (managing.do_reset_second_factor,
-                  _lazy("Double authentification réinitialisée : la personne en "
+                  gettext_lazy("Double authentification réinitialisée : la personne en "
                         "activera une nouvelle à sa prochaine connexion.")),
-    "clear_login_lock": (managing.do_clear_login_lock, _lazy("Blocage de connexion levé.")),
+    "clear_login_lock": (managing.do_clear_login_lock, gettext_lazy("Blocage de connexion levé.")),
 }
+
+
+AWAITING_OTHER_LABS = gettext_lazy(
+    "Demande enregistrée. Cette personne travaille aussi pour un autre laboratoire : "
+    "l'opération change aussi son accès là-bas, elle sera faite quand le responsable de "
+    "chacun de ses laboratoires l'aura demandée à son tour.")
 
 
 def _accounts_page(request: HttpRequest, created: managing.Created | None = None,
@@ -164,7 +183,9 @@ def lab_account_action(request: HttpRequest, membership_id: int) -> HttpResponse
             done = _("Rôle modifié.")
         elif action in ACCOUNT_ACTIONS:
             change, said = ACCOUNT_ACTIONS[action]
-            change(request.actor, membership_id)
+            if change(request.actor, membership_id) is False:  # a person-wide change
+                messages.info(request, AWAITING_OTHER_LABS)
+                return redirect("lab_accounts")
             done = str(said)
         else:
             return HttpResponseBadRequest("unknown action")
@@ -211,17 +232,22 @@ def logout_everywhere(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def password_change(request: HttpRequest) -> HttpResponse:
-    """Change one's password (a temporary one first of all). Staff and prescribers pass
-    their second factor first. Django ends the person's other sessions (their session
-    hash changes) and keeps this one."""
-    if request_memberships(request) or mfa.is_enrolled(request.user):
+    """Change one's password. A person with an authenticator passes the second factor
+    first; so does any staff account, except one replacing a temporary password before
+    enrolling (``accounts.temporary``). Django ends the person's other sessions (their
+    session hash changes) and keeps this one."""
+    replacing = temporary.is_pending(request)
+    if mfa.is_enrolled(request.user) or (request_memberships(request) and not replacing):
         pending = second_factor_pending(request)
         if pending:
             return pending
-    form = PasswordChangeForm(request.user, request.POST or None)
+    form = NewPasswordForm(request.user, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        with transaction.atomic():
+            user = form.save()
+            temporary.changed(request, user)
         update_session_auth_hash(request, user)
         messages.success(request, _("Mot de passe changé. Vos autres sessions sont fermées."))
         return redirect("home")
-    return render(request, "accounts/password_change.html", {"form": form})
+    return render(request, "accounts/password_change.html",
+                  {"form": form, "temporary": replacing})

@@ -47,6 +47,9 @@ class AlertKind(models.TextChoices):
     ACCOUNT_LOCKED = "account_locked", _("Compte verrouillé")
     CANARY = "canary", _("Patient sentinelle consulté")
     BREAK_GLASS = "break_glass", _("Bris de glace")
+    # Wrong second-factor codes after a right password locked the logins
+    # (coffre.accounts.locks.second_factor_failed).
+    SECOND_FACTOR = "second_factor", _("Codes de double authentification erronés")
 
 
 class Alert(models.Model):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from coffre.accounts import temporary
 from coffre.audit import detection
 from coffre.identity import french
 from coffre.identity.access import access_patient
@@ -28,7 +29,7 @@ from coffre.lab.permissions import PRESCRIBER
 from coffre.lab.reports import report_pdf
 from coffre.lab.sealing import PatientKeys, unseal
 from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labs.tenancy import Actor, cli_actor
 from coffre.portal.models import PrescriberAccount
 
 LIST_LIMIT = 50  # newest orders on the list page: each line reads a patient's identity
@@ -44,8 +45,8 @@ def prescriber_actor(account: PrescriberAccount, lab_id: int | None) -> Actor:
 
 
 def add_prescriber(rpps: str, username: str) -> tuple[PrescriberAccount, str]:
-    """An account for a doctor, with a temporary password shown once; the doctor enrolls
-    the second factor at first login."""
+    """An account for a doctor, with a temporary password shown once; at the first login
+    the doctor replaces it, then enrolls the second factor."""
     try:
         rpps = french.clean_rpps(rpps)
     except french.InvalidValue as exc:
@@ -58,6 +59,7 @@ def add_prescriber(rpps: str, username: str) -> tuple[PrescriberAccount, str]:
     password = "-".join(secrets.token_urlsafe(6) for _ in range(4))
     with transaction.atomic():
         user = get_user_model().objects.create_user(username, password=password)
+        temporary.mark(user, issued_by=cli_actor(None).person)
         account = PrescriberAccount.objects.create(user=user, rpps=rpps)
     return account, password
 
