@@ -23,6 +23,19 @@ def _fresh_keyring():
     canaries.clear_cache()
 
 
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Every test starts in the default language (French). A request through the test
+    client leaves the language it negotiated (LocaleMiddleware activates it) active in
+    the thread, so a test asking for English would turn the next test's messages, drafts
+    and labels built outside a request into English."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
 @pytest.fixture
 def vault(db):
     keyring.initialise(expected_patients=1_000)
