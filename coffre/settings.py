@@ -210,6 +210,11 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_COOLOFF_TIME = timedelta(minutes=config.env_int("COFFRE_LOGIN_LOCK_MINUTES", 15))
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "coffre.accounts.locks.lockout_response"
+# Patient portal activation (coffre/portal/activation.py): attempts per address in a
+# window, counted in the cache before any Argon2 work, so a stranger can neither probe
+# codes nor make the server hash for them (the code itself only counts wrong birth dates).
+COFFRE_ACTIVATION_ADDRESS_ATTEMPTS = config.env_int("COFFRE_ACTIVATION_ADDRESS_ATTEMPTS", 20)
+COFFRE_ACTIVATION_WINDOW_MINUTES = config.env_int("COFFRE_ACTIVATION_WINDOW_MINUTES", 15)
 AXES_ENABLE_ADMIN = False
 # The address is REMOTE_ADDR; behind a reverse proxy, AXES_CLIENT_IP_CALLABLE must give
 # the client's address (all clients would otherwise share the proxy's).

@@ -24,6 +24,17 @@ def _fresh_keyring():
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache():
+    """Rate-limit and failure counters (API calls, portal activation attempts) live in
+    Django's cache, per process in tests: a test must not inherit another's counts."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _default_language():
     """Every test starts in the default language (French). A request through the test
     client leaves the language it negotiated (LocaleMiddleware activates it) active in
