@@ -29,6 +29,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                    help="planned number of patients of the installation: sizes the legacy "
                         "installation-wide index key only (each lab's indexes are sized by "
                         "`lab add --planned-patients`)")
+    p.add_argument("--auditor-key-out", type=Path, metavar="FILE",
+                   help="write the auditor's private key there (0600, outside COFFRE_HOME)"
+                        " instead of printing it once")
 
     p = sub.add_parser("serve", help="serve the web interface (development server, or "
                                      "gunicorn with --production: docs/deploy.md)")
@@ -103,11 +106,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                                                                          required=True)
     p = audit.add_parser("verify", help="check the whole chain against the signed checkpoints")
     p.add_argument("--auditor-key", type=Path, metavar="FILE",
-                   help="the auditor's private key (default: COFFRE_HOME/audit/"
-                        "auditor-private.key if it is still there)")
+                   help="the auditor's private key, as `coffre init` printed it (- reads it "
+                        "from standard input)")
     p = audit.add_parser("auditor-key", help="make the auditor's key pair (before any entry)")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE",
-                   help="where to write the private key (0600); keep it off this machine")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="write the private key there (0600, refused inside COFFRE_HOME) "
+                        "instead of printing it once")
     audit.add_parser("checkpoint", help="write a signed checkpoint of the chain head now")
     p = audit.add_parser("unlock", help="unlock an account locked for mass reading")
     p.add_argument("person", help="user name, os:<user> or api:<client>")
@@ -189,7 +193,14 @@ def _lab_arguments(sub: argparse._SubParsersAction) -> None:
 def init(args: argparse.Namespace) -> int:
     from coffre.setup import initialise
 
-    for line in initialise(args.expected_patients):
+    out = args.auditor_key_out
+    if out is not None and config.inside_home(out):
+        raise BadInput(f"--auditor-key-out: {out} is inside COFFRE_HOME ({config.home()}): "
+                       "the auditor's private key must not stay with the data; give a path "
+                       "outside it, or leave the option out to have the key printed once")
+    if out is not None and out.exists():
+        raise BadInput(f"--auditor-key-out: {out} already exists; not overwriting")
+    for line in initialise(args.expected_patients, out):
         print(line)
     return 0
 
@@ -392,11 +403,17 @@ def audit(args: argparse.Namespace) -> int:
     from coffre.vault import VaultError
 
     if args.audit_command == "auditor-key":
+        from coffre.setup import auditor_key_lines
+
         try:
-            chain.create_auditor_key(args.out)
+            private = chain.create_auditor_key(args.out)
         except chain.VerifyError as exc:
             raise CommandError(str(exc)) from None
-        print(f"auditor private key written to {args.out}: move it off this machine")
+        if args.out is None:
+            print("\n".join(auditor_key_lines(private)))
+        else:
+            print(f"auditor private key written to {args.out} (0600): keep it off this "
+                  "machine")
         return 0
     if args.audit_command == "verify":
         private = _auditor_private(args.auditor_key)
@@ -437,17 +454,23 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def _auditor_private(path: Path | None) -> bytes | None:
-    import base64
-
     from coffre.audit import chain
 
-    path = path or chain.default_auditor_private_file()
-    if not path.exists():
-        return None
+    if path is None:
+        legacy = chain.default_auditor_private_file()
+        if not legacy.exists():
+            return None
+        # Installations made before `init` printed the key: still read, but said.
+        print(f"warning: the auditor's private key lies in {legacy}, under COFFRE_HOME: "
+              "move it off this machine (`coffre check --production` fails while it is "
+              "there)", file=sys.stderr)
+        path = legacy
+    stdin = str(path) == "-"
     try:
-        return base64.b64decode(path.read_text().strip(), validate=True)
+        return chain.read_auditor_private(sys.stdin.read() if stdin else path.read_text())
     except (OSError, ValueError):
-        raise CommandError(f"{path} is not a readable auditor key") from None
+        raise CommandError(f"{'standard input' if stdin else path} is not a readable "
+                           "auditor key") from None
 
 
 @command("canary")

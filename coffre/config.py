@@ -73,6 +73,12 @@ def disk_problem(exc: OSError, path: Path | str | None = None) -> str:
     return f"cannot write {where}: {exc.strerror or exc}"
 
 
+def inside_home(path: Path) -> bool:
+    """Whether ``path`` (followed through symbolic links) lies under COFFRE_HOME, which a
+    copy of the data directory or of its backups would carry."""
+    return _is_under(path, home())
+
+
 def _is_under(path: Path, parent: Path) -> bool:
     try:
         path.resolve().relative_to(parent)

@@ -212,6 +212,11 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_COOLOFF_TIME = timedelta(minutes=config.env_int("COFFRE_LOGIN_LOCK_MINUTES", 15))
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "coffre.accounts.locks.lockout_response"
+# Patient portal activation (coffre/portal/activation.py): attempts per address in a
+# window, counted in the cache before any Argon2 work, so a stranger can neither probe
+# codes nor make the server hash for them (the code itself only counts wrong birth dates).
+COFFRE_ACTIVATION_ADDRESS_ATTEMPTS = config.env_int("COFFRE_ACTIVATION_ADDRESS_ATTEMPTS", 20)
+COFFRE_ACTIVATION_WINDOW_MINUTES = config.env_int("COFFRE_ACTIVATION_WINDOW_MINUTES", 15)
 AXES_ENABLE_ADMIN = False
 # Axes keeps the posted fields of a failed attempt: not the codes of the code page (a
 # mistyped recovery code is close to a real one), nor the password (masked by axes).

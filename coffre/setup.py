@@ -17,8 +17,10 @@ DEMO_SEED = 2021
 Bars = Callable[[str, int | None], Callable[[int], None]]
 
 
-def initialise(expected_patients: int | None = None) -> Iterator[str]:
-    """Create COFFRE_HOME, the master key file, the schema and the keyring, as needed.
+def initialise(expected_patients: int | None = None, auditor_key_out: Path | None = None
+               ) -> Iterator[str]:
+    """Create COFFRE_HOME, the master key file, the schema, the keyring and (before the
+    access log's first entry) the auditor's key pair, as needed.
 
     Never creates a new key for a database that already has one: that would make its
     data unreadable. The missing key must be restored instead.
@@ -55,20 +57,42 @@ def initialise(expected_patients: int | None = None) -> Iterator[str]:
     from coffre.exports import sealing
 
     sealing.ensure_key()
-    yield from _auditor_key()
+    yield from _auditor_key(auditor_key_out)
     yield "master key opens this database: ready"
 
 
-def _auditor_key() -> Iterator[str]:
-    """Before the access log's first entry, make the auditor's key pair (docs/audit.md)."""
+def _auditor_key(private_file: Path | None = None) -> Iterator[str]:
+    """Before the access log's first entry, make the auditor's key pair (docs/audit.md).
+    The private key is written to ``private_file`` (outside COFFRE_HOME), or printed once
+    and kept nowhere on this machine."""
     from coffre.audit import chain
     from coffre.audit.models import ChainHead
+    from coffre.cli import BadInput
 
     if ChainHead.objects.exists() or chain.auditor_public_key():
+        if private_file is not None:
+            yield ("the auditor's key pair exists already: nothing written to "
+                   f"{private_file}")
         return
-    path = chain.create_auditor_key(chain.default_auditor_private_file())
-    yield (f"created the auditor's key {path} (mode 0600): move it off this machine; "
-           "`coffre audit verify --auditor-key FILE` needs it")
+    try:
+        private = chain.create_auditor_key(private_file)
+    except chain.VerifyError as exc:
+        raise BadInput(f"auditor key: {exc}") from None
+    if private_file is not None:
+        yield (f"created the auditor's key {private_file} (mode 0600): give it to the "
+               "person who verifies the access log (`coffre audit verify --auditor-key "
+               "FILE`) and keep it off this machine")
+        return
+    yield from auditor_key_lines(private)
+
+
+def auditor_key_lines(private: str) -> Iterator[str]:
+    """The auditor's private key, shown once: it is kept nowhere on this machine."""
+    yield "the auditor's private key, shown ONCE and kept nowhere on this machine:"
+    yield f"    {private}"
+    yield ("give it to the person who verifies the access log, to keep offline (a file "
+           "on removable media, a password manager): `coffre audit verify --auditor-key "
+           "FILE` (or `--auditor-key -` on standard input) needs it")
 
 
 def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,

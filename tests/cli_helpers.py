@@ -55,22 +55,31 @@ class Cli:
             return
         import sqlite3
 
-        with sqlite3.connect(self.home / "coffre.sqlite3") as db:
+        # Closed at once (``with`` on a sqlite3 connection only commits).
+        with contextlib.closing(sqlite3.connect(self.home / "coffre.sqlite3")) as db, db:
             db.execute(statement)
 
-
-    def query(self, statement: str) -> list[tuple]:
-        """Rows of a SELECT on this CLI's database."""
+    def sql_rows(self, query: str) -> list[tuple]:
+        """The rows of a query on this CLI's database."""
         url = self.env.get("COFFRE_DATABASE_URL")
         if url:
             import psycopg
 
             with psycopg.connect(url, autocommit=True) as conn:
-                return conn.execute(statement).fetchall()
+                return [tuple(row) for row in conn.execute(query).fetchall()]
         import sqlite3
 
-        with sqlite3.connect(self.home / "coffre.sqlite3") as db:
-            return db.execute(statement).fetchall()
+        with contextlib.closing(sqlite3.connect(self.home / "coffre.sqlite3")) as db:
+            return db.execute(query).fetchall()
+
+
+def printed_auditor_key(stdout: str) -> str:
+    """The auditor's private key as `coffre init` (or `coffre audit auditor-key`) printed
+    it once."""
+    lines = stdout.splitlines()
+    return lines[lines.index("the auditor's private key, shown ONCE and kept nowhere on "
+                             "this machine:") + 1].strip()
+
 
 
 def make_cli(home: Path) -> tuple[Cli, str | None]:

@@ -25,14 +25,26 @@ def _fresh_keyring():
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Rate limits and failure counters live in Django's cache, which outlives a test:
-    the tokens taken by one test would count against the next (limits hold per person,
-    and most tests register their clients as the same operating-system user)."""
+    """Rate-limit and failure counters (API calls, portal activation attempts) live in
+    Django's cache, per process in tests: a test must not inherit another's counts."""
     from django.core.cache import cache
 
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Every test starts in the default language (French). A request through the test
+    client leaves the language it negotiated (LocaleMiddleware activates it) active in
+    the thread, so a test asking for English would turn the next test's messages, drafts
+    and labels built outside a request into English."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture

@@ -61,13 +61,6 @@ urlpatterns = [
 pytestmark = pytest.mark.urls("tests.test_api_clients")
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    cache.clear()  # rate-limit and failure counters of a previous test
-    yield
-    cache.clear()
-
-
 def basic(client_id: str, secret: str) -> dict[str, str]:
     pair = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     return {"HTTP_AUTHORIZATION": f"Basic {pair}"}

@@ -307,7 +307,7 @@ def test_cli_commands_that_show_patients_log_exactly_them(tmp_path_factory):
 def _cli_reads(cli) -> set[tuple[int, str]]:
     from coffre.audit.log import READ_ACTIONS
 
-    rows = cli.query("SELECT id, patient_id, action FROM audit_accessevent "
+    rows = cli.sql_rows("SELECT id, patient_id, action FROM audit_accessevent "
                      "WHERE patient_id IS NOT NULL")
     return {(row[0], str(uuid.UUID(str(row[1])))) for row in rows if row[2] in READ_ACTIONS}
 

@@ -343,6 +343,182 @@ def test_truncated_xlsx_and_sql_are_refused(tmp_path, people):
     assert AccessEvent.objects.filter(action=ACTION).count() == 0 and before > 0
 
 
+# --- hostile files: every bound is a clear error, never a crash -----------------------
+
+DEEP = 100_000  # far past Python's recursion limit
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("deep.ndjson", '{"nir": "1"}\n' + '{"a":' * DEEP + "1" + "}" * DEEP + "\n"),
+    ("deep.json", "[" + '{"a":' * DEEP + "1" + "}" * DEEP + "]"),
+    ("wrapped.json", '{"meta": ' + "[" * DEEP + "]" * DEEP + ', "rows": []}'),
+    ("first.ndjson", '{"a":' * DEEP + "1" + "}" * DEEP + "\n"),
+])
+def test_json_nested_past_the_bound_is_refused_without_recursing(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(BreachScanError, match=rf"{name}: .*JSON nested deeper than 64 "
+                                              "levels") as error:
+        list(open_file(path).rows)
+    assert error.value.code == "json_depth" and error.value.params["limit"] == 64
+
+
+def test_json_at_the_bound_or_with_brackets_in_strings_is_read(tmp_path):
+    path = tmp_path / "fine.json"
+    nested = "[" * 62 + '"x"' + "]" * 62  # 64 levels with the array and its object
+    path.write_text('[{"nom": "[[[[" , "n": ' + nested + ', "s": "' + "{" * 500 + '"}]')
+    assert len(list(open_file(path).rows)) == 1
+
+
+def test_a_row_past_the_column_bound_is_refused(tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b\n" + ",".join(["x"] * 3000) + "\n")
+    with pytest.raises(BreachScanError, match=r"wide\.csv: line 2: more than 2,000 "
+                                              "columns") as error:
+        list(open_file(wide).rows)
+    assert error.value.code == "columns"
+    keys = tmp_path / "keys.ndjson"
+    keys.write_text("\n".join(json.dumps({f"k{n}": "v"}) for n in range(2500)))
+    with pytest.raises(BreachScanError, match="more than 2,000 columns"):
+        list(open_file(keys).rows)
+    book = Workbook()
+    book.active.append(["nir", "nom"])
+    book.active.cell(row=2, column=3000, value="x")
+    far = tmp_path / "far.xlsx"
+    book.save(far)
+    with pytest.raises(BreachScanError, match=r"far\.xlsx: row 2: more than 2,000"):
+        list(open_file(far).rows)
+
+
+def _rewritten(source: Path, target: Path, members: dict[str, bytes]) -> Path:
+    """A copy of an XLSX archive with some members replaced or added."""
+    import zipfile
+
+    replaced = dict(members)
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w",
+                                                         zipfile.ZIP_DEFLATED) as new:
+        for item in old.infolist():
+            new.writestr(item.filename, replaced.pop(item.filename, None)
+                         or old.read(item.filename))
+        for name, data in replaced.items():
+            new.writestr(name, data)
+    return target
+
+
+def _book(tmp_path: Path) -> Path:
+    book = Workbook()
+    book.active.append(["nir", "nom"])
+    for n in range(3):
+        book.active.append([f"texte {n}", "Dupont"])
+    path = tmp_path / "book.xlsx"
+    book.save(path)
+    return path
+
+
+SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+
+
+def _with_shared_strings(tmp_path: Path, name: str, table: bytes) -> Path:
+    """A workbook declaring ``table`` as its shared strings (openpyxl writes inline
+    strings, Excel a shared-strings part, which openpyxl loads whole)."""
+    import zipfile
+
+    source = _book(tmp_path)
+    with zipfile.ZipFile(source) as archive:
+        types = archive.read("[Content_Types].xml").decode()
+    types = types.replace("</Types>", '<Override PartName="/xl/sharedStrings.xml" ContentType='
+                          '"application/vnd.openxmlformats-officedocument.spreadsheetml.'
+                          'sharedStrings+xml" /></Types>')
+    return _rewritten(source, tmp_path / name, {"[Content_Types].xml": types.encode(),
+                                                "xl/sharedStrings.xml": table})
+
+
+def _strings(count: int, element: str = "<si><t>texte {n}</t></si>", prefix: str = ""
+             ) -> bytes:
+    tag = f"{prefix}:sst" if prefix else "sst"
+    xmlns = f"xmlns:{prefix}" if prefix else "xmlns"
+    return (f'<{tag} {xmlns}="{SHEET_NS}" count="{count}" uniqueCount="{count}">'
+            + "".join(element.format(n=n) for n in range(count)) + f"</{tag}>").encode()
+
+
+def test_a_declared_uncompressed_size_past_the_bound_is_refused_before_inflating(
+        tmp_path, monkeypatch):
+    from coffre.breach import readers
+
+    # A compression bomb: 64 MiB of zeros in a member a few hundred kB long.
+    bomb = _rewritten(_book(tmp_path), tmp_path / "bomb.xlsx",
+                      {"xl/media/zeros.bin": bytes(64 * 1024 * 1024)})
+    assert bomb.stat().st_size < 1024 * 1024
+    monkeypatch.setattr(readers, "MAX_XLSX_MEMBER_BYTES", 16 * 1024 * 1024)
+    with pytest.raises(BreachScanError, match=r"bomb\.xlsx: the XLSX archive unpacks to "
+                                              r"67,108,864 bytes") as error:
+        list(open_file(bomb).rows)
+    assert error.value.code == "xlsx_size" and error.value.params["size_mb"] == 64
+    monkeypatch.setattr(readers, "MAX_XLSX_MEMBER_BYTES", 1024**3)
+    monkeypatch.setattr(readers, "MAX_XLSX_BYTES", 32 * 1024 * 1024)  # the whole archive
+    with pytest.raises(BreachScanError, match="unpacks to"):
+        list(open_file(bomb).rows)
+
+
+def test_a_shared_strings_table_past_the_bound_is_refused_before_it_is_loaded(
+        tmp_path, monkeypatch):
+    from coffre.breach import readers
+
+    many = _with_shared_strings(tmp_path, "many.xlsx", _strings(1500))
+    assert len(list(open_file(many).rows)) == 4  # a valid workbook, read under the bounds
+    monkeypatch.setattr(readers, "MAX_SHARED_STRINGS", 1000)
+    with pytest.raises(BreachScanError, match=r"many\.xlsx: the workbook's shared-strings "
+                                              r"table is too large") as error:
+        list(open_file(many).rows)
+    assert error.value.code == "xlsx_strings"
+    # Empty strings cost openpyxl memory too, and a namespace prefix does not hide them.
+    sneaky = _with_shared_strings(tmp_path, "sneaky.xlsx",
+                                  _strings(5000, "<x:si/>", prefix="x"))
+    with pytest.raises(BreachScanError, match="shared-strings table is too large"):
+        list(open_file(sneaky).rows)
+    monkeypatch.setattr(readers, "MAX_SHARED_STRINGS", 4_000_000)
+    monkeypatch.setattr(readers, "MAX_SHARED_STRINGS_BYTES", 10_000)
+    with pytest.raises(BreachScanError, match="shared-strings table is too large"):
+        list(open_file(sneaky).rows)
+
+
+def test_xml_entities_in_a_workbook_are_refused(tmp_path):
+    laughs = ('<?xml version="1.0"?><!DOCTYPE sst [<!ENTITY a "hahahahahahahahahaha">'
+              + "".join(f'<!ENTITY {chr(98 + n)} "' + f"&{chr(97 + n)};" * 10 + '">'
+                        for n in range(8))
+              + f']><sst xmlns="{SHEET_NS}"><si><t>&i;</t></si></sst>').encode()
+    bomb = _with_shared_strings(tmp_path, "laughs.xlsx", laughs)
+    with pytest.raises(BreachScanError, match=r"laughs\.xlsx: the workbook's XML declares "
+                                              "entities") as error:
+        list(open_file(bomb).rows)
+    assert error.value.code == "xlsx_xml"
+
+
+def test_a_declared_dimension_does_not_pad_a_million_rows(tmp_path, monkeypatch):
+    import zipfile
+
+    from coffre.breach import readers
+
+    source = _book(tmp_path)
+    with zipfile.ZipFile(source) as archive:
+        sheet = archive.read("xl/worksheets/sheet1.xml").decode()
+    padded = sheet.replace('<dimension ref="A1:B4" />', '<dimension ref="A1:XFD1048576" />')
+    assert padded != sheet
+    path = _rewritten(source, tmp_path / "dims.xlsx",
+                      {"xl/worksheets/sheet1.xml": padded.encode()})
+    cells = []  # the work per cell: trusting the dimension costs 17 billion of them
+    real = readers.cell_text
+
+    def counted(value):
+        cells.append(1)
+        if len(cells) > 100_000:
+            raise AssertionError("the declared dimension was trusted")
+        return real(value)
+
+    monkeypatch.setattr(readers, "cell_text", counted)
+    assert len(list(open_file(path).rows)) == 4 and len(cells) == 8
+
+
 def test_unterminated_quote_names_the_line(tmp_path):
     path = tmp_path / "q.csv"
     path.write_text("a,b\n1,2\n3,\"4\n5,6\n")
@@ -441,6 +617,11 @@ def test_the_cli_prints_counts_and_never_a_value(tmp_path_factory):
         assert "matches" not in data
         bad = cli.run("breach", "scan", str(work / "missing.csv"), check=False)
         assert bad.returncode == 2 and "missing.csv: no such file" in bad.stderr
+        deep = work / "deep.json"
+        deep.write_text("[" * DEEP + "]" * DEEP)
+        bad = cli.run("breach", "scan", str(deep), check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert "deep.json: JSON nested deeper than 64 levels" in bad.stderr
         other = cli.run("breach", "scan", str(leak), "--lab", "690000013", check=False)
         assert other.returncode == 2 and "no lab with FINESS" in other.stderr
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from coffre.identity.registry import CSV_COLUMNS
 from coffre.identity.synthetic import generate_patients
-from tests.cli_helpers import drop_database, make_cli
+from tests.cli_helpers import drop_database, make_cli, printed_auditor_key
 from tests.conftest import make_nir, patient_row
 
 FINESS = "750000010"
@@ -17,11 +17,22 @@ FINESS = "750000010"
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     cli, database = make_cli(tmp_path_factory.mktemp("home"))
-    cli.run("init")
+    printed = cli.run("init").stdout
+    # The auditor keeps the key `init` printed once, off the machine (here: outside home).
+    cli.auditor_key = tmp_path_factory.mktemp("auditor") / "auditor.key"
+    cli.auditor_key.write_text(printed_auditor_key(printed) + "\n")
     cli.run("lab", "add", "--finess", FINESS, "--name", "Laboratoire Test")
     cli.run("lab", "add", "--finess", "690000013", "--name", "Laboratoire Autre")
     yield cli
     drop_database(database)
+
+
+def access_log_entries(cli, count: int) -> None:
+    """At least ``count`` entries in the access log, whatever ran before: CLI searches,
+    one entry each (an empty search too)."""
+    missing = count - cli.sql_rows("SELECT COUNT(*) FROM audit_accessevent")[0][0]
+    for _ in range(missing):
+        cli.run("patient", "find", "--email", "personne@example.org", "--lab", FINESS)
 
 
 def write_csv(path, rows, columns=CSV_COLUMNS):
@@ -96,8 +107,12 @@ def test_skip_invalid_imports_only_the_good_rows(cli, tmp_path):
 
 
 def test_a_duplicate_nir_in_the_lab_or_the_file_is_refused(cli, tmp_path):
-    nir = make_nir("F", 1985, 3)
-    path = write_csv(tmp_path / "dup.csv", [patient_row(), patient_row(
+    nir = make_nir("F", 1985, 3, serial="888")
+    known = patient_row(nir=nir, birth_name="Durand", used_name="", phone="06 98 76 54 32",
+                        email="doublon@example.org")
+    cli.run("import", "patients", str(write_csv(tmp_path / "one.csv", [known])),
+            "--lab", FINESS)
+    path = write_csv(tmp_path / "dup.csv", [known, patient_row(
         nir=make_nir("F", 1985, 3, serial="777"))] * 2)
     result = cli.run("import", "patients", str(path), "--lab", FINESS, check=False)
     assert result.returncode == 1
@@ -125,13 +140,8 @@ def test_a_cli_search_is_recorded_with_the_operating_system_user(cli):
     cli.run("patient", "find", "--email", "claire.lefevre@example.fr", "--lab", FINESS)
     result = cli.run("leakcheck")  # also proves the log holds no readable value
     assert result.returncode == 0
-    import sqlite3
-
-    if "COFFRE_DATABASE_URL" not in cli.env:
-        with sqlite3.connect(cli.home / "coffre.sqlite3") as db:
-            people = {row[0] for row in db.execute(
-                "SELECT person FROM audit_accessevent WHERE action='search'")}
-        assert os_user() in people
+    searchers = cli.sql_rows("SELECT person FROM audit_accessevent WHERE action = 'search'")
+    assert (os_user(),) in searchers
 
 
 def test_generate_is_deterministic_and_valid(cli):
@@ -211,17 +221,20 @@ def test_files_under_coffre_home_are_readable_by_their_owner_only(cli):
 
 
 def test_audit_verify_passes_then_names_a_changed_entry(cli):
-    result = cli.run("audit", "verify")
+    access_log_entries(cli, 3)
+    key = ("--auditor-key", str(cli.auditor_key))
+    result = cli.run("audit", "verify", *key)
     assert "the access log is intact" in result.stdout
+    [(person,)] = cli.sql_rows("SELECT person FROM audit_accessevent WHERE seq = 3")
     cli.sql("UPDATE audit_accessevent SET person = 'mallory' WHERE seq = 3")
     try:
-        result = cli.run("audit", "verify", check=False)
+        result = cli.run("audit", "verify", *key, check=False)
         assert result.returncode == 1
         assert "PROBLEM: entry 3 has been changed" in result.stdout
     finally:
-        cli.sql("UPDATE audit_accessevent SET person = (SELECT person FROM audit_accessevent "
-                "WHERE seq = 4) WHERE seq = 3")
-    assert cli.run("audit", "verify").returncode == 0
+        # The value this test read from the same row (an account name, no quote).
+        cli.sql(f"UPDATE audit_accessevent SET person = '{person}' WHERE seq = 3")  # noqa: S608
+    assert cli.run("audit", "verify", *key).returncode == 0
 
 
 def test_canaries_are_planted_counted_and_never_listed_with_values(cli):
@@ -237,18 +250,38 @@ def test_an_unknown_person_cannot_be_unlocked(cli):
     assert result.returncode == 1 and "0 lock(s) lifted" in result.stdout
 
 
-def test_init_makes_an_auditor_key_that_verification_needs(cli, tmp_path):
-    private = cli.home / "audit" / "auditor-private.key"
-    assert private.exists() and private.stat().st_mode & 0o077 == 0
-    moved = tmp_path / "offline-auditor.key"
-    private.rename(moved)
+def test_init_prints_the_auditor_key_once_and_leaves_it_nowhere_under_home(cli):
+    access_log_entries(cli, 1)
+    private = cli.auditor_key.read_text().strip()
+    assert not (cli.home / "audit" / "auditor-private.key").exists()
+    for path in cli.home.rglob("*"):
+        if path.is_file():
+            assert private.encode() not in path.read_bytes(), path
+    result = cli.run("audit", "verify", check=False)
+    assert result.returncode == 1 and "--auditor-key" in result.stderr
+    result = cli.run("audit", "verify", "--auditor-key", str(cli.auditor_key))
+    assert "the access log is intact" in result.stdout
+    result = cli.run("audit", "verify", "--auditor-key", "-", stdin=private + "\n")
+    assert "the access log is intact" in result.stdout
+
+
+def test_the_auditor_key_is_refused_inside_home_and_written_outside_it(tmp_path):
+    fresh, database = make_cli(tmp_path / "home")
     try:
-        result = cli.run("audit", "verify", check=False)
-        assert result.returncode == 1 and "--auditor-key" in result.stderr
-        result = cli.run("audit", "verify", "--auditor-key", str(moved))
-        assert "the access log is intact" in result.stdout
+        inside = fresh.home / "audit" / "auditor-private.key"
+        result = fresh.run("init", "--auditor-key-out", str(inside), check=False)
+        assert result.returncode == 2 and "inside COFFRE_HOME" in result.stderr
+        assert not inside.exists() and "Traceback" not in result.stderr
+        outside = tmp_path / "usb" / "auditor.key"
+        result = fresh.run("init", "--auditor-key-out", str(outside))
+        assert outside.stat().st_mode & 0o777 == 0o600
+        assert outside.read_text().strip() not in result.stdout  # written, not printed
+        assert not inside.exists()
+        result = fresh.run("audit", "auditor-key", "--out", str(inside), check=False)
+        assert result.returncode != 0 and "inside COFFRE_HOME" in result.stderr
+        assert not inside.exists()
     finally:
-        moved.rename(private)
+        drop_database(database)
 
 
 def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, capsys):

@@ -1,17 +1,23 @@
 """The OpenAPI description matches what is served (both ways), and a hypothesis fuzz run
 drawn from it: no server error, every error an OperationOutcome, and refused requests
-write nothing."""
+write nothing.
+
+The fuzz run draws a new seed each time and prints it; a failure names it with the
+command that replays the same run (COFFRE_FUZZ_SEED=N), and Hypothesis prints the
+@reproduce_failure decorator that replays the one failing request."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import secrets
 
 import pytest
 from django.urls import URLPattern
 from fhir.resources.R4B import get_fhir_model_class
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from coffre.fhir import urls as fhir_urls
@@ -173,8 +179,11 @@ def test_fuzz_from_the_openapi_description(client, lab_a, staff, patient, monkey
            "Practitioner": ["10003456786"], "Organization": [lab_a.finess]}
     fuzzer = Fuzzer(client, token, document, ids)
     statuses: dict[int, int] = {}
+    fuzz_seed = int(os.environ.get("COFFRE_FUZZ_SEED") or secrets.randbits(32))
+    print(f"\nFHIR fuzz seed {fuzz_seed}")
 
-    @settings(max_examples=1100, deadline=None, database=None,
+    @seed(fuzz_seed)
+    @settings(max_examples=1100, deadline=None, database=None, print_blob=True,
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def one(data):
@@ -190,7 +199,12 @@ def test_fuzz_from_the_openapi_description(client, lab_a, staff, patient, monkey
             assert body["resourceType"] == "OperationOutcome"
             assert _rows() == before, "a refused request wrote rows"
 
-    one()
-    print(f"\nFHIR fuzz: {fuzzer.requests} requests, statuses {sorted(statuses.items())}")
+    try:
+        one()
+    except BaseException as failure:
+        failure.add_note(f"replay this fuzz run: COFFRE_FUZZ_SEED={fuzz_seed} .venv/bin/python "
+                         "-m pytest tests/test_fhir_openapi.py -k fuzz")
+        raise
+    print(f"FHIR fuzz: {fuzzer.requests} requests, statuses {sorted(statuses.items())}")
     assert fuzzer.requests >= 1000
     assert statuses.get(200, 0) + statuses.get(201, 0) > 50  # not only refusals

@@ -1,10 +1,13 @@
 """The lab report and the specimen labels render as PDF bytes from plain data: identity,
-results, flags, banners, page footers and safe metadata."""
+results, flags, banners, page footers and safe metadata.
+
+How fast a 3-page report renders is measured by ``bench/lab.py --only report`` (target
+< 500 ms, against render_report alone in the same run), not asserted here: a timed test
+fails on a busy machine and passes a slow change on a fast one."""
 
 from __future__ import annotations
 
 import io
-import time
 
 from pypdf import PdfReader
 
@@ -204,16 +207,6 @@ def test_a_long_report_flows_over_three_pages_with_numbered_footers():
     # The table header is repeated on the pages a section flows onto.
     assert "Valeurs de référence" in reader.pages[1].extract_text()
     assert "Analyse 90" in reader.pages[2].extract_text()
-
-
-def test_a_three_page_report_renders_quickly():
-    data = long_report()
-    render_report(data)  # warm up font metrics
-    start = time.perf_counter()
-    render_report(data)
-    elapsed_ms = (time.perf_counter() - start) * 1000
-    print(f"3-page report rendered in {elapsed_ms:.0f} ms")
-    assert elapsed_ms < 500
 
 
 def test_the_metadata_names_the_order_but_never_the_patient():

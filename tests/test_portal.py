@@ -54,6 +54,87 @@ def test_a_wrong_birth_date_is_refused_like_a_wrong_code_and_burns_the_code(staf
     assert not PatientAccount.objects.exists()
 
 
+@pytest.fixture
+def argon2_work(monkeypatch) -> list[str]:
+    """Each Argon2 computation of the configured password hasher (a hash or a
+    verification), noted by wrapping its real methods."""
+    from django.contrib.auth.hashers import get_hasher
+
+    hasher = type(get_hasher())
+    done: list[str] = []
+
+    def noting(name: str):
+        real = getattr(hasher, name)
+
+        def noted(self, *args, **kwargs):
+            done.append(name)
+            return real(self, *args, **kwargs)
+        return noted
+
+    for name in ("encode", "verify"):
+        monkeypatch.setattr(hasher, name, noting(name))
+    return done
+
+
+def _other(secret: str) -> str:
+    return secret[:-1] + ("0" if secret[-1] != "0" else "1")
+
+
+def test_an_unknown_code_costs_the_same_argon2_work_as_a_known_one(staff, patient,
+                                                                   argon2_work):
+    """The answer's time must not tell which codes exist: one Argon2 computation (a
+    verification for a known code, a hash with the same parameters otherwise), whether
+    the public part is known, unknown or expired, and the same answer."""
+    code = activation.issue_code(staff.secretary, patient.id)
+    public, secret = code.split("-")
+    unknown = "ZZZZZZ" if public != "ZZZZZZ" else "YYYYYY"
+    expired = activation.issue_code(staff.secretary, create_patient(
+        staff.secretary, patient_row(nir=make_nir("M", 1970, 5), sex="M",
+                                     birth_name="Durand", used_name="", first_names="Marc",
+                                     birth_date="1970-05-02")).id)
+    ActivationCode.objects.filter(public_id=expired[:6]).update(expires_at="2000-01-01T00:00Z")
+    answers = {}
+    for name, typed in (("unknown", f"{unknown}-{secret}"), ("known", f"{public}-{_other(secret)}"),
+                        ("expired", expired)):
+        argon2_work.clear()
+        with pytest.raises(ActivationRefused) as refused:
+            _activate(typed)
+        answers[name] = (len(argon2_work), str(refused.value))
+    assert answers["unknown"] == answers["known"] == answers["expired"]
+    assert answers["known"][0] == 1
+
+
+def test_a_stranger_guessing_secrets_cannot_burn_the_patients_code(staff, patient):
+    code = activation.issue_code(staff.secretary, patient.id)
+    public, secret = code.split("-")
+    guesses = [g for g in (f"{n:010d}" for n in range(20)) if g != secret]
+    for n, guess in enumerate(guesses[:3 * activation.MAX_FAILURES]):  # many addresses
+        with pytest.raises(ActivationRefused):
+            activation.activate(Activation(f"{public}-{guess}", BIRTH, "intrus.x",
+                                           STAFF_PASSWORD), address=f"203.0.113.{n}")
+    assert ActivationCode.objects.get().failures == 0
+    assert _activate(code)  # the patient's code still works
+
+
+def test_one_address_is_stopped_before_any_argon2_work(staff, patient, argon2_work,
+                                                       settings):
+    settings.COFFRE_ACTIVATION_ADDRESS_ATTEMPTS = 3
+    code = activation.issue_code(staff.secretary, patient.id)
+    public, secret = code.split("-")
+    for _ in range(3):
+        with pytest.raises(ActivationRefused) as refused:
+            activation.activate(Activation(f"{public}-{_other(secret)}", BIRTH, "claire.m85",
+                                           STAFF_PASSWORD), address="203.0.113.7")
+        assert not isinstance(refused.value, activation.TooManyAttempts)
+    argon2_work.clear()
+    with pytest.raises(activation.TooManyAttempts) as stopped:
+        activation.activate(Activation(code, BIRTH, "claire.m85", STAFF_PASSWORD),
+                            address="203.0.113.7")
+    assert argon2_work == [] and 0 < stopped.value.retry_after <= 15 * 60
+    assert activation.activate(Activation(code, BIRTH, "claire.m85", STAFF_PASSWORD),
+                               address="198.51.100.9")
+
+
 def test_a_weak_password_is_refused_and_the_code_still_works(staff, patient):
     code = activation.issue_code(staff.secretary, patient.id)
     with pytest.raises(ActivationRefused) as refused:

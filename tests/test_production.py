@@ -28,7 +28,7 @@ from faker import Faker
 from coffre import config
 from coffre.serving import checks
 from coffre.serving.logs import JsonFormatter, LogFileHandler
-from tests.cli_helpers import Cli, drop_database, make_cli
+from tests.cli_helpers import Cli, drop_database, make_cli, printed_auditor_key
 
 ON_POSTGRESQL = bool(config.database_url())
 
@@ -152,7 +152,7 @@ def test_check_production_lists_each_problem_of_a_development_setup(installation
     assert result.returncode == 1
     failed = {line.split(":")[0][5:] for line in result.stdout.splitlines()
               if line.startswith("FAIL")}
-    expected = {"https", "allowed hosts", "master key", "cache", "mail",
+    expected = {"https", "allowed hosts", "master key", "cache", "mail", "password hashing",
                 "django security.W010", "django security.W016", "django security.W008"}
     if not ON_POSTGRESQL:
         expected.add("database")
@@ -163,6 +163,48 @@ def test_check_production_lists_each_problem_of_a_development_setup(installation
     bare = installation.run("check", "--production", check=False,
                             extra_env={"COFFRE_STATIC_ROOT": ""})
     assert "FAIL static files" in bare.stdout
+
+
+def failed(result) -> dict[str, str]:
+    """The FAIL lines of `coffre check --production`, by item, each with its fix line."""
+    lines = result.stdout.splitlines()
+    return {line[5:].split(":")[0]: line + "\n" + (lines[i + 1] if i + 1 < len(lines) else "")
+            for i, line in enumerate(lines) if line.startswith("FAIL")}
+
+
+def test_check_production_fails_while_the_auditor_key_lies_under_home(installation):
+    # The installation's own `init` printed the key once and left it nowhere.
+    assert "auditor key" not in failed(installation.run("check", "--production",
+                                                        check=False))
+    stray = installation.home / "audit" / "auditor-private.key"
+    stray.write_text("anything\n")  # where `init` used to write it: refused by its place
+    result = installation.run("check", "--production", check=False)
+    assert result.returncode == 1
+    report = failed(result)["auditor key"]
+    assert str(stray) in report and "shred -u" in report and "--auditor-key" in report
+    stray.unlink()
+    assert "auditor key" not in failed(installation.run("check", "--production",
+                                                        check=False))
+    # The key printed by `coffre audit auditor-key` (no entry yet in this installation),
+    # saved under another name inside COFFRE_HOME, is recognised by its content.
+    printed = installation.run("audit", "auditor-key").stdout
+    renamed = installation.home / "backups" / "notes.txt"
+    renamed.parent.mkdir(exist_ok=True)
+    renamed.write_text(printed_auditor_key(printed) + "\n")
+    result = installation.run("check", "--production", check=False)
+    assert result.returncode == 1 and str(renamed) in failed(result)["auditor key"]
+
+
+def test_check_production_fails_on_the_test_only_cheap_argon2(installation):
+    cheap = installation.run("check", "--production", check=False,
+                             extra_env={"COFFRE_ARGON2_TEST_CHEAP": "1"})
+    assert cheap.returncode == 1
+    report = failed(cheap)["password hashing"]
+    assert "COFFRE_ARGON2_TEST_CHEAP is set" in report and "fix: unset" in report
+    real = installation.run("check", "--production", check=False,
+                            extra_env={"COFFRE_ARGON2_TEST_CHEAP": ""})
+    assert "password hashing" not in failed(real)
+    assert "ok   password hashing: Argon2id time_cost 3" in real.stdout
 
 
 def _app_role(cli: Cli) -> str:
@@ -212,7 +254,8 @@ def test_check_production_passes_on_a_good_setup_and_the_server_starts(installat
                     "COFFRE_KEY_FILE": str(key), "COFFRE_REDIS_URL": "redis://127.0.0.1:6379/15",
                     "COFFRE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
                     "COFFRE_EMAIL_HOST": "127.0.0.1", "COFFRE_EMAIL_PORT": str(smtp_port),
-                    "COFFRE_DATABASE_URL": url.replace("postgres@", f"{role}@")}
+                    "COFFRE_DATABASE_URL": url.replace("postgres@", f"{role}@"),
+                    "COFFRE_ARGON2_TEST_CHEAP": ""}
             result = installation.run("check", "--production", extra_env=good)
             assert "ready for production" in result.stdout and "FAIL" not in result.stdout
             as_owner = installation.run("check", "--production", check=False,

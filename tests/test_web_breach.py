@@ -8,8 +8,11 @@ import datetime as dt
 import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.test.client import BOUNDARY, FakePayload, encode_multipart
 from django.utils import timezone
 
 from coffre import config
@@ -93,7 +96,7 @@ def test_the_dpo_uploads_a_file_and_gets_a_breach_record(
     assert response.status_code == 200
     breach = Breach.objects.get()
     assert response.redirect_chain[-1][0] == f"/violations/{breach.pk}/"
-    assert [name for name, _ in fake_scan["seen"]] == ["0-fuite.csv", "1-b.csv"]
+    assert [name for name, _ in fake_scan["seen"]] == ["fuite.csv", "b.csv"]
     assert fake_scan["seen"][0][1] == b"nir;nom\n1;2\n"
     assert not any(p.exists() for p in fake_scan["paths"])  # deleted after the scan
     assert not any((config.home() / "tmp").iterdir())
@@ -114,16 +117,87 @@ def test_a_malformed_file_is_refused_clearly_and_records_nothing(lab_a, staff, f
     assert not any(p.exists() for p in fake_scan["paths"])
 
 
-def test_a_file_over_the_size_cap_is_refused_before_any_scan(
+class CountedBody(FakePayload):
+    """The request body as the server reads it, counting the bytes read."""
+
+    read_bytes = 0
+
+    def read(self, size=-1, /):
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def post_body(client, fields: dict) -> tuple:
+    """A multipart POST whose reading is counted; (response, bytes of the body read,
+    bytes sent)."""
+    body = encode_multipart(BOUNDARY, fields)
+    counted = CountedBody(body)
+    response = client.post(NEW, body, content_type=f"multipart/form-data; boundary={BOUNDARY}",
+                           **{"wsgi.input": counted})
+    return response, counted.read_bytes, len(body)
+
+
+def test_a_file_over_the_size_cap_stops_the_upload_while_it_is_read(
         lab_a, staff, fake_scan, monkeypatch):
-    from coffre.breach import forms
-    monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 10)
-    response = logged_in(staff[Role.DPO]).post(NEW, {
-        "files": [upload("grand.csv", b"0123456789abc")],
+    from coffre.breach import uploads
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 3 * 1024 * 1024)
+    spool = Path(settings.FILE_UPLOAD_TEMP_DIR)  # where Django writes uploads over 2.5 MB
+    spooled = set(spool.iterdir())
+    # 3.5 MB declared: within the cap and the form's allowance, so the body is read (and
+    # spooled to a temporary file, past 2.5 MB)...
+    response, read, sent = post_body(logged_in(staff[Role.DPO]), {
+        "files": [upload("grand.csv", b"0123456789" * 350_000)],
         "aware_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")})
-    assert response.status_code == 400
-    assert "grand.csv dépasse la taille maximale" in text(response)
+    assert response.status_code == 413
+    assert "Le fichier grand.csv dépasse la taille maximale de 3 Mo" in text(response)
+    # ... and stops within a chunk (64 KiB) past the cap, the rest never read.
+    assert read <= 3 * 1024 * 1024 + 2 * 64 * 1024 < sent
     assert fake_scan["paths"] == [] and not Breach.objects.exists()
+    assert set(spool.iterdir()) == spooled  # nothing left behind
+    # Two files under the cap alone but over it together: the upload as a whole.
+    response, read, _ = post_body(logged_in(staff[Role.DPO]), {
+        "files": [upload("a.csv", b"x" * 2_000_000), upload("b.csv", b"y" * 2_000_000)],
+        "aware_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")})
+    assert response.status_code == 413 and "tous les fichiers ensemble" in text(response)
+
+
+def test_a_request_declaring_more_than_the_cap_is_refused_unread(lab_a, staff, fake_scan,
+                                                                 monkeypatch):
+    from coffre.breach import uploads
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 100_000)
+    monkeypatch.setattr(uploads, "FORM_BYTES", 1000)  # the request declares 300,000 bytes
+    response, read, _ = post_body(logged_in(staff[Role.DPO]), {
+        "files": [upload("grand.csv", b"0123456789" * 30_000)],
+        "aware_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")})
+    assert response.status_code == 413 and read == 0
+    assert "L'envoi dépasse la taille maximale" in text(response)
+    assert fake_scan["paths"] == [] and not Breach.objects.exists()
+
+
+def test_hostile_files_get_a_french_error_and_never_a_500(lab_a, staff, tmp_path,
+                                                         monkeypatch):
+    """The real scanner: a JSON nested past Python's recursion limit, and a workbook
+    whose shared-strings table is over the bound."""
+    from tests.test_breach_scan import _strings, _with_shared_strings
+
+    deep = 100_000
+    nested = ("[" + '{"a":' * deep + "1" + "}" * deep + "]").encode()
+    client = logged_in(staff[Role.DPO])
+    client.raise_request_exception = False
+    aware = timezone.localtime().strftime("%Y-%m-%dT%H:%M")
+    response = client.post(NEW, {"files": [upload("imbrique.json", nested)], "aware_at": aware})
+    assert response.status_code == 400
+    assert ("Le fichier imbrique.json imbrique ses données JSON sur plus de 64 niveaux"
+            in text(response))
+    from coffre.breach import readers
+    monkeypatch.setattr(readers, "MAX_SHARED_STRINGS", 100)
+    book = _with_shared_strings(tmp_path, "classeur.xlsx", _strings(500)).read_bytes()
+    response = client.post(NEW, {"files": [upload("classeur.xlsx", book)], "aware_at": aware})
+    assert response.status_code == 400
+    assert "La table des textes partagés du classeur classeur.xlsx est trop grande" in text(
+        response)
+    assert not Breach.objects.exists()
 
 
 def test_an_awareness_time_in_the_future_is_refused(lab_a, staff, fake_scan):

@@ -3,6 +3,8 @@ access history; staff pages stay closed to a patient account."""
 
 from __future__ import annotations
 
+import html
+
 from django.test import Client
 
 from coffre.identity.access import create_patient
@@ -39,6 +41,25 @@ def test_a_wrong_birth_date_is_refused_with_a_french_message(client, staff, pati
                          birth_date="15/03/1985")
     assert "Code ou date de naissance non reconnus" in response.content.decode()
     assert not PatientAccount.objects.exists()
+
+
+def test_too_many_attempts_from_one_address_get_a_french_429_page(client, staff, patient,
+                                                                  settings):
+    settings.COFFRE_ACTIVATION_ADDRESS_ATTEMPTS = 2
+    code = activation.issue_code(staff.secretary, patient.id)
+    for _ in range(2):
+        assert _activate(client, code, birth_date="15/03/1985").status_code == 200
+    stopped = _activate(client, code)
+    assert stopped.status_code == 429
+    assert "Trop d'essais depuis cette connexion" in html.unescape(stopped.content.decode())
+    assert not PatientAccount.objects.exists()
+    # Behind the reverse proxy, the address counted is the one the proxy appended.
+    settings.COFFRE_TRUSTED_PROXIES = 1
+    forged = {"HTTP_X_FORWARDED_FOR": "127.0.0.1, 198.51.100.4"}
+    other = Client().post("/portail/activation/", {
+        "code": code, "birth_date": "14/03/1985", "username": "claire.m85",
+        "password": STAFF_PASSWORD, "password_again": STAFF_PASSWORD}, **forged)
+    assert other.status_code == 302 and PatientAccount.objects.exists()
 
 
 def test_a_patient_cannot_open_another_patients_order(client, staff, patient):

@@ -1,10 +1,11 @@
 """Appending to and verifying the forward-secure access log (see coffre.vault.chain).
 
 The chain's first key k_0 is random and sealed to the auditor's X25519 public key
-(`coffre init` makes the pair; the private key belongs off the machine), so the running
-server forgets it after the first entry. The current key k_i lives in ChainHead sealed
-under the installation's "audit" key (wrapped by the master key): a copy of the
-database cannot recompute any MAC, and a compromised server only later ones. Without
+(`coffre init` makes the pair and prints the private key once: it never stays on the
+machine), so the running server forgets it after the first entry. The current key k_i
+lives in ChainHead sealed under the installation's "audit" key (wrapped by the master
+key): a copy of the database cannot recompute any MAC, and a compromised server only
+later ones. Without
 an auditor key, k_0 is sealed under the audit key instead: then only a copy of the
 database, not a compromised server, is kept from rewriting the log.
 
@@ -39,6 +40,7 @@ from coffre.vault import Key, context
 from coffre.vault.chain import (
     GENESIS,
     CheckpointSigner,
+    auditor_public_of,
     chain_mac,
     digest,
     new_auditor_keypair,
@@ -67,11 +69,13 @@ class VerifyError(Exception):
 
 
 def auditor_public_key_file() -> Path:
-    return config.subdir("audit") / "auditor.pub"
+    return config.home() / "audit" / "auditor.pub"
 
 
 def default_auditor_private_file() -> Path:
-    return config.subdir("audit") / "auditor-private.key"
+    """Where `coffre init` used to leave the auditor's private key (before it was
+    printed once instead): `coffre check --production` fails while a file lies there."""
+    return config.home() / "audit" / "auditor-private.key"
 
 
 def auditor_public_key() -> bytes | None:
@@ -82,22 +86,76 @@ def auditor_public_key() -> bytes | None:
     return base64.b64decode(value) if value else None
 
 
-def create_auditor_key(private_file: Path) -> Path:
-    """A new auditor key pair: the private key to ``private_file`` (0600, for the person
-    who verifies the log, off this machine), the public key under COFFRE_HOME. Only
-    before the first entry: k_0 is sealed when the chain starts."""
+def create_auditor_key(private_file: Path | None = None) -> str:
+    """A new auditor key pair; returns the private key in base64.
+
+    The public key goes under COFFRE_HOME. The private key never does: a server that
+    holds it could rewrite the log from its first entry, and every copy of the data
+    directory would carry it. It is written to ``private_file`` (0600, refused inside
+    COFFRE_HOME: removable media, or the auditor's machine over a mount) or, without a
+    file, only returned for the caller to show once. Only before the first entry: k_0
+    is sealed when the chain starts."""
+    if private_file is not None and config.inside_home(private_file):
+        raise VerifyError(f"{private_file} is inside COFFRE_HOME ({config.home()}): the "
+                          "auditor's private key must not stay with the data; give a path "
+                          "outside it (removable media), or no file to have it printed once")
     if ChainHead.objects.exists():
         raise VerifyError("the access log has started: its first key is already sealed")
     private, public = new_auditor_keypair()
-    private_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise VerifyError(f"{private_file} already exists; not overwriting") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(private).decode() + "\n")
+    text = base64.b64encode(private).decode()
+    if private_file is not None:
+        private_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise VerifyError(f"{private_file} already exists; not overwriting") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+    config.subdir("audit")
     auditor_public_key_file().write_text(base64.b64encode(public).decode() + "\n")
-    return private_file
+    return text
+
+
+def read_auditor_private(text: str) -> bytes:
+    """The raw private key from what the auditor kept (the base64 line, spaces and line
+    breaks allowed); ValueError if it is not one."""
+    raw = base64.b64decode("".join(text.split()), validate=True)
+    if len(raw) != 32 or auditor_public_of(raw) is None:
+        raise ValueError("not an auditor private key")
+    return raw
+
+
+# A private key file is one base64 line of 32 bytes (45 bytes with its newline).
+_KEY_FILE_MAX_BYTES = 256
+
+
+def private_keys_under_home() -> list[Path]:
+    """Files under COFFRE_HOME that hold the auditor's private key: the place `coffre
+    init` used to write it, and any small file (whatever its name) whose content is the
+    private half of this installation's auditor public key."""
+    if not config.home().is_dir():
+        return []
+    found = []
+    legacy = default_auditor_private_file()
+    if legacy.exists():
+        found.append(legacy)
+    public = auditor_public_key()
+    if public is None:
+        return found
+    for folder, _dirs, names in os.walk(config.home()):
+        for name in names:
+            path = Path(folder) / name
+            if path == legacy or path.is_symlink():
+                continue
+            try:
+                if path.stat().st_size > _KEY_FILE_MAX_BYTES:
+                    continue
+                raw = read_auditor_private(path.read_text(errors="strict"))
+            except (OSError, ValueError):
+                continue
+            if auditor_public_of(raw) == public:
+                found.append(path)
+    return found
 
 
 def _new_first_key() -> tuple[bytes, bytes, str]:

@@ -10,11 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from coffre.breach.models import Channel
-
-# Per file. A web worker is stopped after 60 s (coffre.serving.server) and a 500,000-row
-# CSV (about 100 MB) takes up to a minute to scan: larger files go through the CLI.
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-MAX_FILES = 10
+from coffre.breach.uploads import MAX_FILES
 
 TEXT_LABELS = {
     "nature": _("Nature de la violation (circonstances, découverte)"),
@@ -43,14 +39,7 @@ class MultipleFileField(forms.FileField):
         if len(files) > MAX_FILES:
             raise forms.ValidationError(_("Au plus %(n)s fichiers à la fois.")
                                         % {"n": MAX_FILES})
-        for upload in files:
-            if upload.size > MAX_UPLOAD_BYTES:
-                raise forms.ValidationError(
-                    _("Le fichier %(name)s dépasse la taille maximale de %(max)s Mo pour "
-                      "la page web : l'administrateur l'analyse sur le serveur avec "
-                      "coffre breach record.")
-                    % {"name": upload.name, "max": MAX_UPLOAD_BYTES // (1024 * 1024)})
-        return files
+        return files  # their size was bounded while they were read (breach.uploads)
 
 
 class UploadForm(forms.Form):

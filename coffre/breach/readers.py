@@ -6,7 +6,13 @@ delimited text (CSV, TSV, semicolons, pipes) in UTF-8 (with or without BOM) or
 CP1252/Latin-1. Nothing holds the whole file in memory: rows are read one at a time
 (a SQL dump one statement at a time).
 
-Errors name the file and the problem, never a value read from it.
+A leaked file is hostile input, so what could exhaust the process is bounded before it
+is parsed: JSON nesting (Python's decoder recurses: measured on the text first),
+columns per row, and for XLSX the zip members' declared sizes, the shared-strings
+count (openpyxl keeps that table whole in memory) and XML through defusedxml.
+
+Errors name the file and the problem, never a value read from it. Past a bound, the
+error also carries a ``code`` and ``params`` so that a page can say it in its language.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import datetime as dt
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from coffre.spreadsheet import restore
@@ -28,10 +36,35 @@ CHUNK_BYTES = 1024 * 1024
 MAX_STATEMENT = 64 * 1024 * 1024  # a SQL INSERT longer than this is not a dump we read
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1024 * 1024)  # an unterminated quote must stop early, not eat RAM
+MAX_COLUMNS = 2_000  # a leaked table has tens; a row this wide is an attack or not a table
+MAX_JSON_DEPTH = 64  # FHIR resources nest about 6 deep; Python's decoder recurses
+# XLSX, by the sizes the zip's directory declares (zipfile never inflates a member past
+# its declared size: a lying entry fails its CRC check). Sheets are streamed; the shared
+# strings are held whole by openpyxl: their count and size bound its memory (about
+# 60 bytes a string plus the text: 4 M strings, 256 MiB at most).
+MAX_XLSX_MEMBERS = 10_000
+MAX_XLSX_MEMBER_BYTES = 1024**3
+MAX_XLSX_BYTES = 4 * 1024**3
+MAX_SHARED_STRINGS_BYTES = 256 * 1024**2
+MAX_SHARED_STRINGS = 4_000_000
 
 
 class BreachScanError(ValueError):
-    """A file that cannot be read; the message names the file and the problem only."""
+    """A file that cannot be read; the message names the file and the problem only.
+
+    Past one of the bounds above, ``code`` names the bound and ``params`` its figures
+    (file, limit, ...), for coffre.breach.views to say in French; the message is the
+    English the command line prints."""
+
+    def __init__(self, message: str, code: str = "", **params: object) -> None:
+        super().__init__(message)
+        self.code, self.params = code, params
+
+
+def too_many_columns(name: str, where: str, count: int) -> BreachScanError:
+    return BreachScanError(f"{name}: {where}: more than {MAX_COLUMNS:,} columns "
+                           f"({count:,}): not a table this scan reads", "columns",
+                           file=name, limit=MAX_COLUMNS)
 
 
 @dataclass
@@ -56,6 +89,8 @@ class Table:
         for key, value in _leaves(obj):
             pos = self._keys.get(key)
             if pos is None:
+                if len(self.header) >= MAX_COLUMNS:
+                    raise too_many_columns(self.name, "JSON keys", len(self.header) + 1)
                 pos = self._keys[key] = len(self.header)
                 self.header.append(key)
                 cells.append("")
@@ -200,6 +235,8 @@ def _csv_rows(path: Path, encoding: str, sample: str) -> Iterator[tuple[Table, l
             except csv.Error as exc:
                 raise BreachScanError(f"{path.name}: line {reader.line_num:,}: "
                                       f"{_csv_problem(exc)}") from None
+            if len(row) > MAX_COLUMNS:
+                raise too_many_columns(path.name, f"line {reader.line_num:,}", len(row))
             if row and any(cell.strip() for cell in row):
                 # An apostrophe put before a formula-like cell (coffre.spreadsheet, as
                 # Coffre's exports do) is not part of the value.
@@ -218,35 +255,194 @@ def _csv_problem(exc: csv.Error) -> str:
 # --- XLSX ---------------------------------------------------------------------------------
 
 def _xlsx_rows(path: Path) -> Iterator[tuple[Table, list[str]]]:
-    from openpyxl import load_workbook
+    import openpyxl
 
+    if not openpyxl.DEFUSEDXML:  # fail closed: never parse a hostile workbook's XML raw
+        raise BreachScanError(f"{path.name}: XLSX files are not read on this installation "
+                              "(defusedxml is missing or OPENPYXL_DEFUSEDXML is off)")
+    from defusedxml import DefusedXmlException
+
+    _check_xlsx_archive(path)
     # A damaged workbook fails deep inside openpyxl, zipfile, zlib or the XML parser,
     # with any of their exception types: all mean the same to the person scanning.
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:
+        if _caused_by(exc, DefusedXmlException):  # openpyxl re-raises it as ValueError
+            raise _unsafe_xml(path.name) from None
         raise BreachScanError(f"{path.name}: not a readable XLSX workbook (damaged or "
                               "truncated)") from None
     try:
         for sheet in book.worksheets:
             table = Table(f"{path.name}[{sheet.title}]", first_row_maybe_header=True)
+            # The declared dimension is the file's word: trusted, a single cell at
+            # XFD1048576 would pad a million rows to 16,384 columns.
+            sheet.reset_dimensions()
             try:
-                for values in sheet.iter_rows(values_only=True):
-                    cells = [cell_text(v) for v in values]
+                for number, values in enumerate(sheet.iter_rows(values_only=True), 1):
+                    cells = [cell_text(v) for v in _bounded(values, path.name, number)]
                     while cells and not cells[-1]:
                         cells.pop()
                     if cells:
                         yield table, cells
+            except BreachScanError:
+                raise
             except Exception as exc:
+                if _caused_by(exc, DefusedXmlException):
+                    raise _unsafe_xml(path.name) from None
                 raise BreachScanError(f"{path.name}: sheet {sheet.title!r} cannot be read "
                                       f"({type(exc).__name__}: damaged or truncated)") from None
     finally:
         book.close()
 
 
+def _bounded(values: tuple, name: str, number: int) -> tuple:
+    """The row's first MAX_COLUMNS cells; refused if a value lies beyond (counted in C:
+    a row of 16,384 mostly empty cells must not cost 16,384 Python steps)."""
+    if len(values) <= MAX_COLUMNS:
+        return values
+    kept = values[:MAX_COLUMNS]
+    if len(values) - values.count(None) > len(kept) - kept.count(None):
+        raise too_many_columns(name, f"row {number:,}", len(values))
+    return kept
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _unsafe_xml(name: str) -> BreachScanError:
+    return BreachScanError(f"{name}: the workbook's XML declares entities or a DTD "
+                           "(refused: entity expansion can exhaust memory)", "xlsx_xml",
+                           file=name)
+
+
+_SHARED_STRING = re.compile(rb"<(?:[\w.-]+:)?si[\s/>]")
+
+
+def _check_xlsx_archive(path: Path) -> None:
+    """The zip's declared sizes and the shared strings' count, before openpyxl opens it
+    (a zip bomb, or a table of millions of strings that openpyxl would hold whole)."""
+    from defusedxml import DefusedXmlException
+
+    name = path.name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_XLSX_MEMBERS:
+                raise BreachScanError(
+                    f"{name}: {len(members):,} files in the XLSX archive (at most "
+                    f"{MAX_XLSX_MEMBERS:,})", "xlsx_members", file=name,
+                    count=len(members), limit=MAX_XLSX_MEMBERS)
+            for member in members:
+                if member.file_size > MAX_XLSX_MEMBER_BYTES:
+                    raise _too_large(name, member.file_size, MAX_XLSX_MEMBER_BYTES)
+            total = sum(member.file_size for member in members)
+            if total > MAX_XLSX_BYTES:
+                raise _too_large(name, total, MAX_XLSX_BYTES)
+            strings = _shared_strings_part(archive)
+            if strings is not None:
+                _check_shared_strings(archive, strings, name)
+    except BreachScanError:
+        raise
+    except Exception as exc:
+        if _caused_by(exc, DefusedXmlException):
+            raise _unsafe_xml(name) from None
+        raise BreachScanError(f"{name}: not a readable XLSX workbook (damaged or "
+                              "truncated)") from None
+
+
+def _too_large(name: str, size: int, limit: int) -> BreachScanError:
+    return BreachScanError(
+        f"{name}: the XLSX archive unpacks to {size:,} bytes (at most {limit:,}): a "
+        "compression bomb or too large a workbook", "xlsx_size", file=name,
+        size_mb=size // 1024**2, limit_mb=limit // 1024**2)
+
+
+def _shared_strings_part(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
+    """The shared-strings part, found as openpyxl finds it (the package manifest)."""
+    from openpyxl.packaging.manifest import Manifest
+    from openpyxl.xml.constants import ARC_CONTENT_TYPES, SHARED_STRINGS
+    from openpyxl.xml.functions import fromstring
+
+    manifest = Manifest.from_tree(fromstring(archive.read(ARC_CONTENT_TYPES)))
+    part = manifest.find(SHARED_STRINGS)
+    return archive.getinfo(part.PartName[1:]) if part is not None else None
+
+
+def _check_shared_strings(archive: zipfile.ZipFile, part: zipfile.ZipInfo,
+                          name: str) -> None:
+    if part.file_size > MAX_SHARED_STRINGS_BYTES:
+        raise _too_many_strings(name, f"{part.file_size:,} bytes")
+    count, tail = 0, b""
+    with archive.open(part) as source:
+        while chunk := source.read(CHUNK_BYTES):
+            data = tail + chunk
+            # Up to the last "<": a tag cut by the chunk's end is counted with the next.
+            cut = max(0, data.rfind(b"<"))
+            count += len(_SHARED_STRING.findall(data, 0, cut))
+            tail = data[cut:]
+            if count > MAX_SHARED_STRINGS:
+                raise _too_many_strings(name, f"more than {MAX_SHARED_STRINGS:,} strings")
+    count += len(_SHARED_STRING.findall(tail))
+    if count > MAX_SHARED_STRINGS:
+        raise _too_many_strings(name, f"{count:,} strings")
+
+
+def _too_many_strings(name: str, found: str) -> BreachScanError:
+    return BreachScanError(
+        f"{name}: the workbook's shared-strings table is too large ({found}; at most "
+        f"{MAX_SHARED_STRINGS:,} strings, {MAX_SHARED_STRINGS_BYTES // 1024**2} MiB)",
+        "xlsx_strings", file=name, limit=MAX_SHARED_STRINGS,
+        limit_mb=MAX_SHARED_STRINGS_BYTES // 1024**2)
+
+
 # --- JSON and NDJSON ----------------------------------------------------------------------
 
+# A JSON string, possibly cut short by the end of a buffer (then up to that end).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_PAIR = re.compile(r"[\[{][\]}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _too_deep(text: str) -> bool:
+    """Whether JSON text (whole, or a buffer starting between two values) nests arrays
+    and objects deeper than MAX_JSON_DEPTH, found without parsing it: Python's decoder
+    recurses, and a deep enough document ends in RecursionError. Each step runs at C
+    speed; the exact count (strings removed first) only when the quick bounds fail."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False  # cannot nest deeper than it has openings
+    if _depth_bound(_NOT_BRACKET.sub("", text)) <= MAX_JSON_DEPTH:
+        return False  # brackets inside strings count here: only ever too many
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > MAX_JSON_DEPTH
+
+
+def _depth_bound(brackets: str) -> int:
+    """An upper bound of the deepest nesting: each pass removes the innermost adjacent
+    pairs (one level); what is left are unmatched closings then openings, and only the
+    openings add depth."""
+    for passes in range(MAX_JSON_DEPTH + 1):
+        peeled = _PAIR.sub("", brackets)
+        if peeled == brackets:
+            return passes + peeled.count("[") + peeled.count("{")
+        brackets = peeled
+    return MAX_JSON_DEPTH + 1
+
+
+def _too_deep_error(name: str, where: str = "") -> BreachScanError:
+    return BreachScanError(f"{name}: {where}JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                           "json_depth", file=name, limit=MAX_JSON_DEPTH)
+
+
 def _ndjson_line(line: str) -> bool:
+    if _too_deep(line):
+        return True  # NDJSON by its first character; _ndjson_rows names the line
     try:
         value = json.loads(line)
     except ValueError:
@@ -263,6 +459,8 @@ def _ndjson_rows(path: Path, encoding: str) -> Iterator[tuple[Table, list[str]]]
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
+            if _too_deep(line):
+                raise _too_deep_error(path.name, f"line {number:,}: ")
             try:
                 obj = json.loads(line)
             except ValueError:
@@ -286,6 +484,10 @@ class _JsonStream:
             return False
         self.buf = self.buf[self.pos:] + chunk
         self.pos = 0
+        # pos only stops between tokens, so the buffer starts outside any string; a value
+        # longer than a chunk is measured again from its start with each new chunk.
+        if _too_deep(self.buf):
+            raise _too_deep_error(self.name)
         return True
 
     def peek(self) -> str:

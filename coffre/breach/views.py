@@ -20,12 +20,14 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from coffre import config
 from coffre.accounts.acting import requires_role, staff_view
 from coffre.accounts.models import Role
-from coffre.breach import letters, notifications
+from coffre.breach import letters, notifications, uploads
 from coffre.breach.forms import TEXT_LABELS, CnilTextForm, SendForm, TextsForm, UploadForm
 from coffre.breach.models import Breach, NotificationKind
 from coffre.breach.notifications import CATEGORY_LABELS, CONFIDENCE_LABELS, STRENGTH_LABELS
@@ -52,7 +54,10 @@ def _scan(request: HttpRequest, uploads: list) -> ScanReport:
     try:
         paths = []
         for index, upload in enumerate(uploads):
-            path = work / f"{index}-{get_valid_filename(Path(upload.name).name) or 'file'}"
+            # A folder per file: the scan's report and errors name it as it was sent.
+            folder = work / str(index)
+            folder.mkdir(mode=0o700)
+            path = folder / (get_valid_filename(Path(upload.name).name) or "file")
             with path.open("wb") as out:
                 for chunk in upload.chunks():
                     out.write(chunk)
@@ -63,9 +68,55 @@ def _scan(request: HttpRequest, uploads: list) -> ScanReport:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# A file past one of the readers' bounds (coffre.breach.readers), said in the page's
+# language; other unreadable files keep the reader's own words.
+SCAN_BOUNDS = {
+    "json_depth": _lazy("Le fichier %(file)s imbrique ses données JSON sur plus de "
+                        "%(limit)s niveaux : ce n'est pas un export de table que l'analyse "
+                        "lit."),
+    "columns": _lazy("Le fichier %(file)s a plus de %(limit)s colonnes : ce n'est pas une "
+                     "table que l'analyse lit."),
+    "xlsx_size": _lazy("Le classeur %(file)s se décompresse en %(size_mb)s Mo (au plus "
+                       "%(limit_mb)s Mo) : bombe de compression ou classeur trop gros. "
+                       "L'administrateur peut l'analyser sur le serveur avec coffre breach "
+                       "scan."),
+    "xlsx_members": _lazy("Le classeur %(file)s contient %(count)s fichiers internes (au "
+                          "plus %(limit)s) : ce n'est pas un classeur ordinaire."),
+    "xlsx_strings": _lazy("La table des textes partagés du classeur %(file)s est trop grande "
+                          "(au plus %(limit)s textes, %(limit_mb)s Mo) : l'ouvrir épuiserait "
+                          "la mémoire du serveur."),
+    "xlsx_xml": _lazy("Le classeur %(file)s déclare des entités ou une DTD dans son XML : "
+                      "refusé, leur expansion peut épuiser la mémoire."),
+}
+
+
 def _scan_error(error: Exception) -> str:
+    bound = SCAN_BOUNDS.get(getattr(error, "code", ""))
+    problem = bound % error.params if bound else str(error)
     return _("Fichier illisible : %(problem)s. Aucune violation n'a été enregistrée.") % {
-        "problem": str(error)}
+        "problem": problem}
+
+
+def _upload_refused(request: HttpRequest, refusal: uploads.Refusal) -> HttpResponse:
+    """The upload stopped at the size limit: the page again, nothing read or kept."""
+    limit = refusal.limit // (1024 * 1024)
+    if refusal.name:
+        message = _("Le fichier %(name)s dépasse la taille maximale de %(max)s Mo pour la "
+                    "page web : l'administrateur l'analyse sur le serveur avec coffre breach "
+                    "record.") % {"name": refusal.name, "max": limit}
+    else:
+        message = _("L'envoi dépasse la taille maximale de %(max)s Mo pour la page web "
+                    "(tous les fichiers ensemble) : l'administrateur analyse les plus gros "
+                    "sur le serveur avec coffre breach record.") % {"max": limit}
+    return render(request, "breach/new.html", {"form": _upload_form(), "upload_error": message},
+                  status=413)
+
+
+def _upload_form(request: HttpRequest | None = None) -> UploadForm:
+    """The upload form, bound to the request's data when it has some."""
+    data, files = (request.POST, request.FILES) if request else (None, None)
+    return UploadForm(data or None, files or None,
+                      initial={"aware_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")})
 
 
 def report_view(report: ScanReport) -> dict:
@@ -92,12 +143,21 @@ def breach_list(request: HttpRequest) -> HttpResponse:
         "rows": rows, "is_dpo": request.membership.role == Role.DPO})
 
 
+@csrf_exempt  # checked in _breach_new, once the body has been read under the size limit
 @staff_view
 @requires_role(Role.DPO)
 @require_http_methods(["GET", "POST"])
 def breach_new(request: HttpRequest) -> HttpResponse:
-    form = UploadForm(request.POST or None, request.FILES or None,
-                      initial={"aware_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")})
+    if request.method == "POST":
+        refusal = uploads.read_limited(request)
+        if refusal is not None:
+            return _upload_refused(request, refusal)  # changes nothing: no CSRF needed
+    return _breach_new(request)
+
+
+@csrf_protect
+def _breach_new(request: HttpRequest) -> HttpResponse:
+    form = _upload_form(request)
     if request.method == "POST" and form.is_valid():
         from coffre.breach.scan import BreachScanError
 

@@ -1,13 +1,17 @@
+import math
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from coffre.portal.activation import ActivationRefused
+from coffre.portal.activation import ActivationRefused, TooManyAttempts
 
 # The activation layer speaks English (tests, logs); the page says the same in the
 # page's language. Password rule messages arrive translated already.
 _REFUSALS = (
     ("code or birth date", _("Code ou date de naissance non reconnus, ou code expiré. "
-                             "Vérifiez votre reçu ; après 5 essais le code ne sert plus.")),
+                             "Vérifiez votre reçu et votre date de naissance : après 5 "
+                             "dates de naissance erronées, le code ne sert plus.")),
     ("the birth date", _("Date de naissance invalide : écrivez-la JJ/MM/AAAA.")),
     ("the login must be", _("L'identifiant doit faire 6 à 40 caractères : lettres "
                             "minuscules, chiffres, « . », « _ » ou « - ».")),
@@ -38,6 +42,12 @@ class ActivationForm(forms.Form):
         return data
 
     def explain(self, refused: ActivationRefused) -> list[str]:
+        if isinstance(refused, TooManyAttempts):
+            minutes = max(1, math.ceil(refused.retry_after / 60))
+            return [ngettext("Trop d'essais depuis cette connexion. Réessayez dans "
+                             "%(n)s minute.",
+                             "Trop d'essais depuis cette connexion. Réessayez dans "
+                             "%(n)s minutes.", minutes) % {"n": minutes}]
         explained = []
         for problem in refused.problems:
             message = next((str(text) for start, text in _REFUSALS

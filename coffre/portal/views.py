@@ -25,10 +25,11 @@ from coffre.lab.views import lab_errors, pdf_response
 from coffre.labs import rls
 from coffre.lifecycle.right_of_access import right_of_access
 from coffre.portal import prescriber, services
-from coffre.portal.activation import Activation, ActivationRefused, activate
+from coffre.portal.activation import Activation, ActivationRefused, TooManyAttempts, activate
 from coffre.portal.forms import ActivationForm
 from coffre.portal.models import PatientAccount, PrescriberAccount
 from coffre.portal.receipt import receipt_pdf
+from coffre.serving.proxy import client_address
 
 
 def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -59,17 +60,20 @@ def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
 def activation(request: HttpRequest) -> HttpResponse:
     form = ActivationForm(request.POST or None)
     problems: list[str] = []
+    status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             user = activate(Activation(data["code"], data["birth_date"], data["username"],
-                                       data["password"]))
+                                       data["password"]), address=client_address(request))
         except ActivationRefused as refused:
             problems = form.explain(refused)
+            status = 429 if isinstance(refused, TooManyAttempts) else 200
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect("portal_home")
-    return render(request, "portal/activation.html", {"form": form, "problems": problems})
+    return render(request, "portal/activation.html", {"form": form, "problems": problems},
+                  status=status)
 
 
 @patient_view

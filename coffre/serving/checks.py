@@ -145,6 +145,47 @@ def key_provider() -> Iterator[Item]:
         yield _ok("master key", f"{path} (0600, outside COFFRE_HOME)")
 
 
+def auditor_key() -> Iterator[Item]:
+    """The auditor's private key must not lie with the data: a server holding it could
+    rewrite the access log from its first entry (docs/audit.md)."""
+    from coffre.audit import chain
+
+    found = chain.private_keys_under_home()
+    for path in found:
+        yield _fail("auditor key", f"{path} holds the auditor's private key, inside "
+                                   "COFFRE_HOME: a compromised server could rewrite the "
+                                   "access log with it",
+                    f"give a copy to the person who verifies the log (`coffre audit verify "
+                    f"--auditor-key FILE`), then delete it here: shred -u {path}")
+    if not found:
+        yield _ok("auditor key", "no auditor private key under COFFRE_HOME")
+
+
+def password_hashing() -> Iterator[Item]:
+    """Argon2 at the measured cost; the test suite's cheap parameters never in production."""
+    from django.contrib.auth.hashers import get_hasher
+
+    from coffre.accounts.hashers import CoffreArgon2Hasher
+
+    hasher = get_hasher()
+    cheap = config.env_bool("COFFRE_ARGON2_TEST_CHEAP", False)
+    weaker = any(getattr(hasher, name, 0) < getattr(CoffreArgon2Hasher, name)
+                 for name in ("time_cost", "memory_cost"))
+    if cheap or weaker:
+        cause = ("COFFRE_ARGON2_TEST_CHEAP is set" if cheap
+                 else f"the password hasher is {type(hasher).__name__}")
+        yield _fail("password hashing",
+                    f"{cause}: passwords are hashed with Argon2 time_cost "
+                    f"{getattr(hasher, 'time_cost', '?')}, memory "
+                    f"{getattr(hasher, 'memory_cost', '?')} KiB (tests only), cheap to "
+                    "guess from a copy of the database",
+                    "unset COFFRE_ARGON2_TEST_CHEAP (environment file, systemd unit); "
+                    "passwords set meanwhile are re-hashed at their next login")
+    else:
+        yield _ok("password hashing", f"Argon2id time_cost {hasher.time_cost}, memory "
+                                      f"{hasher.memory_cost} KiB")
+
+
 def database() -> Iterator[Item]:
     from django.db import DatabaseError, connection
 
@@ -317,8 +358,8 @@ def static_files() -> Iterator[Item]:
 
 
 CHECKS: tuple[Callable[[], Iterator[Item]], ...] = (
-    django_deploy, https, client_address, key_provider, database, blind_indexes, redis,
-    mail, home, static_files)
+    django_deploy, https, client_address, key_provider, auditor_key, password_hashing,
+    database, blind_indexes, redis, mail, home, static_files)
 
 
 def run() -> list[Item]:

@@ -82,6 +82,16 @@ def new_auditor_keypair() -> tuple[bytes, bytes]:
             private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+def auditor_public_of(private: bytes) -> bytes | None:
+    """The public key of a raw X25519 private key; None for anything else (to recognise
+    an auditor private key lying in a file without trusting its name)."""
+    try:
+        key = X25519PrivateKey.from_private_bytes(private)
+    except ValueError:
+        return None
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def _auditor_aead(shared: bytes, ephemeral: bytes, public: bytes) -> AESGCM:
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                info=_AUDITOR_INFO + ephemeral + public).derive(shared)
