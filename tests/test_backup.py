@@ -19,7 +19,7 @@ from coffre.identity.registry import CSV_COLUMNS
 from coffre.identity.synthetic import generate_patients
 from coffre.vault import DecryptionError, decrypt_stream, encrypt_stream
 from coffre.vault.stream import MAGIC, TAG_BYTES
-from tests.cli_helpers import drop_database, make_cli
+from tests.cli_helpers import drop_database, make_cli, printed_auditor_key
 
 KEY = bytes(range(32))
 CHUNK = 64
@@ -148,7 +148,10 @@ def clear_leftovers(cli) -> list[str]:
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     cli, database = make_cli(tmp_path_factory.mktemp("home"))
-    cli.run("init")
+    printed = cli.run("init").stdout
+    # The auditor keeps the key `init` printed once, off the machine (here: outside home).
+    cli.auditor_key = tmp_path_factory.mktemp("auditor") / "auditor.key"
+    cli.auditor_key.write_text(printed_auditor_key(printed) + "\n")
     cli.run("lab", "add", "--finess", FINESS, "--name", "Laboratoire Test")
     add_patients(cli, tmp_path_factory.mktemp("csv"), seed=11, count=5)
     yield cli
@@ -381,6 +384,6 @@ def test_the_access_log_stays_verifiable_across_a_restore(cli, tmp_path):
     cli.json_lines("restore", summary["path"], "--yes")
     add_patients(cli, tmp_path, seed=32)  # the new timeline reuses those entry numbers
     cli.run("audit", "checkpoint")
-    result = cli.run("audit", "verify", check=False)
+    result = cli.run("audit", "verify", "--auditor-key", str(cli.auditor_key), check=False)
     assert result.returncode == 0, result.stdout
     assert "database restore(s)" in result.stdout and "intact" in result.stdout
