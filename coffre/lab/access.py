@@ -22,6 +22,7 @@ from coffre.identity.access import PatientNotFound, access_patient, patients_for
 from coffre.identity.registry import PatientRecord
 from coffre.lab import catalogue
 from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
+from coffre.lab.orders import prescriber_index
 from coffre.lab.permissions import (
     BIOLOGICAL_VALIDATION,
     PORTAL_READERS,
@@ -144,9 +145,11 @@ def _open_results(keys: PatientKeys, results: Iterable[Result]) -> list[ResultVi
     return views
 
 
-def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
+def _add_previous(keys: PatientKeys, views: list[ResultView], prescribed_by: str | None
+                  ) -> None:
     """The patient's latest earlier published value of each test, and the delta check.
-    One query for the whole page: previous results of these patients and tests."""
+    One query for the whole page: previous results of these patients and tests. With
+    ``prescribed_by`` (a prescriber's RPPS), only from orders that doctor prescribed."""
     if not views:
         return
     patients = {v.result.patient_id for v in views}
@@ -156,12 +159,17 @@ def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
                                          state=S.PUBLISHED)
                   .exclude(order_id__in=shown_orders).select_related("order")
                   .order_by("-order__created_at"))
+    allowed = None
+    if prescribed_by is not None:
+        candidates = candidates.filter(order__bi_prescriber=prescriber_index(prescribed_by))
+        allowed = _PrescribedBy(keys, prescribed_by)
     history: dict[tuple[uuid.UUID, str], list[Result]] = defaultdict(list)
     for candidate in candidates:
         history[(candidate.patient_id, candidate.loinc)].append(candidate)
     for view in views:
         before = next((r for r in history[(view.result.patient_id, view.result.loinc)]
-                       if r.order.created_at < view.result.order.created_at), None)
+                       if r.order.created_at < view.result.order.created_at
+                       and (allowed is None or allowed(r.order))), None)
         if before is None:
             continue
         value = unseal(keys[before.patient_id], "result", "value", before.id, before.value)
@@ -170,17 +178,35 @@ def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
             view.delta = catalogue.delta_exceeded(view.test, view.value, value)
 
 
+class _PrescribedBy:
+    """Whether an order was prescribed by this RPPS: the truncated blind index gathers a
+    few doctors' orders, the sealed RPPS tells (opened once per order)."""
+
+    def __init__(self, keys: PatientKeys, rpps: str) -> None:
+        self.keys, self.rpps = keys, rpps
+        self.seen: dict[uuid.UUID, bool] = {}
+
+    def __call__(self, order: Order) -> bool:
+        if order.id not in self.seen:
+            self.seen[order.id] = unseal(self.keys[order.patient_id], "order",
+                                         "prescriber_rpps", order.id,
+                                         order.prescriber_rpps) == self.rpps
+        return self.seen[order.id]
+
+
 def _attach_criticals(views: list[ResultView]) -> None:
     found = CriticalValue.objects.in_bulk([v.id for v in views], field_name="result_id")
     for view in views:
         view.critical = found.get(view.id)
 
 
-def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False
-                 ) -> OrderView:
+def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False,
+                 prescribed_by: str | None = None) -> OrderView:
     """An order with its patient, specimens and results, opened; the read is logged
     (the patient's identity read by coffre.identity.access, the results here).
-    Portals pass ``published_only`` after checking the order is theirs to see."""
+    Portals pass ``published_only`` after checking the order is theirs to see; the
+    prescriber portal passes ``prescribed_by`` (the doctor's RPPS) so that previous
+    values come only from orders that doctor prescribed."""
     check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
     order = order_row(actor, order_id)
     try:
@@ -195,7 +221,7 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
     if published_only:
         results = [r for r in results if r.state == S.PUBLISHED]
     views = _open_results(keys, results)
-    _add_previous(keys, views)
+    _add_previous(keys, views, prescribed_by)
     _attach_criticals(views)
     _add_references(views, {patient.id: Demographics.of(patient)})
     specimens = list(order.specimens.order_by("barcode"))
@@ -296,7 +322,7 @@ def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
     keys = PatientKeys(actor.lab_id)
     keys.load({o.patient_id for o in orders})
     views = _open_results(keys, results)
-    _add_previous(keys, views)
+    _add_previous(keys, views, None)
     _attach_criticals(views)
     # Sex and birth date for the ranges only: opened for the rule, not shown.
     _add_references(views, demographics({o.patient_id for o in orders}))
