@@ -204,6 +204,34 @@ def test_hl7_listen_answers_an_analyser_and_stops_on_ctrl_c(cli, finess, patient
     assert result_states(cli, serum) == {"2823-3": "in_analysis"}
 
 
+def test_a_result_edited_in_the_database_stops_the_report_and_alerts(cli, finess):
+    """An intruder relabels a published result (a haemoglobin becomes a CRP) with SQL:
+    the report command refuses it, names the row and not the value, and the DPO's
+    alerts list it."""
+    (number, row_id, loinc) = query(
+        cli, "SELECT o.number, r.id, r.loinc FROM lab_order o JOIN lab_result r ON "
+             "r.order_id = o.id JOIN labs_lab l ON o.lab_id = l.id WHERE r.state = "
+             "'published' AND l.finess = ? AND r.loinc = '718-7' ORDER BY o.number DESC",
+        finess)[0]
+    row = str(uuid.UUID(str(row_id)))
+    cli.sql(f"UPDATE lab_result SET loinc = '1988-5' WHERE id = '{row_id}'")  # noqa: S608 - an id read back from the test database
+    try:
+        refused = cli.run("report", "pdf", "--order", number, "--lab", finess, "--out",
+                          str(cli.home / "tampered.pdf"), check=False)
+        assert refused.returncode == 1 and not (cli.home / "tampered.pdf").exists()
+        assert row in refused.stderr and "integrity" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        exported = cli.run("hl7", "export", "--order", number, "--lab", finess, check=False)
+        assert exported.returncode == 1 and row in exported.stderr
+        alerts = [a for a in cli.json_lines("audit", "alerts") if a["kind"] == "tampering"]
+        assert len(alerts) == 2 and row in alerts[0]["summary"]
+        assert alerts[0]["person"].startswith("os:")
+    finally:
+        cli.sql(f"UPDATE lab_result SET loinc = '{loinc}' WHERE id = '{row_id}'")  # noqa: S608
+    cli.run("report", "pdf", "--order", number, "--lab", finess, "--out",
+            str(cli.home / "restored.pdf"))
+
+
 def test_report_pdf_is_private_and_never_overwritten(cli, finess, patient_id, tmp_path):
     order = new_order(cli, finess, patient_id, "K")
     out = tmp_path / "cr.pdf"

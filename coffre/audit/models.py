@@ -47,6 +47,7 @@ class AlertKind(models.TextChoices):
     ACCOUNT_LOCKED = "account_locked", _("Compte verrouillé")
     CANARY = "canary", _("Patient sentinelle consulté")
     BREAK_GLASS = "break_glass", _("Bris de glace")
+    TAMPERING = "tampering", _("Données modifiées hors de Coffre")
 
 
 class Alert(models.Model):

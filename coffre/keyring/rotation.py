@@ -18,10 +18,12 @@ Ctrl-C) and safe while the server runs:
   uses them.
 * ``reencrypt``: each patient gets a new data key and every value sealed under the old
   one (identity columns, orders, specimens, results, critical values) is re-sealed
-  with the same table/column/row binding, one patient per transaction with its rows
-  locked. Progress is a cursor (:class:`ReencryptionRun`) moved in the same
-  transaction as the patient it names, in primary-key order: a run that did not finish
-  resumes after its cursor.
+  with the same table/column/row binding, and each result's tag over its clear columns
+  (coffre.lab.sealing) checked under the old key and made again under the new one, one
+  patient per transaction with its rows locked. Progress is a cursor
+  (:class:`ReencryptionRun`) moved in the same transaction as the patient it names, in
+  primary-key order: a run that did not finish resumes after its cursor. A result
+  changed outside Coffre stops the run at its patient (TamperedRow), never re-tagged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from coffre import config
+from coffre.bulk import update_rows
 from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
 from coffre.vault import ENV_VAR, Key, KeyProviderError, add_key_version, context, key_id_of
@@ -248,7 +251,7 @@ def _rewrap_patients(lab_id: int, ids: list[uuid.UUID], target: Key) -> int:
             updates.append((pk, [target.wrap(data_key, ad)]))
         from coffre.identity.models import Patient
 
-        _update_columns(Patient, ["data_key"], updates)
+        update_rows(Patient, ["data_key"], updates)
     return len(updates)
 
 
@@ -337,8 +340,9 @@ def _as_uuid(value) -> uuid.UUID:
 
 
 def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
-                 tables: Counter) -> None:
-    """Re-seal the sealed columns of raw rows ``(pk, row id of the binding, *columns)``."""
+                 tables: Counter, tags: dict | None = None) -> None:
+    """Re-seal the sealed columns of raw rows ``(pk, row id of the binding, *columns)``;
+    ``tags`` (results): each row's new tag by primary key, written with it."""
     from coffre.lab.models import SEALED
     from coffre.lab.sealing import seal, unseal
 
@@ -348,27 +352,32 @@ def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
     updates = []
     for pk, bound_id, *blobs in rows:
         row_id = _as_uuid(bound_id)
-        updates.append((_as_uuid(pk) if table != "critical" else pk,
-                        [seal(new, table, column, row_id, unseal(old, table, column, row_id,
-                                                                 blob))
-                         for column, blob in zip(columns, blobs, strict=True)]))
-    _update_columns(model, columns, updates)
+        values = [seal(new, table, column, row_id, unseal(old, table, column, row_id, blob))
+                  for column, blob in zip(columns, blobs, strict=True)]
+        if tags is not None:
+            values.append(tags[row_id])
+        updates.append((row_id if table != "critical" else pk, values))
+    update_rows(model, columns + (["mac"] if tags is not None else []), updates)
     tables[table] += len(rows)
 
 
-def _update_columns(model, columns: list[str], updates: list[tuple[object, list]]) -> None:
-    """One prepared UPDATE run for many rows (the ORM's bulk_update builds a CASE per
-    column and row, which costs far more than the cryptography here)."""
-    if not updates:
-        return
-    quote = connection.ops.quote_name
-    pk = model._meta.pk
-    # Table and column names come from the models, never from input; values are bound.
-    assignments = ", ".join(f"{quote(model._meta.get_field(c).column)} = %s" for c in columns)
-    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [[*values, pk.get_db_prep_value(row_pk, connection)]
-                                 for row_pk, values in updates])
+def _retag_results(patient_id: uuid.UUID, lab_id: int, old: Key, new: Key) -> dict:
+    """The new tags of a patient's results (already locked), each checked under the old
+    key first: re-encryption never launders a row changed outside Coffre (TamperedRow,
+    and the patient is left as it was)."""
+    from coffre.lab.models import Result
+    from coffre.lab.sealing import RESULT_BOUND, result_binding, result_intact, tampered
+
+    tags, bad = {}, []
+    for pk, mac, *values in (Result.unscoped.filter(patient_id=patient_id)
+                             .values_list("pk", "mac", *RESULT_BOUND)):
+        if not result_intact(old, pk, values, mac):
+            bad.append(pk)
+            continue
+        tags[pk] = new.mac(result_binding(pk, values))
+    if bad:
+        raise tampered("result", lab_id, bad)
+    return tags
 
 
 _LOCK_SQL: dict[tuple[str, str], str] = {}
@@ -425,12 +434,15 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
             values = open_patient(patient).values
             new, wrapped = keyring.new_row_key(patient.lab_id, PATIENT_TABLE, patient.id)
             sealed = seal_values(new, patient.id, values)
-            _update_columns(type(patient), ["data_key", *sealed],
-                            [(patient.id, [wrapped, *sealed.values()])])
+            update_rows(type(patient), ["data_key", *sealed],
+                        [(patient.id, [wrapped, *sealed.values()])])
             tables["patient"] += 1
             for model, table in ((Order, "order"), (Specimen, "specimen"),
                                  (Result, "result"), (CriticalValue, "critical")):
-                _reseal_rows(model, _locked(table, patient.id), table, old, new, tables)
+                locked = _locked(table, patient.id)
+                tags = (_retag_results(patient.id, patient.lab_id, old, new)
+                        if table == "result" and locked else None)
+                _reseal_rows(model, locked, table, old, new, tables, tags)
         ReencryptionRun.objects.filter(pk=run.pk).update(
             last_patient_id=patient_id, patients_done=run.patients_done + done)
         run.last_patient_id = patient_id

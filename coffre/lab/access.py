@@ -4,7 +4,10 @@ Two kinds of reads. Worklists show operational columns only (barcode, order numb
 tests, states, times): no name and no value, nothing decrypted, nothing logged, so a
 bench can list 500 specimens without "reading" 500 patients. Anything that opens a
 value (an order page, the validation queue, a chart, a report) records the read of
-each patient it shows, which feeds the mass-reading detection.
+each patient it shows, which feeds the mass-reading detection, and checks each result
+it shows against its tag first (coffre.lab.sealing.check_results): a test code, order,
+state or stamp changed in the database raises TamperedRow instead of showing a value
+under the wrong name or state.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from coffre.lab.permissions import (
     check_role,
 )
 from coffre.lab.scope import orders_for, results_for, specimens_for
-from coffre.lab.sealing import PatientKeys, unseal
+from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
 from coffre.lab.workflow import Demographics, demographics
 from coffre.labs.tenancy import Actor
 
@@ -134,9 +137,11 @@ def order_by_number(actor: Actor, number: str) -> Order:
 
 
 def _open_results(keys: PatientKeys, results: Iterable[Result]) -> list[ResultView]:
+    """Each result checked against its tag, then opened."""
     views = []
     for result in results:
         key = keys[result.patient_id]
+        check_result(key, result)
         views.append(ResultView(
             result=result, test=catalogue.test(result.loinc),
             value=unseal(key, "result", "value", result.id, result.value),
@@ -172,6 +177,7 @@ def _add_previous(keys: PatientKeys, views: list[ResultView], prescribed_by: str
                        and (allowed is None or allowed(r.order))), None)
         if before is None:
             continue
+        check_result(keys[before.patient_id], before)
         value = unseal(keys[before.patient_id], "result", "value", before.id, before.value)
         view.previous = Previous(value, before.order.created_at)
         if view.value:
@@ -206,7 +212,8 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
     (the patient's identity read by coffre.identity.access, the results here).
     Portals pass ``published_only`` after checking the order is theirs to see; the
     prescriber portal passes ``prescribed_by`` (the doctor's RPPS) so that previous
-    values come only from orders that doctor prescribed."""
+    values come only from orders that doctor prescribed. Every result of the order,
+    invalidated versions included, is checked against its tag."""
     check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
     order = order_row(actor, order_id)
     try:
@@ -215,8 +222,11 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
         raise OrderNotFound("no such order") from None
     keys = PatientKeys(actor.lab_id)
     key = keys[order.patient_id]
-    results = list(order.results.filter(state__in=list(SHOWN_STATES))
-                   .select_related("specimen", "order").order_by("position", "version"))
+    every = list(order.results.select_related("specimen", "order")
+                 .order_by("position", "version"))
+    # All of them: a result hidden by setting it "invalidated" in the database fails too.
+    check_results(keys, every)
+    results = [r for r in every if r.state in SHOWN_STATES]
     pending = any(r.state not in SETTLED for r in results)
     if published_only:
         results = [r for r in results if r.state == S.PUBLISHED]
@@ -445,6 +455,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
     page = list(rows.select_related("specimen", "order")
                 .order_by("-taken", "order_id", "position", "id")[offset:offset + limit])
     keys = PatientKeys(actor.lab_id)
+    check_results(keys, page)
     reported = [r for r in page if r.state in {S.BIO_VALIDATED, S.PUBLISHED}]
     opened = {v.id: v for v in _open_results(keys, reported)}
     views = [opened.get(r.id) or ResultView(result=r, test=catalogue.test(r.loinc))
@@ -467,8 +478,10 @@ def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
     row = results_for(actor).filter(id=rid).select_related("specimen", "order").first()
     if row is None:
         raise OrderNotFound("no such result")
+    keys = PatientKeys(actor.lab_id)
+    check_result(keys[row.patient_id], row)
     if row.state in {S.BIO_VALIDATED, S.PUBLISHED}:
-        view = _open_results(PatientKeys(actor.lab_id), [row])[0]
+        view = _open_results(keys, [row])[0]
     else:
         view = ResultView(result=row, test=catalogue.test(row.loinc))
     _add_references([view], demographics({row.patient_id}))

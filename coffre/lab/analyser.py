@@ -22,12 +22,15 @@ from coffre.lab.access import ResultView, access_order
 from coffre.lab.models import ResultState
 from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
+from coffre.lab.sealing import TamperedRow, report_tampering
 from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})
+TAMPERED = ("not recorded: a result it names failed its integrity check; the lab was "
+            "alerted")
 
 
 def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
@@ -100,6 +103,9 @@ def import_message(lab_id: int, text: str, *, channel: str = "hl7") -> Outcome:
             enter_results(actor, entries, source="analyser")
     except (WorkflowError, catalogue.InvalidResult) as exc:
         return _ack(message, message.control_id, "AE", str(exc))
+    except TamperedRow as exc:  # rolled back: the alert is kept
+        report_tampering(exc, actor.person)
+        return _ack(message, message.control_id, "AE", TAMPERED)
     return _ack(message, message.control_id, "AA", f"{len(entries)} result(s) recorded",
                 len(entries))
 

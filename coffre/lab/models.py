@@ -143,16 +143,21 @@ class Result(models.Model):
     value = models.BinaryField()
     flag = models.BinaryField()
     comment = models.BinaryField()
+    # Tag of the clear columns that give the value its meaning (coffre.lab.sealing:
+    # RESULT_BOUND), under the patient's key; checked before any value is shown.
+    mac = models.BinaryField(default=b"")
 
+    # Who entered and validated are part of the tag: their accounts are deactivated,
+    # never deleted (PROTECT), so a stamp never changes under a result.
     entered_at = models.DateTimeField(null=True, blank=True)
     entered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+                                   on_delete=models.PROTECT, related_name="+")
     tech_validated_at = models.DateTimeField(null=True, blank=True)
     tech_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                          on_delete=models.SET_NULL, related_name="+")
+                                          on_delete=models.PROTECT, related_name="+")
     bio_validated_at = models.DateTimeField(null=True, blank=True)
     bio_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="+")
+                                         on_delete=models.PROTECT, related_name="+")
     published_at = models.DateTimeField(null=True, blank=True)
 
     unscoped = models.Manager()

@@ -22,7 +22,7 @@ from coffre.keyring import services as keyring
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
 from coffre.lab.permissions import ORDER_ENTRY, check_role
-from coffre.lab.sealing import PatientKeys, seal_columns
+from coffre.lab.sealing import PatientKeys, bind_result, seal_columns
 from coffre.labs.tenancy import Actor
 from coffre.vault import Key
 
@@ -139,8 +139,10 @@ def _add_specimens_and_results(order: Order, loincs: Iterable[str], key: Key) ->
                 **seal_columns(key, "specimen", specimen_id, {}))
             by_type[test.specimen] = specimen
         result_id = uuid.uuid4()
-        results.append(Result(id=result_id, lab_id=order.lab_id, patient_id=order.patient_id,
-                              order=order, specimen=specimen, loinc=loinc, position=position,
-                              source="calculated" if test.calculated else "manual",
-                              **seal_columns(key, "result", result_id, {})))
+        result = Result(id=result_id, lab_id=order.lab_id, patient_id=order.patient_id,
+                        order=order, specimen=specimen, loinc=loinc, position=position,
+                        source="calculated" if test.calculated else "manual",
+                        **seal_columns(key, "result", result_id, {}))
+        bind_result(key, result)
+        results.append(result)
     Result.unscoped.bulk_create(results)
