@@ -192,3 +192,6 @@ class LabWorkflowSettings(models.Model):
                                related_name="workflow_settings")
     # A biologist may validate results they entered themselves (small labs only).
     allow_self_validation = models.BooleanField(default=False)
+    # Addresses (IPs or networks, comma-separated) whose MLLP connections the lab's
+    # listener reads (coffre.lab.mllp, `coffre hl7 analysers`); others are closed unread.
+    analyser_addresses = models.CharField(max_length=1000, blank=True, default="")
