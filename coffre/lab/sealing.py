@@ -14,7 +14,7 @@ that opens a value and every write, before anything is shown or changed: a haemo
 relabelled CRP or a result pushed to "published" in the database fails loudly
 (:class:`TamperedRow`, naming the row, never a value), and the failure is logged and
 alerted (:func:`report_tampering`). Why a MAC and not the values' associated data: the
-state changes at each validation, and a MAC costs one HMAC per row where re-sealing
+state changes at each validation, and a tag costs one keyed hash per row where re-sealing
 would cost three opens and three seals.
 """
 
@@ -34,16 +34,18 @@ from coffre.vault import Key, context_prefix
 
 log = logging.getLogger("coffre.lab")
 
-# What a result's sealed value means, in the order the tag covers them (attnames). The
+# What a result's sealed value means, in the order the tag covers them (attnames):
+# first those an order's results share (ORDER_SHARED), then each result's own. The
 # report position is left out: it only orders lines.
-RESULT_BOUND = ("lab_id", "patient_id", "order_id", "specimen_id", "loinc", "state",
-                "version", "replaces_id", "source", "entered_at", "entered_by_id",
-                "tech_validated_at", "tech_validated_by_id", "bio_validated_at",
-                "bio_validated_by_id", "published_at")
+RESULT_BOUND = ("lab_id", "patient_id", "order_id", "state", "version", "replaces_id",
+                "entered_at", "entered_by_id", "tech_validated_at", "tech_validated_by_id",
+                "bio_validated_at", "bio_validated_by_id", "published_at",
+                "specimen_id", "loinc", "source")
+ORDER_SHARED = RESULT_BOUND.index("specimen_id")
 _LOINC = RESULT_BOUND.index("loinc")
 _bound_values = operator.attrgetter(*RESULT_BOUND)
 _MAC_PREFIX = context_prefix("result", "mac", "v1")
-_SEPARATORS = len(RESULT_BOUND) + 1  # row id, unit, then the bound values
+_SEPARATORS = len(RESULT_BOUND) + 1  # row id, the bound values, the unit
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -78,15 +80,37 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def result_binding(row_id: object, values: Sequence[object]) -> bytes | None:
-    """What a result's tag covers: its id, its test's unit and ``values`` (in
-    ``RESULT_BOUND`` order). None when a clear column holds the separator (only an
-    edit outside Coffre can put it there): such a row never matches."""
-    test = catalogue.TESTS.get(values[_LOINC])
-    text = "\x1f".join([str(row_id), test.unit if test else "?", *map(_text, values)])
+def bound_text(values: Sequence[object]) -> str:
+    """Clear values as the tag reads them (a run of ``RESULT_BOUND``, in order)."""
+    return "\x1f".join(map(_text, values))
+
+
+def _binding(row_id: object, text: str, loinc: str) -> bytes | None:
+    test = catalogue.TESTS.get(loinc)
+    text = f"{row_id}\x1f{text}\x1f{test.unit if test else '?'}"
     if text.count("\x1f") != _SEPARATORS:
         return None
     return _MAC_PREFIX + text.encode()
+
+
+def result_binding(row_id: object, values: Sequence[object]) -> bytes | None:
+    """What a result's tag covers: its id, ``values`` (in ``RESULT_BOUND`` order) and
+    its test's unit. None when a clear column holds the separator (only an edit outside
+    Coffre can put it there): such a row never matches."""
+    return _binding(row_id, bound_text(values), values[_LOINC])
+
+
+class OrderTags:
+    """Tags of the results of one order written at once (the lab history generator):
+    the values they share (``RESULT_BOUND[:ORDER_SHARED]``) are read once."""
+
+    def __init__(self, key: Key, shared: Sequence[object]) -> None:
+        self.key, self.shared = key, bound_text(shared)
+
+    def tag(self, row_id: str, specimen_id: str, loinc: str, source: str) -> bytes:
+        """The tag of one of the order's results (ids already as text)."""
+        return self.key.mac(_binding(row_id, f"{self.shared}\x1f{specimen_id}\x1f{loinc}"
+                                             f"\x1f{source}", loinc))
 
 
 def bind_result(key: Key, result: Result) -> bytes:
@@ -109,6 +133,8 @@ def check_result(key: Key, result: Result) -> None:
 
 def check_results(keys: PatientKeys, results: Iterable[Result]) -> None:
     """Raise TamperedRow (logged) unless every result's clear columns match its tag."""
+    results = list(results)
+    keys.load({r.patient_id for r in results})  # one query for the patients' keys
     bad = [r for r in results
            if not result_intact(keys[r.patient_id], r.id, _bound_values(r), r.mac)]
     if bad:

@@ -52,7 +52,7 @@ from coffre.lab.models import (
     SpecimenState,
 )
 from coffre.lab.orders import prescriber_index
-from coffre.lab.sealing import result_binding, seal, seal_columns
+from coffre.lab.sealing import OrderTags, seal, seal_columns
 from coffre.vault import Key, context_prefix
 
 START = dt.date(2015, 1, 1)
@@ -470,7 +470,11 @@ class _Maker:
             **seal_columns(key, "order", order_id, {
                 "prescriber_rpps": rpps, "prescriber_name": name,
                 "clinical_info": rng.choice(_CLINICAL)})})
-        specimens: dict[str, tuple[uuid.UUID, object]] = {}
+        specimens: dict[str, tuple[uuid.UUID, object, str]] = {}  # id, in database, text
+        # What the order's results share in their tags (sealing.RESULT_BOUND, in order).
+        tags = OrderTags(key, (self.lab_id, patient_id, order_id, ResultState.PUBLISHED.value,
+                               1, None, entered, None, tech, self.technician, bio,
+                               self.biologist, published))
         measured: dict[str, str] = {}
         position = 0
         for test in tests:
@@ -485,7 +489,8 @@ class _Maker:
             specimen = specimens.get(test.specimen)
             if specimen is None:
                 specimen_id = ids()
-                specimen = specimens[test.specimen] = (specimen_id, self.db_id(specimen_id))
+                specimen = specimens[test.specimen] = (specimen_id, self.db_id(specimen_id),
+                                                       str(specimen_id))
                 self.specimens.append({
                     "id": specimen[1], "lab_id": self.lab_id, "order_id": order_db,
                     "barcode": f"{number}{len(specimens):02d}",
@@ -495,12 +500,9 @@ class _Maker:
                                              specimen_id, "")})
             flag = catalogue.flag(test, value, sex, age_days)
             result_id = ids()
-            row = str(result_id).encode()
+            row_text = str(result_id)
+            row = row_text.encode()
             source = "calculated" if test.calculated else "analyser"
-            # The tag's values in sealing.RESULT_BOUND order, as Python values.
-            bound = (self.lab_id, patient_id, order_id, specimen[0], test.loinc,
-                     ResultState.PUBLISHED.value, 1, None, source, entered, None, tech,
-                     self.technician, bio, self.biologist, published)
             self.results.append({
                 "id": self.db_id(result_id), "lab_id": self.lab_id, "patient_id": patient,
                 "order_id": order_db, "specimen_id": specimen[1], "loinc": test.loinc,
@@ -510,7 +512,7 @@ class _Maker:
                 "value": key.seal(value, _VALUE + row, _VALUE_SIZE),
                 "flag": key.seal(flag, _FLAG + row, _FLAG_SIZE),
                 "comment": key.seal("", _COMMENT + row, _COMMENT_SIZE),
-                "mac": key.mac(result_binding(result_id, bound)),
+                "mac": tags.tag(row_text, specimen[2], test.loinc, source),
                 "entered_by_id": None, "tech_validated_by_id": self.technician,
                 "bio_validated_by_id": self.biologist, **times})
             position += 1

@@ -60,6 +60,7 @@ from coffre.lab.sealing import (
     unseal,
 )
 from coffre.labs.tenancy import Actor
+from coffre.vault import Key
 
 S = ResultState
 # Progress order, for calculated results that follow their inputs.
@@ -274,7 +275,7 @@ def _parse_entries(results: list[Result], entries: Sequence[Entry]
     return problems, parsed
 
 
-def _write_value(result: Result, key, person: Demographics, value: str, comment: str,
+def _write_value(result: Result, key: Key, person: Demographics, value: str, comment: str,
                  now: dt.datetime, by: int | None, source: str) -> None:
     test = catalogue.test(result.loinc)
     taken = result.specimen.collected_at or now
@@ -322,7 +323,7 @@ def sync_calculated(lab_id: int, order_ids: Iterable[uuid.UUID], now: dt.datetim
         _follow(result, entered, key)
 
 
-def _follow(result: Result, inputs: list[Result], key) -> None:
+def _follow(result: Result, inputs: list[Result], key: Key) -> None:
     state = min((r.state for r in inputs), key=PROGRESS.index)
     if state in (S.TECH_VALIDATED, S.BIO_VALIDATED):
         first = min(inputs, key=lambda r: PROGRESS.index(r.state))
@@ -452,7 +453,7 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
     return new
 
 
-def _new_version(key, old: Result, state: str, *, source: str) -> Result:
+def _new_version(key: Key, old: Result, state: str, *, source: str) -> Result:
     """A new version of a result (its values still to be written), tagged as created."""
     new = Result(lab_id=old.lab_id, patient_id=old.patient_id, order_id=old.order_id,
                  specimen=old.specimen, loinc=old.loinc, position=old.position, state=state,
@@ -463,7 +464,7 @@ def _new_version(key, old: Result, state: str, *, source: str) -> Result:
     return new
 
 
-def _reopen_calculated(key, corrected: Result) -> None:
+def _reopen_calculated(key: Key, corrected: Result) -> None:
     """A published eGFR made from a corrected creatinine is corrected too."""
     calculated = list(Result.unscoped.select_for_update().filter(
         order_id=corrected.order_id, source="calculated", state=S.PUBLISHED))

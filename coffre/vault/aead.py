@@ -12,6 +12,7 @@ and to a per-column minimum so that lengths leak little (e.g. whether a note exi
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -120,12 +121,13 @@ class Key:
         return Key(raw[:KEY_ID_BYTES], raw[KEY_ID_BYTES:])
 
     def mac(self, data: bytes) -> bytes:
-        """A 16-byte tag over ``data``: HMAC-SHA256 under a subkey derived from this key
+        """A 16-byte tag over ``data``: keyed BLAKE2b (RFC 7693, a MAC by design, a
+        third of HMAC-SHA256's cost on a short row) under a subkey derived from this key
         for tags only (HKDF, once per key object). Binds clear data to the key that seals
         the values beside it: destroying the key leaves nothing to check a tag with."""
         if self._mac_key is None:
             self._mac_key = self.derive(_MAC_INFO)
-        return hmac.digest(self._mac_key, data, "sha256")[:MAC_BYTES]
+        return hashlib.blake2b(data, key=self._mac_key, digest_size=MAC_BYTES).digest()
 
     def mac_matches(self, data: bytes, tag: bytes) -> bool:
         """Whether ``tag`` is :meth:`mac` of ``data`` (constant-time comparison)."""
