@@ -14,17 +14,18 @@ from django.db import migrations, models
 
 def tag_existing(apps, schema_editor) -> None:
     from coffre.lab.sealing import tag_untagged_results
-    from coffre.vault import VaultError
+    from coffre.vault import KeyProviderError, VaultError
 
     results = apps.get_model("lab", "Result")
     if not results._default_manager.exists():
         return
     try:
         tag_untagged_results(results, apps.get_model("identity", "Patient"))
-    except VaultError as exc:
-        raise RuntimeError(
-            f"tagging the existing lab results needs the master key ({exc}): run "
-            "`coffre init` again with the key file (or COFFRE_MASTER_KEY) in place") from None
+    except VaultError as exc:  # the command says "key problem: ..." (exit 2)
+        raise KeyProviderError(
+            f"tagging the existing lab results needs the master key ({exc}); nothing was "
+            "migrated: run `coffre init` again with the key file (or COFFRE_MASTER_KEY) "
+            "in place") from None
 
 
 class Migration(migrations.Migration):
