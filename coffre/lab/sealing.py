@@ -121,6 +121,7 @@ def bind_result(key: Key, result: Result) -> bytes:
 
 
 def result_intact(key: Key, row_id: object, values: Sequence[object], tag: bytes) -> bool:
+    """Whether ``tag`` is the tag of these bound values (``RESULT_BOUND`` order)."""
     binding = result_binding(row_id, values)
     return binding is not None and key.mac_matches(binding, tag)
 
