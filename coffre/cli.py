@@ -119,6 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("coffre: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if not _reported_tampering(exc):
+            raise
+        print(f"coffre: {exc}; the data-protection officer was alerted", file=sys.stderr)
+        return 1
+
+
+def _reported_tampering(exc: BaseException) -> bool:
+    """A lab row changed outside Coffre (coffre.lab.sealing.TamperedRow): alerted as the
+    command ends, its transaction rolled back. Only raised once that module is loaded,
+    so it is looked up there rather than imported before Django is ready."""
+    sealing = sys.modules.get("coffre.lab.sealing")
+    if sealing is None or not isinstance(exc, sealing.TamperedRow):
+        return False
+    from coffre.labs.tenancy import cli_actor
+
+    sealing.report_tampering(exc, cli_actor(exc.lab_id).person)
+    return True
 
 
 def print_json_lines(rows: list[dict]) -> None:

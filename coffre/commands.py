@@ -180,8 +180,21 @@ def _lab_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", required=True, type=int)
     p.add_argument("--lab", required=True, metavar="FINESS")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--allow", metavar="ADDRESSES",
+                   help="analyser IPs or networks whose connections are read, e.g. "
+                        "127.0.0.1,10.0.0.0/28 (default: the lab's stored list)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback address (put TLS or a VPN in front)")
+                   help="listen on a non-loopback address without TLS (behind a VPN)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="the listener's certificate (PEM); with --tls-key and "
+                        "--tls-client-ca, analysers need a client certificate")
+    p.add_argument("--tls-key", type=Path, metavar="FILE")
+    p.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                   help="CA certificate(s) (PEM) that sign the analysers' certificates")
+    p = hl7.add_parser("analysers", help="the lab's allow-list of analyser addresses")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--set", metavar="ADDRESSES",
+                   help='replace the list (IPs or networks, comma-separated; "" empties it)')
     p = hl7.add_parser("export", help="an order's validated results as ORU^R01")
     p.add_argument("--order", required=True, metavar="NUMBER")
     p.add_argument("--lab", required=True, metavar="FINESS")
@@ -679,7 +692,7 @@ def report(args: argparse.Namespace) -> int:
 
 @command("hl7")
 def hl7(args: argparse.Namespace) -> int:
-    return {"import": _hl7_import, "listen": _hl7_listen,
+    return {"import": _hl7_import, "listen": _hl7_listen, "analysers": _hl7_analysers,
             "export": _hl7_export}[args.hl7_command](args)
 
 
@@ -739,10 +752,13 @@ def _hl7_listen(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise BadInput("--port must be between 0 and 65535")
-    if not _is_loopback(args.host) and not args.allow_remote:
+    tls = _listener_tls(args)
+    if not _is_loopback(args.host) and not args.allow_remote and tls is None:
         raise BadInput(f"{args.host} is not a loopback address: HL7 over MLLP is not "
-                       "encrypted; use --allow-remote only behind TLS or a VPN")
+                       "encrypted; give --tls-cert, --tls-key and --tls-client-ca, or "
+                       "--allow-remote only behind a VPN")
     target = _lab(args.lab, code=2)
+    allowed = _listener_allow_list(args, target)
     lock = threading.Lock()
 
     def handle(text: str) -> str:
@@ -758,7 +774,7 @@ def _hl7_listen(args: argparse.Namespace) -> int:
         return outcome.ack
 
     try:
-        server = mllp.MllpServer(handle, args.host, args.port)
+        server = mllp.MllpServer(handle, args.host, args.port, allowed=allowed, tls=tls)
     except OSError as exc:
         raise BadInput(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     stop = threading.Event()
@@ -768,9 +784,10 @@ def _hl7_listen(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     server.start_background()
-    log.info("hl7 listen: lab %s on %s:%d", target.finess, args.host, server.port)
-    print(f"listening on {args.host}:{server.port} for lab {target.finess} "
-          "(Ctrl-C to stop)", flush=True)
+    log.info("hl7 listen: lab %s on %s:%d, analysers %s%s", target.finess, args.host,
+             server.port, allowed, ", TLS with client certificates" if tls else "")
+    print(f"listening on {args.host}:{server.port} for lab {target.finess}, analysers "
+          f"{allowed}{' over TLS' if tls else ''} (Ctrl-C to stop)", flush=True)
     try:
         while not stop.wait(1.0):
             pass
@@ -778,6 +795,64 @@ def _hl7_listen(args: argparse.Namespace) -> int:
         pass
     server.shutdown()
     print("stopped", flush=True)
+    return 0
+
+
+def _listener_tls(args: argparse.Namespace):
+    """The listener's TLS context, or None; all three files or none of them."""
+    import ssl
+
+    from coffre.lab import mllp
+
+    files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key,
+             "--tls-client-ca": args.tls_client_ca}
+    missing = [name for name, path in files.items() if path is None]
+    if len(missing) == len(files):
+        return None
+    if missing:
+        raise BadInput(f"TLS needs {', '.join(missing)} too: analysers are known by "
+                       "their client certificates")
+    for name, path in files.items():
+        if not path.is_file():
+            raise BadInput(f"cannot read {name} {path}: no such file")
+    try:
+        return mllp.server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ssl.SSLError as exc:
+        raise BadInput(f"TLS files not usable: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read a TLS file: {exc.strerror}") from None
+
+
+def _listener_allow_list(args: argparse.Namespace, target):
+    from coffre.lab import analyser, mllp
+
+    if args.allow is not None:
+        try:
+            allowed = mllp.AllowList.parse(args.allow)
+        except ValueError as exc:
+            raise BadInput(f"--allow: {exc}") from None
+    else:
+        allowed = analyser.analyser_addresses(target.id)
+    if not allowed:
+        raise BadInput(f"no analyser address is allowed for lab {target.finess}: give "
+                       f"--allow ADDRESSES or store them with `coffre hl7 analysers --lab "
+                       f"{target.finess} --set ADDRESSES`")
+    return allowed
+
+
+def _hl7_analysers(args: argparse.Namespace) -> int:
+    from coffre.lab import analyser
+
+    target = _lab(args.lab, code=2)
+    if args.set is None:
+        print(analyser.analyser_addresses(target.id))
+        return 0
+    try:
+        allowed = analyser.set_analyser_addresses(target.id, args.set)
+    except ValueError as exc:
+        raise BadInput(f"--set: {exc}; nothing was changed") from None
+    log.info("hl7 analysers of lab %s set to %s", target.finess, allowed or "(none)")
+    print(allowed)
     return 0
 
 

@@ -301,6 +301,9 @@ def test_a_frame_is_utf8_between_start_and_end_bytes():
     assert mllp.frame("é") == b"\x0b\xc3\xa9\x1c\x0d"
 
 
+LOCAL = mllp.AllowList(["127.0.0.1"])
+
+
 def _ack_everything(message: str) -> str:
     try:
         oru = hl7v2.parse_oru(message)
@@ -321,7 +324,7 @@ def _receive_frames(sock: socket.socket, count: int) -> list[str]:
 
 @pytest.fixture
 def server():
-    listener = mllp.MllpServer(_ack_everything)
+    listener = mllp.MllpServer(_ack_everything, allowed=LOCAL)
     listener.start_background()
     yield listener
     listener.shutdown()
@@ -341,7 +344,7 @@ def test_the_server_closes_the_connection_when_the_handler_fails():
     def explode(message: str) -> str:
         raise RuntimeError("boom")
 
-    listener = mllp.MllpServer(explode)
+    listener = mllp.MllpServer(explode, allowed=LOCAL)
     listener.start_background()
     try:
         with pytest.raises(ConnectionError):

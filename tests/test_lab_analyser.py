@@ -142,7 +142,7 @@ def test_the_mllp_listener_records_a_message_and_answers_aa(lab_a, order):
         finally:
             connection.close()
 
-    server = mllp.MllpServer(handle, "127.0.0.1", 0)
+    server = mllp.MllpServer(handle, "127.0.0.1", 0, allowed=mllp.AllowList(["127.0.0.1"]))
     server.start_background()
     try:
         ack = mllp.send("127.0.0.1", server.port,
@@ -156,3 +156,30 @@ def test_the_mllp_listener_records_a_message_and_answers_aa(lab_a, order):
     assert hl7v2.ack_code(refused) == "AE" and "MSG00002" in refused
     row = result(order, "K")
     assert (row.state, row.source) == (S.IN_ANALYSIS, "analyser")
+
+
+def test_a_barcode_of_another_lab_gets_the_same_refusal_as_an_unknown_one(lab_a, lab_b,
+                                                                           order):
+    """Lab A's analyser (or whoever reaches lab A's listener) cannot tell a barcode that
+    exists in lab B from one that exists nowhere: one text, the barcode it sent."""
+    from coffre.identity.access import create_patient
+    from tests.conftest import patient_row
+    from tests.lab_helpers import staff_of
+
+    staff_b = staff_of(lab_b, suffix="b")
+    patient_b = create_patient(staff_b.secretary, patient_row())  # same person, lab B
+    order_for(staff_b.secretary, patient_b.id, "K")
+    order_b = order_for(staff_b.secretary, patient_b.id, "K")  # numbered past lab A's
+    receive_all(staff_b.secretary, order_b)
+    foreign = barcode(order_b, "SERUM")
+    unknown = "990101000101"
+    assert not order.specimens.filter(barcode__in=[foreign, unknown]).exists()
+    texts = {}
+    for code in (foreign, unknown):
+        outcome = analyser.import_message(
+            lab_a.id, oru([(code, ["NM|2823-3^K^LN||4.4|mmol/L"])]))
+        assert outcome.code == "AE"
+        texts[code] = outcome.text.replace(code, "<barcode>")
+    assert texts[foreign] == texts[unknown] == (
+        "OBR 1: specimen barcode '<barcode>' is unknown in this lab")
+    assert result(order_b, "K").state == S.RECEIVED

@@ -184,7 +184,8 @@ def test_hl7_listen_answers_an_analyser_and_stops_on_ctrl_c(cli, finess, patient
     order = new_order(cli, finess, patient_id, "K")
     (serum,) = order["barcodes"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "coffre", "hl7", "listen", "--port", "0", "--lab", finess],
+        [sys.executable, "-m", "coffre", "hl7", "listen", "--port", "0", "--lab", finess,
+         "--allow", "127.0.0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env)
     try:
         first = process.stdout.readline()
@@ -202,6 +203,75 @@ def test_hl7_listen_answers_an_analyser_and_stops_on_ctrl_c(cli, finess, patient
     assert "AA MSG00001 1 result(s) recorded" in out and "stopped" in out
     assert "Traceback" not in err and "3.9" not in out + err
     assert result_states(cli, serum) == {"2823-3": "in_analysis"}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--allow", "127.0.0.1,10.0.0.300"], ["--allow", "10.0.0.300"]),
+    (["--allow", ""], ["no analyser address", "--allow", "hl7 analysers"]),
+    (["--allow", "127.0.0.1", "--tls-cert", "cert.pem"], ["--tls-key", "--tls-client-ca"]),
+    (["--allow", "127.0.0.1", "--tls-cert", "/nowhere/c.pem", "--tls-key", "/nowhere/k.pem",
+      "--tls-client-ca", "/nowhere/ca.pem"], ["cannot read", "/nowhere/c.pem"]),
+])
+def test_hl7_listen_refuses_a_missing_allow_list_or_incomplete_tls(cli, finess, args,
+                                                                   words):
+    one_line_error(cli.run("hl7", "listen", "--port", "0", "--lab", finess, *args,
+                           check=False), *words)
+
+
+def test_hl7_analysers_stores_the_labs_allow_list_which_listen_uses(cli, finess,
+                                                                    patient_id):
+    assert cli.run("hl7", "analysers", "--lab", finess).stdout.strip() == ""
+    one_line_error(cli.run("hl7", "listen", "--port", "0", "--lab", finess, check=False),
+                   "no analyser address", finess)
+    one_line_error(cli.run("hl7", "analysers", "--lab", finess, "--set", "10.0.0.5,x",
+                           check=False), "'x'", "nothing was changed")
+    stored = cli.run("hl7", "analysers", "--lab", finess, "--set", "10.0.0.0/28, 127.0.0.1")
+    assert stored.stdout.strip() == "10.0.0.0/28,127.0.0.1"
+    assert cli.run("hl7", "analysers", "--lab", finess).stdout.strip() == stored.stdout.strip()
+    order = new_order(cli, finess, patient_id, "K")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coffre", "hl7", "listen", "--port", "0", "--lab", finess],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env)
+    try:
+        first = process.stdout.readline()
+        port = int(re.match(r"listening on 127\.0\.0\.1:(\d+)", first).group(1))
+        assert "10.0.0.0/28,127.0.0.1" in first
+        ack = mllp.send("127.0.0.1", port, oru(order["barcodes"][0],
+                                                ["NM|2823-3^K^LN||4.0|mmol/L"]))
+        assert hl7v2.ack_code(ack) == "AA"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    cli.run("hl7", "analysers", "--lab", finess, "--set", "")
+    assert cli.run("hl7", "analysers", "--lab", finess).stdout.strip() == ""
+
+
+def test_a_result_edited_in_the_database_stops_the_report_and_alerts(cli, finess):
+    """An intruder relabels a published result (a haemoglobin becomes a CRP) with SQL:
+    the report command refuses it, names the row and not the value, and the DPO's
+    alerts list it."""
+    (number, row_id, loinc) = query(
+        cli, "SELECT o.number, r.id, r.loinc FROM lab_order o JOIN lab_result r ON "
+             "r.order_id = o.id JOIN labs_lab l ON o.lab_id = l.id WHERE r.state = "
+             "'published' AND l.finess = ? AND r.loinc = '718-7' ORDER BY o.number DESC",
+        finess)[0]
+    row = str(uuid.UUID(str(row_id)))
+    cli.sql(f"UPDATE lab_result SET loinc = '1988-5' WHERE id = '{row_id}'")  # noqa: S608 - an id read back from the test database
+    try:
+        refused = cli.run("report", "pdf", "--order", number, "--lab", finess, "--out",
+                          str(cli.home / "tampered.pdf"), check=False)
+        assert refused.returncode == 1 and not (cli.home / "tampered.pdf").exists()
+        assert row in refused.stderr and "integrity" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        exported = cli.run("hl7", "export", "--order", number, "--lab", finess, check=False)
+        assert exported.returncode == 1 and row in exported.stderr
+        alerts = [a for a in cli.json_lines("audit", "alerts") if a["kind"] == "tampering"]
+        assert len(alerts) == 2 and row in alerts[0]["summary"]
+        assert alerts[0]["person"].startswith("os:")
+    finally:
+        cli.sql(f"UPDATE lab_result SET loinc = '{loinc}' WHERE id = '{row_id}'")  # noqa: S608
+    cli.run("report", "pdf", "--order", number, "--lab", finess, "--out",
+            str(cli.home / "restored.pdf"))
 
 
 def test_report_pdf_is_private_and_never_overwritten(cli, finess, patient_id, tmp_path):

@@ -9,7 +9,7 @@ from django.test import Client
 
 from coffre.audit.models import AccessEvent
 from coffre.identity.access import create_patient
-from coffre.lab.access import OrderNotFound
+from coffre.lab.access import OrderNotFound, access_order
 from coffre.portal import prescriber
 from tests.conftest import make_nir, own_password, patient_row, second_factor_done
 from tests.lab_helpers import PRESCRIBER_RPPS, order_for, published, staff_of
@@ -77,3 +77,30 @@ def test_a_prescription_index_does_not_tell_which_orders_have_no_prescriber(staf
         order_for(staff.secretary, patient.id, "K", rpps="")
     assert not Order.unscoped.filter(bi_prescriber__isnull=True).exists()
     assert Order.unscoped.values("bi_prescriber").distinct().count() > 10
+
+
+def test_a_doctor_sees_no_previous_value_from_another_doctors_order(staff, patient, doctor,
+                                                                    client):
+    """Prescriber B (the portal's doctor) orders a potassium after prescriber A did: B's
+    order page and report show no previous value, not A's 5.3. A's own earlier order
+    would show."""
+    from tests.test_pdf import text_of
+
+    published(staff, patient.id, rpps=OTHER_RPPS, K="5.3")  # doctor A's
+    mine = published(staff, patient.id, K="4.4")  # doctor B's, later
+    view = prescriber.prescribed_order(doctor, mine.id)
+    assert [(v.display_value, v.previous) for v in view.results] == [("4,4", None)]
+    _name, report = prescriber.prescribed_report(doctor, mine.id)
+    assert "5,3" not in text_of(report) and "4,4" in text_of(report)
+    client.force_login(get_user_model().objects.get(username="dr.bernard"))
+    second_factor_done(client)
+    page = client.get(f"/prescripteur/demandes/{mine.id}/").content.decode()
+    assert "4,4" in page and "5,3" not in page
+    # The lab's own page shows the patient's whole history.
+    staff_view = access_order(staff.biologist, mine.id)
+    assert staff_view.results[0].previous.value == "5.3"
+    # Doctor B's own earlier order is B's to compare with.
+    again = published(staff, patient.id, K="4.9")
+    view = prescriber.prescribed_order(doctor, again.id)
+    assert view.results[0].previous.value == "4.4"
+    assert "5,3" not in text_of(prescriber.prescribed_report(doctor, again.id)[1])

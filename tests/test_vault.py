@@ -28,6 +28,18 @@ def test_a_sealed_value_opens_with_its_key_and_context():
     assert b"DUPONT" not in blob
 
 
+def test_a_tag_checks_only_its_data_under_its_key():
+    key, other = Key.generate(), Key.generate()
+    tag = key.mac(b"result\x1f718-7\x1fpublished")
+    assert len(tag) == 16 and key.mac(b"result\x1f718-7\x1fpublished") == tag
+    assert key.mac_matches(b"result\x1f718-7\x1fpublished", tag)
+    assert not key.mac_matches(b"result\x1f1988-5\x1fpublished", tag)
+    assert not other.mac_matches(b"result\x1f718-7\x1fpublished", tag)
+    # A key re-made from the same material (a patient's data key unwrapped again) agrees.
+    again = Key(key.key_id, key._material)
+    assert again.mac_matches(b"result\x1f718-7\x1fpublished", tag)
+
+
 def test_a_ciphertext_moved_to_another_row_does_not_open():
     key = Key.generate()
     blob = key.seal("DUPONT", context("patient", "birth_name", "row-1"))

@@ -50,6 +50,7 @@ class AlertKind(models.TextChoices):
     # Wrong second-factor codes after a right password locked the logins
     # (coffre.accounts.locks.second_factor_failed).
     SECOND_FACTOR = "second_factor", _("Codes de double authentification erronés")
+    TAMPERING = "tampering", _("Données modifiées hors de Coffre")
 
 
 class Alert(models.Model):

@@ -18,6 +18,7 @@ from coffre.fhir import capability, create, openapi, service
 from coffre.fhir.api import fhir_endpoint, require_scope
 from coffre.fhir.outcome import FhirError, fhir_response, from_error, outcome
 from coffre.lab.permissions import NotAllowed
+from coffre.lab.sealing import TamperedRow, report_tampering
 from coffre.serving.outage import is_outage
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ def answers_fhir(view: View) -> View:
             return from_error(error)
         except (AccountLocked, NotAllowed):
             raise  # the door (coffre.fhir.api) answers these
+        except TamperedRow as exc:  # a lab row changed outside Coffre: rolled back
+            report_tampering(exc, request.actor.person)
+            return outcome(500, "exception", "a result failed its integrity check; the "
+                           "laboratory was alerted")
         except Exception as exc:  # never an HTML page nor a value echoed
             if is_outage(exc):
                 raise  # a lost database: the outage middleware answers 503

@@ -18,10 +18,12 @@ Ctrl-C) and safe while the server runs:
   uses them.
 * ``reencrypt``: each patient gets a new data key and every value sealed under the old
   one (identity columns, orders, specimens, results, critical values) is re-sealed
-  with the same table/column/row binding, one patient per transaction with its rows
-  locked. Progress is a cursor (:class:`ReencryptionRun`) moved in the same
-  transaction as the patient it names, in primary-key order: a run that did not finish
-  resumes after its cursor.
+  with the same table/column/row binding, and each result's tag over its clear columns
+  (coffre.lab.sealing) checked under the old key and made again under the new one, one
+  patient per transaction with its rows locked. Progress is a cursor
+  (:class:`ReencryptionRun`) moved in the same transaction as the patient it names, in
+  primary-key order: a run that did not finish resumes after its cursor. A result
+  changed outside Coffre stops the run at its patient (TamperedRow), never re-tagged.
 """
 
 from __future__ import annotations
@@ -353,31 +355,46 @@ def _as_uuid(value) -> uuid.UUID:
 
 
 def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
-                 tables: Counter) -> None:
-    """Re-seal the sealed columns of raw rows ``(pk, row id of the binding, *columns)``."""
+                 tables: Counter, lab_id: int) -> None:
+    """Re-seal the sealed columns of rows ``(pk, row id of the binding, *sealed)``; a
+    result row also carries its tag and bound values (``_lock_query``): the tag is
+    checked under the old key and made again under the new one, never for a row changed
+    outside Coffre (TamperedRow: the patient's transaction rolls back)."""
     from coffre.lab.models import SEALED
-    from coffre.lab.sealing import seal, unseal
+    from coffre.lab.sealing import result_binding, result_intact, seal, tampered, unseal
 
     if not rows:
         return
     columns = list(SEALED[table])
-    updates = []
-    for pk, bound_id, *blobs in rows:
+    tagged = table == "result"
+    updates, bad = [], []
+    for pk, bound_id, *rest in rows:
         row_id = _as_uuid(bound_id)
-        updates.append((_as_uuid(pk) if table != "critical" else pk,
-                        [seal(new, table, column, row_id, unseal(old, table, column, row_id,
-                                                                 blob))
-                         for column, blob in zip(columns, blobs, strict=True)]))
-    update_rows(model, columns, updates)
+        blobs, extra = rest[:len(columns)], rest[len(columns):]
+        if tagged:
+            tag, *bound = extra
+            if not result_intact(old, row_id, bound, tag):
+                bad.append(row_id)
+                continue
+        values = [seal(new, table, column, row_id, unseal(old, table, column, row_id, blob))
+                  for column, blob in zip(columns, blobs, strict=True)]
+        if tagged:
+            values.append(new.mac(result_binding(row_id, bound)))
+        updates.append((row_id if table != "critical" else pk, values))
+    if bad:
+        raise tampered("result", lab_id, bad)
+    update_rows(model, columns + (["mac"] if tagged else []), updates)
     tables[table] += len(rows)
 
 
-_LOCK_SQL: dict[tuple[str, str], str] = {}
+_LOCK_SQL: dict[tuple[str, str], tuple[str, dict]] = {}
 
 
 def _lock_query(table: str, patient_id: uuid.UUID):
-    """Rows of one patient in ``table``, locked: (pk, row id of the AD, *sealed)."""
+    """Rows of one patient in ``table``, locked: (pk, row id of the AD, *sealed), and
+    for results their tag and bound values (coffre.lab.sealing.RESULT_BOUND)."""
     from coffre.lab.models import SEALED, CriticalValue, Order, Result, Specimen
+    from coffre.lab.sealing import RESULT_BOUND
 
     columns = list(SEALED[table])
     if table == "order":
@@ -386,7 +403,8 @@ def _lock_query(table: str, patient_id: uuid.UUID):
         rows = Specimen.unscoped.filter(order__patient_id=patient_id).values_list(
             "pk", "pk", *columns)
     elif table == "result":
-        rows = Result.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)
+        rows = Result.unscoped.filter(patient_id=patient_id).values_list(
+            "pk", "pk", *columns, "mac", *RESULT_BOUND)
     else:
         rows = CriticalValue.objects.filter(result__patient_id=patient_id).values_list(
             "pk", "result_id", *columns)
@@ -396,19 +414,33 @@ def _lock_query(table: str, patient_id: uuid.UUID):
 def _locked(table: str, patient_id: uuid.UUID) -> list[tuple]:
     """The patient's rows of ``table``, locked (FOR UPDATE where the database has it).
     The query is compiled by the ORM once, then run as plain SQL for each patient: its
-    compilation cost more than the cryptography."""
+    compilation cost more than the cryptography. Values come back as the ORM would give
+    them (its converters: UUIDs and timestamps, which a result's tag reads)."""
     from coffre.identity.models import Patient
 
     cache_key = (connection.vendor, table)
-    sql = _LOCK_SQL.get(cache_key)
-    if sql is None:
-        sql, params = _lock_query(table, patient_id).query.sql_with_params()
+    found = _LOCK_SQL.get(cache_key)
+    if found is None:
+        compiler = _lock_query(table, patient_id).query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
         if len(params) != 1:
             raise AssertionError(f"unexpected parameters for {table}: {params}")
-        _LOCK_SQL[cache_key] = sql
+        found = _LOCK_SQL[cache_key] = (sql, compiler.get_converters(
+            [column for column, _sql, _alias in compiler.select]))
+    sql, converters = found
     with connection.cursor() as cursor:
         cursor.execute(sql, [Patient._meta.pk.get_db_prep_value(patient_id, connection)])
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    if not converters:
+        return rows
+    converted = []
+    for row in rows:
+        row = list(row)
+        for position, (functions, expression) in converters.items():
+            for convert in functions:
+                row[position] = convert(row[position], expression, connection)
+        converted.append(tuple(row))
+    return converted
 
 
 def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Counter) -> bool:
@@ -427,11 +459,12 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
             new, wrapped = keyring.new_row_key(patient.lab_id, PATIENT_TABLE, patient.id)
             sealed = seal_values(new, patient.id, values)
             update_rows(type(patient), ["data_key", *sealed],
-                            [(patient.id, [wrapped, *sealed.values()])])
+                        [(patient.id, [wrapped, *sealed.values()])])
             tables["patient"] += 1
             for model, table in ((Order, "order"), (Specimen, "specimen"),
                                  (Result, "result"), (CriticalValue, "critical")):
-                _reseal_rows(model, _locked(table, patient.id), table, old, new, tables)
+                _reseal_rows(model, _locked(table, patient.id), table, old, new, tables,
+                             patient.lab_id)
         ReencryptionRun.objects.filter(pk=run.pk).update(
             last_patient_id=patient_id, patients_done=run.patients_done + done)
         run.last_patient_id = patient_id

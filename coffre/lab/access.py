@@ -4,7 +4,10 @@ Two kinds of reads. Worklists show operational columns only (barcode, order numb
 tests, states, times): no name and no value, nothing decrypted, nothing logged, so a
 bench can list 500 specimens without "reading" 500 patients. Anything that opens a
 value (an order page, the validation queue, a chart, a report) records the read of
-each patient it shows, which feeds the mass-reading detection.
+each patient it shows, which feeds the mass-reading detection, and checks each result
+it shows against its tag first (coffre.lab.sealing.check_results): a test code, order,
+state or stamp changed in the database raises TamperedRow instead of showing a value
+under the wrong name or state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from coffre.identity.access import PatientNotFound, access_patient, patients_for
 from coffre.identity.registry import PatientRecord
 from coffre.lab import catalogue
 from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
+from coffre.lab.orders import prescriber_filter
 from coffre.lab.permissions import (
     BIOLOGICAL_VALIDATION,
     PORTAL_READERS,
@@ -29,7 +33,7 @@ from coffre.lab.permissions import (
     check_role,
 )
 from coffre.lab.scope import orders_for, results_for, specimens_for
-from coffre.lab.sealing import PatientKeys, unseal
+from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
 from coffre.lab.workflow import Demographics, demographics
 from coffre.labs.tenancy import Actor
 
@@ -133,9 +137,11 @@ def order_by_number(actor: Actor, number: str) -> Order:
 
 
 def _open_results(keys: PatientKeys, results: Iterable[Result]) -> list[ResultView]:
+    """Each result checked against its tag, then opened."""
     views = []
     for result in results:
         key = keys[result.patient_id]
+        check_result(key, result)
         views.append(ResultView(
             result=result, test=catalogue.test(result.loinc),
             value=unseal(key, "result", "value", result.id, result.value),
@@ -144,9 +150,11 @@ def _open_results(keys: PatientKeys, results: Iterable[Result]) -> list[ResultVi
     return views
 
 
-def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
+def _add_previous(keys: PatientKeys, views: list[ResultView], prescribed_by: str | None
+                  ) -> None:
     """The patient's latest earlier published value of each test, and the delta check.
-    One query for the whole page: previous results of these patients and tests."""
+    One query for the whole page: previous results of these patients and tests. With
+    ``prescribed_by`` (a prescriber's RPPS), only from orders that doctor prescribed."""
     if not views:
         return
     patients = {v.result.patient_id for v in views}
@@ -156,18 +164,41 @@ def _add_previous(keys: PatientKeys, views: list[ResultView]) -> None:
                                          state=S.PUBLISHED)
                   .exclude(order_id__in=shown_orders).select_related("order")
                   .order_by("-order__created_at"))
+    allowed = None
+    if prescribed_by is not None:
+        candidates = candidates.filter(prescriber_filter([keys.lab_id], prescribed_by,
+                                                         prefix="order__"))
+        allowed = _PrescribedBy(keys, prescribed_by)
     history: dict[tuple[uuid.UUID, str], list[Result]] = defaultdict(list)
     for candidate in candidates:
         history[(candidate.patient_id, candidate.loinc)].append(candidate)
     for view in views:
         before = next((r for r in history[(view.result.patient_id, view.result.loinc)]
-                       if r.order.created_at < view.result.order.created_at), None)
+                       if r.order.created_at < view.result.order.created_at
+                       and (allowed is None or allowed(r.order))), None)
         if before is None:
             continue
+        check_result(keys[before.patient_id], before)
         value = unseal(keys[before.patient_id], "result", "value", before.id, before.value)
         view.previous = Previous(value, before.order.created_at)
         if view.value:
             view.delta = catalogue.delta_exceeded(view.test, view.value, value)
+
+
+class _PrescribedBy:
+    """Whether an order was prescribed by this RPPS: the truncated blind index gathers a
+    few doctors' orders, the sealed RPPS tells (opened once per order)."""
+
+    def __init__(self, keys: PatientKeys, rpps: str) -> None:
+        self.keys, self.rpps = keys, rpps
+        self.seen: dict[uuid.UUID, bool] = {}
+
+    def __call__(self, order: Order) -> bool:
+        if order.id not in self.seen:
+            self.seen[order.id] = unseal(self.keys[order.patient_id], "order",
+                                         "prescriber_rpps", order.id,
+                                         order.prescriber_rpps) == self.rpps
+        return self.seen[order.id]
 
 
 def _attach_criticals(views: list[ResultView]) -> None:
@@ -176,11 +207,14 @@ def _attach_criticals(views: list[ResultView]) -> None:
         view.critical = found.get(view.id)
 
 
-def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False
-                 ) -> OrderView:
+def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False,
+                 prescribed_by: str | None = None) -> OrderView:
     """An order with its patient, specimens and results, opened; the read is logged
     (the patient's identity read by coffre.identity.access, the results here).
-    Portals pass ``published_only`` after checking the order is theirs to see."""
+    Portals pass ``published_only`` after checking the order is theirs to see; the
+    prescriber portal passes ``prescribed_by`` (the doctor's RPPS) so that previous
+    values come only from orders that doctor prescribed. Every result of the order,
+    invalidated versions included, is checked against its tag."""
     check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
     order = order_row(actor, order_id)
     try:
@@ -189,13 +223,16 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
         raise OrderNotFound("no such order") from None
     keys = PatientKeys(actor.lab_id)
     key = keys[order.patient_id]
-    results = list(order.results.filter(state__in=list(SHOWN_STATES))
-                   .select_related("specimen", "order").order_by("position", "version"))
+    every = list(order.results.select_related("specimen", "order")
+                 .order_by("position", "version"))
+    # All of them: a result hidden by setting it "invalidated" in the database fails too.
+    check_results(keys, every)
+    results = [r for r in every if r.state in SHOWN_STATES]
     pending = any(r.state not in SETTLED for r in results)
     if published_only:
         results = [r for r in results if r.state == S.PUBLISHED]
     views = _open_results(keys, results)
-    _add_previous(keys, views)
+    _add_previous(keys, views, prescribed_by)
     _attach_criticals(views)
     _add_references(views, {patient.id: Demographics.of(patient)})
     specimens = list(order.specimens.order_by("barcode"))
@@ -296,7 +333,7 @@ def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
     keys = PatientKeys(actor.lab_id)
     keys.load({o.patient_id for o in orders})
     views = _open_results(keys, results)
-    _add_previous(keys, views)
+    _add_previous(keys, views, None)
     _attach_criticals(views)
     # Sex and birth date for the ranges only: opened for the rule, not shown.
     _add_references(views, demographics({o.patient_id for o in orders}))
@@ -419,6 +456,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
     page = list(rows.select_related("specimen", "order")
                 .order_by("-taken", "order_id", "position", "id")[offset:offset + limit])
     keys = PatientKeys(actor.lab_id)
+    check_results(keys, page)
     reported = [r for r in page if r.state in {S.BIO_VALIDATED, S.PUBLISHED}]
     opened = {v.id: v for v in _open_results(keys, reported)}
     views = [opened.get(r.id) or ResultView(result=r, test=catalogue.test(r.loinc))
@@ -441,8 +479,10 @@ def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
     row = results_for(actor).filter(id=rid).select_related("specimen", "order").first()
     if row is None:
         raise OrderNotFound("no such result")
+    keys = PatientKeys(actor.lab_id)
+    check_result(keys[row.patient_id], row)
     if row.state in {S.BIO_VALIDATED, S.PUBLISHED}:
-        view = _open_results(PatientKeys(actor.lab_id), [row])[0]
+        view = _open_results(keys, [row])[0]
     else:
         view = ResultView(result=row, test=catalogue.test(row.loinc))
     _add_references([view], demographics({row.patient_id}))

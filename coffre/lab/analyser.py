@@ -18,15 +18,22 @@ from django.utils import timezone
 from coffre.audit import log
 from coffre.lab import catalogue, hl7v2
 from coffre.lab.access import ResultView, access_order
-from coffre.lab.models import ResultState
+from coffre.lab.mllp import AllowList
+from coffre.lab.models import LabWorkflowSettings, ResultState
 from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
+from coffre.lab.sealing import TamperedRow, report_tampering
 from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, os_user
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})
+# One refusal for every barcode that is not a specimen of this lab: unknown anywhere,
+# another lab's, or an erased patient's (an analyser cannot probe what exists).
+UNKNOWN_SPECIMEN = "OBR {index}: specimen barcode {barcode!r} is unknown in this lab"
+TAMPERED = ("not recorded: a result it names failed its integrity check; the lab was "
+            "alerted")
 
 
 def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
@@ -37,6 +44,25 @@ def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
         who = f"{who} via {os_user()}"
     return Actor(person=f"analyser:{who}"[:150], lab_id=lab_id, role=ANALYSER,
                  channel=channel)
+
+
+def analyser_addresses(lab_id: int) -> AllowList:
+    """The addresses the lab's MLLP listener reads (`coffre hl7 analysers`)."""
+    text = (LabWorkflowSettings.objects.filter(lab_id=lab_id)
+            .values_list("analyser_addresses", flat=True).first())
+    return AllowList.parse(text or "")
+
+
+def set_analyser_addresses(lab_id: int, text: str) -> AllowList:
+    """Replace the lab's allow-list ("" empties it); ValueError names a bad entry."""
+    allowed = AllowList.parse(text)
+    stored = str(allowed)
+    max_length = LabWorkflowSettings._meta.get_field("analyser_addresses").max_length
+    if len(stored) > max_length:
+        raise ValueError(f"the list is longer than {max_length} characters: use networks")
+    LabWorkflowSettings.objects.update_or_create(lab_id=lab_id,
+                                                 defaults={"analyser_addresses": stored})
+    return allowed
 
 
 @dataclass(frozen=True)
@@ -63,8 +89,8 @@ def _entries(message: hl7v2.OruMessage, actor: Actor) -> list[Entry]:
     for index, group in enumerate(message.groups, start=1):
         specimen = specimens_for(actor).filter(barcode=group.specimen_barcode.strip()).first()
         if specimen is None:
-            raise WorkflowError(f"OBR {index}: specimen barcode {group.specimen_barcode!r} "
-                                "is unknown in this lab")
+            raise WorkflowError(UNKNOWN_SPECIMEN.format(index=index,
+                                                        barcode=group.specimen_barcode))
         open_results = {r.loinc: r for r in results_for(actor).filter(
             specimen=specimen, state__in=list(ENTERABLE))}
         for obs in group.observations:
@@ -99,6 +125,9 @@ def import_message(lab_id: int, text: str, *, channel: str = "hl7") -> Outcome:
             enter_results(actor, entries, source="analyser")
     except (WorkflowError, catalogue.InvalidResult) as exc:
         return _ack(message, message.control_id, "AE", str(exc))
+    except TamperedRow as exc:  # rolled back: the alert is kept
+        report_tampering(exc, actor.person)
+        return _ack(message, message.control_id, "AE", TAMPERED)
     return _ack(message, message.control_id, "AA", f"{len(entries)} result(s) recorded",
                 len(entries))
 

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class LabConfig(AppConfig):
     name = "coffre.lab"
     verbose_name = "Lab workflow"
+
+    def ready(self) -> None:
+        from django.core.signals import got_request_exception
+
+        from coffre.lab.sealing import report_request_failure
+
+        # A result changed outside Coffre met by a page or the API is alerted.
+        got_request_exception.connect(report_request_failure,
+                                      dispatch_uid="coffre-lab-tampering")

@@ -146,16 +146,21 @@ class Result(models.Model):
     value = models.BinaryField()
     flag = models.BinaryField()
     comment = models.BinaryField()
+    # Tag of the clear columns that give the value its meaning (coffre.lab.sealing:
+    # RESULT_BOUND), under the patient's key; checked before any value is shown.
+    mac = models.BinaryField(default=b"")
 
+    # Who entered and validated are part of the tag: their accounts are deactivated,
+    # never deleted (PROTECT), so a stamp never changes under a result.
     entered_at = models.DateTimeField(null=True, blank=True)
     entered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+                                   on_delete=models.PROTECT, related_name="+")
     tech_validated_at = models.DateTimeField(null=True, blank=True)
     tech_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                          on_delete=models.SET_NULL, related_name="+")
+                                          on_delete=models.PROTECT, related_name="+")
     bio_validated_at = models.DateTimeField(null=True, blank=True)
     bio_validated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="+")
+                                         on_delete=models.PROTECT, related_name="+")
     published_at = models.DateTimeField(null=True, blank=True)
 
     unscoped = models.Manager()
@@ -190,3 +195,6 @@ class LabWorkflowSettings(models.Model):
                                related_name="workflow_settings")
     # A biologist may validate results they entered themselves (small labs only).
     allow_self_validation = models.BooleanField(default=False)
+    # Addresses (IPs or networks, comma-separated) whose MLLP connections the lab's
+    # listener reads (coffre.lab.mllp, `coffre hl7 analysers`); others are closed unread.
+    analyser_addresses = models.CharField(max_length=1000, blank=True, default="")

@@ -22,7 +22,7 @@ from coffre.keyring import indexes
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
 from coffre.lab.permissions import ORDER_ENTRY, check_role
-from coffre.lab.sealing import PatientKeys, seal_columns
+from coffre.lab.sealing import PatientKeys, bind_result, seal_columns
 from coffre.labs.tenancy import Actor
 from coffre.vault import Key
 
@@ -53,16 +53,17 @@ def prescriber_index(generation: indexes.Generation, rpps: str) -> int:
     return generation.compute("prescriber", rpps)
 
 
-def prescriber_filter(lab_ids: Iterable[int], rpps: str) -> Q:
+def prescriber_filter(lab_ids: Iterable[int], rpps: str, prefix: str = "") -> Q:
     """Orders of these labs that may have been prescribed by ``rpps`` (each lab's index
-    keys are its own): candidates, to be confirmed by decrypting the RPPS."""
-    found = Q(pk__in=[])
+    keys are its own): candidates, to be confirmed by decrypting the RPPS. ``prefix``
+    reaches the order from another model ("order__" from a result)."""
+    found = Q(**{f"{prefix}pk__in": []})
     for lab_id in lab_ids:
         for generation in indexes.in_use(lab_id):
-            key = (Q(bi_key__isnull=True) if generation.bi_key is None
-                   else Q(bi_key=generation.bi_key))
-            found |= Q(lab_id=lab_id) & key & Q(bi_prescriber=prescriber_index(generation,
-                                                                                rpps))
+            key = (Q(**{f"{prefix}bi_key__isnull": True}) if generation.bi_key is None
+                   else Q(**{f"{prefix}bi_key": generation.bi_key}))
+            found |= Q(**{f"{prefix}lab_id": lab_id}) & key & Q(**{
+                f"{prefix}bi_prescriber": prescriber_index(generation, rpps)})
     return found
 
 
@@ -149,8 +150,10 @@ def _add_specimens_and_results(order: Order, loincs: Iterable[str], key: Key) ->
                 **seal_columns(key, "specimen", specimen_id, {}))
             by_type[test.specimen] = specimen
         result_id = uuid.uuid4()
-        results.append(Result(id=result_id, lab_id=order.lab_id, patient_id=order.patient_id,
-                              order=order, specimen=specimen, loinc=loinc, position=position,
-                              source="calculated" if test.calculated else "manual",
-                              **seal_columns(key, "result", result_id, {})))
+        result = Result(id=result_id, lab_id=order.lab_id, patient_id=order.patient_id,
+                        order=order, specimen=specimen, loinc=loinc, position=position,
+                        source="calculated" if test.calculated else "manual",
+                        **seal_columns(key, "result", result_id, {}))
+        bind_result(key, result)
+        results.append(result)
     Result.unscoped.bulk_create(results)

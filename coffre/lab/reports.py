@@ -95,10 +95,12 @@ def report_data(view: OrderView, *, now: dt.datetime | None = None) -> pdf.Repor
         reference=f"{order.number}-{secrets.token_hex(4)}")
 
 
-def report_pdf(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False
-               ) -> tuple[str, bytes]:
-    """(file name, PDF bytes) of an order's report; the print is logged."""
-    view = access_order(actor, order_id, published_only=published_only)
+def report_pdf(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False,
+               prescribed_by: str | None = None) -> tuple[str, bytes]:
+    """(file name, PDF bytes) of an order's report; the print is logged. Portals pass
+    ``published_only`` and ``prescribed_by`` as to ``access.access_order``."""
+    view = access_order(actor, order_id, published_only=published_only,
+                        prescribed_by=prescribed_by)
     data = report_data(view)
     content = pdf.render_report(data)
     log.record(actor, "print", [view.order.patient_id], kind="report")

@@ -4,8 +4,9 @@ The seed profile (DESIGN.md, "Data at the scale of the 2021 leak") has samples f
 2015-01-01 to 2020-10-31 with a few results each. ``generate_history`` writes that
 history for one lab's patients, the way the services would have left it after
 reception, entry, validation and publication: every value, flag, comment, prescriber
-and note sealed under the patient's data key and bound to its table, column and row
-(coffre.lab.sealing), so ``access.access_order`` opens it like any other order.
+and note sealed under the patient's data key and bound to its table, column and row,
+and each result's clear columns tagged (coffre.lab.sealing), so ``access.access_order``
+opens it like any other order.
 
 It is a migration-like load: no audit entry (nothing is read or changed by a person),
 no account created (validations name the lab's first biologist and technician when
@@ -52,7 +53,7 @@ from coffre.lab.models import (
     SpecimenState,
 )
 from coffre.lab.orders import prescriber_index
-from coffre.lab.sealing import seal, seal_columns
+from coffre.lab.sealing import OrderTags, seal, seal_columns
 from coffre.vault import Key, context_prefix
 
 START = dt.date(2015, 1, 1)
@@ -411,7 +412,7 @@ class _Maker:
                 span = (self.last_day - first).days
                 days = sorted(first + dt.timedelta(days=rng.randint(0, span))
                               for _ in range(count))
-                patient = self.db_id(pid)
+                patient = (pid, self.db_id(pid))
                 for day in days:
                     self.add_order(rng, ids, key, patient, sex, birth, day, doctor)
             self.counts.patients += 1
@@ -439,9 +440,11 @@ class _Maker:
         self.dirty.add(day)
         return f"{day:%y%m%d}{last:04d}"
 
-    def add_order(self, rng: random.Random, ids: _Ids, key: Key, patient: object, sex: str,
+    def add_order(self, rng: random.Random, ids: _Ids, key: Key, patient: tuple, sex: str,
                   birth: dt.date | None, day: dt.date, doctor: list[str]) -> None:
-        """One published order of a patient (``patient``: their id in database form)."""
+        """One published order of a patient (``patient``: their id, and in database
+        form)."""
+        patient_id, patient = patient
         age_days = (day - birth).days if birth else 40 * 365
         age_years = age_days // 365
         tests = _mix_tests(_choose_mix(rng, sex, age_years))
@@ -469,7 +472,11 @@ class _Maker:
             **seal_columns(key, "order", order_id, {
                 "prescriber_rpps": rpps, "prescriber_name": name,
                 "clinical_info": rng.choice(_CLINICAL)})})
-        specimens: dict[str, object] = {}
+        specimens: dict[str, tuple[uuid.UUID, object, str]] = {}  # id, in database, text
+        # What the order's results share in their tags (sealing.RESULT_BOUND, in order).
+        tags = OrderTags(key, (self.lab_id, patient_id, order_id, ResultState.PUBLISHED.value,
+                               1, None, entered, None, tech, self.technician, bio,
+                               self.biologist, published))
         measured: dict[str, str] = {}
         position = 0
         for test in tests:
@@ -481,12 +488,13 @@ class _Maker:
                     measured[test.loinc] = value
             if value is None:
                 continue  # not computable (a child's eGFR...) or no interval: not done
-            specimen_db = specimens.get(test.specimen)
-            if specimen_db is None:
+            specimen = specimens.get(test.specimen)
+            if specimen is None:
                 specimen_id = ids()
-                specimen_db = specimens[test.specimen] = self.db_id(specimen_id)
+                specimen = specimens[test.specimen] = (specimen_id, self.db_id(specimen_id),
+                                                       str(specimen_id))
                 self.specimens.append({
-                    "id": specimen_db, "lab_id": self.lab_id, "order_id": order_db,
+                    "id": specimen[1], "lab_id": self.lab_id, "order_id": order_db,
                     "barcode": f"{number}{len(specimens):02d}",
                     "specimen_type": test.specimen, "state": SpecimenState.RECEIVED,
                     "collected_by_id": None, "received_by_id": None, **taken,
@@ -494,17 +502,19 @@ class _Maker:
                                              specimen_id, "")})
             flag = catalogue.flag(test, value, sex, age_days)
             result_id = ids()
-            row = str(result_id).encode()
+            row_text = str(result_id)
+            row = row_text.encode()
+            source = "calculated" if test.calculated else "analyser"
             self.results.append({
                 "id": self.db_id(result_id), "lab_id": self.lab_id, "patient_id": patient,
-                "order_id": order_db, "specimen_id": specimen_db, "loinc": test.loinc,
+                "order_id": order_db, "specimen_id": specimen[1], "loinc": test.loinc,
                 "position": position, "state": ResultState.PUBLISHED, "version": 1,
-                "replaces_id": None,
-                "source": "calculated" if test.calculated else "analyser",
+                "replaces_id": None, "source": source,
                 # As sealing.seal_columns does, without formatting the row id thrice.
                 "value": key.seal(value, _VALUE + row, _VALUE_SIZE),
                 "flag": key.seal(flag, _FLAG + row, _FLAG_SIZE),
                 "comment": key.seal("", _COMMENT + row, _COMMENT_SIZE),
+                "mac": tags.tag(row_text, specimen[2], test.loinc, source),
                 "entered_by_id": None, "tech_validated_by_id": self.technician,
                 "bio_validated_by_id": self.biologist, **times})
             position += 1

@@ -10,6 +10,10 @@ then writes them all in one transaction: a refused batch changes nothing. Errors
 the result or specimen and the rule, never a value. Writes are recorded in the access
 log with the patient's id, inside their transaction: a crash cannot keep a change
 without its entry (tests/test_faults.py kills the server mid-write).
+
+Every result a step touches is checked against its tag first (coffre.lab.sealing:
+a state or stamp changed in the database raises TamperedRow instead of being validated
+further), and tagged again with what the step wrote (``_store``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from coffre.audit import log
+from coffre.bulk import update_rows
 from coffre.identity.models import Patient
 from coffre.identity.registry import PatientRecord, open_patient
 from coffre.lab import catalogue
@@ -46,8 +51,16 @@ from coffre.lab.permissions import (
     check_role,
 )
 from coffre.lab.scope import results_for, specimens_for
-from coffre.lab.sealing import PatientKeys, seal, unseal
+from coffre.lab.sealing import (
+    PatientKeys,
+    bind_result,
+    check_result,
+    check_results,
+    seal,
+    unseal,
+)
 from coffre.labs.tenancy import Actor
+from coffre.vault import Key
 
 S = ResultState
 # Progress order, for calculated results that follow their inputs.
@@ -98,8 +111,23 @@ def _specimen(actor: Actor, *, specimen_id: uuid.UUID | None = None,
     return found
 
 
+def _store(keys: PatientKeys, results: Sequence[Result], fields: Sequence[str]) -> None:
+    """Write ``fields`` (attnames) of results already checked and changed in memory,
+    with their new tags, in one prepared statement."""
+    for result in results:
+        bind_result(keys[result.patient_id], result)
+    columns = [*fields, "mac"]
+    update_rows(Result, columns, [(r.pk, [getattr(r, c) for c in columns]) for r in results])
+
+
 def _move_results(specimen: Specimen, from_states: Iterable[str], to: str) -> None:
-    Result.unscoped.filter(specimen=specimen, state__in=list(from_states)).update(state=to)
+    keys = PatientKeys(specimen.lab_id)
+    rows = list(Result.unscoped.select_for_update()
+                .filter(specimen=specimen, state__in=list(from_states)))
+    check_results(keys, rows)
+    for row in rows:
+        row.state = to
+    _store(keys, rows, ["state"])
 
 
 def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
@@ -164,7 +192,9 @@ def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
 
 # -- results -----------------------------------------------------------------------
 
-def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]) -> list[Result]:
+def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]
+                    ) -> tuple[list[Result], PatientKeys]:
+    """The results, locked and checked against their tags, and their patients' keys."""
     ids = list(dict.fromkeys(result_ids))
     rows = {r.id: r for r in results_for(actor).select_for_update()
             .select_related("specimen").filter(id__in=ids)}
@@ -172,7 +202,9 @@ def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]) -> list[Resul
     if missing:
         raise WorkflowError("unknown result(s), nothing changed",
                             [(rid, "no such result in this lab") for rid in missing])
-    return [rows[rid] for rid in ids]
+    keys = PatientKeys(actor.lab_id)
+    check_results(keys, rows.values())
+    return [rows[rid] for rid in ids], keys
 
 
 def _label(result: Result) -> str:
@@ -211,10 +243,9 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
-        results = _locked_results(actor, [e.result_id for e in entries])
+        results, keys = _locked_results(actor, [e.result_id for e in entries])
         problems, parsed = _parse_entries(results, entries)
         _refuse_if(problems, "result entry")
-        keys = PatientKeys(actor.lab_id)
         people = demographics(r.patient_id for r in results)
         for result, (value, comment) in zip(results, parsed, strict=True):
             _write_value(result, keys[result.patient_id], people[result.patient_id],
@@ -244,7 +275,7 @@ def _parse_entries(results: list[Result], entries: Sequence[Entry]
     return problems, parsed
 
 
-def _write_value(result: Result, key, person: Demographics, value: str, comment: str,
+def _write_value(result: Result, key: Key, person: Demographics, value: str, comment: str,
                  now: dt.datetime, by: int | None, source: str) -> None:
     test = catalogue.test(result.loinc)
     taken = result.specimen.collected_at or now
@@ -254,8 +285,9 @@ def _write_value(result: Result, key, person: Demographics, value: str, comment:
     result.comment = seal(key, "result", "comment", result.id, comment)
     result.state = S.IN_ANALYSIS
     result.entered_at, result.entered_by_id, result.source = now, by, source
+    bind_result(key, result)
     result.save(update_fields=["value", "flag", "comment", "state", "entered_at",
-                               "entered_by", "source"])
+                               "entered_by", "source", "mac"])
     if flag in ("LL", "HH"):
         CriticalValue.objects.get_or_create(
             result=result, defaults={"lab_id": result.lab_id, "raised_at": now,
@@ -270,6 +302,7 @@ def sync_calculated(lab_id: int, order_ids: Iterable[uuid.UUID], now: dt.datetim
     if not calculated:
         return
     keys = PatientKeys(lab_id)
+    check_results(keys, calculated)
     people = demographics(r.patient_id for r in calculated)
     for result in calculated:
         test = catalogue.test(result.loinc)
@@ -278,6 +311,7 @@ def sync_calculated(lab_id: int, order_ids: Iterable[uuid.UUID], now: dt.datetim
         entered = [r for r in inputs if r.entered_at is not None]
         if len(entered) < len(test.inputs):
             continue
+        check_results(keys, entered)
         key = keys[result.patient_id]
         values = {r.loinc: unseal(key, "result", "value", r.id, r.value) for r in entered}
         person = people[result.patient_id]
@@ -286,10 +320,10 @@ def sync_calculated(lab_id: int, order_ids: Iterable[uuid.UUID], now: dt.datetim
         if value is None:
             continue
         _write_value(result, key, person, value, "", now, None, "calculated")
-        _follow(result, entered)
+        _follow(result, entered, key)
 
 
-def _follow(result: Result, inputs: list[Result]) -> None:
+def _follow(result: Result, inputs: list[Result], key: Key) -> None:
     state = min((r.state for r in inputs), key=PROGRESS.index)
     if state in (S.TECH_VALIDATED, S.BIO_VALIDATED):
         first = min(inputs, key=lambda r: PROGRESS.index(r.state))
@@ -298,8 +332,9 @@ def _follow(result: Result, inputs: list[Result]) -> None:
         result.tech_validated_by_id = first.tech_validated_by_id
         result.bio_validated_at = first.bio_validated_at
         result.bio_validated_by_id = first.bio_validated_by_id
+        bind_result(key, result)
         result.save(update_fields=["state", "tech_validated_at", "tech_validated_by",
-                                   "bio_validated_at", "bio_validated_by"])
+                                   "bio_validated_at", "bio_validated_by", "mac"])
 
 
 def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
@@ -308,13 +343,15 @@ def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
     check_role(actor, TECHNICAL_VALIDATION, "validate results technically")
     now = at or timezone.now()
     with transaction.atomic():
-        results = _locked_results(actor, result_ids)
+        results, keys = _locked_results(actor, result_ids)
         _refuse_if([(_label(r), f"is {r.state}, not in analysis") for r in results
                     if r.state != S.IN_ANALYSIS or r.source == "calculated"],
                    "technical validation")
         by = user_id(actor)
-        Result.unscoped.filter(id__in=[r.id for r in results]).update(
-            state=S.TECH_VALIDATED, tech_validated_at=now, tech_validated_by_id=by)
+        for result in results:
+            result.state = S.TECH_VALIDATED
+            result.tech_validated_at, result.tech_validated_by_id = now, by
+        _store(keys, results, ["state", "tech_validated_at", "tech_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
         log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
     return len(results)
@@ -333,7 +370,7 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
-        results = _locked_results(actor, result_ids)
+        results, keys = _locked_results(actor, result_ids)
         own_allowed = self_validation_allowed(actor.lab_id)
         critical = set(CriticalValue.objects.filter(
             result_id__in=[r.id for r in results], acknowledged_at__isnull=True)
@@ -349,8 +386,10 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
             elif result.id in critical:
                 problems.append((_label(result), "is a critical value not acknowledged yet"))
         _refuse_if(problems, "biological validation")
-        Result.unscoped.filter(id__in=[r.id for r in results]).update(
-            state=S.BIO_VALIDATED, bio_validated_at=now, bio_validated_by_id=by)
+        for result in results:
+            result.state = S.BIO_VALIDATED
+            result.bio_validated_at, result.bio_validated_by_id = now, by
+        _store(keys, results, ["state", "bio_validated_at", "bio_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
         log.record(actor, "validate", {r.patient_id for r in results}, kind="results")
     return len(results)
@@ -363,11 +402,14 @@ def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int
     now = at or timezone.now()
     with transaction.atomic():
         ready = list(results_for(actor).select_for_update()
-                     .filter(order_id=order.id, state=S.BIO_VALIDATED).values_list("id",
-                                                                                 flat=True))
+                     .filter(order_id=order.id, state=S.BIO_VALIDATED))
         if not ready:
             raise WorkflowError(f"order {order.number} has no validated result to publish")
-        Result.unscoped.filter(id__in=ready).update(state=S.PUBLISHED, published_at=now)
+        keys = PatientKeys(actor.lab_id)
+        check_results(keys, ready)
+        for result in ready:
+            result.state, result.published_at = S.PUBLISHED, now
+        _store(keys, ready, ["state", "published_at"])
         Order.unscoped.filter(pk=order.pk).update(report_count=F("report_count") + 1)
         log.record(actor, "publish", [order.patient_id], kind="results")
     return len(ready)
@@ -383,7 +425,7 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
         raise WorkflowError("a correction needs a reason")
     now = at or timezone.now()
     with transaction.atomic():
-        (old,) = _locked_results(actor, [result_id])
+        (old,), keys = _locked_results(actor, [result_id])
         if old.state != S.PUBLISHED:
             raise WorkflowError(f"{_label(old)} is {old.state}: only a published result "
                                 "is corrected this way")
@@ -394,37 +436,45 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
             value = catalogue.parse_value(test, value)
         except catalogue.InvalidResult as exc:
             raise WorkflowError(str(exc)) from None
+        key = keys[old.patient_id]
         old.state = S.INVALIDATED
-        old.save(update_fields=["state"])
-        new = Result.unscoped.create(
-            lab_id=old.lab_id, patient_id=old.patient_id, order_id=old.order_id,
-            specimen=old.specimen, loinc=old.loinc, position=old.position,
-            state=S.IN_ANALYSIS, version=old.version + 1, replaces=old, value=b"", flag=b"",
-            comment=b"")
-        key = PatientKeys(actor.lab_id)[old.patient_id]
+        bind_result(key, old)
+        old.save(update_fields=["state", "mac"])
+        new = _new_version(key, old, S.IN_ANALYSIS, source=old.source)
         person = demographics([old.patient_id])[old.patient_id]
         _write_value(new, key, person, value, reason, now, user_id(actor), "correction")
         new.state = S.TECH_VALIDATED
         new.tech_validated_at, new.tech_validated_by_id = now, user_id(actor)
-        new.save(update_fields=["state", "tech_validated_at", "tech_validated_by"])
-        _reopen_calculated(old)
+        bind_result(key, new)
+        new.save(update_fields=["state", "tech_validated_at", "tech_validated_by", "mac"])
+        _reopen_calculated(key, old)
         sync_calculated(actor.lab_id, [old.order_id], now)
         log.record(actor, "update", [old.patient_id], kind="results")
     return new
 
 
-def _reopen_calculated(corrected: Result) -> None:
+def _new_version(key: Key, old: Result, state: str, *, source: str) -> Result:
+    """A new version of a result (its values still to be written), tagged as created."""
+    new = Result(lab_id=old.lab_id, patient_id=old.patient_id, order_id=old.order_id,
+                 specimen=old.specimen, loinc=old.loinc, position=old.position, state=state,
+                 version=old.version + 1, replaces=old, source=source, value=b"", flag=b"",
+                 comment=b"")
+    bind_result(key, new)
+    new.save(force_insert=True)
+    return new
+
+
+def _reopen_calculated(key: Key, corrected: Result) -> None:
     """A published eGFR made from a corrected creatinine is corrected too."""
-    for result in Result.unscoped.filter(order_id=corrected.order_id, source="calculated",
-                                         state=S.PUBLISHED):
+    calculated = list(Result.unscoped.select_for_update().filter(
+        order_id=corrected.order_id, source="calculated", state=S.PUBLISHED))
+    for result in calculated:
         if corrected.loinc in catalogue.test(result.loinc).inputs:
+            check_result(key, result)
             result.state = S.INVALIDATED
-            result.save(update_fields=["state"])
-            Result.unscoped.create(
-                lab_id=result.lab_id, patient_id=result.patient_id, order_id=result.order_id,
-                specimen=result.specimen, loinc=result.loinc, position=result.position,
-                state=S.RECEIVED, version=result.version + 1, replaces=result,
-                source="calculated", value=b"", flag=b"", comment=b"")
+            bind_result(key, result)
+            result.save(update_fields=["state", "mac"])
+            _new_version(key, result, S.RECEIVED, source="calculated")
 
 
 def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
@@ -434,14 +484,15 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
     if len(reason) < 3:
         raise WorkflowError("a cancellation needs a reason")
     with transaction.atomic():
-        (result,) = _locked_results(actor, [result_id])
+        (result,), keys = _locked_results(actor, [result_id])
         if result.state not in (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
                                 S.TECH_VALIDATED):
             raise WorkflowError(f"{_label(result)} is {result.state}: it cannot be cancelled")
-        key = PatientKeys(actor.lab_id)[result.patient_id]
+        key = keys[result.patient_id]
         result.comment = seal(key, "result", "comment", result.id, reason[:1000])
         result.state = S.CANCELLED
-        result.save(update_fields=["comment", "state"])
+        bind_result(key, result)
+        result.save(update_fields=["comment", "state", "mac"])
         log.record(actor, "update", [result.patient_id], kind="results")
     return result
 
@@ -453,13 +504,13 @@ def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> Criti
     if len(note) < 5:
         raise WorkflowError("say what was done (who was called, when)")
     with transaction.atomic():
-        (result,) = _locked_results(actor, [result_id])
+        (result,), keys = _locked_results(actor, [result_id])
         critical = CriticalValue.objects.select_for_update().filter(result=result).first()
         if critical is None:
             raise WorkflowError(f"{_label(result)} has no critical value")
         if critical.acknowledged_at is not None:
             raise WorkflowError(f"{_label(result)}: already acknowledged")
-        key = PatientKeys(actor.lab_id)[result.patient_id]
+        key = keys[result.patient_id]
         critical.note = seal(key, "critical", "note", result.id, note[:1000])
         critical.acknowledged_at = timezone.now()
         critical.acknowledged_by_id = user_id(actor)

@@ -1,5 +1,6 @@
 """The prescriber portal: a doctor (RPPS) sees the published results of the orders they
-prescribed, in any lab of the installation, and nothing else.
+prescribed, in any lab of the installation, and nothing else: the previous values beside
+each result come from that doctor's own earlier orders of the patient too.
 
 Orders carry a blind index of the prescriber's RPPS (coffre.lab.orders.prescriber_index,
 truncated so that several doctors share each value); candidates are confirmed by
@@ -114,12 +115,15 @@ def _own_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> Order:
 
 
 def prescribed_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> OrderView:
+    """One of the doctor's orders, published results only; previous values come from
+    this doctor's own orders of the patient, never from another doctor's."""
     order = _own_order(account, order_id)
     return access_order(prescriber_actor(account, order.lab_id), order.id,
-                        published_only=True)
+                        published_only=True, prescribed_by=account.rpps)
 
 
 def prescribed_report(account: PrescriberAccount, order_id: uuid.UUID | str
                       ) -> tuple[str, bytes]:
     order = _own_order(account, order_id)
-    return report_pdf(prescriber_actor(account, order.lab_id), order.id, published_only=True)
+    return report_pdf(prescriber_actor(account, order.lab_id), order.id, published_only=True,
+                      prescribed_by=account.rpps)
