@@ -106,6 +106,7 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
     (``_discard_unfinished``) and made again."""
     from coffre.identity import synthetic
     from coffre.identity.importer import dict_rows, import_rows
+    from coffre.keyring.indexes import planned_patients_default
     from coffre.labs.models import Lab
     from coffre.labs.services import add_lab
     from coffre.labs.tenancy import cli_actor
@@ -127,7 +128,9 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
             continue
         if lab is not None:
             _discard_unfinished(lab, synthetic.lab_name(index, seed))
-        lab = lab or add_lab(finess, synthetic.lab_name(index, seed), planned_patients=size)
+        # Sized as a real lab would be: for its patients, and at least the default plan.
+        lab = lab or add_lab(finess, synthetic.lab_name(index, seed),
+                             planned_patients=max(size, planned_patients_default()))
         begin = start
 
         def rows(begin: int = begin, size: int = size):

@@ -220,7 +220,7 @@ NO_PATIENT_DATA = {
     "keys reencrypt", "keys reindex", "ledger verify", "ledger reapply", "backup list",
     "restore", "purge", "hold add", "hold release", "hold list", "prescriber add",
     "api-client add", "api-client list", "api-client revoke", "api-client rotate",
-    "api-client purge-tokens", "hl7 listen", "hl7 import", "import patients",
+    "api-client purge-tokens", "hl7 listen", "hl7 import", "hl7 analysers", "import patients",
     "orders create", "specimens receive", "patient erase", "export request",
     "export approve", "export refuse", "export list", "export purge-expired",
     "export fetch", "breach list", "breach record",
