@@ -4,9 +4,8 @@ plus strangers) scanned and matched against an installation of N patients.
     .venv/bin/python bench/breach.py --patients 100000            # ~2 min of set-up
     .venv/bin/python bench/breach.py --patients 20000 --rows 100000   # quicker
 
-In a private COFFRE_HOME (temporary directory, SQLite in WAL mode): the keyring with
-blind indexes sized for N (as `coffre init --expected-patients N` does, so each index
-value stands for 2-4 patients as at seed scale), N generated patients over --labs labs
+In a private COFFRE_HOME (temporary directory, SQLite in WAL mode): N generated
+patients over --labs labs (each with its own blind-index key, planned for its size)
 through the registry's import path (not timed), and a leaked file written the way a
 leak looks: semicolons, renamed columns, French dates and phone numbers; --strangers of
 its rows are people who are not patients, the others are patients drawn at random (with
@@ -14,9 +13,10 @@ repeats when the file has more rows than N, like a file of visits).
 
 Timed, each in a fresh process (so the peak RSS is the scan's own):
 - baseline: read the file and recognise its columns, normalise each row's NIR, names,
-  birth date, phone and e-mail (everything but hashing, lookup and decryption);
-- scan: ``coffre.breach.scan.scan_files`` (loading the index map, hashing, candidate
-  lookup, decryption of the candidates, attribution of the unmatched rows, audit).
+  birth date, phone and e-mail (everything but digests, lookup and decryption);
+- scan: ``coffre.breach.scan.scan_files`` (every patient decrypted once into keyed
+  digests, by the helpers; each row digested and looked up, attribution of the
+  unmatched rows, audit).
 Figures: wall and CPU seconds (CPU time is what the scan would take alone on an idle
 machine, a shared one inflates wall time), rows/s, peak RSS, the ratio scan / baseline.
 """
@@ -133,10 +133,11 @@ def measure(home: str, mode: str, leak: str, helpers: int) -> None:
             rows += 1
         result = {"rows": rows}
     else:
-        from coffre.breach.scan import IndexMap, scan_files
+        from coffre.breach.scan import scan_files
+        from coffre.identity.digests import PatientDigests
 
         loaded = time.perf_counter()
-        IndexMap()
+        PatientDigests(helpers=helpers)  # what the scan builds first, measured alone
         map_seconds = time.perf_counter() - loaded
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = usage.ru_utime + usage.ru_stime
@@ -174,8 +175,8 @@ def main() -> None:
     parser.add_argument("--strangers", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--helpers", type=int, default=2,
-                        help="processes confirming candidates beside the reader (the CLI "
-                             "uses 2 on a multi-core machine)")
+                        help="processes decrypting the patients (the CLI uses 2 on a "
+                             "multi-core machine)")
     parser.add_argument("--measure", choices=("baseline", "scan"), help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--leak", help=argparse.SUPPRESS)
@@ -217,7 +218,8 @@ def main() -> None:
                   f"{os.cpu_count()} cores)")
         print(f"scan helpers ({args.helpers}): {scan['helpers_cpu_seconds']:.1f} s CPU, "
               f"peak RSS {scan['helpers_peak_rss_mib']:.0f} MiB")
-        print(f"index map load (in the scan's process, before it): "
+        print(f"digest table (every patient decrypted once, {args.helpers} helpers; "
+              f"measured alone before the scan, which builds its own): "
               f"{scan['index_map_s']:.1f} s")
         print(f"matched rows {scan['matched']:,} (expected {args.rows - strangers:,}), "
               f"patients {scan['patients']:,}, by level {scan['by_level']}")

@@ -7,10 +7,11 @@ PatientNotFound, the same empty search.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.core.exceptions import EmptyResultSet
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
 
@@ -25,14 +26,16 @@ from coffre.identity.registry import (
     clean_values,
     index_filter,
     index_inputs,
-    open_columns,
+    open_field,
     open_patient,
+    patient_key,
     sealed_row,
 )
 from coffre.keyring import indexes
 from coffre.labs import rls
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
+from coffre.vault import Key
 
 
 class PatientNotFound(LookupError):
@@ -121,7 +124,7 @@ def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: 
             text = f"{french.normalize_name(name)}|{dob}"
             return _Criteria("name", ("bi_birth_name_dob", "bi_used_name_dob"), text,
                              {"name": french.normalize_name(name), "birth_date": dob},
-                             ("birth_name", "used_name", "birth_date"))
+                             ("birth_date", "birth_name", "used_name"))
         if phone:
             values = {"phone": french.clean_phone(phone)}
             return _Criteria("phone", ("bi_phone",), index_inputs(values)["bi_phone"], values,
@@ -135,18 +138,25 @@ def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: 
     raise SearchError("give a NIR, a name and birth date, a phone or an email")
 
 
-def _confirms(values: dict[str, str], criteria: _Criteria) -> bool:
+def _confirms(key: Key, pid: uuid.UUID, blobs: dict[str, bytes],
+              criteria: _Criteria) -> bool:
     """Blind indexes are truncated, and absent values carry random index values: drop
-    the candidates that only share a hash. Stored values are canonical already."""
+    the candidates that only share a hash, opening as few fields as decide (a name
+    search opens the birth date first: most candidates stop there). Stored values are
+    canonical already."""
     wanted = criteria.wanted
     if criteria.kind == "name":
-        names = {french.normalize_name(n) for n in (values["birth_name"], values["used_name"])
-                 if n}
-        return wanted["name"] in names and values["birth_date"] == wanted["birth_date"]
-    if criteria.kind == "email":
-        return bool(values["email"]) and values["email"].lower() == wanted["email"].lower()
+        if open_field(key, pid, "birth_date", blobs["birth_date"]) != wanted["birth_date"]:
+            return False
+        names = {french.normalize_name(n) for n in (
+            open_field(key, pid, "birth_name", blobs["birth_name"]),
+            open_field(key, pid, "used_name", blobs["used_name"])) if n}
+        return wanted["name"] in names
     kind = criteria.kind
-    return bool(values[kind]) and values[kind] == wanted[kind]
+    value = open_field(key, pid, kind, blobs[kind])
+    if kind == "email":
+        return bool(value) and value.lower() == wanted["email"].lower()
+    return bool(value) and value == wanted[kind]
 
 
 def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = None,
@@ -172,14 +182,31 @@ def _search(scope: QuerySet[Patient], lab_ids: Iterable[int], *, nir: str | None
     for lab_id in lab_ids:
         where |= Q(lab_id=lab_id) & index_filter(indexes.in_use(lab_id), criteria.columns,
                                                  criteria.normalized)
-    rows = scope.filter(where).values_list("id", "lab_id", "data_key", *criteria.fields)
-    matched = [pid for pid, lab_id, wrapped, *blobs in rows.iterator(chunk_size=2000)
-               if _confirms(open_columns(pid, lab_id, wrapped,
-                                         dict(zip(criteria.fields, blobs, strict=True))),
-                            criteria)]
+    matched = [pid for pid, lab_id, wrapped, blobs in _candidates(scope.filter(where),
+                                                                   criteria.fields)
+               if _confirms(patient_key(pid, lab_id, wrapped), pid, blobs, criteria)]
     if not matched:
         return []
     return [open_patient(patient) for patient in scope.filter(id__in=matched).order_by("id")]
+
+
+def _candidates(rows: QuerySet[Patient], fields: tuple[str, ...]
+                ) -> Iterator[tuple[uuid.UUID, int, bytes, dict[str, bytes]]]:
+    """(id, lab, wrapped data key, the sealed fields) of the rows, through a cursor: a
+    search may read thousands of candidates (docs/architecture.md, "Blind indexes"), and
+    the ORM's per-row conversion would cost more than their decryption."""
+    try:
+        sql, params = rows.values_list("id", "lab_id", "data_key",
+                                       *fields).query.sql_with_params()
+    except EmptyResultSet:  # no lab to search (a lab outside any group)
+        return
+    to_id = Patient._meta.pk.to_python
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(2000):
+            for raw_id, lab_id, wrapped, *blobs in chunk:
+                yield to_id(raw_id), lab_id, bytes(wrapped), dict(zip(fields, blobs,
+                                                                      strict=True))
 
 
 # --- break-the-glass: another lab of the group, with a written reason ------------------

@@ -214,6 +214,11 @@ def open_patient(patient: Patient, names: Iterable[str] | None = None) -> Patien
 
 
 
+def open_field(key: Key, patient_id: uuid.UUID, name: str, blob: bytes) -> str:
+    """One sealed field of a patient whose data key is already open."""
+    return key.open(bytes(blob), _AD_PREFIX[name] + str(patient_id).encode())
+
+
 def open_columns(patient_id: uuid.UUID, lab_id: int, wrapped: bytes,
                  blobs: dict[str, bytes]) -> dict[str, str]:
     """Decrypt a few sealed columns fetched without the model (a search's candidates)."""
