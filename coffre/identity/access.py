@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
@@ -24,7 +23,7 @@ from coffre.identity.registry import (
     FieldError,
     PatientRecord,
     clean_values,
-    index_filter,
+    index_filters,
     index_inputs,
     open_field,
     open_patient,
@@ -178,13 +177,17 @@ def _search(scope: QuerySet[Patient], lab_ids: Iterable[int], *, nir: str | None
     candidates are fetched narrow (the few sealed fields that decide) and only the
     true matches are opened whole."""
     criteria = _criteria(nir, name, birth_date, phone, email)
-    where = Q(pk__in=[])
+    matched, seen = [], set()
     for lab_id in lab_ids:
-        where |= Q(lab_id=lab_id) & index_filter(indexes.in_use(lab_id), criteria.columns,
-                                                 criteria.normalized)
-    matched = [pid for pid, lab_id, wrapped, blobs in _candidates(scope.filter(where),
-                                                                   criteria.fields)
-               if _confirms(patient_key(pid, lab_id, wrapped), pid, blobs, criteria)]
+        for where in index_filters(indexes.in_use(lab_id), criteria.columns,
+                                   criteria.normalized):
+            for pid, lab, wrapped, blobs in _candidates(
+                    scope.filter(Q(lab_id=lab_id) & where), criteria.fields):
+                if pid in seen:  # a candidate of both names: decided once
+                    continue
+                seen.add(pid)
+                if _confirms(patient_key(pid, lab, wrapped), pid, blobs, criteria):
+                    matched.append(pid)
     if not matched:
         return []
     return [open_patient(patient) for patient in scope.filter(id__in=matched).order_by("id")]
@@ -195,11 +198,7 @@ def _candidates(rows: QuerySet[Patient], fields: tuple[str, ...]
     """(id, lab, wrapped data key, the sealed fields) of the rows, through a cursor: a
     search may read thousands of candidates (docs/architecture.md, "Blind indexes"), and
     the ORM's per-row conversion would cost more than their decryption."""
-    try:
-        sql, params = rows.values_list("id", "lab_id", "data_key",
-                                       *fields).query.sql_with_params()
-    except EmptyResultSet:  # no lab to search (a lab outside any group)
-        return
+    sql, params = rows.values_list("id", "lab_id", "data_key", *fields).query.sql_with_params()
     to_id = Patient._meta.pk.to_python
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -161,17 +161,19 @@ def index_values(values: dict[str, str], generation: indexes.Generation) -> dict
     return row
 
 
-def index_filter(generations: Iterable[indexes.Generation], columns: Iterable[str],
-                 normalized: str) -> Q:
+def index_filters(generations: Iterable[indexes.Generation], columns: Iterable[str],
+                  normalized: str) -> list[Q]:
     """Rows whose ``columns`` may hold ``normalized``, under any of the generations: the
-    candidates of a search (to be confirmed by decryption)."""
-    found = Q(pk__in=[])
+    candidates of a search (to be confirmed by decryption). One filter per generation
+    and column, each to be run on its own with the lab: SQLite answers an ``OR`` of
+    them by walking the whole lab instead of each ``(lab, bi_*)`` index."""
+    found = []
     for generation in generations:
         key = (Q(bi_key__isnull=True) if generation.bi_key is None
                else Q(bi_key=generation.bi_key))
         for column in columns:
             value = generation.compute(INDEX_OF_COLUMN[column], normalized)
-            found |= key & Q(**{column: value})
+            found.append(key & Q(**{column: value}))
     return found
 
 
