@@ -1,4 +1,10 @@
-"""Running the real ``coffre`` command in a private COFFRE_HOME (and database)."""
+"""Running the real ``coffre`` command in a private COFFRE_HOME (and database).
+
+On PostgreSQL each installation has its own database, created by the superuser with
+production's grants to the application role (tests/app_role.py). The commands that
+production runs as the owner role (docs/deploy.md: ``init``, ``backup``, ``restore``)
+run with the superuser's URL (``owner_url``); every other command, and every server a
+test starts from ``env``, connects as the application role."""
 
 from __future__ import annotations
 
@@ -14,18 +20,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffre import config
+from tests import app_role
+
+# What docs/deploy.md runs with owner.env: the schema, pg_dump, dropping tables.
+OWNER_COMMANDS = frozenset({"init", "backup", "restore"})
 
 
 @dataclass
 class Cli:
     home: Path
     env: dict[str, str]
+    owner_url: str | None = None  # PostgreSQL: the superuser, standing for the owner role
+
+    def env_for(self, command: str) -> dict[str, str]:
+        """The environment production would run ``coffre COMMAND`` with."""
+        if command in OWNER_COMMANDS and self.owner_url:
+            return {**self.env, "COFFRE_DATABASE_URL": self.owner_url}
+        return self.env
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None,
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {**self.env_for(args[0] if args else ""), **(extra_env or {})}
         result = subprocess.run([sys.executable, "-m", "coffre", *args], input=stdin,
-                                capture_output=True, text=True,
-                                env={**self.env, **(extra_env or {})}, timeout=600)
+                                capture_output=True, text=True, env=env, timeout=600)
         if check and result.returncode != 0:
             raise AssertionError(f"coffre {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
@@ -36,7 +53,7 @@ class Cli:
 
     def sql(self, statement: str) -> None:
         """Run SQL on this CLI's database directly, as an intruder with a copy would."""
-        url = self.env.get("COFFRE_DATABASE_URL")
+        url = self.owner_url
         if url:
             import psycopg
 
@@ -55,26 +72,18 @@ def make_cli(home: Path) -> tuple[Cli, str | None]:
            if k not in {"COFFRE_MASTER_KEY", "COFFRE_KEY_FILE", "DJANGO_SETTINGS_MODULE"}}
     env["COFFRE_HOME"] = str(home)
     env["COFFRE_EXPECTED_PATIENTS"] = "1000"
-    database = None
-    url = config.database_url()
-    if url:
-        database = f"coffre_cli_{uuid.uuid4().hex[:10]}"
-        _admin(f'CREATE DATABASE "{database}"')
-        env["COFFRE_DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + database
-    return Cli(home, env), database
+    if not config.database_url():
+        return Cli(home, env), None
+    database = f"coffre_cli_{uuid.uuid4().hex[:10]}"
+    app_role.admin("postgres", f'CREATE DATABASE "{database}"')
+    app_role.grant(database)
+    env["COFFRE_DATABASE_URL"] = app_role.app_url(database)
+    return Cli(home, env, app_role.admin_url(database)), database
 
 
 def drop_database(name: str | None) -> None:
     if name:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    url = config.database_url() or ""
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(sql)
+        app_role.admin("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
