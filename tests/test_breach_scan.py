@@ -50,6 +50,17 @@ def _french_date(iso: str) -> str:
     return dt.date.fromisoformat(iso).strftime("%d/%m/%Y")
 
 
+@pytest.mark.parametrize("body", ["1850335238123", "290072A004015", "185012B033001"])
+def test_the_scan_takes_no_nir_whose_key_is_wrong(body):
+    """The scan's own NIR recogniser (cols.nir_value) against all 99 wrong keys."""
+    from coffre.identity.french import nir_key
+
+    right = nir_key(body)
+    taken = [key for key in (f"{n:02d}" for n in range(100))
+             if key != right and cols.nir_value(body + key) is not None]
+    assert taken == [] and cols.nir_value(body + right) == body + right
+
+
 def leaked(row: dict[str, str]) -> dict[str, str]:
     """A registry row as a leaked file has it: renamed columns, French dates, phones."""
     out = {name: row.get(source, "") for name, source in RENAMED.items()}
