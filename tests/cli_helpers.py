@@ -98,3 +98,76 @@ def demo_installation(tmp_path_factory, patients: int = 3) -> Iterator[Cli]:
         yield cli
     finally:
         drop_database(database)
+
+
+def every_command(parser, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """The least argv that the parser accepts for each of its (sub)commands."""
+    import argparse
+
+    args: list[str] = []
+    subcommands = None
+    grouped = {id(a) for g in parser._mutually_exclusive_groups for a in g._group_actions}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            subcommands = action
+        elif not action.option_strings:
+            args.append(_value(action))
+        elif action.required and id(action) not in grouped:
+            args += [action.option_strings[0], *([] if action.nargs == 0 else
+                                                 [_value(action)])]
+    for group in parser._mutually_exclusive_groups:
+        if group.required:
+            action = group._group_actions[0]
+            args += [action.option_strings[0], *([] if action.nargs == 0 else
+                                                 [_value(action)])]
+    if subcommands is None or not subcommands.required:
+        yield [*prefix, *args]
+    if subcommands is not None:
+        seen = set()
+        for name, sub in subcommands.choices.items():
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                yield from every_command(sub, (*prefix, *args, name))
+
+
+def _value(action) -> str:
+    if action.choices:
+        return str(next(iter(action.choices)))
+    for candidate in ("1", "2024-01-01", "x"):
+        try:
+            if action.type:
+                action.type(candidate)
+        except Exception:  # noqa: S112 - not this type: try the next candidate
+            continue
+        return candidate
+    raise AssertionError(f"no value for {action.dest}")
+
+
+def run_every_command() -> None:
+    """In a child process: each command through coffre.cli.main, as a fresh start (the
+    key caches cleared), one JSON line per command: argv, exit code, stderr. A command
+    that gets past the start (``serve``, ``hl7 listen``...) is stopped after 20 s."""
+    import io
+    import signal
+
+    from coffre import cli
+
+    def hung(*_args) -> None:
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, hung)
+    for argv in every_command(cli.parser()):
+        keyring = sys.modules.get("coffre.keyring.services")  # once Django is set up
+        if keyring is not None:
+            keyring.clear_caches()
+        err = io.StringIO()
+        signal.alarm(20)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse refused the arguments
+                code = f"argparse {exc.code}"
+            except BaseException as exc:  # ran past the start: the finding
+                code = type(exc).__name__
+        signal.alarm(0)
+        print(json.dumps({"argv": argv, "code": code, "stderr": err.getvalue()}), flush=True)

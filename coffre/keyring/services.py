@@ -111,7 +111,9 @@ def initialise(expected_patients: int | None = None) -> bool:
 
 
 def check() -> None:
-    """Fail closed: raise KeyProviderError unless the master key opens this database."""
+    """Fail closed: raise KeyProviderError unless the master key opens this database's
+    index root and every lab key (a damaged lab key stops every start, naming its lab:
+    serving the other labs would hide the damage until that lab's patients fail)."""
     try:
         root = InstallationKey.objects.get(purpose=INDEX_ROOT)
     except InstallationKey.DoesNotExist:
@@ -123,8 +125,12 @@ def check() -> None:
             f"{master.source} holds key {master.current.hex_id}: wrong key file?"
         )
     indexer()
-    for lab_key in LabKey.objects.all():
-        _load_lab_key(lab_key)
+    for lab_key in LabKey.objects.select_related("lab"):
+        try:
+            _load_lab_key(lab_key)
+        except KeyProviderError as exc:  # name the lab the way its people know it
+            raise KeyProviderError(f"lab {lab_key.lab.finess} ({lab_key.lab.name}): "
+                                   f"{exc}") from None
 
 
 def installation_key(purpose: str) -> Key:
