@@ -12,6 +12,7 @@ application = get_wsgi_application()
 
 from django.db import InterfaceError, OperationalError  # noqa: E402
 
+from coffre.backups.service import RestoreUnfinished, finish_restore  # noqa: E402
 from coffre.keyring import services as keyring  # noqa: E402  (needs Django set up)
 from coffre.vault import VaultError  # noqa: E402
 
@@ -22,7 +23,12 @@ WORKER_BOOT_ERROR = 3
 
 try:
     keyring.check()
-except VaultError as exc:
+    # A restore killed before its erasures were re-applied is finished before anything
+    # is served (coffre.backups.service.finish_restore).
+    done = finish_restore()
+    if done:
+        sys.stderr.write(f"coffre: {done}\n")
+except (VaultError, RestoreUnfinished) as exc:
     sys.stderr.write(f"coffre: refusing to start: {exc}\n")
     raise SystemExit(WORKER_BOOT_ERROR) from None
 except (OperationalError, InterfaceError):

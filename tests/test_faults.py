@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -278,8 +279,9 @@ def count(cli: Cli, sql: str) -> int:
             return conn.execute(sql).fetchone()[0]
     import sqlite3
 
-    with sqlite3.connect(f"file:{cli.home / 'coffre.sqlite3'}?mode=ro", uri=True,
-                         timeout=5) as db:
+    # closing(): sqlite3's own context manager commits but leaves the file open.
+    with contextlib.closing(sqlite3.connect(f"file:{cli.home / 'coffre.sqlite3'}?mode=ro",
+                                            uri=True, timeout=5)) as db:
         return db.execute(sql).fetchone()[0]
 
 
@@ -362,6 +364,81 @@ def oru(barcode: str, value: str, n: int) -> str:
         "PID|1||PAT^^^LABO^PI||X^Y||19850314|F",
         f"OBR|1|ORD{n}|{barcode}|IONO|||20240312080000",
         f"OBX|1|NM|2823-3^Potassium^LN||{value}|mmol/L|||N|||F"]) + "\r\n"
+
+
+# -- 3. restore, re-encryption and export killed at their worst moment -----------------
+# COFFRE_TEST_KILL_AT (coffre/faults.py) makes the process SIGKILL itself at one named
+# point: the moment a timer would only hit by luck.
+
+def killed_at(cli: Cli, point: str, *args: str) -> None:
+    result = cli.run(*args, check=False, extra_env={"COFFRE_TEST_KILL_AT": point})
+    assert result.returncode == -signal.SIGKILL, (result.stdout, result.stderr[-2000:])
+
+
+def keys_left(cli: Cli, ids: list[str]) -> int:
+    """How many of these patients have a data key, read straight from the database."""
+    sqlite = not cli.env.get("COFFRE_DATABASE_URL")  # Django stores UUIDs there as hex
+    listed = ", ".join(f"'{uuid.UUID(i).hex if sqlite else uuid.UUID(i)}'" for i in ids)
+    return count(cli, f"SELECT COUNT(*) FROM identity_patient WHERE id IN ({listed}) "  # noqa: S608 - parsed UUIDs
+                      "AND data_key IS NOT NULL")
+
+
+@pytest.mark.parametrize(("point", "first_start"), [("restore-replaced", "server"),
+                                                    ("restore-replaced", "command"),
+                                                    ("restore-recorded", "command")])
+def test_a_restore_killed_before_its_erasures_are_reapplied_shows_no_erased_patient(
+        cli, point, first_start):
+    """Killed once the backup's database is the live one (its erased patients' keys
+    back), before the erasure ledger is re-applied: whatever starts next, a command or
+    the server, finishes the re-application before it serves anything."""
+    made = inside(cli, "patients", 3)
+    finess, erased = made["finess"], made["patients"]
+    (backup,) = cli.json_lines("backup")
+    for patient in erased:
+        cli.run("patient", "erase", "--id", patient["id"], "--lab", finess, "--reason",
+                "demande du patient", "--yes")
+    ids = [p["id"] for p in erased]
+    assert keys_left(cli, ids) == 0
+    killed_at(cli, point, "restore", backup["path"], "--yes")
+    assert keys_left(cli, ids) == 3  # the window the kill left open
+    assert (cli.home / "restore-pending.json").exists()
+    if first_start == "server":
+        server = start_server(cli, free_port())
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+    else:
+        found = cli.run("patient", "find", "--nir", erased[0]["nir"], "--lab", finess)
+        assert found.stdout == "" and "finished the restore" in found.stderr
+    assert keys_left(cli, ids) == 0
+    assert not (cli.home / "restore-pending.json").exists()
+    verified = cli.run("audit", "verify")
+    assert "1 database restore(s)" in verified.stdout  # recorded once, not per attempt
+    assert inside(cli, "consistent")["problems"] == []
+
+
+def test_a_restore_whose_ledger_cannot_be_reapplied_keeps_everything_stopped(cli):
+    """The kill left the backup's database, and the ledger does not verify (altered):
+    no command and no server starts until it is repaired; `coffre ledger reapply`
+    then finishes the restore."""
+    made = inside(cli, "patients", 1)
+    (backup,) = cli.json_lines("backup")
+    cli.run("patient", "erase", "--id", made["patients"][0]["id"], "--lab", made["finess"],
+            "--reason", "demande du patient", "--yes")
+    killed_at(cli, "restore-replaced", "restore", backup["path"], "--yes")
+    ledger = cli.home / "ledger" / "erasures.jsonl"
+    good = ledger.read_bytes()
+    ledger.write_bytes(good.replace(b'"cause":"request"', b'"cause":"purge"'))
+    refused = cli.run("lab", "list", check=False)
+    assert refused.returncode == 2 and "is not finished" in refused.stderr
+    assert "MAC does not verify" in refused.stderr and refused.stdout == ""
+    server = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], env=cli.env,
+                            capture_output=True, text=True, timeout=120)
+    assert server.returncode == 3 and "refusing to start" in server.stderr
+    assert keys_left(cli, [made["patients"][0]["id"]]) == 1  # nothing served it meanwhile
+    ledger.write_bytes(good)  # the off-site copy of the ledger put back
+    cli.run("ledger", "reapply")
+    assert keys_left(cli, [made["patients"][0]["id"]]) == 0
+    assert cli.run("lab", "list").returncode == 0
 
 
 # -- what the child processes run (a fresh process, the vault opened) ------------------
@@ -454,8 +531,8 @@ def _check(acknowledged: dict) -> dict:
 
 
 def _consistent() -> dict:
-    """Nothing half-written: every patient opens, every order opens and has specimens
-    and results, every result belongs to its order's patient and lab."""
+    """Nothing half-written: every patient opens (but the erased), every order opens and
+    has specimens and results, every result belongs to its order's patient and lab."""
     from django.db.models import Count, F
 
     from coffre.identity.models import Patient
@@ -466,7 +543,7 @@ def _consistent() -> dict:
 
     _raise_thresholds()  # this check reads hundreds of orders in a second
     problems = []
-    for patient in Patient.unscoped.all():
+    for patient in Patient.unscoped.filter(data_key__isnull=False):  # erased: unreadable
         try:
             open_patient(patient)
         except Exception as exc:  # any failure to open is the finding
@@ -478,7 +555,7 @@ def _consistent() -> dict:
     problems += [f"result {r}: not its order's patient or lab" for r in Result.unscoped
                  .exclude(patient_id=F("order__patient_id"), lab_id=F("order__lab_id"))
                  .values_list("id", flat=True)]
-    recent = Order.unscoped.order_by("-created_at")[:200]
+    recent = Order.unscoped.filter(patient__data_key__isnull=False).order_by("-created_at")[:200]
     for order in recent:  # the newest are the ones a kill could have cut
         try:
             access.access_order(cli_actor(order.lab_id), order.id)
@@ -499,6 +576,17 @@ def _registry_csv(path: str, rows: int) -> dict:
         writer.writeheader()
         writer.writerows(generate_patients(rows, seed=77, start_index=100_000))
     return {}
+
+
+def _patients(count: int) -> dict:
+    """The lab's FINESS and ``count`` of its patients (id, NIR)."""
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import open_patient
+
+    lab = _lab()
+    rows = Patient.unscoped.filter(lab=lab, data_key__isnull=False).order_by("id")[:count]
+    return {"finess": lab.finess, "patients": [{"id": str(p.id), "nir": open_patient(
+        p, ["nir"]).nir} for p in rows]}
 
 
 def _received_orders(count: int) -> dict:
@@ -544,6 +632,6 @@ def _analyser_values(expected: dict) -> dict:
     return {"recorded": recorded, "wrong": wrong}
 
 
-CHILD = {"staff": _staff, "check": _check, "consistent": _consistent,
+CHILD = {"staff": _staff, "patients": _patients, "check": _check, "consistent": _consistent,
          "registry_csv": _registry_csv, "received_orders": _received_orders,
          "analyser_values": _analyser_values}
