@@ -7,10 +7,13 @@ that opens the vault (``_child``): every write that was acknowledged is there an
 complete, nothing is half-written (every patient and order opens, every order has its
 specimens and results), and a rerun resumes or refuses cleanly.
 
-Key rotation is covered elsewhere: tests/test_rotation.py interrupts ``rotate`` and
-``reencrypt`` in the middle of a row (test_an_interrupted_row_is_rolled_back_and_redone,
-test_reencrypt_resumes_after_a_crash_in_the_middle) and bench/rotation.py --kill-after
-kills a real ``coffre keys reencrypt`` with SIGKILL and runs it again.
+Section 3 kills ``coffre restore``, ``coffre keys reencrypt`` and ``coffre export run``
+at the moment each must survive (COFFRE_TEST_KILL_AT, coffre/faults.py: the process
+SIGKILLs itself there): a restore after the swap and before the erasures are back, a
+re-encryption inside a patient's transaction, an export while its file is written and
+once it is in place but not yet recorded. tests/test_rotation.py also interrupts
+``rotate`` and ``reencrypt`` in-process (an exception), and bench/rotation.py
+--kill-after kills a long ``coffre keys reencrypt`` on a timer.
 """
 
 from __future__ import annotations
@@ -441,6 +444,64 @@ def test_a_restore_whose_ledger_cannot_be_reapplied_keeps_everything_stopped(cli
     assert cli.run("lab", "list").returncode == 0
 
 
+def test_a_reencryption_killed_inside_a_patient_keeps_every_row_readable_and_resumes(cli):
+    """Killed inside the 10th patient's transaction, every row of that patient re-sealed
+    but not committed: nine patients are done, the tenth is as before (all its rows
+    under its old key), all open; the rerun resumes after the ninth."""
+    before = inside(cli, "data_keys")
+    killed_at(cli, "reencrypt-patient:10", "keys", "reencrypt")
+    (run,) = [row for row in cli.json_lines("keys", "status") if row["kind"] == "reencrypt"]
+    assert run["patients_done"] == 9 and not run["finished"]
+    middle = inside(cli, "data_keys")
+    assert sum(middle[p] != before[p] for p in before) == 9
+    assert inside(cli, "every_row")["problems"] == []
+    (done,) = cli.json_lines("keys", "reencrypt")
+    assert done["resumed"] and done["finished"] and done["reencrypted"] == len(before) - 9
+    after = inside(cli, "data_keys")
+    assert all(after[p] != before[p] for p in before)
+    assert all(after[p] == middle[p] for p in before if middle[p] != before[p])  # not twice
+    assert inside(cli, "every_row")["problems"] == []
+
+
+@pytest.mark.parametrize("point", ["export-row:10", "export-written"])
+def test_an_export_killed_mid_run_leaves_no_clear_file_nor_a_produced_request(cli, point,
+                                                                               tmp_path):
+    """Killed while the file is being written, or once it is in place but before the
+    request is marked produced: nothing in clear anywhere, the request still approved
+    (no watermark, no patient audited as exported, nothing to fetch); the staged
+    leftover is swept once idle, and a rerun produces the export."""
+    from coffre.vault import decrypt_with, new_recipient_identity
+
+    identity, recipient = new_recipient_identity()
+    export = inside(cli, "approved_export", recipient)
+    killed_at(cli, point, "export", "run", str(export["id"]))
+    staging = cli.home / "exports"
+    leftovers = list(staging.iterdir())
+    # Encrypted as produced: the leftover is age ciphertext (or still empty, the first
+    # 64 KiB not yet written), never clear text.
+    assert leftovers and all(p.read_bytes()[:21] in (b"", b"age-encryption.org/v1")
+                             for p in leftovers)
+    leak = cli.run("leakcheck", check=False)
+    assert leak.returncode == 0 and "no patient value found" in leak.stdout, leak.stdout
+    assert inside(cli, "export_state", export["id"]) == {
+        "state": "approved", "watermarks": 0, "exported_patients": 0}
+    fetched = cli.run("export", "fetch", str(export["id"]), "--out", str(tmp_path / "x"),
+                      check=False)
+    assert fetched.returncode != 0 and not (tmp_path / "x").exists()
+    cli.run("export", "purge-expired")
+    assert list(staging.iterdir()) == leftovers  # a run may still be writing it
+    for path in leftovers:  # idle for 20 minutes: a dead run's
+        os.utime(path, (time.time() - 1200, time.time() - 1200))
+    cli.run("export", "purge-expired")
+    assert list(staging.iterdir()) == []
+    (done,) = cli.json_lines("export", "run", str(export["id"]))
+    assert done["state"] == "produced"
+    assert [p.name for p in staging.iterdir()] == [f"{export['id']}.csv.age"]
+    rows = decrypt_with(identity, (staging / f"{export['id']}.csv.age").read_bytes())
+    assert rows.decode().count("\n") >= 1 + export["patients"]
+    assert inside(cli, "export_state", export["id"])["exported_patients"] == export["patients"]
+
+
 # -- what the child processes run (a fresh process, the vault opened) ------------------
 
 def _child() -> None:
@@ -589,6 +650,69 @@ def _patients(count: int) -> dict:
         p, ["nir"]).nir} for p in rows]}
 
 
+def _data_keys() -> dict:
+    """Each patient's wrapped data key (hex): it changes when the patient is
+    re-encrypted."""
+    from coffre.identity.models import Patient
+
+    return {str(pk): bytes(key).hex() for pk, key in
+            Patient.unscoped.filter(data_key__isnull=False).values_list("id", "data_key")}
+
+
+def _every_row() -> dict:
+    """Every patient and every one of their orders (specimens, results) opens."""
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import open_patient
+    from coffre.lab import access
+    from coffre.lab.models import Order
+    from coffre.labs.tenancy import cli_actor
+
+    _raise_thresholds()
+    problems = []
+    for patient in Patient.unscoped.filter(data_key__isnull=False):
+        try:
+            open_patient(patient)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"patient {patient.id}: {type(exc).__name__}")
+    for order in Order.unscoped.all():
+        try:
+            view = access.access_order(cli_actor(order.lab_id), order.id)
+            [result.value for result in view.results]
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"order {order.number}: {type(exc).__name__}")
+    return {"problems": problems}
+
+
+def _approved_export(recipient: str) -> dict:
+    """A CSV export of the lab's patients (all of them), requested and approved."""
+    import datetime as dt
+
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts.models import Membership
+    from coffre.exports import services
+
+    lab = _lab()
+    for name, role in (("fault-req", "secretary"), ("fault-resp", "lab_manager")):
+        Membership.objects.create(user=get_user_model().objects.create_user(name), lab=lab,
+                                  role=role)
+    export = services.request_export(
+        lab, purpose="migration", recipient="Éditeur", recipient_key=recipient,
+        fields="nir,birth_name,first_names,phone", period_from=dt.date(2000, 1, 1),
+        period_to=dt.date.today() + dt.timedelta(days=1), requested_by="fault-req")
+    services.approve(export.pk, "fault-resp")
+    return {"id": export.pk, "patients": export.size_estimate}
+
+
+def _export_state(export_id: int) -> dict:
+    from coffre.audit.models import AccessEvent
+    from coffre.exports.models import ExportRequest, ExportWatermark
+
+    return {"state": ExportRequest.objects.get(pk=export_id).state,
+            "watermarks": ExportWatermark.objects.filter(export_id=export_id).count(),
+            "exported_patients": AccessEvent.objects.filter(action="export").count()}
+
+
 def _received_orders(count: int) -> dict:
     """``count`` orders of one potassium each, received; the value each will get."""
     from coffre.identity.models import Patient
@@ -632,6 +756,8 @@ def _analyser_values(expected: dict) -> dict:
     return {"recorded": recorded, "wrong": wrong}
 
 
-CHILD = {"staff": _staff, "patients": _patients, "check": _check, "consistent": _consistent,
+CHILD = {"staff": _staff, "patients": _patients, "data_keys": _data_keys,
+         "every_row": _every_row, "approved_export": _approved_export,
+         "export_state": _export_state, "check": _check, "consistent": _consistent,
          "registry_csv": _registry_csv, "received_orders": _received_orders,
          "analyser_values": _analyser_values}

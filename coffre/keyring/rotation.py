@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
-from coffre import config
+from coffre import config, faults
 from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
 from coffre.vault import ENV_VAR, Key, KeyProviderError, add_key_version, context, key_id_of
@@ -431,6 +431,7 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
             for model, table in ((Order, "order"), (Specimen, "specimen"),
                                  (Result, "result"), (CriticalValue, "critical")):
                 _reseal_rows(model, _locked(table, patient.id), table, old, new, tables)
+            faults.point("reencrypt-patient")  # every row re-sealed, nothing committed
         ReencryptionRun.objects.filter(pk=run.pk).update(
             last_patient_id=patient_id, patients_done=run.patients_done + done)
         run.last_patient_id = patient_id
