@@ -261,7 +261,7 @@ def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, 
     def fills_the_disk(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/srv/coffre/backups/b.cbk")
 
-    monkeypatch.setattr(cli, "open_vault", lambda: None)
+    monkeypatch.setattr(cli, "open_vault", lambda **_: None)
     monkeypatch.setitem(cli.COMMANDS, "backup", fills_the_disk)
     umask = os.umask(0o022)
     try:

@@ -387,9 +387,11 @@ def finish_restore() -> str | None:
     import fcntl
 
     path = pending_file()
-    if not path.exists():
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - held, locked, for the whole block
+    except FileNotFoundError:
         return None
-    with open(path, "rb") as handle:
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         if not path.exists():  # another process finished it while this one waited
             return None
