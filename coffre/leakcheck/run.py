@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from coffre import config
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
 from coffre.leakcheck.scan import (
@@ -88,8 +89,6 @@ MAX_UNSEARCHED = 0.40
 
 def max_unsearched() -> float:
     """The bound, from COFFRE_LEAKCHECK_MAX_UNSEARCHED (percent) or MAX_UNSEARCHED."""
-    from coffre import config
-
     return config.env_int("COFFRE_LEAKCHECK_MAX_UNSEARCHED", round(MAX_UNSEARCHED * 100)) / 100
 
 
