@@ -463,18 +463,20 @@ def test_credentials_health_and_insurance_columns_give_their_categories(tmp_path
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("helpers", [1, 2])
 def test_a_forked_helper_confirms_the_same_matches(tmp_path, people, lab_a, lab_b,
-                                                   monkeypatch):
-    """The CLI's large-file mode: batches confirmed in a forked process, in order."""
+                                                   monkeypatch, helpers):
+    """The CLI's large-file mode: batches confirmed in forked processes (the CLI forks
+    two), in order; on PostgreSQL each helper has a connection of its own."""
     from coffre.breach import scan as scan_module
 
-    monkeypatch.setattr(scan_module, "BATCH_ROWS", 7)  # several batches in flight
+    monkeypatch.setattr(scan_module, "BATCH_ROWS", 3)  # several batches in flight
     forked = []
     close = scan_module._Confirmer.close
     monkeypatch.setattr(scan_module._Confirmer, "close",
                         lambda self: (forked.append(self.pool is not None), close(self)))
     path = write_csv(tmp_path / "fuite.csv", mixed(people), delimiter=";")
-    report = scan_files([path], helpers=1)
+    report = scan_files([path], helpers=helpers)
     assert forked == [True]
     check_counts(report, people, lab_a, lab_b, rows_read=40)
     assert AccessEvent.objects.filter(action=ACTION).count() == 30

@@ -640,14 +640,15 @@ def _registry_csv(path: str, rows: int) -> dict:
 
 
 def _patients(count: int) -> dict:
-    """The lab's FINESS and ``count`` of its patients (id, NIR)."""
+    """The lab's FINESS and ``count`` of its patients that have a NIR (id, NIR)."""
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
 
     lab = _lab()
-    rows = Patient.unscoped.filter(lab=lab, data_key__isnull=False).order_by("id")[:count]
-    return {"finess": lab.finess, "patients": [{"id": str(p.id), "nir": open_patient(
-        p, ["nir"]).nir} for p in rows]}
+    rows = Patient.unscoped.filter(lab=lab, data_key__isnull=False).order_by("id")
+    with_nir = ({"id": str(p.id), "nir": open_patient(p, ["nir"]).nir} for p in rows)
+    return {"finess": lab.finess,
+            "patients": [p for p in with_nir if p["nir"]][:count]}
 
 
 def _data_keys() -> dict:

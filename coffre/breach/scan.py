@@ -477,15 +477,21 @@ class _Confirmer:
     """
 
     def __init__(self, index_map: IndexMap, helpers: int) -> None:
-        from django.db import connection, connections
+        from django.db import connection
 
         self.index_map, self.helpers, self.pool = index_map, helpers, None
         self.cache: _Digests | None = None  # this process's, when it confirms
         self.inflight: deque = deque()
         if helpers > 0 and not connection.in_atomic_block:
+            from coffre.serving.server import release_connections
+
             global _FORKED_MAP
             _FORKED_MAP = index_map  # inherited by the forked helpers, never pickled
-            connections.close_all()  # each helper opens its own connection
+            # Each helper opens its own connection: a connection pool copied into the
+            # children would hand its one socket to all of them at once (two helpers
+            # then read each other's answers: "the last operation didn't produce
+            # records", or a hang).
+            release_connections()
             self.pool = multiprocessing.get_context("fork").Pool(helpers)
 
     def submit(self, batch: list) -> Iterator[tuple[list, list]]:
