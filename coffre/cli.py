@@ -50,8 +50,11 @@ def setup_django() -> None:
     django.setup()
 
 
-def open_vault() -> None:
-    """Check the master key before Django touches anything, then against the database."""
+def open_vault(finish_restore: bool = True) -> None:
+    """Check the master key before Django touches anything, then against the database;
+    then finish a restore that stopped before its erasures were re-applied (refusing to
+    go on while it cannot, unless ``finish_restore`` is False: the commands that repair
+    that situation)."""
     from coffre.vault import load_master_keys
 
     load_master_keys(config.key_file(), os.environ)
@@ -73,6 +76,19 @@ def open_vault() -> None:
             raise CommandError(f"the database ({where}) cannot be reached: is it running, "
                                "and does COFFRE_DATABASE_URL name it?") from None
         raise CommandError("the database is not initialised: run `coffre init`") from None
+    from coffre.backups.service import RestoreUnfinished
+    from coffre.backups.service import finish_restore as finish
+
+    try:
+        done = finish()
+    except RestoreUnfinished as exc:
+        if finish_restore:
+            raise CommandError(f"{exc}; `coffre ledger verify` names the problem",
+                               code=2) from None
+        print(f"coffre: {exc}", file=sys.stderr)
+        return
+    if done:
+        print(f"coffre: {done}", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_arguments(sub)
     return top
 
+
+REPAIRS_A_RESTORE = frozenset({"restore", "ledger"})
 
 # Write failures with a cause the operator can fix (coffre.config.disk_problem says how).
 DISK_ERRORS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES,
@@ -96,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command != "init":
-            open_vault()
+            # What repairs an unfinished restore must run despite it: restore another
+            # backup, or verify and re-apply the erasure ledger.
+            open_vault(finish_restore=args.command not in REPAIRS_A_RESTORE)
         return COMMANDS[args.command](args)
     except VaultError as exc:
         print(f"coffre: key problem: {exc}", file=sys.stderr)

@@ -100,7 +100,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
     p.add_argument("--force", action="store_true", help="replace an existing file")
 
-    sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
+    p = sub.add_parser("leakcheck", help="search every file under COFFRE_HOME for patient values")
+    p.add_argument("--max-unsearched", type=int, metavar="PERCENT",
+                   help="fail as inconclusive when more of the values are too short to "
+                        "search (default 40, or COFFRE_LEAKCHECK_MAX_UNSEARCHED)")
 
     audit = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_command",
                                                                          required=True)
@@ -401,8 +404,13 @@ def patient_find(args: argparse.Namespace) -> int:
 def leakcheck(args: argparse.Namespace) -> int:
     from coffre.leakcheck.run import run_leakcheck
 
+    bound = None
+    if args.max_unsearched is not None:
+        if not 0 <= args.max_unsearched <= 100:
+            raise BadInput("--max-unsearched is a percentage, 0 to 100")
+        bound = args.max_unsearched / 100
     with bars() as add:
-        lines, passed = run_leakcheck(config.home(), add)
+        lines, passed = run_leakcheck(config.home(), add, bound)
     for line in lines:
         print(line)
     log.info("leakcheck: %s", "passed" if passed else "FAILED")

@@ -51,6 +51,15 @@ def initialise(expected_patients: int | None = None, auditor_key_out: Path | Non
     if keyring.initialise(expected_patients):
         yield "created the installation keyring"
     keyring.check()
+    from coffre.backups.service import RestoreUnfinished, finish_restore
+    from coffre.cli import CommandError
+
+    try:
+        done = finish_restore()  # stops `init` like any other start
+    except RestoreUnfinished as exc:
+        raise CommandError(str(exc), code=2) from None
+    if done:
+        yield done
     # Created here rather than lazily inside some later transaction that might roll back
     # after the process cached it.
     keyring.installation_key("audit")

@@ -1,4 +1,5 @@
-"""WSGI entry point. Refuses to start unless the master key opens the database."""
+"""WSGI entry point. Refuses to start unless the master key opens the database and every
+lab key in it."""
 
 import os
 import sys
@@ -11,14 +12,25 @@ application = get_wsgi_application()
 
 from django.db import InterfaceError, OperationalError  # noqa: E402
 
+from coffre.backups.service import RestoreUnfinished, finish_restore  # noqa: E402
 from coffre.keyring import services as keyring  # noqa: E402  (needs Django set up)
 from coffre.vault import VaultError  # noqa: E402
 
+# gunicorn's "worker failed to boot": its arbiter stops the whole server. Any other exit
+# code makes it start the worker again and again, a server that never serves and never
+# says why to systemd (which restarts `coffre serve`, whose own check names the problem).
+WORKER_BOOT_ERROR = 3
+
 try:
     keyring.check()
-except VaultError as exc:
+    # A restore killed before its erasures were re-applied is finished before anything
+    # is served (coffre.backups.service.finish_restore).
+    done = finish_restore()
+    if done:
+        sys.stderr.write(f"coffre: {done}\n")
+except (VaultError, RestoreUnfinished) as exc:
     sys.stderr.write(f"coffre: refusing to start: {exc}\n")
-    raise SystemExit(2) from None
+    raise SystemExit(WORKER_BOOT_ERROR) from None
 except (OperationalError, InterfaceError):
     # The database is away while this worker starts (gunicorn replaced a worker during
     # an outage). Refusing would make gunicorn stop the whole server; the worker starts

@@ -1,4 +1,10 @@
-"""Running the real ``coffre`` command in a private COFFRE_HOME (and database)."""
+"""Running the real ``coffre`` command in a private COFFRE_HOME (and database).
+
+On PostgreSQL each installation has its own database, created by the superuser with
+production's grants to the application role (tests/app_role.py). The commands that
+production runs as the owner role (docs/deploy.md: ``init``, ``backup``, ``restore``)
+run with the superuser's URL (``owner_url``); every other command, and every server a
+test starts from ``env``, connects as the application role."""
 
 from __future__ import annotations
 
@@ -14,18 +20,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffre import config
+from tests import app_role
+
+# What docs/deploy.md runs with owner.env: the schema, pg_dump, dropping tables.
+OWNER_COMMANDS = frozenset({"init", "backup", "restore"})
 
 
 @dataclass
 class Cli:
     home: Path
     env: dict[str, str]
+    owner_url: str | None = None  # PostgreSQL: the superuser, standing for the owner role
+
+    def env_for(self, command: str) -> dict[str, str]:
+        """The environment production would run ``coffre COMMAND`` with."""
+        if command in OWNER_COMMANDS and self.owner_url:
+            return {**self.env, "COFFRE_DATABASE_URL": self.owner_url}
+        return self.env
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None,
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {**self.env_for(args[0] if args else ""), **(extra_env or {})}
         result = subprocess.run([sys.executable, "-m", "coffre", *args], input=stdin,
-                                capture_output=True, text=True,
-                                env={**self.env, **(extra_env or {})}, timeout=600)
+                                capture_output=True, text=True, env=env, timeout=600)
         if check and result.returncode != 0:
             raise AssertionError(f"coffre {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
@@ -46,7 +63,7 @@ class Cli:
 
     def sql(self, statement: str) -> None:
         """Run SQL on this CLI's database directly, as an intruder with a copy would."""
-        url = self.env.get("COFFRE_DATABASE_URL")
+        url = self.owner_url
         if url:
             import psycopg
 
@@ -88,26 +105,18 @@ def make_cli(home: Path) -> tuple[Cli, str | None]:
            if k not in {"COFFRE_MASTER_KEY", "COFFRE_KEY_FILE", "DJANGO_SETTINGS_MODULE"}}
     env["COFFRE_HOME"] = str(home)
     env["COFFRE_EXPECTED_PATIENTS"] = "1000"
-    database = None
-    url = config.database_url()
-    if url:
-        database = f"coffre_cli_{uuid.uuid4().hex[:10]}"
-        _admin(f'CREATE DATABASE "{database}"')
-        env["COFFRE_DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + database
-    return Cli(home, env), database
+    if not config.database_url():
+        return Cli(home, env), None
+    database = f"coffre_cli_{uuid.uuid4().hex[:10]}"
+    app_role.admin("postgres", f'CREATE DATABASE "{database}"')
+    app_role.grant(database)
+    env["COFFRE_DATABASE_URL"] = app_role.app_url(database)
+    return Cli(home, env, app_role.admin_url(database)), database
 
 
 def drop_database(name: str | None) -> None:
     if name:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    url = config.database_url() or ""
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(sql)
+        app_role.admin("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -122,3 +131,76 @@ def demo_installation(tmp_path_factory, patients: int = 3) -> Iterator[Cli]:
         yield cli
     finally:
         drop_database(database)
+
+
+def every_command(parser, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """The least argv that the parser accepts for each of its (sub)commands."""
+    import argparse
+
+    args: list[str] = []
+    subcommands = None
+    grouped = {id(a) for g in parser._mutually_exclusive_groups for a in g._group_actions}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            subcommands = action
+        elif not action.option_strings:
+            args.append(_value(action))
+        elif action.required and id(action) not in grouped:
+            args += [action.option_strings[0], *([] if action.nargs == 0 else
+                                                 [_value(action)])]
+    for group in parser._mutually_exclusive_groups:
+        if group.required:
+            action = group._group_actions[0]
+            args += [action.option_strings[0], *([] if action.nargs == 0 else
+                                                 [_value(action)])]
+    if subcommands is None or not subcommands.required:
+        yield [*prefix, *args]
+    if subcommands is not None:
+        seen = set()
+        for name, sub in subcommands.choices.items():
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                yield from every_command(sub, (*prefix, *args, name))
+
+
+def _value(action) -> str:
+    if action.choices:
+        return str(next(iter(action.choices)))
+    for candidate in ("1", "2024-01-01", "x"):
+        try:
+            if action.type:
+                action.type(candidate)
+        except Exception:  # noqa: S112 - not this type: try the next candidate
+            continue
+        return candidate
+    raise AssertionError(f"no value for {action.dest}")
+
+
+def run_every_command() -> None:
+    """In a child process: each command through coffre.cli.main, as a fresh start (the
+    key caches cleared), one JSON line per command: argv, exit code, stderr. A command
+    that gets past the start (``serve``, ``hl7 listen``...) is stopped after 20 s."""
+    import io
+    import signal
+
+    from coffre import cli
+
+    def hung(*_args) -> None:
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, hung)
+    for argv in every_command(cli.parser()):
+        keyring = sys.modules.get("coffre.keyring.services")  # once Django is set up
+        if keyring is not None:
+            keyring.clear_caches()
+        err = io.StringIO()
+        signal.alarm(20)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse refused the arguments
+                code = f"argparse {exc.code}"
+            except BaseException as exc:  # ran past the start: the finding
+                code = type(exc).__name__
+        signal.alarm(0)
+        print(json.dumps({"argv": argv, "code": code, "stderr": err.getvalue()}), flush=True)

@@ -4,9 +4,51 @@ from __future__ import annotations
 
 import pytest
 
+from coffre import config
 from coffre.identity.french import nir_key
 from coffre.keyring import services as keyring
 from coffre.labs.tenancy import Actor
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """On PostgreSQL, the suite connects as the application role once pytest-django has
+    created and migrated the test database as the superuser (tests/app_role.py): row-level
+    security binds every test, as it binds production's server."""
+    if not config.database_url():
+        yield
+        return
+    from tests.app_role import suite_as_app_role
+
+    with django_db_blocker.unblock():
+        undo = suite_as_app_role()
+    yield
+    with django_db_blocker.unblock():
+        undo()
+
+
+@pytest.fixture(autouse=True)
+def _each_test_starts_unlimited(django_db_blocker):
+    """On PostgreSQL a test starts as a new connection does: not limited to any lab.
+    Without this, a test that limited its connection (rls.limit_to) hands the next one
+    either that scope (committed by a transactional test) or, after the rollback, an
+    empty setting (PostgreSQL keeps a placeholder once set), which the policy reads as
+    "no lab". Web requests reset it the same way (rls.ScopeResetMiddleware)."""
+    from tests import app_role
+
+    if app_role.SUITE_CONNECTED:
+        from coffre.labs import rls
+
+        with django_db_blocker.unblock():
+            rls.open_all()
+    yield
+
+
+def pytest_sessionfinish(session):
+    if config.database_url():
+        from tests.app_role import drop_app_role
+
+        drop_app_role()
 
 
 @pytest.fixture(autouse=True)

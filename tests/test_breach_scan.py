@@ -50,6 +50,17 @@ def _french_date(iso: str) -> str:
     return dt.date.fromisoformat(iso).strftime("%d/%m/%Y")
 
 
+@pytest.mark.parametrize("body", ["1850335238123", "290072A004015", "185012B033001"])
+def test_the_scan_takes_no_nir_whose_key_is_wrong(body):
+    """The scan's own NIR recogniser (cols.nir_value) against all 99 wrong keys."""
+    from coffre.identity.french import nir_key
+
+    right = nir_key(body)
+    taken = [key for key in (f"{n:02d}" for n in range(100))
+             if key != right and cols.nir_value(body + key) is not None]
+    assert taken == [] and cols.nir_value(body + right) == body + right
+
+
 def leaked(row: dict[str, str]) -> dict[str, str]:
     """A registry row as a leaked file has it: renamed columns, French dates, phones."""
     out = {name: row.get(source, "") for name, source in RENAMED.items()}
@@ -661,10 +672,12 @@ def test_credentials_health_and_insurance_columns_give_their_categories(tmp_path
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("helpers", [1, 2])
 def test_a_forked_helper_confirms_the_same_matches(tmp_path, people, lab_a, lab_b,
-                                                   monkeypatch):
-    """The CLI's large-file mode: the patients decrypted in forked processes, a share of
-    the labs each."""
+                                                   monkeypatch, helpers):
+    """The CLI's large-file mode: the patients decrypted in forked processes (the CLI
+    forks two), a share of the labs each; on PostgreSQL each helper has a connection of
+    its own."""
     import multiprocessing
 
     from coffre.identity import digests as scan_module
@@ -678,7 +691,7 @@ def test_a_forked_helper_confirms_the_same_matches(tmp_path, people, lab_a, lab_
 
     monkeypatch.setattr(scan_module.multiprocessing, "get_context", get_context)
     path = write_csv(tmp_path / "fuite.csv", mixed(people), delimiter=";")
-    report = scan_files([path], helpers=1)
+    report = scan_files([path], helpers=helpers)
     assert forked == ["fork"]
     check_counts(report, people, lab_a, lab_b, rows_read=40)
     assert AccessEvent.objects.filter(action=ACTION).count() == 30

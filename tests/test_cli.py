@@ -209,7 +209,7 @@ def test_the_wsgi_application_refuses_to_start_with_a_wrong_key(cli, tmp_path):
     env = {**cli.env, "COFFRE_KEY_FILE": str(tmp_path / "wrong.key")}
     result = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], capture_output=True,
                             text=True, env=env, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 3  # gunicorn's "worker failed to boot": it stops
     assert "refusing to start" in result.stderr and "wrong key file" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -294,7 +294,7 @@ def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, 
     def fills_the_disk(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/srv/coffre/backups/b.cbk")
 
-    monkeypatch.setattr(cli, "open_vault", lambda: None)
+    monkeypatch.setattr(cli, "open_vault", lambda **_: None)
     monkeypatch.setitem(cli.COMMANDS, "backup", fills_the_disk)
     umask = os.umask(0o022)
     try:
@@ -304,3 +304,78 @@ def test_a_full_disk_mid_command_is_one_clear_line_not_a_traceback(monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith("coffre: no space left on the disk holding /srv/coffre/backups")
     assert "Traceback" not in err
+
+
+# --- a damaged lab key stops every start ----------------------------------------------
+
+@pytest.fixture
+def damaged(tmp_path):
+    """An installation with two labs whose second lab's wrapped key has one byte
+    changed in the database (a disk fault, or someone editing the table)."""
+    cli, database = make_cli(tmp_path / "home")
+    cli.run("init")
+    cli.run("lab", "add", "--finess", FINESS, "--name", "Laboratoire Test")
+    cli.run("lab", "add", "--finess", "690000013", "--name", "Laboratoire Autre")
+    select = ("SELECT k.id, k.wrapped FROM keyring_labkey k JOIN labs_lab l "
+              "ON l.id = k.lab_id WHERE l.finess = '690000013'")
+    if cli.owner_url:
+        import psycopg
+
+        with psycopg.connect(cli.owner_url) as db:
+            key_id, wrapped = db.execute(select).fetchone()
+            db.execute("UPDATE keyring_labkey SET wrapped = %s WHERE id = %s",
+                       [_flip(bytes(wrapped)), key_id])
+    else:
+        import sqlite3
+
+        with sqlite3.connect(cli.home / "coffre.sqlite3") as db:
+            key_id, wrapped = db.execute(select).fetchone()
+            db.execute("UPDATE keyring_labkey SET wrapped = ? WHERE id = ?",
+                       [_flip(bytes(wrapped)), key_id])
+    yield cli
+    drop_database(database)
+
+
+def _flip(wrapped: bytes) -> bytes:
+    """One bit of the ciphertext changed (after the 17-byte header)."""
+    return wrapped[:30] + bytes([wrapped[30] ^ 1]) + wrapped[31:]
+
+
+def test_a_damaged_lab_key_stops_every_command_naming_the_lab(damaged):
+    """Every command of the parser (each subcommand, with the least arguments it takes)
+    run against the installation: each stops before doing anything, exit code 2, with
+    the lab's FINESS and name."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from tests.cli_helpers import "
+                           "run_every_command; run_every_command()"], capture_output=True,
+                          text=True, env=damaged.env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) > 50 and ["init"] in [r["argv"] for r in results]
+    wrong = [r for r in results if r["code"] != 2 or "key problem: lab 690000013 "
+             "(Laboratoire Autre): the key of lab" not in r["stderr"]
+             or "does not open" not in r["stderr"] or "Traceback" in r["stderr"]]
+    assert wrong == []
+
+
+def test_a_damaged_lab_key_stops_the_server_naming_the_lab(damaged):
+    """What gunicorn's workers import (coffre.wsgi), and gunicorn itself: it does not
+    serve with a worker that fails to boot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_faults import free_port
+
+    result = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], capture_output=True,
+                            text=True, env=damaged.env, timeout=120)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "refusing to start: lab 690000013 (Laboratoire Autre)" in result.stderr
+    server = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "coffre.wsgi:application", "-b",
+         f"127.0.0.1:{free_port()}", "-w", "1"], capture_output=True, text=True,
+        env=damaged.env, timeout=60)
+    assert server.returncode == 3 and "Worker failed to boot" in server.stderr
+    assert "refusing to start: lab 690000013 (Laboratoire Autre)" in server.stderr

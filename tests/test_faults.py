@@ -7,10 +7,13 @@ that opens the vault (``_child``): every write that was acknowledged is there an
 complete, nothing is half-written (every patient and order opens, every order has its
 specimens and results), and a rerun resumes or refuses cleanly.
 
-Key rotation is covered elsewhere: tests/test_rotation.py interrupts ``rotate`` and
-``reencrypt`` in the middle of a row (test_an_interrupted_row_is_rolled_back_and_redone,
-test_reencrypt_resumes_after_a_crash_in_the_middle) and bench/rotation.py --kill-after
-kills a real ``coffre keys reencrypt`` with SIGKILL and runs it again.
+Section 3 kills ``coffre restore``, ``coffre keys reencrypt`` and ``coffre export run``
+at the moment each must survive (COFFRE_TEST_KILL_AT, coffre/faults.py: the process
+SIGKILLs itself there): a restore after the swap and before the erasures are back, a
+re-encryption inside a patient's transaction, an export while its file is written and
+once it is in place but not yet recorded. tests/test_rotation.py also interrupts
+``rotate`` and ``reencrypt`` in-process (an exception), and bench/rotation.py
+--kill-after kills a long ``coffre keys reencrypt`` on a timer.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -278,8 +282,9 @@ def count(cli: Cli, sql: str) -> int:
             return conn.execute(sql).fetchone()[0]
     import sqlite3
 
-    with sqlite3.connect(f"file:{cli.home / 'coffre.sqlite3'}?mode=ro", uri=True,
-                         timeout=5) as db:
+    # closing(): sqlite3's own context manager commits but leaves the file open.
+    with contextlib.closing(sqlite3.connect(f"file:{cli.home / 'coffre.sqlite3'}?mode=ro",
+                                            uri=True, timeout=5)) as db:
         return db.execute(sql).fetchone()[0]
 
 
@@ -362,6 +367,139 @@ def oru(barcode: str, value: str, n: int) -> str:
         "PID|1||PAT^^^LABO^PI||X^Y||19850314|F",
         f"OBR|1|ORD{n}|{barcode}|IONO|||20240312080000",
         f"OBX|1|NM|2823-3^Potassium^LN||{value}|mmol/L|||N|||F"]) + "\r\n"
+
+
+# -- 3. restore, re-encryption and export killed at their worst moment -----------------
+# COFFRE_TEST_KILL_AT (coffre/faults.py) makes the process SIGKILL itself at one named
+# point: the moment a timer would only hit by luck.
+
+def killed_at(cli: Cli, point: str, *args: str) -> None:
+    result = cli.run(*args, check=False, extra_env={"COFFRE_TEST_KILL_AT": point})
+    assert result.returncode == -signal.SIGKILL, (result.stdout, result.stderr[-2000:])
+
+
+def keys_left(cli: Cli, ids: list[str]) -> int:
+    """How many of these patients have a data key, read straight from the database."""
+    sqlite = not cli.env.get("COFFRE_DATABASE_URL")  # Django stores UUIDs there as hex
+    listed = ", ".join(f"'{uuid.UUID(i).hex if sqlite else uuid.UUID(i)}'" for i in ids)
+    return count(cli, f"SELECT COUNT(*) FROM identity_patient WHERE id IN ({listed}) "  # noqa: S608 - parsed UUIDs
+                      "AND data_key IS NOT NULL")
+
+
+@pytest.mark.parametrize(("point", "first_start"), [("restore-replaced", "server"),
+                                                    ("restore-replaced", "command"),
+                                                    ("restore-recorded", "command")])
+def test_a_restore_killed_before_its_erasures_are_reapplied_shows_no_erased_patient(
+        cli, point, first_start):
+    """Killed once the backup's database is the live one (its erased patients' keys
+    back), before the erasure ledger is re-applied: whatever starts next, a command or
+    the server, finishes the re-application before it serves anything."""
+    made = inside(cli, "patients", 3)
+    finess, erased = made["finess"], made["patients"]
+    (backup,) = cli.json_lines("backup")
+    for patient in erased:
+        cli.run("patient", "erase", "--id", patient["id"], "--lab", finess, "--reason",
+                "demande du patient", "--yes")
+    ids = [p["id"] for p in erased]
+    assert keys_left(cli, ids) == 0
+    killed_at(cli, point, "restore", backup["path"], "--yes")
+    assert keys_left(cli, ids) == 3  # the window the kill left open
+    assert (cli.home / "restore-pending.json").exists()
+    if first_start == "server":
+        server = start_server(cli, free_port())
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+    else:
+        found = cli.run("patient", "find", "--nir", erased[0]["nir"], "--lab", finess)
+        assert found.stdout == "" and "finished the restore" in found.stderr
+    assert keys_left(cli, ids) == 0
+    assert not (cli.home / "restore-pending.json").exists()
+    verified = cli.run("audit", "verify")
+    assert "1 database restore(s)" in verified.stdout  # recorded once, not per attempt
+    assert inside(cli, "consistent")["problems"] == []
+
+
+def test_a_restore_whose_ledger_cannot_be_reapplied_keeps_everything_stopped(cli):
+    """The kill left the backup's database, and the ledger does not verify (altered):
+    no command and no server starts until it is repaired; `coffre ledger reapply`
+    then finishes the restore."""
+    made = inside(cli, "patients", 1)
+    (backup,) = cli.json_lines("backup")
+    cli.run("patient", "erase", "--id", made["patients"][0]["id"], "--lab", made["finess"],
+            "--reason", "demande du patient", "--yes")
+    killed_at(cli, "restore-replaced", "restore", backup["path"], "--yes")
+    ledger = cli.home / "ledger" / "erasures.jsonl"
+    good = ledger.read_bytes()
+    ledger.write_bytes(good.replace(b'"cause":"request"', b'"cause":"purge"'))
+    refused = cli.run("lab", "list", check=False)
+    assert refused.returncode == 2 and "is not finished" in refused.stderr
+    assert "MAC does not verify" in refused.stderr and refused.stdout == ""
+    server = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], env=cli.env,
+                            capture_output=True, text=True, timeout=120)
+    assert server.returncode == 3 and "refusing to start" in server.stderr
+    assert keys_left(cli, [made["patients"][0]["id"]]) == 1  # nothing served it meanwhile
+    ledger.write_bytes(good)  # the off-site copy of the ledger put back
+    cli.run("ledger", "reapply")
+    assert keys_left(cli, [made["patients"][0]["id"]]) == 0
+    assert cli.run("lab", "list").returncode == 0
+
+
+def test_a_reencryption_killed_inside_a_patient_keeps_every_row_readable_and_resumes(cli):
+    """Killed inside the 10th patient's transaction, every row of that patient re-sealed
+    but not committed: nine patients are done, the tenth is as before (all its rows
+    under its old key), all open; the rerun resumes after the ninth."""
+    before = inside(cli, "data_keys")
+    killed_at(cli, "reencrypt-patient:10", "keys", "reencrypt")
+    (run,) = [row for row in cli.json_lines("keys", "status") if row["kind"] == "reencrypt"]
+    assert run["patients_done"] == 9 and not run["finished"]
+    middle = inside(cli, "data_keys")
+    assert sum(middle[p] != before[p] for p in before) == 9
+    assert inside(cli, "every_row")["problems"] == []
+    (done,) = cli.json_lines("keys", "reencrypt")
+    assert done["resumed"] and done["finished"] and done["reencrypted"] == len(before) - 9
+    after = inside(cli, "data_keys")
+    assert all(after[p] != before[p] for p in before)
+    assert all(after[p] == middle[p] for p in before if middle[p] != before[p])  # not twice
+    assert inside(cli, "every_row")["problems"] == []
+
+
+@pytest.mark.parametrize("point", ["export-row:10", "export-written"])
+def test_an_export_killed_mid_run_leaves_no_clear_file_nor_a_produced_request(cli, point,
+                                                                               tmp_path):
+    """Killed while the file is being written, or once it is in place but before the
+    request is marked produced: nothing in clear anywhere, the request still approved
+    (no watermark, no patient audited as exported, nothing to fetch); the staged
+    leftover is swept once idle, and a rerun produces the export."""
+    from coffre.vault import decrypt_with, new_recipient_identity
+
+    identity, recipient = new_recipient_identity()
+    export = inside(cli, "approved_export", recipient)
+    killed_at(cli, point, "export", "run", str(export["id"]))
+    staging = cli.home / "exports"
+    leftovers = list(staging.iterdir())
+    # Encrypted as produced: the leftover is age ciphertext (or still empty, the first
+    # 64 KiB not yet written), never clear text.
+    assert leftovers and all(p.read_bytes()[:21] in (b"", b"age-encryption.org/v1")
+                             for p in leftovers)
+    leak = cli.run("leakcheck", check=False)
+    assert leak.returncode == 0 and "no patient value found" in leak.stdout, leak.stdout
+    assert inside(cli, "export_state", export["id"]) == {
+        "state": "approved", "watermarks": 0, "exported_patients": 0}
+    fetched = cli.run("export", "fetch", str(export["id"]), "--out", str(tmp_path / "x"),
+                      check=False)
+    assert fetched.returncode != 0 and not (tmp_path / "x").exists()
+    cli.run("export", "purge-expired")
+    assert list(staging.iterdir()) == leftovers  # a run may still be writing it
+    for path in leftovers:  # idle for 20 minutes: a dead run's
+        os.utime(path, (time.time() - 1200, time.time() - 1200))
+    cli.run("export", "purge-expired")
+    assert list(staging.iterdir()) == []
+    (done,) = cli.json_lines("export", "run", str(export["id"]))
+    assert done["state"] == "produced"
+    assert [p.name for p in staging.iterdir()] == [f"{export['id']}.csv.age"]
+    rows = decrypt_with(identity, (staging / f"{export['id']}.csv.age").read_bytes())
+    assert rows.decode().count("\n") >= 1 + export["patients"]
+    assert inside(cli, "export_state", export["id"])["exported_patients"] == export["patients"]
 
 
 # -- what the child processes run (a fresh process, the vault opened) ------------------
@@ -454,8 +592,8 @@ def _check(acknowledged: dict) -> dict:
 
 
 def _consistent() -> dict:
-    """Nothing half-written: every patient opens, every order opens and has specimens
-    and results, every result belongs to its order's patient and lab."""
+    """Nothing half-written: every patient opens (but the erased), every order opens and
+    has specimens and results, every result belongs to its order's patient and lab."""
     from django.db.models import Count, F
 
     from coffre.identity.models import Patient
@@ -466,7 +604,7 @@ def _consistent() -> dict:
 
     _raise_thresholds()  # this check reads hundreds of orders in a second
     problems = []
-    for patient in Patient.unscoped.all():
+    for patient in Patient.unscoped.filter(data_key__isnull=False):  # erased: unreadable
         try:
             open_patient(patient)
         except Exception as exc:  # any failure to open is the finding
@@ -478,7 +616,7 @@ def _consistent() -> dict:
     problems += [f"result {r}: not its order's patient or lab" for r in Result.unscoped
                  .exclude(patient_id=F("order__patient_id"), lab_id=F("order__lab_id"))
                  .values_list("id", flat=True)]
-    recent = Order.unscoped.order_by("-created_at")[:200]
+    recent = Order.unscoped.filter(patient__data_key__isnull=False).order_by("-created_at")[:200]
     for order in recent:  # the newest are the ones a kill could have cut
         try:
             access.access_order(cli_actor(order.lab_id), order.id)
@@ -499,6 +637,81 @@ def _registry_csv(path: str, rows: int) -> dict:
         writer.writeheader()
         writer.writerows(generate_patients(rows, seed=77, start_index=100_000))
     return {}
+
+
+def _patients(count: int) -> dict:
+    """The lab's FINESS and ``count`` of its patients that have a NIR (id, NIR)."""
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import open_patient
+
+    lab = _lab()
+    rows = Patient.unscoped.filter(lab=lab, data_key__isnull=False).order_by("id")
+    with_nir = ({"id": str(p.id), "nir": open_patient(p, ["nir"]).nir} for p in rows)
+    return {"finess": lab.finess,
+            "patients": [p for p in with_nir if p["nir"]][:count]}
+
+
+def _data_keys() -> dict:
+    """Each patient's wrapped data key (hex): it changes when the patient is
+    re-encrypted."""
+    from coffre.identity.models import Patient
+
+    return {str(pk): bytes(key).hex() for pk, key in
+            Patient.unscoped.filter(data_key__isnull=False).values_list("id", "data_key")}
+
+
+def _every_row() -> dict:
+    """Every patient and every one of their orders (specimens, results) opens."""
+    from coffre.identity.models import Patient
+    from coffre.identity.registry import open_patient
+    from coffre.lab import access
+    from coffre.lab.models import Order
+    from coffre.labs.tenancy import cli_actor
+
+    _raise_thresholds()
+    problems = []
+    for patient in Patient.unscoped.filter(data_key__isnull=False):
+        try:
+            open_patient(patient)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"patient {patient.id}: {type(exc).__name__}")
+    for order in Order.unscoped.all():
+        try:
+            view = access.access_order(cli_actor(order.lab_id), order.id)
+            [result.value for result in view.results]
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"order {order.number}: {type(exc).__name__}")
+    return {"problems": problems}
+
+
+def _approved_export(recipient: str) -> dict:
+    """A CSV export of the lab's patients (all of them), requested and approved."""
+    import datetime as dt
+
+    from django.contrib.auth import get_user_model
+
+    from coffre.accounts.models import Membership
+    from coffre.exports import services
+
+    lab = _lab()
+    for name, role in (("fault-req", "secretary"), ("fault-resp", "lab_manager")):
+        Membership.objects.create(user=get_user_model().objects.create_user(name), lab=lab,
+                                  role=role)
+    export = services.request_export(
+        lab, purpose="migration", recipient="Éditeur", recipient_key=recipient,
+        fields="nir,birth_name,first_names,phone", period_from=dt.date(2000, 1, 1),
+        period_to=dt.date.today() + dt.timedelta(days=1), requested_by="fault-req")
+    services.approve(export.pk, "fault-resp")
+    return {"id": export.pk, "patients": export.size_estimate}
+
+
+def _export_state(export_id: int) -> dict:
+    from coffre.audit.models import AccessEvent
+    from coffre.exports.models import ExportRequest, ExportWatermark
+
+    return {"state": ExportRequest.objects.get(pk=export_id).state,
+            "watermarks": ExportWatermark.objects.filter(export_id=export_id).count(),
+            "exported_patients": AccessEvent.objects.filter(action="export").count()}
 
 
 def _received_orders(count: int) -> dict:
@@ -544,6 +757,8 @@ def _analyser_values(expected: dict) -> dict:
     return {"recorded": recorded, "wrong": wrong}
 
 
-CHILD = {"staff": _staff, "check": _check, "consistent": _consistent,
+CHILD = {"staff": _staff, "patients": _patients, "data_keys": _data_keys,
+         "every_row": _every_row, "approved_export": _approved_export,
+         "export_state": _export_state, "check": _check, "consistent": _consistent,
          "registry_csv": _registry_csv, "received_orders": _received_orders,
          "analyser_values": _analyser_values}

@@ -83,6 +83,49 @@ def test_a_nir_with_a_wrong_key_is_rejected() -> None:
         french.clean_nir(wrong)
 
 
+def _key_by_hand(body: str) -> str:
+    """The NIR key computed independently of stdnum: 97 - (body mod 97), Corsica's 2A
+    and 2B counted as 19 and 18."""
+    digits = body[:5] + {"2A": "19", "2B": "18"}.get(body[5:7], body[5:7]) + body[7:]
+    return f"{97 - int(digits) % 97:02d}"
+
+
+# Mainland, Corsica (2A, 2B), overseas, a NIA.
+KEYED_BODIES = ["1850335238123", "2951099126111", "290072A004015", "185012B033001",
+                "2010697411042", "7850199350021"]
+
+
+@pytest.mark.parametrize("body", KEYED_BODIES)
+def test_every_wrong_nir_key_is_refused(body: str) -> None:
+    """All 99 two-digit keys but the right one: a check of only one digit, or of the
+    key modulo 10, lets some through."""
+    value = nir(body)
+    assert value[13:] == _key_by_hand(body)
+    accepted = []
+    for key in (f"{n:02d}" for n in range(100)):
+        if key == value[13:]:
+            continue
+        wrong = value[:13] + key
+        try:
+            french.clean_nir(wrong)
+            accepted.append(key)
+        except InvalidValue as error:
+            assert "check key" in str(error)
+    assert accepted == []
+    assert french.clean_nir(value) == value
+
+
+def test_nir_key_agrees_with_the_arithmetic_for_every_residue() -> None:
+    """Bodies covering all 97 residues (so every key from 01 to 97 is computed)."""
+    seen = set()
+    for serial in range(1, 400):
+        body = f"18503352{38000 + serial:05d}"  # commune 238, serials 001-399
+        key = french.nir_key(body)
+        assert key == _key_by_hand(body), body
+        seen.add(key)
+    assert seen == {f"{n:02d}" for n in range(1, 98)}
+
+
 @pytest.mark.parametrize("cut", [13, 14])
 def test_a_nir_that_is_too_short_is_rejected(cut: int) -> None:
     with pytest.raises(InvalidValue, match="15 characters"):

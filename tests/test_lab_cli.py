@@ -183,10 +183,14 @@ def test_hl7_listen_refuses_a_remote_address_without_allow_remote(cli, finess):
 def test_hl7_listen_answers_an_analyser_and_stops_on_ctrl_c(cli, finess, patient_id):
     order = new_order(cli, finess, patient_id, "K")
     (serum,) = order["barcodes"]
+    # Ctrl-C's default action even when the suite itself runs in the background (`cmd &`
+    # ignores SIGINT, the children inherit that, and Python then never raises
+    # KeyboardInterrupt).
     process = subprocess.Popen(
         [sys.executable, "-m", "coffre", "hl7", "listen", "--port", "0", "--lab", finess,
          "--allow", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = process.stdout.readline()
         match = re.match(r"listening on 127\.0\.0\.1:(\d+)", first)

@@ -96,7 +96,7 @@ def test_a_clear_csv_export_is_caught(cli):
 
 @pytest.mark.postgres
 def test_a_postgresql_dump_holds_no_patient_value(cli):
-    url = cli.env.get("COFFRE_DATABASE_URL")
+    url = cli.owner_url  # pg_dump must bypass row-level security: the owner's (deploy.md)
     if not url:
         pytest.skip("runs in the PostgreSQL pass of the suite (COFFRE_DATABASE_URL)")
     assert shutil.which("pg_dump"), "pg_dump is needed for this test"
@@ -136,7 +136,7 @@ def _dump_if_postgresql(cli):
         return None
     dump = cli.home / "backups" / "export-dump.sql"
     dump.parent.mkdir(exist_ok=True)
-    subprocess.run(["pg_dump", "--no-owner", "-f", str(dump), url], check=True)
+    subprocess.run(["pg_dump", "--no-owner", "-f", str(dump), cli.owner_url], check=True)
     return dump
 
 
@@ -162,3 +162,43 @@ def test_an_export_purpose_naming_a_patient_is_not_in_clear(cli, someone):
     # The operator still reads them, opened, in the listing.
     listed = cli.json_lines("export", "list", "--lab", finess)[-1]
     assert name in listed["purpose"] and listed["recipient"] == f"Dr Morvan pour {name}"
+
+
+def test_the_report_gives_the_share_of_values_too_short_to_search_by_field(cli):
+    result = cli.run("leakcheck")
+    line = next(line for line in result.stdout.splitlines() if "too short to search" in line)
+    share = float(line.split("(")[1].split("%")[0])
+    assert 0 < share < 40 and "birth_name" in line and " of " in line
+
+
+def test_values_hidden_by_padding_the_disk_with_text_are_named_not_passed_over(
+        cli, someone):
+    """A clear list of phone numbers beside 20 MB of random text: against that much
+    text a 10-digit number can no longer be told from chance, so the check cannot see
+    the list. It says so by name; and above the bound on the share of values it could
+    not search it fails as inconclusive instead of reporting a clean disk."""
+    import base64
+    import os
+
+    logs = cli.home / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "phones.txt").write_text(someone["phone"] + "\n")
+    with open(logs / "padding.log", "w") as handle:
+        for _ in range(20):
+            handle.write(base64.b64encode(os.urandom(768 * 1024)).decode() + "\n")
+    try:
+        result = cli.run("leakcheck", check=False)
+        bounded = cli.run("leakcheck", "--max-unsearched", "5", check=False)
+        from_env = cli.run("leakcheck", check=False,
+                           extra_env={"COFFRE_LEAKCHECK_MAX_UNSEARCHED": "5"})
+    finally:
+        (logs / "phones.txt").unlink()
+        (logs / "padding.log").unlink()
+    assert "HIT" not in result.stdout  # the list went unseen...
+    assert "WARNING: 100% of the phone values" in result.stdout  # ...and that is said
+    assert "a leak of them alone would go unseen" in result.stdout
+    assert bounded.returncode == 1 and from_env.returncode == 1
+    assert "Verdict: inconclusive, no patient value found but" in bounded.stdout
+    assert "(more than 5%)" in bounded.stdout
+    bad = cli.run("leakcheck", "--max-unsearched", "140", check=False)
+    assert bad.returncode == 2 and "percentage" in bad.stderr

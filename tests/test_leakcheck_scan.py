@@ -20,6 +20,7 @@ from coffre.leakcheck.scan import (
     format_report,
     mask,
     scan,
+    unsearched_share,
     variants,
 )
 from coffre.leakcheck.scan import testable as is_testable  # not collected as a test
@@ -200,8 +201,25 @@ def test_values_too_short_to_test_are_counted_not_dropped(tmp_path: Path) -> Non
     report = scan(tmp_path, needles)
     assert (report.needles_total, report.needles_untestable) == (3, 2)
     assert (report.variants_tested, report.variants_untestable) == (1, 2)
-    assert "2 values too short to test on their own (2 forms not searched)." in format_report(
-        report
+    assert (
+        "2 of 3 values (66.7%) too short to search on their own (2 forms not searched): "
+        "city 1 of 1 (100%), sex 1 of 1 (100%)." in format_report(report)
+    )
+    assert unsearched_share(report) == pytest.approx(2 / 3)
+
+
+def test_a_clean_scan_above_the_bound_of_unsearched_values_is_inconclusive(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data.bin").write_bytes(random_bytes(100_000))
+    needles = [Needle("p1", "city", "Paris"), Needle("p1", "nir", NIR)]
+    report = scan(tmp_path, needles)
+    assert format_report(report, max_unsearched=0.5)[-1] == (
+        "Verdict: no patient value found in clear."
+    )
+    assert format_report(report, max_unsearched=0.4)[-1] == (
+        "Verdict: inconclusive, no patient value found but 50.0% of the values were too "
+        "short to search (more than 40%)."
     )
 
 

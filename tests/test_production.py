@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from faker import Faker
 from coffre import config
 from coffre.serving import checks
 from coffre.serving.logs import JsonFormatter, LogFileHandler
+from tests.app_role import admin_url
 from tests.cli_helpers import Cli, drop_database, make_cli, printed_auditor_key
 
 ON_POSTGRESQL = bool(config.database_url())
@@ -207,19 +207,6 @@ def test_check_production_fails_on_the_test_only_cheap_argon2(installation):
     assert "ok   password hashing: Argon2id time_cost 3" in real.stdout
 
 
-def _app_role(cli: Cli) -> str:
-    """An ordinary role (as docs/deploy.md makes), granted the tables `init` created."""
-    role = f"coffre_h5_app_{uuid.uuid4().hex[:8]}"
-    database = cli.env["COFFRE_DATABASE_URL"].rsplit("/", 1)[1]
-    for statement in (f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
-                      f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
-                      f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
-                      f"TO {role}",
-                      f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"):
-        cli.sql(statement)
-    return role
-
-
 @contextlib.contextmanager
 def smtp_listener() -> Iterator[int]:
     with socket.socket() as server:
@@ -241,35 +228,30 @@ def test_check_production_passes_on_a_good_setup_and_the_server_starts(installat
                                                                        tmp_path):
     if not redis_reachable():
         pytest.skip("no Redis on 127.0.0.1:6379")
-    role = _app_role(installation)
     key = tmp_path / "etc" / "master.key"
     key.parent.mkdir()
     shutil.move(installation.home / "keys" / "master.key", key)
+    # The installation serves as the application role (tests/cli_helpers.make_cli).
     url = installation.env["COFFRE_DATABASE_URL"]
-    try:
-        with smtp_listener() as smtp_port:
-            good = {"COFFRE_HTTPS": "true", "COFFRE_BEHIND_PROXY": "true",
-                    "COFFRE_TRUSTED_PROXIES": "127.0.0.1,::1",
-                    "COFFRE_ALLOWED_HOSTS": "coffre.labo-exemple.fr",
-                    "COFFRE_KEY_FILE": str(key), "COFFRE_REDIS_URL": "redis://127.0.0.1:6379/15",
-                    "COFFRE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                    "COFFRE_EMAIL_HOST": "127.0.0.1", "COFFRE_EMAIL_PORT": str(smtp_port),
-                    "COFFRE_DATABASE_URL": url.replace("postgres@", f"{role}@"),
-                    "COFFRE_ARGON2_TEST_CHEAP": ""}
-            result = installation.run("check", "--production", extra_env=good)
-            assert "ready for production" in result.stdout and "FAIL" not in result.stdout
-            as_owner = installation.run("check", "--production", check=False,
-                                        extra_env={**good, "COFFRE_DATABASE_URL": url})
-            assert "FAIL database role: postgres is SUPERUSER" in as_owner.stdout
-            with running_server(installation, extra_env=good) as (process, base):
-                status, _, _ = fetch(f"{base}/connexion/", {
-                    "Host": "coffre.labo-exemple.fr", "X-Forwarded-Proto": "https"})
-                assert status == 200
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(timeout=40) == 0
-    finally:
-        installation.sql(f"DROP OWNED BY {role}")
-        installation.sql(f"DROP ROLE {role}")
+    with smtp_listener() as smtp_port:
+        good = {"COFFRE_HTTPS": "true", "COFFRE_BEHIND_PROXY": "true",
+                "COFFRE_ALLOWED_HOSTS": "coffre.labo-exemple.fr",
+                "COFFRE_KEY_FILE": str(key), "COFFRE_REDIS_URL": "redis://127.0.0.1:6379/15",
+                "COFFRE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "COFFRE_EMAIL_HOST": "127.0.0.1", "COFFRE_EMAIL_PORT": str(smtp_port),
+                "COFFRE_DATABASE_URL": url, "COFFRE_TRUSTED_PROXIES": "127.0.0.1,::1",
+                "COFFRE_ARGON2_TEST_CHEAP": ""}
+        result = installation.run("check", "--production", extra_env=good)
+        assert "ready for production" in result.stdout and "FAIL" not in result.stdout
+        as_owner = installation.run("check", "--production", check=False, extra_env={
+            **good, "COFFRE_DATABASE_URL": installation.owner_url})
+        assert "FAIL database role: postgres is SUPERUSER" in as_owner.stdout
+        with running_server(installation, extra_env=good) as (process, base):
+            status, _, _ = fetch(f"{base}/connexion/", {
+                "Host": "coffre.labo-exemple.fr", "X-Forwarded-Proto": "https"})
+            assert status == 200
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=40) == 0
 
 
 # --- the database goes away and comes back ------------------------------------------
@@ -281,8 +263,7 @@ def database_away() -> Iterator[None]:
     import psycopg
 
     name = connection.settings_dict["NAME"]
-    admin = psycopg.connect(config.database_url().rsplit("/", 1)[0] + "/postgres",
-                            autocommit=True)
+    admin = psycopg.connect(admin_url(), autocommit=True)
     try:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -345,14 +326,14 @@ def test_the_running_server_answers_503_while_the_database_is_away_and_recovers(
     without a restart."""
     import psycopg
 
-    url = installation.env["COFFRE_DATABASE_URL"]
-    name = url.rsplit("/", 1)[1]
+    name = installation.env["COFFRE_DATABASE_URL"].rsplit("/", 1)[1]
     cookie = {"Cookie": "sessionid=" + "x" * 32}
     token = {"Authorization": "Bearer not-a-token"}
     with running_server(installation, "--skip-checks",
                         extra_env={"COFFRE_DB_POOL_TIMEOUT": "2"}) as (process, base):
         assert fetch(f"{base}/", cookie)[0] == 302  # an unknown session: to the login page
-        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        # Only the database's owner (here the superuser) may close it to new sessions.
+        with psycopg.connect(admin_url(), autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = %s", [name])

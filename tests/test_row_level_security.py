@@ -1,8 +1,10 @@
 """PostgreSQL row-level security, the second line of tenancy defence: even a query that
 forgets the lab filter reaches only the labs the request acts for.
 
-The suite connects as a superuser, which PostgreSQL exempts from row-level security;
-these tests switch to an ordinary role (as production must use) for what they check."""
+The PostgreSQL pass of the suite connects as an ordinary application role, as
+production must (tests/app_role.py), so these tests and every other one run under the
+policies; the one that shows the superuser exemption opens a superuser connection of
+its own."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from tests.conftest import make_nir, patient_row, second_factor_done
 from tests.lab_helpers import order_for, staff_of
 
 pytestmark = pytest.mark.postgres
-PROBE = "coffre_rls_probe"
 
 
 @pytest.fixture
@@ -38,25 +39,12 @@ def two_labs(postgres, lab_a, lab_b):
     return lab_a, lab_b
 
 
-@pytest.fixture
-def ordinary_role(two_labs):
-    """Act as a role without superuser or BYPASSRLS (rolled back with the test)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE ROLE {PROBE} NOLOGIN")
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public "
-                       f"TO {PROBE}")
-        cursor.execute(f"SET ROLE {PROBE}")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("RESET ROLE")
-
-
 def _labs_seen() -> dict[str, frozenset[int]]:
     return {model.__name__: frozenset(model.unscoped.values_list("lab_id", flat=True))
             for model in (Patient, Order, Specimen, Result)}
 
 
-def test_an_unscoped_query_sees_only_the_labs_of_the_scope(two_labs, ordinary_role):
+def test_an_unscoped_query_sees_only_the_labs_of_the_scope(two_labs):
     lab_a, lab_b = two_labs
     rls.limit_to([lab_a.id])
     assert set(_labs_seen().values()) == {frozenset({lab_a.id})}
@@ -68,7 +56,7 @@ def test_an_unscoped_query_sees_only_the_labs_of_the_scope(two_labs, ordinary_ro
     assert _labs_seen()["Result"] == {lab_a.id, lab_b.id}
 
 
-def test_a_write_into_another_lab_is_refused_by_the_database(two_labs, ordinary_role):
+def test_a_write_into_another_lab_is_refused_by_the_database(two_labs):
     lab_a, lab_b = two_labs
     rls.limit_to([lab_a.id])
     with (pytest.raises(ProgrammingError, match="row-level security"),
@@ -86,13 +74,34 @@ def test_a_staff_page_limits_its_connection_to_the_acting_lab(two_labs, client):
     assert rls.current() == str(lab_a.id)
 
 
-def test_the_superuser_exemption_is_why_production_needs_an_ordinary_role(two_labs):
-    """The suite's own connection (a superuser) sees every lab whatever the scope: the
-    policy protects only a deployment that follows docs/operations.md."""
-    lab_a, lab_b = two_labs
-    rls.limit_to([lab_a.id])
+def test_the_suite_connects_as_an_ordinary_role_that_owns_no_patient_table(postgres):
+    """What makes every test of the PostgreSQL pass a test of the policies too."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles "
-                       "WHERE rolname = current_user")
-        exempt = cursor.fetchone()[0]
-    assert exempt and _labs_seen()["Patient"] == {lab_a.id, lab_b.id}
+        cursor.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = "
+                       "current_user")
+        assert cursor.fetchone() == (False, False)
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname = ANY(%s) AND "
+                       "relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+                       [list(rls.TABLES)])
+        assert cursor.fetchone()[0] == 0
+        with pytest.raises(ProgrammingError), transaction.atomic():
+            cursor.execute("ALTER TABLE identity_patient DISABLE ROW LEVEL SECURITY")
+        with pytest.raises(ProgrammingError), transaction.atomic():
+            cursor.execute("TRUNCATE lab_result")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_superuser_exemption_is_why_production_needs_an_ordinary_role(two_labs):
+    """A superuser sees every lab whatever the scope: the policy protects only a
+    deployment that serves as the application role (docs/deploy.md)."""
+    import psycopg
+
+    from tests.app_role import admin_url
+
+    lab_a, lab_b = two_labs
+    with psycopg.connect(admin_url(connection.settings_dict["NAME"])) as superuser:
+        superuser.execute("SELECT set_config(%s, %s, false)", [rls.SETTING, str(lab_a.id)])
+        labs = {row[0] for row in superuser.execute("SELECT lab_id FROM identity_patient")}
+    assert labs == {lab_a.id, lab_b.id}
+    rls.limit_to([lab_a.id])  # the suite's own connection is bound
+    assert _labs_seen()["Patient"] == {lab_a.id}

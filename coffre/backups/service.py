@@ -9,6 +9,14 @@ A restore first decrypts and authenticates the whole file; nothing is touched be
 that succeeded. Then SQLite's database file is replaced atomically (``os.replace``),
 or ``pg_restore --clean --if-exists --no-owner --single-transaction`` runs, and the
 erasure ledger is re-applied so that patients erased after the backup stay erased.
+
+Between the replacement and the end of the re-application, the restored database holds
+the keys of patients erased since the backup. A marker file written (and fsynced) before
+the replacement, removed only once the ledger is re-applied, closes that window: every
+start (each ``coffre`` command, ``coffre init``, each server worker) first finishes an
+interrupted restore (``finish_restore``), and refuses to start while it cannot. A
+restore killed at any point therefore leaves the old database or the restored one,
+and no process reads the restored one before the erasures are back.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import queue
 import shutil
@@ -28,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from coffre import config
+from coffre import config, faults
 from coffre.audit import chain
 from coffre.backups.archive import SUFFIX, ArchiveError, peek, read_archive, write_archive
 
@@ -294,11 +303,7 @@ def _restore_sqlite(clear: Path) -> None:
     _remove_side_files(database)
     os.replace(clear, database)
     _remove_side_files(database)
-    directory = os.open(database.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    _fsync_dir(database.parent)
 
 
 def _restore_postgresql(clear: Path) -> None:
@@ -317,8 +322,86 @@ def reapply_erasures() -> tuple[int | None, str]:
         count = reapply_ledger()
     except Exception as exc:  # the restore is done: report, never hide, the failure
         return None, (f"the erasure ledger could not be re-applied ({exc}): fix it, then run "
-                      f"`coffre ledger reapply` before anyone uses the restored data")
+                      f"`coffre ledger reapply`; until then nothing starts")
     return count, f"erasure ledger re-applied: {count} patient(s) erased again"
+
+
+# --------------------------------------------------- a restore that did not finish
+
+class RestoreUnfinished(BackupError):
+    """A restore replaced the database but its erasures are not re-applied yet, and
+    they cannot be now: nothing may read the database until they are."""
+
+
+def pending_file() -> Path:
+    return config.home() / "restore-pending.json"
+
+
+def _write_durably(path: Path, data: dict) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    part = path.with_name(f".{path.name}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(part, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _clear_pending() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        pending_file().unlink()
+    _fsync_dir(pending_file().parent)
+
+
+def _after_replacement(marker: dict) -> tuple[int | None, str]:
+    """What a restore does once the database is replaced; the marker goes only when all
+    of it is done. The access log was rewound with the database: say so in the signed
+    checkpoints before anything new is logged (the ledger's re-erasures are)."""
+    if not marker.get("restore_recorded"):
+        chain.record_restore()
+        marker["restore_recorded"] = True
+        _write_durably(pending_file(), marker)
+    faults.point("restore-recorded")
+    erased, message = reapply_erasures()
+    if erased is not None:
+        _clear_pending()
+    return erased, message
+
+
+def finish_restore() -> str | None:
+    """Finish a restore that stopped after replacing the database (kill -9, a power cut,
+    a ledger that did not verify). Every start calls it before serving anything; None
+    when no restore is pending. Processes starting together take turns (a lock on the
+    marker), and what is already done is not done twice. RestoreUnfinished when the
+    erasure ledger still cannot be re-applied."""
+    import fcntl
+
+    path = pending_file()
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - held, locked, for the whole block
+    except FileNotFoundError:
+        return None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not path.exists():  # another process finished it while this one waited
+            return None
+        marker = json.loads(path.read_text())
+        erased, message = _after_replacement(marker)
+    if erased is None:
+        raise RestoreUnfinished(f"the restore of {marker.get('backup')} (started "
+                                f"{marker.get('started')}) is not finished: {message}")
+    return (f"finished the restore of {marker.get('backup')} interrupted after "
+            f"{marker.get('started')}: {message}")
 
 
 def others_using_the_database() -> str | None:
@@ -383,14 +466,19 @@ def restore(path: Path, confirm: Callable[[dict], bool] | None = None,
                 dst.flush()
         except ArchiveError as exc:
             raise BackupError(f"{exc}; nothing was changed") from None
-        if vendor() == "sqlite":
-            _restore_sqlite(clear)
-        else:
-            _restore_postgresql(clear)
-    # The access log was rewound with the database: say so in the signed checkpoints
-    # before anything new is logged (the ledger's re-erasures are).
-    chain.record_restore()
-    erased, ledger = reapply_erasures()
+        marker = {"backup": str(path), "started": dt.datetime.now(dt.UTC).isoformat(
+            timespec="seconds"), "restore_recorded": False}
+        _write_durably(pending_file(), marker)  # before the database changes
+        try:
+            if vendor() == "sqlite":
+                _restore_sqlite(clear)
+            else:
+                _restore_postgresql(clear)
+        except BackupError:  # refused before the swap, or rolled back: nothing changed
+            _clear_pending()
+            raise
+    faults.point("restore-replaced")
+    erased, ledger = _after_replacement(marker)
     return {"restored": str(path), "vendor": header["vendor"], "created": header["created"],
             "master_key": header["master_key"], "database_bytes": header["total"],
             "erasures_reapplied": erased, "ledger": ledger,

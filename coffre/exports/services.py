@@ -44,7 +44,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from coffre import config, spreadsheet
+from coffre import config, faults, spreadsheet
 from coffre.accounts import stepup
 from coffre.accounts.models import Membership, Role
 from coffre.audit import canaries, chain
@@ -446,6 +446,7 @@ def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str
         record = open_patient(patient, fields)
         ids.append(patient.id)
         yield line({name: record.values.get(name, "") for name in fields})
+        faults.point("export-row")
     for _, index in places:  # a mark placed after the last row
         yield line(marks[index])
 
@@ -486,6 +487,7 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     _write_private(path, lambda out: encrypt_stream_to(
         export.recipient_key, _csv_lines(scope, fields, marks, rng, ids,
                                               export.format), out))
+    faults.point("export-written")  # the file in place, the request not yet produced
     key_id, key = watermark_key()
     prints = set().union(*(_fingerprints(key, mark) for mark in marks))
     now = timezone.now()
@@ -558,7 +560,7 @@ def fetch(export_id: int | str, out: Path) -> ExportRequest:
 def purge_expired(now: dt.datetime | None = None) -> list[int]:
     """Delete the staged files of produced exports past their expiry, and close the
     requests never produced within REQUEST_DAYS: an approval given for a need of the
-    moment must not stay usable for months."""
+    moment must not stay usable for months. Then sweep what killed runs left."""
     now = now or timezone.now()
     stale = now - dt.timedelta(days=request_days())
     done = []
@@ -572,7 +574,31 @@ def purge_expired(now: dt.datetime | None = None) -> list[int]:
             export.save()
             _log_step(export, "export_expire", cli_actor(export.lab_id).person, "cli", "")
         done.append(export.pk)
+    sweep_staging(now)
     return done
+
+
+STALE_SECONDS = 15 * 60
+
+
+def sweep_staging(now: dt.datetime | None = None) -> list[str]:
+    """Delete the staged files that no produced export owns: what a run killed mid-way
+    left (its ``.partial``, or its finished file whose request was never marked
+    produced; a run that gets an error removes its own). A run still writing keeps its
+    file: only files untouched for STALE_SECONDS go. Returns their names."""
+    now = now or timezone.now()
+    produced = {staged_file(e).name for e in
+                ExportRequest.objects.filter(state=ExportState.PRODUCED)}
+    swept = []
+    for path in staging_dir().iterdir():
+        try:
+            idle = now.timestamp() - path.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if path.name not in produced and idle >= STALE_SECONDS:
+            path.unlink(missing_ok=True)
+            swept.append(path.name)
+    return swept
 
 
 def request_days() -> int:

@@ -20,7 +20,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 
-from django.db import connection, connections
+from django.db import connection
 
 from coffre.identity import french
 from coffre.identity.models import Patient
@@ -141,7 +141,12 @@ def _decrypt_parts(positions: dict[uuid.UUID, int], per_lab: Counter, digest: Sc
         return
     global _FORKED
     _FORKED = (positions, digest)  # inherited by the forked helpers, never pickled
-    connections.close_all()  # each helper opens its own connection
+    # Each helper opens its own connection: a connection pool copied into the children
+    # would hand its one socket to all of them at once (two helpers then read each
+    # other's answers, or hang).
+    from coffre.serving.server import release_connections
+
+    release_connections()
     pool = multiprocessing.get_context("fork").Pool(helpers)
     try:
         yield from pool.imap_unordered(_forked_lab, labs)

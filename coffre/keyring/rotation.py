@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
-from coffre import config
+from coffre import config, faults
 from coffre.bulk import update_rows
 from coffre.keyring import indexes
 from coffre.keyring import services as keyring
@@ -465,6 +465,7 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
                                  (Result, "result"), (CriticalValue, "critical")):
                 _reseal_rows(model, _locked(table, patient.id), table, old, new, tables,
                              patient.lab_id)
+            faults.point("reencrypt-patient")  # every row re-sealed, nothing committed
         ReencryptionRun.objects.filter(pk=run.pk).update(
             last_patient_id=patient_id, patients_done=run.patients_done + done)
         run.last_patient_id = patient_id

@@ -114,7 +114,9 @@ def initialise(expected_patients: int | None = None) -> bool:
 
 
 def check() -> None:
-    """Fail closed: raise KeyProviderError unless the master key opens this database."""
+    """Fail closed: raise KeyProviderError unless the master key opens this database's
+    index root and every lab key (a damaged lab key stops every start, naming its lab:
+    serving the other labs would hide the damage until that lab's patients fail)."""
     try:
         root = InstallationKey.objects.get(purpose=INDEX_ROOT)
     except InstallationKey.DoesNotExist:
@@ -126,12 +128,21 @@ def check() -> None:
             f"{master.source} holds key {master.current.hex_id}: wrong key file?"
         )
     indexer()
-    for lab_key in LabKey.objects.all():
-        _load_lab_key(lab_key)
+    for lab_key in LabKey.objects.select_related("lab"):
+        try:
+            _load_lab_key(lab_key)
+        except KeyProviderError as exc:  # name the lab the way its people know it
+            raise KeyProviderError(f"lab {lab_key.lab.finess} ({lab_key.lab.name}): "
+                                   f"{exc}") from None
     from coffre.keyring import indexes  # it builds on this module
 
-    for index_key in LabIndexKey.objects.all():
-        indexes.indexer_of(index_key)
+    for index_key in LabIndexKey.objects.select_related("lab"):
+        try:
+            indexes.indexer_of(index_key)
+        except (KeyProviderError, DecryptionError) as exc:
+            raise KeyProviderError(f"lab {index_key.lab.finess} ({index_key.lab.name}): "
+                                   f"the blind-index key {index_key.key_id} does not open "
+                                   f"({exc})") from None
 
 
 class KeyVersions:

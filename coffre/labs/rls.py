@@ -53,6 +53,26 @@ def disable_sql() -> list[str]:
     return statements
 
 
+def app_role_grants(database: str, app_role: str, owner_role: str) -> list[str]:
+    """What the application role may do in ``database``, whose tables ``owner_role``
+    creates (docs/deploy.md runs these; so does the PostgreSQL pass of the test suite):
+    read and write rows, nothing else. It owns no table, so it cannot turn row-level
+    security off, truncate (which ignores the policies) or drop anything. Run as the
+    owner or a superuser, inside ``database``; the default privileges reach the tables
+    that later migrations (or a restore) create."""
+    return [
+        f'GRANT CONNECT ON DATABASE "{database}" TO "{app_role}"',
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+        f'GRANT USAGE ON SCHEMA public TO "{app_role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{app_role}"',
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{app_role}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner_role}" IN SCHEMA public '
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{app_role}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner_role}" IN SCHEMA public '
+        f'GRANT USAGE, SELECT ON SEQUENCES TO "{app_role}"',
+    ]
+
+
 def _set(value: str) -> None:
     if connection.vendor != "postgresql":
         return

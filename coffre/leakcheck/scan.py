@@ -111,6 +111,9 @@ class ScanReport:
     text_bytes: int = 0  # bytes in text runs long enough to hold a value (Exposure)
     needles_total: int = 0
     needles_untestable: int = 0  # values with no form long enough to search
+    # The same two counts per field (nir, phone, name...): which values went unsearched.
+    field_totals: dict[str, int] = dataclasses.field(default_factory=dict)
+    field_untestable: dict[str, int] = dataclasses.field(default_factory=dict)
     variants_tested: int = 0
     variants_untestable: int = 0
     hits: list[Hit] = dataclasses.field(default_factory=list)
@@ -268,12 +271,14 @@ def _add_needle(
     needle: Needle, exposure: Exposure, report: ScanReport, pending: dict[str, list[_Tag]]
 ) -> None:
     report.needles_total += 1
+    report.field_totals[needle.field] = report.field_totals.get(needle.field, 0) + 1
     forms = variants(needle)
     kept = [form for form in forms if testable(form, exposure.for_length(len(form)))]
     report.variants_tested += len(kept)
     report.variants_untestable += len(forms) - len(kept)
     if not kept:
         report.needles_untestable += 1
+        report.field_untestable[needle.field] = report.field_untestable.get(needle.field, 0) + 1
         return
     tag = (needle.owner, needle.field, mask(needle.value))
     for form in kept:
@@ -610,8 +615,22 @@ def scan(
 # --- report --------------------------------------------------------------
 
 
-def format_report(report: ScanReport) -> list[str]:
-    """Human-readable lines; values appear only masked."""
+def unsearched_share(report: ScanReport) -> float:
+    """The share of values with no form long enough to search (0.0 when none)."""
+    return report.needles_untestable / report.needles_total if report.needles_total else 0.0
+
+
+def field_shares(report: ScanReport) -> list[tuple[str, int, int]]:
+    """(field, values unsearched, values) for each field with unsearched values, the
+    largest share first."""
+    rows = [(name, report.field_untestable.get(name, 0), total)
+            for name, total in report.field_totals.items() if report.field_untestable.get(name)]
+    return sorted(rows, key=lambda row: (-row[1] / row[2], row[0]))
+
+
+def format_report(report: ScanReport, max_unsearched: float = 1.0) -> list[str]:
+    """Human-readable lines; values appear only masked. Above ``max_unsearched`` (a
+    share of values too short to search), a clean scan is inconclusive, not clean."""
     checked = report.needles_total - report.needles_untestable
     lines = [
         f"Scanned {len(report.files):,} files, {report.bytes_scanned:,} bytes "
@@ -620,9 +639,13 @@ def format_report(report: ScanReport) -> list[str]:
         f"({report.variants_tested:,} forms searched).",
     ]
     if report.variants_untestable:  # counted, never dropped silently
+        by_field = ", ".join(f"{name} {untested:,} of {total:,} ({untested / total:.0%})"
+                             for name, untested, total in field_shares(report))
         lines.append(
-            f"{report.needles_untestable:,} values too short to test on their own "
-            f"({report.variants_untestable:,} forms not searched)."
+            f"{report.needles_untestable:,} of {report.needles_total:,} values "
+            f"({unsearched_share(report):.1%}) too short to search on their own "
+            f"({report.variants_untestable:,} forms not searched)"
+            + (f": {by_field}." if by_field else ".")
         )
     lines += [f"Skipped, not a regular file: {path}" for path in report.skipped]
     lines += [f"Could not read {error}" for error in report.errors]
@@ -631,16 +654,20 @@ def format_report(report: ScanReport) -> list[str]:
         f"field {hit.field}, value {hit.masked}"
         for hit in report.hits
     ]
-    lines.append(_verdict(report))
+    lines.append(_verdict(report, max_unsearched))
     return lines
 
 
-def _verdict(report: ScanReport) -> str:
+def _verdict(report: ScanReport, max_unsearched: float) -> str:
     if report.variants_tested == 0:
         return "Verdict: inconclusive, no value was long enough to be tested."
     count = len(report.hits)
     if count:
         verdict = f"Verdict: {count:,} hit{'s' if count > 1 else ''}, patient values found in clear"
+    elif unsearched_share(report) > max_unsearched:
+        verdict = (f"Verdict: inconclusive, no patient value found but "
+                   f"{unsearched_share(report):.1%} of the values were too short to search "
+                   f"(more than {max_unsearched:.0%})")
     else:
         verdict = "Verdict: no patient value found in clear"
     if report.errors:  # what could not be read was not checked

@@ -135,6 +135,7 @@ def hold(args: argparse.Namespace) -> int:
 
 @command("ledger")
 def ledger_command(args: argparse.Namespace) -> int:
+    from coffre.backups import service
     from coffre.lifecycle import ledger
     from coffre.lifecycle.erasure import reapply_ledger
 
@@ -145,8 +146,13 @@ def ledger_command(args: argparse.Namespace) -> int:
                                "torn_tail_bytes": ledger.torn_tail(),
                                "file": str(ledger.ledger_path())}])
             return 0
+        if service.pending_file().exists():  # finishes the restore it belongs to
+            print_json_lines([{"restore_finished": service.finish_restore()}])
+            return 0
         print_json_lines([{"reerased": reapply_ledger()}])
         return 0
+    except service.RestoreUnfinished as exc:
+        raise CommandError(str(exc)) from None
     except ledger.LedgerError as exc:
         raise CommandError(f"erasure ledger {ledger.ledger_path()}: {exc} "
                            f"(first bad line: {exc.line})") from None
