@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from coffre.vault import otp_code, otp_counter, otp_secret_from_base32
-from tests.cli_helpers import Cli, drop_database, make_cli
+from tests.cli_helpers import Cli, drop_database, make_cli, printed_auditor_key
 
 ROOT = Path(__file__).resolve().parent.parent
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -50,7 +50,10 @@ IONO = {"NA": "140", "K": "4.2", "CL": "102", "BICAR": "26", "PROT": "70"}
 @pytest.fixture
 def cli(tmp_path):
     cli, database = make_cli(tmp_path / "home")
-    cli.run("init")
+    printed = cli.run("init").stdout
+    # The auditor keeps the key `init` printed once, off the machine (here: outside home).
+    cli.auditor_key = tmp_path / "auditor.key"
+    cli.auditor_key.write_text(printed_auditor_key(printed) + "\n")
     cli.run("generate", "--patients", "30", "--labs", "1", "--seed", "9")
     yield cli
     drop_database(database)
@@ -414,7 +417,7 @@ def test_a_restore_killed_before_its_erasures_are_reapplied_shows_no_erased_pati
         assert found.stdout == "" and "finished the restore" in found.stderr
     assert keys_left(cli, ids) == 0
     assert not (cli.home / "restore-pending.json").exists()
-    verified = cli.run("audit", "verify")
+    verified = cli.run("audit", "verify", "--auditor-key", str(cli.auditor_key))
     assert "1 database restore(s)" in verified.stdout  # recorded once, not per attempt
     assert inside(cli, "consistent")["problems"] == []
 
@@ -694,14 +697,16 @@ def _approved_export(recipient: str) -> dict:
     from coffre.exports import services
 
     lab = _lab()
+    from tests.conftest import STAFF_PASSWORD, sign
+
     for name, role in (("fault-req", "secretary"), ("fault-resp", "lab_manager")):
-        Membership.objects.create(user=get_user_model().objects.create_user(name), lab=lab,
-                                  role=role)
+        Membership.objects.create(user=get_user_model().objects.create_user(
+            name, password=STAFF_PASSWORD), lab=lab, role=role)
     export = services.request_export(
         lab, purpose="migration", recipient="Éditeur", recipient_key=recipient,
         fields="nir,birth_name,first_names,phone", period_from=dt.date(2000, 1, 1),
         period_to=dt.date.today() + dt.timedelta(days=1), requested_by="fault-req")
-    services.approve(export.pk, "fault-resp")
+    services.approve(export.pk, sign("fault-resp"), channel="cli", os_user="os:fault-resp")
     return {"id": export.pk, "patients": export.size_estimate}
 
 
