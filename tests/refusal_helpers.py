@@ -15,3 +15,8 @@ def refused(kind: type[Refusal], code: str) -> Iterator[pytest.ExceptionInfo]:
     with pytest.raises(kind) as caught:
         yield caught
     assert caught.value.code == code, f"refused with {caught.value.code}, not {code}"
+
+
+def row_codes(error: Refusal) -> set[str]:
+    """The codes of a batch refusal's rows (coffre.lab.workflow.WorkflowError)."""
+    return {why.code for _row, why in getattr(error, "problems", [])}

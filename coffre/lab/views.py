@@ -6,7 +6,6 @@ Every patient value stays out of URLs: filters in query strings are operational 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,58 +60,12 @@ def lab_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-# -- the services' English refusals, said in the page's language ----------------------
-
-_REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
-    (r"is calculated", lambda m: _("calculé automatiquement, il ne se saisit pas")),
-    (r"is (\w+), not open for entry", lambda m: _("pas ouvert à la saisie (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"is (\w+), not in analysis", lambda m: _("pas en analyse (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"not technically validated", lambda m: _("pas encore validé techniquement")),
-    (r"same person", lambda m: _("saisi par vous-même : l'auto-validation n'est pas "
-                                 "autorisée dans ce laboratoire")),
-    (r"critical value not acknowledged", lambda m: _("valeur critique non acquittée")),
-    (r"not a number", lambda m: _("la valeur saisie n'est pas un nombre")),
-    (r"not one of (.*)$", lambda m: _("valeurs possibles : %(choices)s")
-     % {"choices": m[1]}),
-    (r"empty result", lambda m: _("résultat vide")),
-    (r"out of range", lambda m: _("valeur hors des limites possibles")),
-    (r"no such result", lambda m: _("résultat inconnu dans ce laboratoire")),
-    (r"needs a reason", lambda m: _("un motif est obligatoire")),
-    (r"say what was done", lambda m: _("indiquez ce qui a été fait (qui a été appelé, "
-                                       "quand)")),
-    (r"no validated result to publish", lambda m: _("aucun résultat validé à diffuser")),
-    (r"not waiting for collection", lambda m: _("l'échantillon n'est plus à prélever")),
-    (r"cannot be received", lambda m: _("l'échantillon ne peut plus être réceptionné")),
-    (r"already rejected", lambda m: _("l'échantillon est déjà refusé")),
-    (r"already acknowledged", lambda m: _("valeur critique déjà acquittée")),
-    (r"cannot be cancelled", lambda m: _("l'analyse ne peut plus être annulée")),
-    (r"only a published result", lambda m: _("seul un résultat diffusé se corrige ainsi")),
-    (r"has no critical value", lambda m: _("pas de valeur critique")),
-)
-
-
-def _state(code: str) -> str:
-    try:
-        return str(S(code).label)
-    except ValueError:
-        return code
-
-
-def say(reason: str) -> str:
-    for pattern, message in _REASONS:
-        match = re.search(pattern, reason)
-        if match:
-            return message(match)
-    return reason
-
-
 def problems_of(error: workflow.WorkflowError) -> list[tuple[str, str]]:
-    """(row label, French reason) of a refused step; one row without label if single."""
+    """(row label, reason in the page's language) of a refused step; one row without
+    label if single."""
     if error.problems:
-        return [(row, say(reason)) for row, reason in error.problems]
-    return [("", say(str(error)))]
+        return [(row, str(reason)) for row, reason in error.problems]
+    return [("", str(error))]
 
 
 def report_refusal(request: HttpRequest, error: workflow.WorkflowError) -> None:
@@ -154,7 +107,7 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
                 prescriber_name=data["prescriber_name"],
                 clinical_info=data["clinical_info"], urgent=data["urgent"]))
         except InvalidOrder as exc:
-            form.add_error(None, _order_error(str(exc)))
+            form.add_error(None, str(exc))
         else:
             messages.success(request, _("Demande %(number)s enregistrée.")
                              % {"number": order.number})
@@ -163,18 +116,6 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
     return render(request, "lab/order_new.html", {
         "patient": patient, "form": form, "benches": _bench_tests(), "selected": selected,
         "patient_name": reports.patient_name(patient)})
-
-
-def _order_error(reason: str) -> str:
-    if reason.startswith("unknown test code"):
-        return _("Code d'analyse inconnu : %(code)s") % {"code": reason[18:].strip("'\" ")}
-    if reason.startswith("an order needs"):
-        return _("Choisissez au moins une analyse ou un bilan.")
-    if reason.startswith("prescriber"):
-        return _("RPPS du prescripteur invalide (11 chiffres, clé de Luhn).")
-    if reason.startswith("clinical information"):
-        return _("Renseignements cliniques trop longs.")
-    return reason
 
 
 # -- 2. order page, its actions and documents -------------------------------------------
