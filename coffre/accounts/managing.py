@@ -49,6 +49,7 @@ from coffre.accounts.models import (
 )
 from coffre.audit import log
 from coffre.audit.models import AccountLock
+from coffre.labs.access import RowNotFound
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
@@ -89,7 +90,7 @@ class AccountError(Exception):
         super().__init__(str(message or self.message))
 
 
-class NoSuchMembership(AccountError):
+class NoSuchMembership(AccountError, RowNotFound):
     message = _("Ce compte n'existe pas dans ce laboratoire.")
 
 

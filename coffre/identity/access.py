@@ -32,12 +32,13 @@ from coffre.identity.registry import (
 )
 from coffre.keyring import indexes
 from coffre.labs import rls
+from coffre.labs.access import RowNotFound
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.vault import Key
 
 
-class PatientNotFound(LookupError):
+class PatientNotFound(RowNotFound):
     pass
 
 
