@@ -15,6 +15,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from coffre.audit.models import Alert
+from coffre.labs.access import one_row
 from coffre.labs.tenancy import Actor
 
 log = logging.getLogger("coffre.audit")
@@ -64,6 +65,14 @@ class CommentRequired(ValueError):
 
 def open_alerts(lab_id: int) -> list[Alert]:
     return list(Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=True))
+
+
+def access_alert(actor: Actor, alert_id: int | str, *, open_only: bool = False) -> Alert:
+    """An alert of the actor's lab (still open with ``open_only``); RowNotFound else."""
+    rows = Alert.objects.filter(lab_id=actor.lab_id)
+    if open_only:
+        rows = rows.filter(acknowledged_at__isnull=True)
+    return one_row(rows, alert_id, "alert")
 
 
 def count_open(lab_id: int) -> int:

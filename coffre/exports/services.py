@@ -61,6 +61,7 @@ from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.lab.models import Order
+from coffre.labs.access import one_row
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.refusals import Refusal, reason
@@ -670,6 +671,12 @@ def sweep_staging(now: dt.datetime | None = None) -> list[str]:
 def request_days() -> int:
     """Days a request may wait for its approval and run (COFFRE_EXPORT_REQUEST_DAYS)."""
     return config.env_int("COFFRE_EXPORT_REQUEST_DAYS", REQUEST_DAYS)
+
+
+def access_export(actor: Actor, export_id: int | str) -> ExportRequest:
+    """An export request of the actor's lab; RowNotFound for another lab's or none."""
+    return one_row(ExportRequest.objects.select_related("lab").filter(lab_id=actor.lab_id),
+                   export_id, "export")
 
 
 def requests_of(lab: Lab) -> QuerySet[ExportRequest]:

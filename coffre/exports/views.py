@@ -28,6 +28,7 @@ from coffre.exports import services
 from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.exports.services import state_label
+from coffre.labs.access import RowNotFound
 
 EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
 
@@ -54,13 +55,12 @@ def _where(request: HttpRequest) -> dict[str, str]:
     return {"channel": "web", "address": request.actor.address}
 
 
-def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
+def _export(request: HttpRequest, export_id: int) -> ExportRequest:
     """The acting lab's export; another lab's or none is the same 404."""
-    export = (ExportRequest.objects.select_related("lab")
-              .filter(pk=export_id, lab_id=request.membership.lab_id).first())
-    if export is None:
-        raise Http404("no such export")
-    return export
+    try:
+        return services.access_export(request.actor, export_id)
+    except RowNotFound:
+        raise Http404("no such export") from None
 
 
 def _row(export: ExportRequest) -> dict:
@@ -114,7 +114,7 @@ def export_new(request: HttpRequest) -> HttpResponse:
 @requires_role(*EXPORT_ROLES)
 @require_GET
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     me = _username(request)
     cannot_approve = cannot_refuse = None
     if export.state == ExportState.REQUESTED:
@@ -133,7 +133,7 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 @requires_role(*EXPORT_ROLES)
 @require_POST
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     credentials = stepup.Credentials(_username(request), request.POST.get("password", ""),
                                      request.POST.get("code", ""))
     try:
@@ -159,7 +159,7 @@ def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
 @requires_role(*EXPORT_ROLES)
 @require_POST
 def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     try:
         services.refuse(export.pk, _username(request), **_where(request))
     except services.ExportError as error:

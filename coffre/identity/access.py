@@ -33,13 +33,14 @@ from coffre.identity.registry import (
 )
 from coffre.keyring import indexes
 from coffre.labs import rls
+from coffre.labs.access import RowNotFound
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
 
 
-class PatientNotFound(LookupError):
+class PatientNotFound(RowNotFound):
     pass
 
 

@@ -23,7 +23,7 @@ from coffre.accounts.acting import requires_role, staff_view
 from coffre.identity.access import PatientNotFound, access_patient
 from coffre.lab import access, catalogue, reports, workflow
 from coffre.lab.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
-from coffre.lab.models import LabWorkflowSettings, ResultState
+from coffre.lab.models import ResultState
 from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
 from coffre.lab.permissions import (
     BIOLOGICAL_VALIDATION,
@@ -36,7 +36,7 @@ from coffre.lab.permissions import (
     TECHNICAL_VALIDATION,
     NotAllowed,
 )
-from coffre.lab.scope import orders_for, results_for, specimens_for
+from coffre.lab.scope import orders_for, results_for
 
 S = ResultState
 CANCELLABLE = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED)
@@ -150,11 +150,8 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
 
 def _specimen_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted specimen id, if it belongs to this order of the actor's lab."""
-    specimen_id = _uuid(request.POST.get("specimen"))
-    if specimen_id is None or not specimens_for(request.actor).filter(
-            id=specimen_id, order_id=order_id).exists():
-        raise workflow.SpecimenNotFound("no such specimen in this order")
-    return specimen_id
+    return access.access_specimen(request.actor, _uuid(request.POST.get("specimen")),
+                                  order_id=order_id).id
 
 
 def _reject(request: HttpRequest, order_id: uuid.UUID) -> str:
@@ -175,7 +172,7 @@ def _receive(request: HttpRequest, order_id: uuid.UUID) -> str:
 
 
 def _publish(request: HttpRequest, order_id: uuid.UUID) -> str:
-    count = workflow.publish(request.actor, access.order_row(request.actor, order_id))
+    count = workflow.publish(request.actor, access.access_order_row(request.actor, order_id))
     return _("%(count)d résultat(s) diffusé(s).") % {"count": count}
 
 
@@ -200,11 +197,8 @@ def _acknowledge(request: HttpRequest, order_id: uuid.UUID | None) -> str:
 
 def _result_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted result id, if it belongs to this order of the actor's lab."""
-    result_id = _uuid(request.POST.get("result"))
-    if result_id is None or not results_for(request.actor).filter(
-            id=result_id, order_id=order_id).exists():
-        raise access.OrderNotFound("no such result in this order")
-    return result_id
+    return access.access_result(request.actor, _uuid(request.POST.get("result")),
+                                order_id=order_id).id
 
 
 ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
@@ -216,8 +210,7 @@ ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
 @lab_errors
 @require_POST
 def order_action(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    if not orders_for(request.actor).filter(id=order_id).exists():
-        raise Http404("no such order")
+    access.access_order_row(request.actor, order_id)
     action = ORDER_ACTIONS.get(request.POST.get("action", ""))
     if action is None:
         raise Http404("no such action")
@@ -468,12 +461,12 @@ def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> Htt
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def lab_settings(request: HttpRequest) -> HttpResponse:
-    current, _created = LabWorkflowSettings.objects.get_or_create(lab_id=request.actor.lab_id)
+    allowed = workflow.self_validation_allowed(request.actor.lab_id)
     form = SettingsForm(request.POST if request.method == "POST" else None,
-                        initial={"allow_self_validation": current.allow_self_validation})
+                        initial={"allow_self_validation": allowed})
     if request.method == "POST" and form.is_valid():
-        current.allow_self_validation = form.cleaned_data["allow_self_validation"]
-        current.save(update_fields=["allow_self_validation"])
+        workflow.set_self_validation(request.actor,
+                                     form.cleaned_data["allow_self_validation"])
         messages.success(request, _("Réglages enregistrés."))
         return redirect("lab_settings")
     return render(request, "lab/settings.html", {"form": form})

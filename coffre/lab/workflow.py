@@ -49,6 +49,7 @@ from coffre.lab.permissions import (
     CRITICAL_ACK,
     RECEPTION,
     RESULT_ENTRY,
+    SETTINGS,
     TECHNICAL_VALIDATION,
     check_role,
 )
@@ -61,6 +62,7 @@ from coffre.lab.sealing import (
     seal,
     unseal,
 )
+from coffre.labs.access import RowNotFound
 from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
@@ -154,7 +156,7 @@ class _Rows:
         return shown + (f" (+{more})" if more > 0 else "")
 
 
-class SpecimenNotFound(LookupError):
+class SpecimenNotFound(RowNotFound):
     pass
 
 
@@ -430,6 +432,21 @@ def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
 def self_validation_allowed(lab_id: int) -> bool:
     return LabWorkflowSettings.objects.filter(lab_id=lab_id, allow_self_validation=True
                                               ).exists()
+
+
+def set_self_validation(actor: Actor, allowed: bool) -> None:
+    """The lab manager's switch letting a biologist validate what they entered. A change
+    is recorded in the access log (kind ``lab_settings``) in the same transaction."""
+    check_role(actor, SETTINGS, "change the lab settings")
+    with transaction.atomic():
+        current, _created = (LabWorkflowSettings.objects.select_for_update()
+                             .get_or_create(lab_id=actor.lab_id))
+        if current.allow_self_validation == allowed:
+            return
+        current.allow_self_validation = allowed
+        current.save(update_fields=["allow_self_validation"])
+        log.record(actor, "update", [], kind="lab_settings",
+                   purpose=f"allow_self_validation={'on' if allowed else 'off'}")
 
 
 def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
