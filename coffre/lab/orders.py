@@ -126,7 +126,7 @@ def create_order(actor: Actor, request: OrderRequest, *,
     by = user_id(actor)
     with transaction.atomic():
         # The patient's row lock orders this with a re-encryption of the patient
-        # (coffre.keyring.rotation), so the order is sealed under the key that stays.
+        # (coffre.lifecycle.reencrypt), so the order is sealed under the key that stays.
         list(patients_for(actor).select_for_update().filter(id=request.patient_id)
              .values_list("id", flat=True))
         key = PatientKeys(actor.lab_id)[request.patient_id]
