@@ -15,6 +15,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from coffre.audit.models import Alert
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 log = logging.getLogger("coffre.audit")
@@ -85,6 +86,7 @@ def acknowledge(alert: Alert, by: Actor, comment: str) -> None:
     """Close an alert with a sealed comment; recorded in the access log."""
     from coffre.audit.log import record, seal_text
 
+    require(by, "alert.acknowledge")
     if not comment.strip():
         raise CommentRequired("an alert is acknowledged with a comment")
     record(by, "acknowledge", [], kind="alert")

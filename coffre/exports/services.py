@@ -46,7 +46,7 @@ from django.utils import timezone
 
 from coffre import config, faults, spreadsheet
 from coffre.accounts import stepup
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Membership
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
@@ -60,6 +60,7 @@ from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.lab.models import Order
+from coffre.labs.capabilities import may, roles
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
@@ -231,10 +232,9 @@ def _get(export_id: int | str) -> ExportRequest:
         raise ExportError(f"no export {export_id}") from None
 
 
-def _needed_roles(size: int, lab_id: int) -> set[str]:
-    if size > dpo_threshold(lab_id):
-        return {Role.DPO}
-    return {Role.DPO, Role.LAB_MANAGER}
+def _needed(size: int, lab_id: int) -> str:
+    """The capability approving an export of ``size`` patients needs."""
+    return "export.approve_large" if size > dpo_threshold(lab_id) else "export.approve"
 
 
 def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
@@ -260,9 +260,9 @@ def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
     if membership is None:
         raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
     export.size_estimate = covered(export, _runner(export.lab)).count()
-    needed = _needed_roles(export.size_estimate, export.lab_id)
-    if membership.role not in needed:
-        if needed == {Role.DPO}:
+    needed = _needed(export.size_estimate, export.lab_id)
+    if not may(membership, needed):
+        if needed == "export.approve_large":
             raise ExportError(
                 f"this export covers {export.size_estimate} patients (more than "
                 f"{dpo_threshold(export.lab_id)}): only the data-protection officer "
@@ -288,7 +288,7 @@ def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
     if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
         return ExportError(f"export {export.pk} is {export.state}: too late to refuse")
     membership = _person_in_lab(by, export.lab)
-    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
+    if not may(membership, "export.refuse"):
         return ExportError("only a lab manager or the DPO of the lab may refuse an export")
     return None
 
@@ -477,7 +477,8 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     actor = _runner(export.lab)
     fields = export.field_list()
     scope = covered(export, actor)
-    if scope.count() > dpo_threshold(export.lab_id) and export.approved_role != Role.DPO:
+    if (scope.count() > dpo_threshold(export.lab_id)
+            and export.approved_role not in roles("export.approve_large")):
         raise ExportError("the export now covers more patients than the DPO threshold: it "
                           "needs a new request approved by the DPO")
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows

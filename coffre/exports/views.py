@@ -25,13 +25,10 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from coffre.accounts import mfa, stepup
-from coffre.accounts.acting import requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.exports import services
 from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
-
-EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
 
 STATE_LABELS = {
     ExportState.REQUESTED: gettext_lazy("En attente d'approbation"),
@@ -135,7 +132,7 @@ def _row(export: ExportRequest) -> dict:
 # -- pages ----------------------------------------------------------------------------
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_list(request: HttpRequest) -> HttpResponse:
     lab = request.membership.lab
@@ -145,7 +142,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_http_methods(["GET", "POST"])
 def export_new(request: HttpRequest) -> HttpResponse:
     form = ExportRequestForm(request.POST or None)
@@ -171,7 +168,7 @@ def export_new(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
@@ -190,7 +187,7 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
@@ -216,7 +213,7 @@ def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _own_export(request, export_id)
