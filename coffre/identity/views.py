@@ -106,7 +106,8 @@ def patient_detail(request: HttpRequest, patient_id: str) -> HttpResponse:
         record = access_patient(request.actor, patient_id)
     except PatientNotFound:
         raise Http404("no such patient") from None
-    history = patient_history(record.id, with_reasons=may(request.membership, "patient.history_reasons"))
+    history = patient_history(record.id,
+                              with_reasons=may(request.membership, "patient.history_reasons"))
     lab = {}
     if may(request.actor, "result.read"):
         lab = {"orders": patient_orders(request.actor, record.id),
