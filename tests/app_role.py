@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 from coffre import config
 
 ADMIN_URL = config.database_url()  # what the run was given: a superuser
 SUITE_CONNECTED = False  # the suite's connection is the application role's
+_OWNER_SETTINGS: dict = {}  # the superuser's USER and PASSWORD, while it is
 
 
 def _parts() -> tuple[str, str, str]:
@@ -129,7 +130,32 @@ def suite_as_app_role() -> Callable[[], None]:
         reconnect(before)
 
     global SUITE_CONNECTED
+    _OWNER_SETTINGS.update(before)
     reconnect({"USER": name, "PASSWORD": password})
     DatabaseOperations.execute_sql_flush = _flush_as_superuser
     SUITE_CONNECTED = True
     return undo
+
+
+@contextlib.contextmanager
+def as_owner() -> Iterator[None]:
+    """The suite's connection as the superuser for a block, where production uses its
+    owner role (a test that runs migrations). On SQLite nothing changes."""
+    from django.db import connections
+
+    if not SUITE_CONNECTED:
+        yield
+        return
+    connection = connections["default"]
+    name, password = app_role()
+
+    def reconnect(settings: dict) -> None:
+        connection.close()
+        connection.close_pool()
+        connection.settings_dict.update(settings)
+
+    reconnect(_OWNER_SETTINGS)
+    try:
+        yield
+    finally:
+        reconnect({"USER": name, "PASSWORD": password})

@@ -179,7 +179,8 @@ def _value(action) -> str:
 def run_every_command() -> None:
     """In a child process: each command through coffre.cli.main, as a fresh start (the
     key caches cleared), one JSON line per command: argv, exit code, stderr. A command
-    that gets past the start (``serve``, ``hl7 listen``...) is stopped after 20 s."""
+    that gets past the start (``serve``, ``hl7 listen``...) is stopped after 120 s (not
+    20: a loaded machine took longer than that to start one)."""
     import io
     import signal
 
@@ -194,7 +195,7 @@ def run_every_command() -> None:
         if keyring is not None:
             keyring.clear_caches()
         err = io.StringIO()
-        signal.alarm(20)
+        signal.alarm(120)
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
                 code = cli.main(argv)

@@ -478,15 +478,20 @@ def test_the_migration_seals_the_purposes_already_stored(vault, lab_a, keys):
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
+    from tests.app_role import as_owner
+
     before = [("exports", "0002_exportrequest_format")]
-    executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    old = executor.loader.project_state(before).apps.get_model("exports", "ExportRequest")
-    row = old.objects.create(lab_id=lab_a.id, purpose="Dossier de Yann Quéméneur",
-                             recipient="Dr Morvan", recipient_key=keys[1], fields="nir",
-                             period_from=TODAY, period_to=TODAY, requested_by="os:x")
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    with as_owner():  # migrations run as the owner role, as in production
+        executor = MigrationExecutor(connection)
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps.get_model("exports",
+                                                                   "ExportRequest")
+        row = old.objects.create(lab_id=lab_a.id, purpose="Dossier de Yann Quéméneur",
+                                 recipient="Dr Morvan", recipient_key=keys[1],
+                                 fields="nir", period_from=TODAY, period_to=TODAY,
+                                 requested_by="os:x")
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
     export = ExportRequest.objects.get(pk=row.pk)
     assert "Quéméneur".encode() not in bytes(export.purpose)
     assert services.texts(export) == services.Texts("Dossier de Yann Quéméneur", "Dr Morvan")

@@ -231,6 +231,12 @@ def lab_state(lab, users=()) -> dict[tuple[str, object], tuple]:
     from django.contrib.auth import get_user_model
     from django.db.models import Q
 
+    from coffre.labs import rls
+
+    # Every row of the lab, whatever scope the last page left on the connection (on
+    # PostgreSQL a lab A page limits the suite's connection to lab A; each request
+    # starts by opening it again, so this changes nothing the walk sees).
+    rls.open_all()
     state = {}
     user_ids = [user.pk for user in users]
     for model in apps.get_models():
