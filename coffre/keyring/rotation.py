@@ -34,8 +34,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from coffre import config, faults
@@ -379,7 +381,9 @@ def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
         values = [seal(new, table, column, row_id, unseal(old, table, column, row_id, blob))
                   for column, blob in zip(columns, blobs, strict=True)]
         if tagged:
-            values.append(new.mac(result_binding(row_id, bound)))
+            binding = result_binding(row_id, bound)
+            assert binding is not None  # result_intact refuses a row without one
+            values.append(new.mac(binding))
         updates.append((row_id if table != "critical" else pk, values))
     if bad:
         raise tampered("result", lab_id, bad)
@@ -397,6 +401,7 @@ def _lock_query(table: str, patient_id: uuid.UUID):
     from coffre.lab.sealing import RESULT_BOUND
 
     columns = list(SEALED[table])
+    rows: QuerySet[Any, Any]
     if table == "order":
         rows = Order.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)
     elif table == "specimen":
@@ -475,8 +480,9 @@ def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Count
 
 def open_run(lab_id: int | None) -> tuple[ReencryptionRun, bool]:
     """The unfinished run of this scope (resumed), or a new one."""
-    run = (ReencryptionRun.objects.filter(lab_id=lab_id, finished_at__isnull=True)
-           .order_by("-pk").first())
+    runs = ReencryptionRun.objects.filter(finished_at__isnull=True)
+    runs = runs.filter(lab__isnull=True) if lab_id is None else runs.filter(lab_id=lab_id)
+    run = runs.order_by("-pk").first()
     if run is not None:
         return run, True
     return ReencryptionRun.objects.create(lab_id=lab_id), False
@@ -527,7 +533,7 @@ def _index_status(finess: dict[int, str]) -> list[dict]:
 
     from coffre.vault import combined_bits
 
-    used = Counter()
+    used: Counter[tuple[int, int | None]] = Counter()
     for lab_id, bi_key, count in (keyring_patients().values("lab_id", "bi_key")
                                   .annotate(n=Count("id")).order_by()
                                   .values_list("lab_id", "bi_key", "n")):
