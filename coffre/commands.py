@@ -395,7 +395,7 @@ def patient_find(args: argparse.Namespace) -> int:
                                 birth_date=args.birth_date, phone=args.phone,
                                 email=args.email)
     except SearchError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(exc.render("en")) from None
     print_json_lines([{**r.as_row(), "lab": target.finess} for r in records])
     return 0
 
@@ -587,7 +587,7 @@ def orders(args: argparse.Namespace) -> int:
             prescriber_name=args.prescriber_name, clinical_info=args.clinical_info,
             urgent=args.urgent))
     except InvalidOrder as exc:
-        raise BadInput(f"order refused, nothing recorded: {exc}") from None
+        raise BadInput(f"order refused, nothing recorded: {exc.render('en')}") from None
     except PatientNotFound:
         raise BadInput(f"no patient {patient_id} in lab {args.lab}") from None
     specimens = [{"barcode": s.barcode, "specimen_type": s.specimen_type,
@@ -656,7 +656,7 @@ class _refusals:
         from coffre.lab.workflow import WorkflowError
 
         if isinstance(exc, WorkflowError):
-            raise BadInput(f"{exc}; nothing was changed") from None
+            raise BadInput(f"{exc.render('en')}; nothing was changed") from None
         return False
 
 

@@ -49,6 +49,7 @@ from coffre.accounts.models import (
 )
 from coffre.audit import log
 from coffre.audit.models import AccountLock
+from coffre.labs.access import RowNotFound, one_row
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
@@ -89,7 +90,7 @@ class AccountError(Exception):
         super().__init__(str(message or self.message))
 
 
-class NoSuchMembership(AccountError):
+class NoSuchMembership(AccountError, RowNotFound):
     message = _("Ce compte n'existe pas dans ce laboratoire.")
 
 
@@ -190,10 +191,11 @@ def lab_members(actor: Actor) -> list[MemberRow]:
 def access_membership(actor: Actor, membership_id: int) -> Membership:
     """A membership of the actor's lab, that the actor may change; raises otherwise."""
     _require_manager(actor)
-    membership = (Membership.objects.filter(pk=membership_id, lab_id=actor.lab_id)
-                  .select_related("user").first())
-    if membership is None:
-        raise NoSuchMembership
+    try:
+        membership = one_row(Membership.objects.filter(lab_id=actor.lab_id)
+                             .select_related("user"), membership_id, "membership")
+    except RowNotFound:
+        raise NoSuchMembership from None
     if membership.user.get_username() == actor.person:
         raise OwnAccount
     if membership.role == Role.PLATFORM_ADMIN:

@@ -27,6 +27,7 @@ from coffre.apiclients.models import AccessToken, ApiClient
 from coffre.apiclients.scopes import Scope, ScopeError
 from coffre.audit import log as audit_log
 from coffre.config import env_int
+from coffre.labs.access import one_row
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, SharedBudget
 from coffre.vault import same_digest, token_digest
@@ -158,6 +159,11 @@ def register_client(lab: Lab, name: str, scope_text: str, by: Actor
 def clients_of(lab_id: int) -> list[ApiClient]:
     return list(ApiClient.objects.filter(lab_id=lab_id).select_related("lab")
                 .order_by("revoked_at", "name"))
+
+
+def access_client(actor: Actor, client_pk: int | str) -> ApiClient:
+    """A client of the actor's lab by its row id; RowNotFound for another lab's or none."""
+    return one_row(ApiClient.objects.filter(lab_id=actor.lab_id), client_pk, "API client")
 
 
 def client_of_lab(lab_id: int | None, client_id: str) -> ApiClient:

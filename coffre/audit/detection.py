@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
+from coffre.labs.access import one_row
 from coffre.labs.tenancy import Actor
 
 Budget = tuple[str, frozenset[str]]  # (the name locks and alerts use, the persons counted)
@@ -232,6 +233,21 @@ def open_locks(lab_id: int) -> list[AccountLock]:
     """The locks a manager of the lab may lift, oldest first."""
     return list(AccountLock.objects.filter(lab_id=lab_id, unlocked_at__isnull=True)
                 .order_by("locked_at"))
+
+
+def open_locks_of(lab_id: int, persons: list[str]) -> dict[str, AccountLock]:
+    """The lab's open locks of these persons, by person."""
+    return {lock.person: lock for lock in AccountLock.objects.filter(
+        lab_id=lab_id, unlocked_at__isnull=True, person__in=persons)}
+
+
+def access_lock(actor: Actor, lock_id: int | str, *, open_only: bool = False
+                ) -> AccountLock:
+    """A lock of the actor's lab (not yet lifted with ``open_only``); RowNotFound else."""
+    rows = AccountLock.objects.filter(lab_id=actor.lab_id)
+    if open_only:
+        rows = rows.filter(unlocked_at__isnull=True)
+    return one_row(rows, lock_id, "lock")
 
 
 class SelfUnlock(PermissionError):

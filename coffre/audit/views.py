@@ -12,8 +12,8 @@ from django.views.decorators.http import require_GET, require_POST
 from coffre.accounts.acting import ALERT_REVIEWERS, requires_role, staff_view
 from coffre.accounts.models import Role
 from coffre.audit import alerts, detection
-from coffre.audit.models import AccountLock, Alert
 from coffre.identity.access import reachable_ids
+from coffre.labs.access import RowNotFound
 
 
 @staff_view
@@ -38,10 +38,10 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @requires_role(Role.DPO)
 @require_POST
 def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
-    alert = Alert.objects.filter(pk=alert_id, lab_id=request.actor.lab_id,
-                                 acknowledged_at__isnull=True).first()
-    if alert is None:
-        raise Http404("no such alert")
+    try:
+        alert = alerts.access_alert(request.actor, alert_id, open_only=True)
+    except RowNotFound:
+        raise Http404("no such alert") from None
     try:
         alerts.acknowledge(alert, by=request.actor,
                            comment=request.POST.get("comment", ""))
@@ -56,10 +56,10 @@ def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
 @requires_role(Role.LAB_MANAGER)
 @require_POST
 def account_unlock(request: HttpRequest, lock_id: int) -> HttpResponse:
-    lock = AccountLock.objects.filter(pk=lock_id, lab_id=request.actor.lab_id,
-                                      unlocked_at__isnull=True).first()
-    if lock is None:
-        raise Http404("no such lock")
+    try:
+        lock = detection.access_lock(request.actor, lock_id, open_only=True)
+    except RowNotFound:
+        raise Http404("no such lock") from None
     try:
         detection.unlock(lock.person, by=request.actor, lab_id=lock.lab_id)
     except detection.SelfUnlock:

@@ -226,7 +226,7 @@ def _drafts(args: argparse.Namespace, notifications) -> int:
 
     lab = _lab(args.lab)
     actor = _record_actor(args.by, lab)
-    breach = notifications.breach_of_lab(lab.id, args.id)
+    breach = notifications.access_breach(actor, args.id)
     out = args.out
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} is not empty: give a new directory")

@@ -28,6 +28,7 @@ from coffre.breach.models import (
 from coffre.breach.report import CONFIDENCES, Evidence, ScanReport
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
+from coffre.labs.access import RowNotFound, one_row
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.vault import Key, context
@@ -101,6 +102,10 @@ def evidence_text(evidence: Evidence) -> str:
 class BreachError(ValueError):
     """A refused operation on a breach record; the message names the problem, never a
     patient value."""
+
+
+class BreachNotFound(BreachError, RowNotFound):
+    """No such breach in the actor's lab."""
 
 
 # --- sealed free text -------------------------------------------------------------------
@@ -418,9 +423,10 @@ def breaches_of(lab_id: int):
     return Breach.objects.filter(lab_id=lab_id).select_related("lab")
 
 
-def breach_of_lab(lab_id: int, breach_id: int | str) -> Breach:
-    """The lab's breach; another lab's or a missing one raises the same error."""
+def access_breach(actor: Actor, breach_id: int | str) -> Breach:
+    """The actor's lab's breach; another lab's or a missing one raises the same
+    BreachNotFound."""
     try:
-        return Breach.objects.select_related("lab").get(pk=int(breach_id), lab_id=lab_id)
-    except (Breach.DoesNotExist, ValueError):
-        raise BreachError(f"no breach {breach_id} in this laboratory") from None
+        return one_row(breaches_of(actor.lab_id), int(breach_id), "breach", BreachNotFound)
+    except ValueError:
+        raise BreachNotFound("no such breach") from None

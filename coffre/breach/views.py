@@ -32,6 +32,7 @@ from coffre.breach.forms import TEXT_LABELS, CnilTextForm, SendForm, TextsForm, 
 from coffre.breach.models import Breach, NotificationKind
 from coffre.breach.notifications import CATEGORY_LABELS, CONFIDENCE_LABELS, STRENGTH_LABELS
 from coffre.breach.report import ScanReport
+from coffre.labs.access import RowNotFound
 
 VIEWERS = (Role.DPO, Role.LAB_MANAGER)
 SHOWN_NOTES = 200  # patient drafts listed on the page; the batch PDF has them all
@@ -43,8 +44,8 @@ WEB_BATCH_MAX = 1000
 
 def _breach(request: HttpRequest, breach_id: int) -> Breach:
     try:
-        return notifications.breach_of_lab(request.membership.lab_id, breach_id)
-    except notifications.BreachError:
+        return notifications.access_breach(request.actor, breach_id)
+    except RowNotFound:
         raise Http404("no such breach") from None
 
 

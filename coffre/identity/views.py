@@ -5,7 +5,6 @@ import uuid
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from coffre.accounts.acting import staff_view
@@ -28,28 +27,6 @@ from coffre.identity.forms import BreakGlassSearchForm, PatientSearchForm
 from coffre.lab.access import patient_orders, tests_with_history
 from coffre.lab.permissions import ORDER_ENTRY, RESULT_READERS
 from coffre.labs.models import Lab
-
-# The access layer's messages are English (the CLI and import reports share them); the
-# staff pages say the same rule in the page's language. Neither ever holds the value.
-_SEARCH_ERRORS = (
-    ("NIR check key", _("NIR : la clé de contrôle (2 derniers chiffres) ne correspond pas "
-                        "aux 13 premiers caractères.")),
-    ("NIR must have 15", _("NIR : il faut 15 caractères, les 13 du numéro et la clé.")),
-    ("NIR", _("NIR invalide : vérifiez la saisie.")),
-    ("a search by name", _("La recherche par nom demande aussi la date de naissance.")),
-    ("birth date", _("Date de naissance invalide.")),
-    ("phone", _("Numéro de téléphone invalide.")),
-    ("e-mail", _("Adresse de courriel invalide.")),
-)
-
-
-def search_error_message(error: SearchError) -> str:
-    reason = str(error)
-    for start, message in _SEARCH_ERRORS:
-        if reason.startswith(start):
-            return str(message)
-    return str(_("Indiquez un NIR, un nom et une date de naissance, un téléphone ou un "
-                 "courriel."))
 
 
 def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,
@@ -75,7 +52,7 @@ def patient_search(request: HttpRequest) -> HttpResponse:
         try:
             results = find_patients(request.actor, **form.criteria())
         except SearchError as exc:
-            error = search_error_message(exc)
+            error = str(exc)
     return _search_page(request, form, results, error)
 
 
@@ -92,7 +69,7 @@ def break_glass_search(request: HttpRequest) -> HttpResponse:
         try:
             results = break_glass_find(request.actor, reason, **form.criteria())
         except SearchError as exc:
-            error = search_error_message(exc)
+            error = str(exc)
         except BreakGlassRefused:
             raise PermissionDenied("break-the-glass is not open to this role") from None
         else:

@@ -34,7 +34,8 @@ from coffre.lab.permissions import (
 )
 from coffre.lab.scope import orders_for, results_for, specimens_for
 from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
-from coffre.lab.workflow import Demographics, demographics
+from coffre.lab.workflow import Demographics, SpecimenNotFound, demographics
+from coffre.labs.access import RowNotFound, one_row
 from coffre.labs.tenancy import Actor
 
 S = ResultState
@@ -42,7 +43,7 @@ SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})
 SETTLED = frozenset({S.BIO_VALIDATED, S.PUBLISHED, S.CANCELLED, S.REJECTED, S.INVALIDATED})
 
 
-class OrderNotFound(LookupError):
+class OrderNotFound(RowNotFound):
     pass
 
 
@@ -121,12 +122,30 @@ def parse_order_id(order_id: uuid.UUID | str) -> uuid.UUID:
         raise OrderNotFound("no such order") from None
 
 
-def order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
-    """The order row of the actor's lab (no value opened, nothing logged)."""
-    order = orders_for(actor).filter(id=parse_order_id(order_id)).first()
-    if order is None:
-        raise OrderNotFound("no such order")
-    return order
+def access_order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
+    """The order row of the actor's lab (no value opened, nothing logged); OrderNotFound
+    else. ``access_order`` opens it."""
+    return one_row(orders_for(actor), order_id, "order", OrderNotFound)
+
+
+def access_specimen(actor: Actor, specimen_id: uuid.UUID | str | None, *,
+                    order_id: uuid.UUID | None = None) -> Specimen:
+    """A specimen of the actor's lab (of that order when given), no value opened, nothing
+    logged; SpecimenNotFound else."""
+    rows = specimens_for(actor)
+    if order_id is not None:
+        rows = rows.filter(order_id=order_id)
+    return one_row(rows, specimen_id, "specimen", SpecimenNotFound)
+
+
+def access_result(actor: Actor, result_id: uuid.UUID | str | None, *,
+                  order_id: uuid.UUID | None = None) -> Result:
+    """A result row of the actor's lab (of that order when given), any version, nothing
+    opened or logged; OrderNotFound else. ``result_view`` opens it."""
+    rows = results_for(actor)
+    if order_id is not None:
+        rows = rows.filter(order_id=order_id)
+    return one_row(rows, result_id, "result", OrderNotFound)
 
 
 def order_by_number(actor: Actor, number: str) -> Order:
@@ -216,7 +235,7 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
     values come only from orders that doctor prescribed. Every result of the order,
     invalidated versions included, is checked against its tag."""
     check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
-    order = order_row(actor, order_id)
+    order = access_order_row(actor, order_id)
     try:
         patient = access_patient(actor, order.patient_id)
     except PatientNotFound:

@@ -6,7 +6,6 @@ Every patient value stays out of URLs: filters in query strings are operational 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from coffre.accounts.acting import requires_role, staff_view
 from coffre.identity.access import PatientNotFound, access_patient
 from coffre.lab import access, catalogue, reports, workflow
 from coffre.lab.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
-from coffre.lab.models import LabWorkflowSettings, ResultState
+from coffre.lab.models import ResultState
 from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
 from coffre.lab.permissions import (
     BIOLOGICAL_VALIDATION,
@@ -37,7 +36,7 @@ from coffre.lab.permissions import (
     TECHNICAL_VALIDATION,
     NotAllowed,
 )
-from coffre.lab.scope import orders_for, results_for, specimens_for
+from coffre.lab.scope import orders_for, results_for
 
 S = ResultState
 CANCELLABLE = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED)
@@ -61,58 +60,12 @@ def lab_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-# -- the services' English refusals, said in the page's language ----------------------
-
-_REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
-    (r"is calculated", lambda m: _("calculé automatiquement, il ne se saisit pas")),
-    (r"is (\w+), not open for entry", lambda m: _("pas ouvert à la saisie (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"is (\w+), not in analysis", lambda m: _("pas en analyse (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"not technically validated", lambda m: _("pas encore validé techniquement")),
-    (r"same person", lambda m: _("saisi par vous-même : l'auto-validation n'est pas "
-                                 "autorisée dans ce laboratoire")),
-    (r"critical value not acknowledged", lambda m: _("valeur critique non acquittée")),
-    (r"not a number", lambda m: _("la valeur saisie n'est pas un nombre")),
-    (r"not one of (.*)$", lambda m: _("valeurs possibles : %(choices)s")
-     % {"choices": m[1]}),
-    (r"empty result", lambda m: _("résultat vide")),
-    (r"out of range", lambda m: _("valeur hors des limites possibles")),
-    (r"no such result", lambda m: _("résultat inconnu dans ce laboratoire")),
-    (r"needs a reason", lambda m: _("un motif est obligatoire")),
-    (r"say what was done", lambda m: _("indiquez ce qui a été fait (qui a été appelé, "
-                                       "quand)")),
-    (r"no validated result to publish", lambda m: _("aucun résultat validé à diffuser")),
-    (r"not waiting for collection", lambda m: _("l'échantillon n'est plus à prélever")),
-    (r"cannot be received", lambda m: _("l'échantillon ne peut plus être réceptionné")),
-    (r"already rejected", lambda m: _("l'échantillon est déjà refusé")),
-    (r"already acknowledged", lambda m: _("valeur critique déjà acquittée")),
-    (r"cannot be cancelled", lambda m: _("l'analyse ne peut plus être annulée")),
-    (r"only a published result", lambda m: _("seul un résultat diffusé se corrige ainsi")),
-    (r"has no critical value", lambda m: _("pas de valeur critique")),
-)
-
-
-def _state(code: str) -> str:
-    try:
-        return str(S(code).label)
-    except ValueError:
-        return code
-
-
-def say(reason: str) -> str:
-    for pattern, message in _REASONS:
-        match = re.search(pattern, reason)
-        if match:
-            return message(match)
-    return reason
-
-
 def problems_of(error: workflow.WorkflowError) -> list[tuple[str, str]]:
-    """(row label, French reason) of a refused step; one row without label if single."""
+    """(row label, reason in the page's language) of a refused step; one row without
+    label if single."""
     if error.problems:
-        return [(row, say(reason)) for row, reason in error.problems]
-    return [("", say(str(error)))]
+        return [(row, str(reason)) for row, reason in error.problems]
+    return [("", str(error))]
 
 
 def report_refusal(request: HttpRequest, error: workflow.WorkflowError) -> None:
@@ -154,7 +107,7 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
                 prescriber_name=data["prescriber_name"],
                 clinical_info=data["clinical_info"], urgent=data["urgent"]))
         except InvalidOrder as exc:
-            form.add_error(None, _order_error(str(exc)))
+            form.add_error(None, str(exc))
         else:
             messages.success(request, _("Demande %(number)s enregistrée.")
                              % {"number": order.number})
@@ -163,18 +116,6 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
     return render(request, "lab/order_new.html", {
         "patient": patient, "form": form, "benches": _bench_tests(), "selected": selected,
         "patient_name": reports.patient_name(patient)})
-
-
-def _order_error(reason: str) -> str:
-    if reason.startswith("unknown test code"):
-        return _("Code d'analyse inconnu : %(code)s") % {"code": reason[18:].strip("'\" ")}
-    if reason.startswith("an order needs"):
-        return _("Choisissez au moins une analyse ou un bilan.")
-    if reason.startswith("prescriber"):
-        return _("RPPS du prescripteur invalide (11 chiffres, clé de Luhn).")
-    if reason.startswith("clinical information"):
-        return _("Renseignements cliniques trop longs.")
-    return reason
 
 
 # -- 2. order page, its actions and documents -------------------------------------------
@@ -209,11 +150,8 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
 
 def _specimen_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted specimen id, if it belongs to this order of the actor's lab."""
-    specimen_id = _uuid(request.POST.get("specimen"))
-    if specimen_id is None or not specimens_for(request.actor).filter(
-            id=specimen_id, order_id=order_id).exists():
-        raise workflow.SpecimenNotFound("no such specimen in this order")
-    return specimen_id
+    return access.access_specimen(request.actor, _uuid(request.POST.get("specimen")),
+                                  order_id=order_id).id
 
 
 def _reject(request: HttpRequest, order_id: uuid.UUID) -> str:
@@ -234,7 +172,7 @@ def _receive(request: HttpRequest, order_id: uuid.UUID) -> str:
 
 
 def _publish(request: HttpRequest, order_id: uuid.UUID) -> str:
-    count = workflow.publish(request.actor, access.order_row(request.actor, order_id))
+    count = workflow.publish(request.actor, access.access_order_row(request.actor, order_id))
     return _("%(count)d résultat(s) diffusé(s).") % {"count": count}
 
 
@@ -259,11 +197,8 @@ def _acknowledge(request: HttpRequest, order_id: uuid.UUID | None) -> str:
 
 def _result_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted result id, if it belongs to this order of the actor's lab."""
-    result_id = _uuid(request.POST.get("result"))
-    if result_id is None or not results_for(request.actor).filter(
-            id=result_id, order_id=order_id).exists():
-        raise access.OrderNotFound("no such result in this order")
-    return result_id
+    return access.access_result(request.actor, _uuid(request.POST.get("result")),
+                                order_id=order_id).id
 
 
 ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
@@ -275,8 +210,7 @@ ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
 @lab_errors
 @require_POST
 def order_action(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    if not orders_for(request.actor).filter(id=order_id).exists():
-        raise Http404("no such order")
+    access.access_order_row(request.actor, order_id)
     action = ORDER_ACTIONS.get(request.POST.get("action", ""))
     if action is None:
         raise Http404("no such action")
@@ -527,12 +461,12 @@ def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> Htt
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def lab_settings(request: HttpRequest) -> HttpResponse:
-    current, _created = LabWorkflowSettings.objects.get_or_create(lab_id=request.actor.lab_id)
+    allowed = workflow.self_validation_allowed(request.actor.lab_id)
     form = SettingsForm(request.POST if request.method == "POST" else None,
-                        initial={"allow_self_validation": current.allow_self_validation})
+                        initial={"allow_self_validation": allowed})
     if request.method == "POST" and form.is_valid():
-        current.allow_self_validation = form.cleaned_data["allow_self_validation"]
-        current.save(update_fields=["allow_self_validation"])
+        workflow.set_self_validation(request.actor,
+                                     form.cleaned_data["allow_self_validation"])
         messages.success(request, _("Réglages enregistrés."))
         return redirect("lab_settings")
     return render(request, "lab/settings.html", {"form": form})

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from coffre.audit import log
 from coffre.bulk import update_rows
@@ -47,6 +49,7 @@ from coffre.lab.permissions import (
     CRITICAL_ACK,
     RECEPTION,
     RESULT_ENTRY,
+    SETTINGS,
     TECHNICAL_VALIDATION,
     check_role,
 )
@@ -59,7 +62,9 @@ from coffre.lab.sealing import (
     seal,
     unseal,
 )
+from coffre.labs.access import RowNotFound
 from coffre.labs.tenancy import Actor
+from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
 
 S = ResultState
@@ -73,15 +78,85 @@ REJECTION_REASONS = ("hémolysé", "coagulé", "quantité insuffisante", "tube i
                      "identification non conforme", "délai d'acheminement dépassé")
 
 
-class WorkflowError(ValueError):
-    """A step refused; ``problems`` lists (row id, reason) for a batch."""
+class WorkflowError(Refusal, ValueError):
+    """A step refused; ``problems`` lists (row label, refusal) for a batch."""
 
-    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, why: Reason, problems: Sequence[tuple[str, Refusal]] = (), /,
+                 **params: object) -> None:
+        super().__init__(why, **params)
         self.problems = list(problems)
 
 
-class SpecimenNotFound(LookupError):
+def _why(code: str, message: Promise) -> Reason:
+    return reason(f"workflow.{code}", message)
+
+
+ENTRY_REFUSED = _why("entry_refused", _(
+    "Saisie des résultats refusée, rien n'a été modifié : %(detail)s"))
+TECHNICAL_REFUSED = _why("technical_validation_refused", _(
+    "Validation technique refusée, rien n'a été modifié : %(detail)s"))
+BIOLOGICAL_REFUSED = _why("biological_validation_refused", _(
+    "Validation biologique refusée, rien n'a été modifié : %(detail)s"))
+UNKNOWN_RESULTS = _why("unknown_results", _("Résultat(s) inconnu(s), rien n'a été modifié."))
+NO_SUCH_RESULT = _why("no_such_result", _("résultat inconnu dans ce laboratoire"))
+CALCULATED = _why("calculated", _("calculé automatiquement, il ne se saisit pas"))
+NOT_OPEN_FOR_ENTRY = _why("not_open_for_entry", _("pas ouvert à la saisie (%(state)s)"))
+NOT_IN_ANALYSIS = _why("not_in_analysis", _("pas en analyse (%(state)s)"))
+NOT_TECHNICALLY_VALIDATED = _why("not_technically_validated", _(
+    "pas encore validé techniquement"))
+SELF_VALIDATION = _why("self_validation", _(
+    "saisi par vous-même : l'auto-validation n'est pas autorisée dans ce laboratoire"))
+CRITICAL_NOT_ACKNOWLEDGED = _why("critical_not_acknowledged", _(
+    "valeur critique non acquittée"))
+NOT_A_NUMBER = _why("not_a_number", _("la valeur saisie n'est pas un nombre"))
+NOT_A_CHOICE = _why("not_a_choice", _("valeurs possibles : %(choices)s"))
+EMPTY_RESULT = _why("empty_result", _("résultat vide"))
+OUT_OF_RANGE = _why("out_of_range", _("valeur hors des limites possibles"))
+TEXT_TOO_LONG = _why("text_too_long", _("texte de plus de %(max)s caractères"))
+REASON_REQUIRED = _why("reason_required", _("un motif est obligatoire"))
+NOTE_REQUIRED = _why("note_required", _(
+    "indiquez ce qui a été fait (qui a été appelé, quand)"))
+NOTHING_TO_PUBLISH = _why("nothing_to_publish", _("aucun résultat validé à diffuser"))
+NOT_WAITING_FOR_COLLECTION = _why("not_waiting_for_collection", _(
+    "l'échantillon n'est plus à prélever"))
+CANNOT_BE_RECEIVED = _why("cannot_be_received", _(
+    "l'échantillon ne peut plus être réceptionné"))
+ALREADY_REJECTED = _why("already_rejected", _("l'échantillon est déjà refusé"))
+ALREADY_ACKNOWLEDGED = _why("already_acknowledged", _("valeur critique déjà acquittée"))
+CANNOT_BE_CANCELLED = _why("cannot_be_cancelled", _("l'analyse ne peut plus être annulée"))
+NOT_PUBLISHED = _why("not_published", _("seul un résultat diffusé se corrige ainsi"))
+NO_CRITICAL_VALUE = _why("no_critical_value", _("pas de valeur critique"))
+_VALUE_RULES = {"not_a_number": NOT_A_NUMBER, "out_of_range": OUT_OF_RANGE,
+                "not_a_choice": NOT_A_CHOICE, "empty": EMPTY_RESULT,
+                "too_long": TEXT_TOO_LONG}
+
+
+def value_refusal(error: catalogue.InvalidResult) -> Refusal:
+    """A value the catalogue refused, as a refusal of the workflow."""
+    return Refusal(_VALUE_RULES[error.rule], **error.params)
+
+
+def _state(code: str) -> object:
+    """A result's state as a refusal parameter: its label, in the reader's language."""
+    try:
+        return S(code).label
+    except ValueError:
+        return code
+
+
+class _Rows:
+    """The refused rows of a batch, said in the language active when rendered."""
+
+    def __init__(self, problems: Sequence[tuple[str, Refusal]]) -> None:
+        self.problems = problems
+
+    def __str__(self) -> str:
+        shown = "; ".join(f"{row}: {why}" for row, why in self.problems[:5])
+        more = len(self.problems) - 5
+        return shown + (f" (+{more})" if more > 0 else "")
+
+
+class SpecimenNotFound(RowNotFound):
     pass
 
 
@@ -92,11 +167,9 @@ class Entry:
     comment: str = ""
 
 
-def _refuse_if(problems: list[tuple[str, str]], what: str) -> None:
+def _refuse_if(problems: list[tuple[str, Refusal]], why: Reason) -> None:
     if problems:
-        detail = "; ".join(f"{row}: {reason}" for row, reason in problems[:5])
-        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise WorkflowError(f"{what} refused, nothing changed: {detail}{more}", problems)
+        raise WorkflowError(why, problems, detail=_Rows(problems))
 
 
 # -- specimens ---------------------------------------------------------------------
@@ -136,8 +209,7 @@ def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = No
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
         if specimen.state != SpecimenState.REGISTERED:
-            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
-                                "not waiting for collection")
+            raise WorkflowError(NOT_WAITING_FOR_COLLECTION)
         specimen.state = SpecimenState.COLLECTED
         specimen.collected_at = at or timezone.now()
         specimen.collected_by_id = user_id(actor)
@@ -155,8 +227,7 @@ def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Spe
     with transaction.atomic():
         specimen = _specimen(actor, barcode=barcode)
         if specimen.state not in (SpecimenState.REGISTERED, SpecimenState.COLLECTED):
-            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
-                                "it cannot be received")
+            raise WorkflowError(CANNOT_BE_RECEIVED)
         if specimen.collected_at is None:
             specimen.collected_at = now
         specimen.state = SpecimenState.RECEIVED
@@ -174,11 +245,11 @@ def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
     check_role(actor, RECEPTION, "reject a specimen")
     reason = " ".join(reason.split())
     if len(reason) < 3:
-        raise WorkflowError("a rejection needs a reason")
+        raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
         if specimen.state == SpecimenState.REJECTED:
-            raise WorkflowError(f"specimen {specimen.barcode} is already rejected")
+            raise WorkflowError(ALREADY_REJECTED)
         key = PatientKeys(actor.lab_id)[specimen.order.patient_id]
         specimen.state = SpecimenState.REJECTED
         specimen.rejection_reason = seal(key, "specimen", "rejection_reason", specimen.id,
@@ -200,8 +271,8 @@ def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]
             .select_related("specimen").filter(id__in=ids)}
     missing = [str(rid) for rid in ids if rid not in rows]
     if missing:
-        raise WorkflowError("unknown result(s), nothing changed",
-                            [(rid, "no such result in this lab") for rid in missing])
+        raise WorkflowError(UNKNOWN_RESULTS,
+                            [(rid, Refusal(NO_SUCH_RESULT)) for rid in missing])
     keys = PatientKeys(actor.lab_id)
     check_results(keys, rows.values())
     return [rows[rid] for rid in ids], keys
@@ -245,7 +316,7 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
     with transaction.atomic():
         results, keys = _locked_results(actor, [e.result_id for e in entries])
         problems, parsed = _parse_entries(results, entries)
-        _refuse_if(problems, "result entry")
+        _refuse_if(problems, ENTRY_REFUSED)
         people = demographics(r.patient_id for r in results)
         for result, (value, comment) in zip(results, parsed, strict=True):
             _write_value(result, keys[result.patient_id], people[result.patient_id],
@@ -256,21 +327,22 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
 
 
 def _parse_entries(results: list[Result], entries: Sequence[Entry]
-                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+                   ) -> tuple[list[tuple[str, Refusal]], list[tuple[str, str]]]:
     problems, parsed = [], []
     for result, entry in zip(results, entries, strict=True):
         test = catalogue.find(result.loinc)
         if test is None or test.calculated:
-            problems.append((_label(result), "is calculated, not typed"))
+            problems.append((_label(result), Refusal(CALCULATED)))
         elif result.state not in ENTERABLE:
-            problems.append((_label(result), f"is {result.state}, not open for entry"))
+            problems.append((_label(result), Refusal(NOT_OPEN_FOR_ENTRY,
+                                                     state=_state(result.state))))
         else:
             try:
                 parsed.append((catalogue.parse_value(test, entry.value),
                                entry.comment.strip()[:1000]))
                 continue
             except catalogue.InvalidResult as exc:
-                problems.append((_label(result), str(exc)))
+                problems.append((_label(result), value_refusal(exc)))
         parsed.append(("", ""))
     return problems, parsed
 
@@ -344,9 +416,9 @@ def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
     now = at or timezone.now()
     with transaction.atomic():
         results, keys = _locked_results(actor, result_ids)
-        _refuse_if([(_label(r), f"is {r.state}, not in analysis") for r in results
-                    if r.state != S.IN_ANALYSIS or r.source == "calculated"],
-                   "technical validation")
+        _refuse_if([(_label(r), Refusal(NOT_IN_ANALYSIS, state=_state(r.state)))
+                    for r in results if r.state != S.IN_ANALYSIS or r.source == "calculated"],
+                   TECHNICAL_REFUSED)
         by = user_id(actor)
         for result in results:
             result.state = S.TECH_VALIDATED
@@ -360,6 +432,21 @@ def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
 def self_validation_allowed(lab_id: int) -> bool:
     return LabWorkflowSettings.objects.filter(lab_id=lab_id, allow_self_validation=True
                                               ).exists()
+
+
+def set_self_validation(actor: Actor, allowed: bool) -> None:
+    """The lab manager's switch letting a biologist validate what they entered. A change
+    is recorded in the access log (kind ``lab_settings``) in the same transaction."""
+    check_role(actor, SETTINGS, "change the lab settings")
+    with transaction.atomic():
+        current, _created = (LabWorkflowSettings.objects.select_for_update()
+                             .get_or_create(lab_id=actor.lab_id))
+        if current.allow_self_validation == allowed:
+            return
+        current.allow_self_validation = allowed
+        current.save(update_fields=["allow_self_validation"])
+        log.record(actor, "update", [], kind="lab_settings",
+                   purpose=f"allow_self_validation={'on' if allowed else 'off'}")
 
 
 def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
@@ -378,14 +465,12 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
         problems = []
         for result in results:
             if result.state != S.TECH_VALIDATED or result.source == "calculated":
-                problems.append((_label(result), f"is {result.state}, not technically "
-                                 "validated"))
+                problems.append((_label(result), Refusal(NOT_TECHNICALLY_VALIDATED)))
             elif by is not None and result.entered_by_id == by and not own_allowed:
-                problems.append((_label(result), "was entered by the same person "
-                                 "(self-validation is not allowed in this lab)"))
+                problems.append((_label(result), Refusal(SELF_VALIDATION)))
             elif result.id in critical:
-                problems.append((_label(result), "is a critical value not acknowledged yet"))
-        _refuse_if(problems, "biological validation")
+                problems.append((_label(result), Refusal(CRITICAL_NOT_ACKNOWLEDGED)))
+        _refuse_if(problems, BIOLOGICAL_REFUSED)
         for result in results:
             result.state = S.BIO_VALIDATED
             result.bio_validated_at, result.bio_validated_by_id = now, by
@@ -404,7 +489,7 @@ def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int
         ready = list(results_for(actor).select_for_update()
                      .filter(order_id=order.id, state=S.BIO_VALIDATED))
         if not ready:
-            raise WorkflowError(f"order {order.number} has no validated result to publish")
+            raise WorkflowError(NOTHING_TO_PUBLISH)
         keys = PatientKeys(actor.lab_id)
         check_results(keys, ready)
         for result in ready:
@@ -422,20 +507,20 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
     check_role(actor, BIOLOGICAL_VALIDATION, "correct a published result")
     reason = " ".join(reason.split())
     if len(reason) < 5:
-        raise WorkflowError("a correction needs a reason")
+        raise WorkflowError(REASON_REQUIRED)
     now = at or timezone.now()
     with transaction.atomic():
         (old,), keys = _locked_results(actor, [result_id])
         if old.state != S.PUBLISHED:
-            raise WorkflowError(f"{_label(old)} is {old.state}: only a published result "
-                                "is corrected this way")
+            raise WorkflowError(NOT_PUBLISHED)
         test = catalogue.test(old.loinc)
         if test.calculated:
-            raise WorkflowError(f"{_label(old)} is calculated: correct its inputs")
+            raise WorkflowError(CALCULATED)
         try:
             value = catalogue.parse_value(test, value)
         except catalogue.InvalidResult as exc:
-            raise WorkflowError(str(exc)) from None
+            refused = value_refusal(exc)
+            raise WorkflowError(refused.reason, **refused.params) from None
         key = keys[old.patient_id]
         old.state = S.INVALIDATED
         bind_result(key, old)
@@ -482,12 +567,12 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
     check_role(actor, TECHNICAL_VALIDATION, "cancel a test")
     reason = " ".join(reason.split())
     if len(reason) < 3:
-        raise WorkflowError("a cancellation needs a reason")
+        raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])
         if result.state not in (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
                                 S.TECH_VALIDATED):
-            raise WorkflowError(f"{_label(result)} is {result.state}: it cannot be cancelled")
+            raise WorkflowError(CANNOT_BE_CANCELLED)
         key = keys[result.patient_id]
         result.comment = seal(key, "result", "comment", result.id, reason[:1000])
         result.state = S.CANCELLED
@@ -502,14 +587,14 @@ def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> Criti
     check_role(actor, CRITICAL_ACK, "acknowledge a critical value")
     note = " ".join(note.split())
     if len(note) < 5:
-        raise WorkflowError("say what was done (who was called, when)")
+        raise WorkflowError(NOTE_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])
         critical = CriticalValue.objects.select_for_update().filter(result=result).first()
         if critical is None:
-            raise WorkflowError(f"{_label(result)} has no critical value")
+            raise WorkflowError(NO_CRITICAL_VALUE)
         if critical.acknowledged_at is not None:
-            raise WorkflowError(f"{_label(result)}: already acknowledged")
+            raise WorkflowError(ALREADY_ACKNOWLEDGED)
         key = keys[result.patient_id]
         critical.note = seal(key, "critical", "note", result.id, note[:1000])
         critical.acknowledged_at = timezone.now()
