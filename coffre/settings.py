@@ -103,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "coffre.accounts.context.acting_lab",
                 "coffre.accounts.context.alerts_badge",
+                "coffre.accounts.context.capabilities",
             ],
         },
     },

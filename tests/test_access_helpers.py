@@ -22,8 +22,8 @@ from coffre.exports import services as exports
 from coffre.exports.models import ExportRequest
 from coffre.identity.access import access_patient, create_patient
 from coffre.lab import access, workflow
-from coffre.lab.permissions import NotAllowed
 from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import NotAllowed
 from coffre.labs.tenancy import Actor
 from tests.api_helpers import api_client
 from tests.conftest import patient_row

@@ -102,7 +102,7 @@ def test_a_rejected_specimen_ends_its_tests(staff, patient):
 
 
 def test_a_secretary_may_not_enter_results(staff, patient):
-    from coffre.lab.permissions import NotAllowed
+    from coffre.labs.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
@@ -173,7 +173,7 @@ def test_technical_validation_needs_a_value(staff, patient):
 
 
 def test_biological_validation_needs_technical_validation_and_a_biologist(staff, patient):
-    from coffre.lab.permissions import NotAllowed
+    from coffre.labs.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)

@@ -9,8 +9,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts.acting import requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.apiclients import services
 from coffre.apiclients.models import ApiClient
 from coffre.apiclients.scopes import ALL_SCOPES, RESOURCE_TYPES, ScopeError
@@ -36,7 +35,7 @@ def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("apiclients.manage")
 @require_http_methods(["GET", "POST"])
 def api_clients(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
@@ -52,7 +51,7 @@ def api_clients(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("apiclients.manage")
 @require_POST
 def api_client_action(request: HttpRequest, client_pk: int) -> HttpResponse:
     try:

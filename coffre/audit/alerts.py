@@ -18,6 +18,7 @@ from django.utils import timezone
 from coffre.audit.log import open_text, record, seal_text
 from coffre.audit.models import Alert
 from coffre.labs.access import one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 log = logging.getLogger("coffre.audit")
@@ -100,6 +101,7 @@ def comment_of(alert: Alert) -> str:
 
 def acknowledge(alert: Alert, by: Actor, comment: str) -> None:
     """Close an alert with a sealed comment; recorded in the access log."""
+    require(by, "alert.acknowledge")
     if not comment.strip():
         raise CommentRequired("an alert is acknowledged with a comment")
     record(by, "acknowledge", [], kind="alert")

@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
 from coffre.labs.access import one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 Budget = tuple[str, frozenset[str]]  # (the name locks and alerts use, the persons counted)
@@ -264,6 +265,7 @@ def unlock(person: str, by: Actor, lab_id: int | None = None) -> int:
     if by.person == person or locks.filter(answerable=by.person).exists():
         raise SelfUnlock("an account cannot be unlocked by the person it belongs to or "
                          "who answers for it")
+    require(by, "lock.lift")
     lifted = locks.update(unlocked_by=by.person, unlocked_at=timezone.now())
     _locked = None
     if lifted:

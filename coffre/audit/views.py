@@ -9,19 +9,19 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from coffre.accounts.acting import ALERT_REVIEWERS, requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.audit import alerts, detection
 from coffre.identity.access import reachable_ids
 from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import may
 
 
 @staff_view
-@requires_role(*ALERT_REVIEWERS)
+@requires("alert.review")
 @require_GET
 def alert_list(request: HttpRequest) -> HttpResponse:
     lab_id = request.actor.lab_id
-    is_dpo = request.membership.role == Role.DPO
+    is_dpo = may(request.membership, "alert.acknowledge")
     pending = alerts.open_alerts(lab_id)
     done = alerts.acknowledged_alerts(lab_id)
     return render(request, "audit/alerts.html", {
@@ -30,12 +30,12 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         "acknowledged": [(a, alerts.comment_of(a) if is_dpo else "") for a in done],
         "can_acknowledge": is_dpo,
         "locks": (detection.open_locks(lab_id)
-                  if request.membership.role == Role.LAB_MANAGER else None),
+                  if may(request.membership, "lock.lift") else None),
     })
 
 
 @staff_view
-@requires_role(Role.DPO)
+@requires("alert.acknowledge")
 @require_POST
 def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     try:
@@ -53,7 +53,7 @@ def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("lock.lift")
 @require_POST
 def account_unlock(request: HttpRequest, lock_id: int) -> HttpResponse:
     try:

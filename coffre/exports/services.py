@@ -47,7 +47,7 @@ from django.utils.translation import gettext_lazy
 
 from coffre import config, faults, spreadsheet
 from coffre.accounts import stepup
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Membership
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
@@ -62,6 +62,7 @@ from coffre.identity.models import Patient
 from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.lab.models import Order
 from coffre.labs.access import one_row
+from coffre.labs.capabilities import may, roles
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.refusals import Refusal, reason
@@ -307,10 +308,9 @@ def _get(export_id: int | str) -> ExportRequest:
         raise ExportError(NO_SUCH_EXPORT, id=str(export_id)[:20]) from None
 
 
-def _needed_roles(size: int, lab_id: int) -> set[str]:
-    if size > dpo_threshold(lab_id):
-        return {Role.DPO}
-    return {Role.DPO, Role.LAB_MANAGER}
+def _needed(size: int, lab_id: int) -> str:
+    """The capability approving an export of ``size`` patients needs."""
+    return "export.approve_large" if size > dpo_threshold(lab_id) else "export.approve"
 
 
 def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
@@ -332,9 +332,9 @@ def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
     if membership is None:
         raise ExportError(NOT_A_MEMBER)
     export.size_estimate = covered(export, _runner(export.lab)).count()
-    needed = _needed_roles(export.size_estimate, export.lab_id)
-    if membership.role not in needed:
-        if needed == {Role.DPO}:
+    needed = _needed(export.size_estimate, export.lab_id)
+    if not may(membership, needed):
+        if needed == "export.approve_large":
             raise ExportError(DPO_ONLY, count=export.size_estimate,
                               threshold=dpo_threshold(export.lab_id))
         raise ExportError(APPROVER_ROLE)
@@ -357,7 +357,7 @@ def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
     if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
         return ExportError(TOO_LATE_TO_REFUSE, state=_state(export))
     membership = _person_in_lab(by, export.lab)
-    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
+    if not may(membership, "export.refuse"):
         return ExportError(REFUSER_ROLE)
     return None
 
@@ -545,7 +545,8 @@ def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     actor = _runner(export.lab)
     fields = export.field_list()
     scope = covered(export, actor)
-    if scope.count() > dpo_threshold(export.lab_id) and export.approved_role != Role.DPO:
+    if (scope.count() > dpo_threshold(export.lab_id)
+            and export.approved_role not in roles("export.approve_large")):
         raise ExportError(GREW_PAST_THRESHOLD)
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows
     marks = watermark_rows(export.lab_id, fields, rng)

@@ -22,15 +22,12 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from coffre.accounts import mfa, stepup
-from coffre.accounts.acting import requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.exports import services
 from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.exports.services import state_label
 from coffre.labs.access import RowNotFound
-
-EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
 
 STEP_UP_REASONS = {
     "locked": gettext_lazy("Compte bloqué après trop d'échecs : l'export n'est pas "
@@ -75,7 +72,7 @@ def _row(export: ExportRequest) -> dict:
 # -- pages ----------------------------------------------------------------------------
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_list(request: HttpRequest) -> HttpResponse:
     lab = request.membership.lab
@@ -85,7 +82,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_http_methods(["GET", "POST"])
 def export_new(request: HttpRequest) -> HttpResponse:
     form = ExportRequestForm(request.POST or None)
@@ -111,7 +108,7 @@ def export_new(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export(request, export_id)
@@ -130,7 +127,7 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export(request, export_id)
@@ -156,7 +153,7 @@ def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export(request, export_id)

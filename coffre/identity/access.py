@@ -34,6 +34,7 @@ from coffre.identity.registry import (
 from coffre.keyring import indexes
 from coffre.labs import rls
 from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
@@ -242,9 +243,6 @@ def _candidates(rows: QuerySet[Patient], fields: tuple[str, ...]
 # --- break-the-glass: another lab of the group, with a written reason ------------------
 
 MIN_REASON = 15
-# Who may break the glass: the people who care for patients, not the roles that
-# administer (lab manager, DPO, platform administrator).
-BREAK_GLASS_ROLES = frozenset({"secretary", "technician", "biologist"})
 
 
 class ReasonRequired(ValueError):
@@ -257,8 +255,7 @@ class BreakGlassRefused(PermissionError):
 
 def _group_labs(actor: Actor, reason: str) -> list[Lab]:
     """The other labs of the actor's lab group, once the break-the-glass rules hold."""
-    if actor.role not in BREAK_GLASS_ROLES:
-        raise BreakGlassRefused("this role cannot open another laboratory's patients")
+    require(actor, "patient.break_glass", BreakGlassRefused)
     if len(reason.strip()) < MIN_REASON:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")

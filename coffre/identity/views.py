@@ -8,11 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from coffre.accounts.acting import staff_view
-from coffre.accounts.models import Role
 from coffre.audit.history import patient_history
 from coffre.identity import grants
 from coffre.identity.access import (
-    BREAK_GLASS_ROLES,
     BreakGlassRefused,
     PatientNotFound,
     ReasonRequired,
@@ -25,7 +23,7 @@ from coffre.identity.access import (
 )
 from coffre.identity.forms import BreakGlassSearchForm, PatientSearchForm
 from coffre.lab.access import patient_orders, tests_with_history
-from coffre.lab.permissions import ORDER_ENTRY, RESULT_READERS
+from coffre.labs.capabilities import may
 from coffre.labs.models import Lab
 
 
@@ -34,7 +32,7 @@ def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,
                  bg_form: BreakGlassSearchForm | None = None, bg_results: list | None = None,
                  bg_error: str = "") -> HttpResponse:
     group_labs = ({lab.id: lab for lab in other_group_labs(request.actor)}
-                  if request.actor.role in BREAK_GLASS_ROLES else {})
+                  if may(request.actor, "patient.break_glass") else {})
     return render(request, "identity/search.html", {
         "form": form or PatientSearchForm(), "results": results, "error": error,
         "group_labs": group_labs, "bg_form": bg_form or BreakGlassSearchForm(prefix="bg"),
@@ -85,12 +83,13 @@ def patient_detail(request: HttpRequest, patient_id: str) -> HttpResponse:
         record = access_patient(request.actor, patient_id)
     except PatientNotFound:
         raise Http404("no such patient") from None
-    history = patient_history(record.id, with_reasons=request.membership.role == Role.DPO)
+    history = patient_history(record.id,
+                              with_reasons=may(request.membership, "patient.history_reasons"))
     lab = {}
-    if request.actor.role in RESULT_READERS:
+    if may(request.actor, "result.read"):
         lab = {"orders": patient_orders(request.actor, record.id),
                "charts": tests_with_history(request.actor, record.id),
-               "can_order": request.actor.role in ORDER_ENTRY}
+               "can_order": may(request.actor, "order.create")}
     return render(request, "identity/patient.html", {"patient": record, "history": history,
                                                      **lab})
 

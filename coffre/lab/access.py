@@ -26,16 +26,11 @@ from coffre.identity.registry import PatientRecord
 from coffre.lab import catalogue
 from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
 from coffre.lab.orders import prescriber_filter
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    PORTAL_READERS,
-    RESULT_READERS,
-    check_role,
-)
 from coffre.lab.scope import orders_for, results_for, specimens_for
 from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
 from coffre.lab.workflow import Demographics, SpecimenNotFound, demographics
 from coffre.labs.access import RowNotFound, one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 S = ResultState
@@ -234,7 +229,7 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
     prescriber portal passes ``prescribed_by`` (the doctor's RPPS) so that previous
     values come only from orders that doctor prescribed. Every result of the order,
     invalidated versions included, is checked against its tag."""
-    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
+    require(actor, "order.read")
     order = access_order_row(actor, order_id)
     try:
         patient = access_patient(actor, order.patient_id)
@@ -287,7 +282,7 @@ class WorklistRow:
 def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
              ) -> list[WorklistRow]:
     """Specimens to work on, urgent first then oldest: no name, no value, not logged."""
-    check_role(actor, RESULT_READERS, "see worklists")
+    require(actor, "result.read")
     specimens = specimens_for(actor).select_related("order").order_by(
         "-order__urgent", "received_at", "order__created_at", "barcode")
     open_states = [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED,
@@ -310,7 +305,7 @@ def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
 def results_to_enter(actor: Actor, *, bench: str = "", limit: int = 200) -> list[Result]:
     """The entry grid's rows: received or in-analysis results, not calculated. Values
     already typed are opened by the grid through ``open_entered``."""
-    check_role(actor, RESULT_READERS, "see worklists")
+    require(actor, "result.read")
     rows = (results_for(actor).filter(state__in=[S.RECEIVED, S.IN_ANALYSIS])
             .exclude(source="calculated").select_related("specimen", "order")
             .order_by("-order__urgent", "specimen__received_at", "specimen__barcode",
@@ -341,7 +336,7 @@ class QueueOrder:
 def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
     """Orders waiting for the biologist, urgent and oldest first, with their technically
     validated results opened, flagged, compared with the previous value. Logged."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "see the validation queue")
+    require(actor, "result.validate_biologically")
     waiting = (results_for(actor).filter(state=S.TECH_VALIDATED)
                .values_list("order_id", flat=True))
     orders = list(orders_for(actor).filter(id__in=waiting)
@@ -374,7 +369,7 @@ class Point:
 
 def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
     """A patient's published values of one test over time, for a chart. Logged."""
-    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
+    require(actor, "order.read")
     test = catalogue.test(loinc)
     rows = list(results_for(actor).filter(patient_id=patient_id, loinc=test.loinc,
                                           state=S.PUBLISHED)
@@ -402,7 +397,7 @@ def tests_with_history(actor: Actor, patient_id: uuid.UUID) -> list[catalogue.Te
 def specimen_listing(actor: Actor, *, state: str = "") -> Iterator[dict]:
     """Operational listing for integrations (``coffre specimens list``): barcode, state,
     order number, patient id and LOINC codes. No value, not logged as a read."""
-    check_role(actor, RESULT_READERS, "list specimens")
+    require(actor, "result.read")
     specimens = specimens_for(actor).select_related("order").order_by("order__created_at",
                                                                       "barcode")
     if state:
@@ -469,7 +464,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
                     offset: int = 0, limit: int = 50) -> tuple[int, list[ResultView]]:
     """(total, one page of results) of a patient, newest first; only the page is opened
     and its read logged. Values of results not biologically validated stay closed."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     rows = _filtered_results(actor, patient_id, wanted)
     total = rows.count()
     page = list(rows.select_related("specimen", "order")
@@ -489,7 +484,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
 def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
     """One result, an invalidated version included (values closed until biologically
     validated, and for good once invalidated); the read is logged."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     try:
         rid = result_id if isinstance(result_id, uuid.UUID) else uuid.UUID(str(result_id))
     except ValueError:
@@ -513,7 +508,7 @@ def order_statuses(actor: Actor, order_ids: Iterable[uuid.UUID]
                    ) -> dict[uuid.UUID, tuple[frozenset[str], bool]]:
     """Each order's result states, and whether a reported result is a correction
     (version > 1): a report's status. No value, not logged."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     states: dict[uuid.UUID, set[str]] = defaultdict(set)
     corrected: set[uuid.UUID] = set()
     # The orders are checked to be the lab's, then their results reached by order
@@ -535,7 +530,7 @@ def specimen_rows(actor: Actor, *, specimen_id: uuid.UUID | None = None,
                   patient_id: uuid.UUID | None = None) -> list[Specimen]:
     """Specimens by id or by patient (operational columns only); the read is logged,
     since an API client learns whose specimen it is."""
-    check_role(actor, RESULT_READERS, "read specimens")
+    require(actor, "result.read")
     rows = specimens_for(actor).select_related("order")
     if specimen_id is not None:
         rows = rows.filter(id=specimen_id)

@@ -21,10 +21,10 @@ from coffre.lab import catalogue, hl7v2
 from coffre.lab.access import ResultView, access_order
 from coffre.lab.mllp import AllowList
 from coffre.lab.models import LabWorkflowSettings, ResultState
-from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
 from coffre.lab.sealing import TamperedRow, report_tampering
 from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
+from coffre.labs.capabilities import ANALYSER
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, os_user
 from coffre.refusals import english, reason

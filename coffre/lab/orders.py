@@ -22,8 +22,8 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.keyring import indexes
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
-from coffre.lab.permissions import ORDER_ENTRY, check_role
 from coffre.lab.sealing import PatientKeys, bind_result, seal_columns
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 from coffre.refusals import Refusal, reason
 from coffre.vault import Key
@@ -118,7 +118,7 @@ def _clean(request: OrderRequest) -> tuple[list[str], str]:
 def create_order(actor: Actor, request: OrderRequest, *,
                  now: dt.datetime | None = None) -> Order:
     """Register an order for a patient of the actor's lab, all or nothing."""
-    check_role(actor, ORDER_ENTRY, "create an order")
+    require(actor, "order.create")
     loincs, rpps = _clean(request)
     if not patients_for(actor).filter(id=request.patient_id).exists():
         raise PatientNotFound("no such patient")

@@ -19,27 +19,17 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from coffre.accounts.acting import requires_role, staff_view
+from coffre.accounts.acting import requires, staff_view
 from coffre.identity.access import PatientNotFound, access_patient
 from coffre.lab import access, catalogue, reports, workflow
 from coffre.lab.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
 from coffre.lab.models import ResultState
 from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    CRITICAL_ACK,
-    ORDER_ENTRY,
-    RECEPTION,
-    RESULT_ENTRY,
-    RESULT_READERS,
-    SETTINGS,
-    TECHNICAL_VALIDATION,
-    NotAllowed,
-)
 from coffre.lab.scope import orders_for, results_for
+from coffre.labs.capabilities import NotAllowed, may
+from coffre.labs.tenancy import Actor
 
 S = ResultState
-CANCELLABLE = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED)
 RECEIVED_KEY = "lab_received_barcodes"
 
 
@@ -92,7 +82,7 @@ def _bench_tests() -> list[tuple[str, list[catalogue.TestDef]]]:
 
 
 @staff_view
-@requires_role(*ORDER_ENTRY)
+@requires("order.create")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
@@ -125,10 +115,30 @@ class ResultRow:
     view: access.ResultView
     reference: str
     previous: str
+    steps: frozenset[str]  # the buttons offered: workflow.allowed says yes
 
 
-def _result_rows(view: access.OrderView) -> list[ResultRow]:
-    return [ResultRow(r, r.reference, r.display_previous) for r in view.results]
+def _steps(actor: Actor, row, steps: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(step for step in steps if workflow.allowed(actor, row, step))
+
+
+def _result_rows(actor: Actor, view: access.OrderView) -> list[ResultRow]:
+    return [ResultRow(r, r.reference, r.display_previous,
+                      _steps(actor, r, workflow.RESULT_STEPS)) for r in view.results]
+
+
+def order_page_context(actor: Actor, view: access.OrderView) -> dict:
+    """What the order page shows and offers: each button where ``workflow.allowed``
+    says yes, and only there (tests/test_workflow_table.py renders every case)."""
+    return {
+        "view": view, "order": view.order, "patient": view.patient,
+        "patient_name": reports.patient_name(view.patient),
+        "rows": _result_rows(actor, view),
+        "specimens": [(s, _steps(actor, s, workflow.SPECIMEN_STEPS))
+                      for s in view.specimens],
+        "reasons": workflow.REJECTION_REASONS,
+        "can_publish": any(workflow.allowed(actor, r, "publish") for r in view.results),
+        "reportable": reports.has_reportable_results(view)}
 
 
 @staff_view
@@ -136,16 +146,8 @@ def _result_rows(view: access.OrderView) -> list[ResultRow]:
 @require_GET
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     view = access.access_order(request.actor, order_id)
-    role = request.actor.role
-    return render(request, "lab/order_detail.html", {
-        "view": view, "order": view.order, "patient": view.patient,
-        "patient_name": reports.patient_name(view.patient), "rows": _result_rows(view),
-        "reasons": workflow.REJECTION_REASONS, "cancellable": CANCELLABLE,
-        "can_receive": role in RECEPTION, "can_cancel": role in TECHNICAL_VALIDATION,
-        "can_validate": role in BIOLOGICAL_VALIDATION, "can_ack": role in CRITICAL_ACK,
-        "can_publish": role in BIOLOGICAL_VALIDATION and any(
-            r.state == S.BIO_VALIDATED for r in view.results),
-        "reportable": reports.has_reportable_results(view)})
+    return render(request, "lab/order_detail.html",
+                  order_page_context(request.actor, view))
 
 
 def _specimen_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
@@ -254,7 +256,7 @@ def order_preview(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
 # -- 3. reception -----------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RECEPTION)
+@requires("specimen.receive")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def reception(request: HttpRequest) -> HttpResponse:
@@ -280,7 +282,7 @@ def reception(request: HttpRequest) -> HttpResponse:
 # -- 4. worklists -----------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RESULT_READERS)
+@requires("result.read")
 @lab_errors
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
@@ -334,7 +336,7 @@ def _attach(request: HttpRequest, rows: list[GridRow], error: workflow.WorkflowE
 
 
 @staff_view
-@requires_role(*RESULT_ENTRY)
+@requires("result.enter")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def result_entry(request: HttpRequest) -> HttpResponse:
@@ -372,7 +374,7 @@ def result_entry(request: HttpRequest) -> HttpResponse:
             return redirect(request.get_full_path())
     return render(request, "lab/result_entry.html", {
         "rows": rows, "bench": bench, "benches": catalogue.BENCHES.items(),
-        "can_validate": request.actor.role in TECHNICAL_VALIDATION})
+        "can_validate": may(request.actor, "result.validate_technically")})
 
 
 # -- 6. biologist validation ------------------------------------------------------------
@@ -396,7 +398,7 @@ def _publish_complete(request: HttpRequest, order_ids: set[uuid.UUID]) -> int:
     """Publish the orders that have no test left before biological validation."""
     pending = set(results_for(request.actor).filter(
         order_id__in=order_ids,
-        state__in=[S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED])
+        state__in=list(workflow.BEFORE_VALIDATION))
         .values_list("order_id", flat=True))
     published = 0
     for order in orders_for(request.actor).filter(id__in=order_ids - pending):
@@ -406,7 +408,7 @@ def _publish_complete(request: HttpRequest, order_ids: set[uuid.UUID]) -> int:
 
 
 @staff_view
-@requires_role(*BIOLOGICAL_VALIDATION)
+@requires("result.validate_biologically")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def validation(request: HttpRequest) -> HttpResponse:
@@ -441,7 +443,7 @@ def _validate(request: HttpRequest) -> None:
 # -- 7. results chart -------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RESULT_READERS)
+@requires("result.read")
 @lab_errors
 @require_GET
 def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> HttpResponse:
@@ -457,13 +459,12 @@ def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> Htt
 # -- 8. lab settings --------------------------------------------------------------------
 
 @staff_view
-@requires_role(*SETTINGS)
+@requires("lab.settings")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def lab_settings(request: HttpRequest) -> HttpResponse:
-    allowed = workflow.self_validation_allowed(request.actor.lab_id)
-    form = SettingsForm(request.POST if request.method == "POST" else None,
-                        initial={"allow_self_validation": allowed})
+    form = SettingsForm(request.POST if request.method == "POST" else None, initial={
+        "allow_self_validation": workflow.self_validation_allowed(request.actor.lab_id)})
     if request.method == "POST" and form.is_valid():
         workflow.set_self_validation(request.actor,
                                      form.cleaned_data["allow_self_validation"])

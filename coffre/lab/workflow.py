@@ -5,11 +5,15 @@
               cancelled, invalidated (a published result corrected by a new version)
     specimen: registered -> collected -> received;  rejected
 
-Each step checks the role (coffre.lab.permissions), the states of every row first and
-then writes them all in one transaction: a refused batch changes nothing. Errors name
-the result or specimen and the rule, never a value. Writes are recorded in the access
-log with the patient's id, inside their transaction: a crash cannot keep a change
-without its entry (tests/test_faults.py kills the server mid-write).
+``TRANSITIONS`` is the table of steps: the capability each needs
+(coffre.labs.capabilities), the states a row may be in, whether a reason is asked.
+``allowed`` answers from it whether a person may take a step on a row now: the pages
+offer a button only where it says yes, and docs/lab-workflow.md shows the same table
+(tests/test_workflow_table.py keeps the three equal). Each step checks the capability,
+the states of every row first and then writes them all in one transaction: a refused
+batch changes nothing. Errors name the result or specimen and the rule, never a value.
+Writes are recorded in the access log with the patient's id, inside their transaction:
+a crash cannot keep a change without its entry (tests/test_faults.py kills the server mid-write).
 
 Every result a step touches is checked against its tag first (coffre.lab.sealing:
 a state or stamp changed in the database raises TamperedRow instead of being validated
@@ -23,6 +27,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -44,15 +49,6 @@ from coffre.lab.models import (
     SpecimenState,
 )
 from coffre.lab.orders import user_id
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    CRITICAL_ACK,
-    RECEPTION,
-    RESULT_ENTRY,
-    SETTINGS,
-    TECHNICAL_VALIDATION,
-    check_role,
-)
 from coffre.lab.scope import results_for, specimens_for
 from coffre.lab.sealing import (
     PatientKeys,
@@ -63,6 +59,7 @@ from coffre.lab.sealing import (
     unseal,
 )
 from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import HasRole, may, require
 from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
@@ -74,8 +71,90 @@ PROGRESS = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDAT
 FINAL = frozenset({S.PUBLISHED, S.REJECTED, S.CANCELLED, S.INVALIDATED})
 OPEN = frozenset(set(S) - FINAL)
 ENTERABLE = frozenset({S.RECEIVED, S.IN_ANALYSIS})
+# Not biologically validated yet: a test may still be withdrawn, a specimen refused.
+BEFORE_VALIDATION = frozenset({S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
+                               S.TECH_VALIDATED})
 REJECTION_REASONS = ("hémolysé", "coagulé", "quantité insuffisante", "tube inadapté",
                      "identification non conforme", "délai d'acheminement dépassé")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step: who (a capability), on what (a specimen or a result) in which states,
+    to which state; ``reason``: the shortest reason or note accepted (0: none asked);
+    ``typed_only``: calculated results are refused (they follow their inputs)."""
+
+    step: str  # the name the order page posts
+    function: str  # in this module
+    subject: str  # "specimen" or "result"
+    capability: str
+    sources: frozenset[str]
+    target: str  # "" when the row keeps its state
+    reason: int = 0
+    typed_only: bool = False
+
+
+SP = SpecimenState
+TRANSITIONS: dict[str, Transition] = {t.step: t for t in (
+    Transition("collect", "collect", "specimen", "specimen.receive",
+               frozenset({SP.REGISTERED}), SP.COLLECTED),
+    Transition("receive", "receive", "specimen", "specimen.receive",
+               frozenset({SP.REGISTERED, SP.COLLECTED}), SP.RECEIVED),
+    Transition("reject", "reject", "specimen", "specimen.receive",
+               frozenset(set(SP) - {SP.REJECTED}), SP.REJECTED, reason=3),
+    Transition("enter", "enter_results", "result", "result.enter", ENTERABLE,
+               S.IN_ANALYSIS, typed_only=True),
+    Transition("validate_technically", "validate_technically", "result",
+               "result.validate_technically", frozenset({S.IN_ANALYSIS}), S.TECH_VALIDATED,
+               typed_only=True),
+    Transition("validate_biologically", "validate_biologically", "result",
+               "result.validate_biologically", frozenset({S.TECH_VALIDATED}),
+               S.BIO_VALIDATED, typed_only=True),
+    Transition("publish", "publish", "result", "result.publish",
+               frozenset({S.BIO_VALIDATED}), S.PUBLISHED),
+    Transition("correct", "invalidate", "result", "result.correct",
+               frozenset({S.PUBLISHED}), S.INVALIDATED, reason=5, typed_only=True),
+    Transition("cancel", "cancel", "result", "result.cancel", BEFORE_VALIDATION,
+               S.CANCELLED, reason=3),
+    # Any state: the result keeps it; refused without an unacknowledged critical value.
+    Transition("acknowledge", "acknowledge_critical", "result", "critical.acknowledge",
+               frozenset(S), "", reason=5),
+)}
+# The buttons of the order page, per row.
+SPECIMEN_STEPS = tuple(t.step for t in TRANSITIONS.values() if t.subject == "specimen")
+RESULT_STEPS = ("acknowledge", "correct", "cancel")
+
+
+def _calculated(row) -> bool:
+    return getattr(row, "result", row).source == "calculated"
+
+
+def _open_critical(row) -> bool:
+    try:
+        critical = row.critical
+    except ObjectDoesNotExist:
+        return False
+    return critical is not None and critical.acknowledged_at is None
+
+
+def allowed(actor: HasRole | None, row, step: str) -> bool:
+    """Whether ``actor`` may take ``step`` on ``row`` (a Specimen, a Result or an
+    access.ResultView) as it is now: the capability, the row's state, no calculated
+    result for a typed step, an open critical value to acknowledge. The step may still
+    refuse for what a row alone does not say (self-validation, an unacknowledged
+    critical value at biological validation, a bad value or reason)."""
+    transition = TRANSITIONS[step]
+    if not may(actor, transition.capability) or row.state not in transition.sources:
+        return False
+    if transition.typed_only and _calculated(row):
+        return False
+    return step != "acknowledge" or _open_critical(row)
+
+
+def _require(actor: Actor, step: str) -> Transition:
+    transition = TRANSITIONS[step]
+    require(actor, transition.capability)
+    return transition
 
 
 class WorkflowError(Refusal, ValueError):
@@ -205,12 +284,12 @@ def _move_results(specimen: Specimen, from_states: Iterable[str], to: str) -> No
 
 def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
             ) -> Specimen:
-    check_role(actor, RECEPTION, "record a collection")
+    step = _require(actor, "collect")
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
-        if specimen.state != SpecimenState.REGISTERED:
+        if specimen.state not in step.sources:
             raise WorkflowError(NOT_WAITING_FOR_COLLECTION)
-        specimen.state = SpecimenState.COLLECTED
+        specimen.state = step.target
         specimen.collected_at = at or timezone.now()
         specimen.collected_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "collected_by"])
@@ -222,15 +301,15 @@ def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = No
 def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Specimen:
     """Receipt at the lab, by barcode. A specimen collected elsewhere (a nurse at home)
     arrives registered: its collection time is then the receipt time unless given."""
-    check_role(actor, RECEPTION, "receive a specimen")
+    step = _require(actor, "receive")
     now = at or timezone.now()
     with transaction.atomic():
         specimen = _specimen(actor, barcode=barcode)
-        if specimen.state not in (SpecimenState.REGISTERED, SpecimenState.COLLECTED):
+        if specimen.state not in step.sources:
             raise WorkflowError(CANNOT_BE_RECEIVED)
         if specimen.collected_at is None:
             specimen.collected_at = now
-        specimen.state = SpecimenState.RECEIVED
+        specimen.state = step.target
         specimen.received_at = now
         specimen.received_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "received_at", "received_by"])
@@ -242,21 +321,20 @@ def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Spe
 def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
     """Refuse a specimen (haemolysed, clotted...): its tests that are not validated yet
     are not done. The reason is sealed with the patient's data."""
-    check_role(actor, RECEPTION, "reject a specimen")
+    step = _require(actor, "reject")
     reason = " ".join(reason.split())
-    if len(reason) < 3:
+    if len(reason) < step.reason:
         raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
-        if specimen.state == SpecimenState.REJECTED:
+        if specimen.state not in step.sources:
             raise WorkflowError(ALREADY_REJECTED)
         key = PatientKeys(actor.lab_id)[specimen.order.patient_id]
-        specimen.state = SpecimenState.REJECTED
+        specimen.state = step.target
         specimen.rejection_reason = seal(key, "specimen", "rejection_reason", specimen.id,
                                          reason[:200])
         specimen.save(update_fields=["state", "rejection_reason"])
-        _move_results(specimen, [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
-                                 S.TECH_VALIDATED], S.REJECTED)
+        _move_results(specimen, BEFORE_VALIDATION, S.REJECTED)
         log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
     return specimen
 
@@ -310,7 +388,7 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
     """Type (or receive from an analyser) values; results move to in_analysis with their
     flag. Re-entering before technical validation replaces the value. Critical values
     raise an alert a person must acknowledge; calculated tests follow."""
-    check_role(actor, RESULT_ENTRY, "enter results")
+    _require(actor, "enter")
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
@@ -333,7 +411,7 @@ def _parse_entries(results: list[Result], entries: Sequence[Entry]
         test = catalogue.find(result.loinc)
         if test is None or test.calculated:
             problems.append((_label(result), Refusal(CALCULATED)))
-        elif result.state not in ENTERABLE:
+        elif result.state not in TRANSITIONS["enter"].sources:
             problems.append((_label(result), Refusal(NOT_OPEN_FOR_ENTRY,
                                                      state=_state(result.state))))
         else:
@@ -412,16 +490,16 @@ def _follow(result: Result, inputs: list[Result], key: Key) -> None:
 def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
                          at: dt.datetime | None = None) -> int:
     """The bench's check: the analyser ran correctly, the value is plausible."""
-    check_role(actor, TECHNICAL_VALIDATION, "validate results technically")
+    step = _require(actor, "validate_technically")
     now = at or timezone.now()
     with transaction.atomic():
         results, keys = _locked_results(actor, result_ids)
         _refuse_if([(_label(r), Refusal(NOT_IN_ANALYSIS, state=_state(r.state)))
-                    for r in results if r.state != S.IN_ANALYSIS or r.source == "calculated"],
+                    for r in results if r.state not in step.sources or _calculated(r)],
                    TECHNICAL_REFUSED)
         by = user_id(actor)
         for result in results:
-            result.state = S.TECH_VALIDATED
+            result.state = step.target
             result.tech_validated_at, result.tech_validated_by_id = now, by
         _store(keys, results, ["state", "tech_validated_at", "tech_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
@@ -434,26 +512,26 @@ def self_validation_allowed(lab_id: int) -> bool:
                                               ).exists()
 
 
-def set_self_validation(actor: Actor, allowed: bool) -> None:
+def set_self_validation(actor: Actor, allow: bool) -> None:
     """The lab manager's switch letting a biologist validate what they entered. A change
     is recorded in the access log (kind ``lab_settings``) in the same transaction."""
-    check_role(actor, SETTINGS, "change the lab settings")
+    require(actor, "lab.settings")
     with transaction.atomic():
         current, _created = (LabWorkflowSettings.objects.select_for_update()
                              .get_or_create(lab_id=actor.lab_id))
-        if current.allow_self_validation == allowed:
+        if current.allow_self_validation == allow:
             return
-        current.allow_self_validation = allowed
+        current.allow_self_validation = allow
         current.save(update_fields=["allow_self_validation"])
         log.record(actor, "update", [], kind="lab_settings",
-                   purpose=f"allow_self_validation={'on' if allowed else 'off'}")
+                   purpose=f"allow_self_validation={'on' if allow else 'off'}")
 
 
 def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
                           at: dt.datetime | None = None) -> int:
     """The biologist's validation: technically validated results only, never one the
     same person entered (unless the lab allows it), never an unacknowledged critical."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "validate results biologically")
+    step = _require(actor, "validate_biologically")
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
@@ -464,7 +542,7 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
             .values_list("result_id", flat=True))
         problems = []
         for result in results:
-            if result.state != S.TECH_VALIDATED or result.source == "calculated":
+            if result.state not in step.sources or _calculated(result):
                 problems.append((_label(result), Refusal(NOT_TECHNICALLY_VALIDATED)))
             elif by is not None and result.entered_by_id == by and not own_allowed:
                 problems.append((_label(result), Refusal(SELF_VALIDATION)))
@@ -472,7 +550,7 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
                 problems.append((_label(result), Refusal(CRITICAL_NOT_ACKNOWLEDGED)))
         _refuse_if(problems, BIOLOGICAL_REFUSED)
         for result in results:
-            result.state = S.BIO_VALIDATED
+            result.state = step.target
             result.bio_validated_at, result.bio_validated_by_id = now, by
         _store(keys, results, ["state", "bio_validated_at", "bio_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
@@ -483,17 +561,17 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
 def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int:
     """Release the order's biologically validated results (the report). A release after
     the first makes the next report a "compte rendu rectificatif" if it corrects one."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "publish results")
+    step = _require(actor, "publish")
     now = at or timezone.now()
     with transaction.atomic():
         ready = list(results_for(actor).select_for_update()
-                     .filter(order_id=order.id, state=S.BIO_VALIDATED))
+                     .filter(order_id=order.id, state__in=list(step.sources)))
         if not ready:
             raise WorkflowError(NOTHING_TO_PUBLISH)
         keys = PatientKeys(actor.lab_id)
         check_results(keys, ready)
         for result in ready:
-            result.state, result.published_at = S.PUBLISHED, now
+            result.state, result.published_at = step.target, now
         _store(keys, ready, ["state", "published_at"])
         Order.unscoped.filter(pk=order.pk).update(report_count=F("report_count") + 1)
         log.record(actor, "publish", [order.patient_id], kind="results")
@@ -504,14 +582,14 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
                at: dt.datetime | None = None) -> Result:
     """Correct a published result: the old row is kept (invalidated) and a new version
     replaces it, to be validated again; the next report is a "rectificatif"."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "correct a published result")
+    step = _require(actor, "correct")
     reason = " ".join(reason.split())
-    if len(reason) < 5:
+    if len(reason) < step.reason:
         raise WorkflowError(REASON_REQUIRED)
     now = at or timezone.now()
     with transaction.atomic():
         (old,), keys = _locked_results(actor, [result_id])
-        if old.state != S.PUBLISHED:
+        if old.state not in step.sources:
             raise WorkflowError(NOT_PUBLISHED)
         test = catalogue.test(old.loinc)
         if test.calculated:
@@ -522,7 +600,7 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
             refused = value_refusal(exc)
             raise WorkflowError(refused.reason, **refused.params) from None
         key = keys[old.patient_id]
-        old.state = S.INVALIDATED
+        old.state = step.target
         bind_result(key, old)
         old.save(update_fields=["state", "mac"])
         new = _new_version(key, old, S.IN_ANALYSIS, source=old.source)
@@ -564,18 +642,17 @@ def _reopen_calculated(key: Key, corrected: Result) -> None:
 
 def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
     """Withdraw a test not yet validated by a biologist (asked by mistake...)."""
-    check_role(actor, TECHNICAL_VALIDATION, "cancel a test")
+    step = _require(actor, "cancel")
     reason = " ".join(reason.split())
-    if len(reason) < 3:
+    if len(reason) < step.reason:
         raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])
-        if result.state not in (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
-                                S.TECH_VALIDATED):
+        if result.state not in step.sources:
             raise WorkflowError(CANNOT_BE_CANCELLED)
         key = keys[result.patient_id]
         result.comment = seal(key, "result", "comment", result.id, reason[:1000])
-        result.state = S.CANCELLED
+        result.state = step.target
         bind_result(key, result)
         result.save(update_fields=["comment", "state", "mac"])
         log.record(actor, "update", [result.patient_id], kind="results")
@@ -584,9 +661,9 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
 
 def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> CriticalValue:
     """A person took charge of a critical value (the prescriber was called...)."""
-    check_role(actor, CRITICAL_ACK, "acknowledge a critical value")
+    step = _require(actor, "acknowledge")
     note = " ".join(note.split())
-    if len(note) < 5:
+    if len(note) < step.reason:
         raise WorkflowError(NOTE_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])

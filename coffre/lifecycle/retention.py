@@ -29,6 +29,7 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
 from coffre.lab.models import CriticalValue, Order, Result, Specimen
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.lifecycle.erasure import ErasureRefused, erase_patient
@@ -38,7 +39,6 @@ from coffre.vault import context
 
 # LOINC codes of genetics tests (none in the catalogue yet).
 GENETICS_LOINCS: frozenset[str] = frozenset()
-HOLD_ROLES = frozenset({"lab_manager", "dpo", "cli"})
 BATCH = 500
 
 
@@ -76,8 +76,7 @@ def register_sealed() -> None:
 
 
 def _check(actor: Actor) -> None:
-    if actor.role not in HOLD_ROLES:
-        raise PermissionError(f"the role {actor.role!r} may not manage legal holds")
+    require(actor, "patient.hold", PermissionError)
 
 
 def add_hold(actor: Actor, patient_id: uuid.UUID, reason: str) -> LegalHold:

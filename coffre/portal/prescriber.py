@@ -26,9 +26,9 @@ from coffre.identity.registry import PatientRecord
 from coffre.lab.access import OrderNotFound, OrderView, access_order, parse_order_id
 from coffre.lab.models import Order, ResultState
 from coffre.lab.orders import prescriber_filter
-from coffre.lab.permissions import PRESCRIBER
 from coffre.lab.reports import report_pdf
 from coffre.lab.sealing import PatientKeys, unseal
+from coffre.labs.capabilities import PRESCRIBER
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.portal.models import PrescriberAccount
