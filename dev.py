@@ -6,6 +6,8 @@
 
 The virtualenv lives in .venv and is reinstalled when pyproject.toml changes.
 Extra arguments after ``test`` go to pytest; after ``run``, to ``coffre serve``.
+The tests run on every core (pytest-xdist, ``-n auto``); ``-n 1``, ``-n 0`` or
+``-p no:xdist`` after ``test`` say otherwise.
 """
 
 from __future__ import annotations
@@ -63,7 +65,17 @@ def ensure_chromium() -> bool:
     return Path(CHROMIUM).exists()
 
 
+def parallel(extra: list[str]) -> list[str]:
+    """``-n auto`` (pytest-xdist: one worker per core) unless the arguments choose."""
+    chosen = any(arg in {"-n", "--numprocesses", "no:xdist", "-pno:xdist"}
+                 or arg.startswith("--numprocesses=")
+                 or (arg.startswith("-n") and not arg.startswith("--"))
+                 for arg in extra)
+    return extra if chosen else ["-n", "auto", *extra]
+
+
 def test(extra: list[str]) -> int:
+    extra = parallel(extra)
     if not ensure_chromium():
         print(f"*** {CHROMIUM} is missing and cannot be installed here: the browser tests "
               "are NOT run (install Debian's chromium package to run them) ***", flush=True)

@@ -118,7 +118,7 @@ def _pool_available() -> bool:
     return True
 
 
-def _postgresql(url: str) -> dict:
+def _postgresql(url: str) -> dj_database_url.DBConfig:
     """PostgreSQL with a psycopg 3 connection pool per process (each gunicorn worker has
     its own: pools do not cross a fork). The pool's size is the worker's thread count:
     a thread holds at most one connection. Without psycopg_pool (or with

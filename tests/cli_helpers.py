@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -97,6 +98,13 @@ def printed_auditor_key(stdout: str) -> str:
     return lines[lines.index("the auditor's private key, shown ONCE and kept nowhere on "
                              "this machine:") + 1].strip()
 
+
+def free_port() -> int:
+    """A TCP port free now on 127.0.0.1, for a server a test starts: never a fixed one,
+    since the suite runs in parallel (pytest-xdist) and beside other runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_cli(home: Path) -> tuple[Cli, str | None]:

@@ -10,6 +10,17 @@ from coffre.keyring import services as keyring
 from coffre.labs.tenancy import Actor
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _worker_database_names(django_db_modify_db_settings):
+    """Under pytest-xdist, pytest-django names each worker's test database after the
+    worker (``test_coffre_gw0``, ``…/test.sqlite3_gw0``) when a test first asks for the
+    database. Done first instead, before any fixture: the application role is named after
+    the test database (tests/app_role.py), and a module fixture making a CLI's own
+    database (tests/cli_helpers.py) can come before the first database test; without
+    this, two workers would share one role and reset each other's password."""
+    yield
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """On PostgreSQL, the suite connects as the application role once pytest-django has

@@ -8,7 +8,7 @@ import pytest
 
 from coffre.identity.registry import CSV_COLUMNS
 from coffre.identity.synthetic import generate_patients
-from tests.cli_helpers import drop_database, make_cli, printed_auditor_key
+from tests.cli_helpers import drop_database, free_port, make_cli, printed_auditor_key
 from tests.conftest import make_nir, patient_row
 
 FINESS = "750000010"
@@ -156,7 +156,7 @@ def test_every_command_stops_clearly_without_its_key(cli):
     key.rename(hidden)
     try:
         for args in (["lab", "list"], ["patient", "find", "--nir", "1", "--lab", FINESS],
-                     ["leakcheck"], ["serve", "--port", "8799"]):
+                     ["leakcheck"], ["serve", "--port", str(free_port())]):
             result = cli.run(*args, check=False)
             assert result.returncode == 2, args
             assert "does not exist" in result.stderr and "Traceback" not in result.stderr
@@ -366,8 +366,6 @@ def test_a_damaged_lab_key_stops_the_server_naming_the_lab(damaged):
     import subprocess
     import sys
     from pathlib import Path
-
-    from tests.test_faults import free_port
 
     result = subprocess.run([sys.executable, "-c", "import coffre.wsgi"], capture_output=True,
                             text=True, env=damaged.env, timeout=120)

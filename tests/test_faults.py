@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from coffre.vault import otp_code, otp_counter, otp_secret_from_base32
-from tests.cli_helpers import Cli, drop_database, make_cli, printed_auditor_key
+from tests.cli_helpers import Cli, drop_database, free_port, make_cli, printed_auditor_key
 
 ROOT = Path(__file__).resolve().parent.parent
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -80,12 +79,6 @@ def kill_when(process: subprocess.Popen, ready, timeout: float = 20) -> None:
 
 
 # -- 1. the server killed while clients write ------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def start_server(cli: Cli, port: int) -> subprocess.Popen:
     server = subprocess.Popen(

@@ -509,6 +509,16 @@ def test_a_patient_search_leaves_no_searched_value_in_the_log(staff, patient, ca
     assert line["route"] == "/patients/" and line["request_id"] == search["request_id"]
 
 
+def test_a_log_line_asking_for_an_exception_outside_one_is_still_written():
+    """``exc_info=True`` with no exception being handled gives (None, None, None): the
+    formatter used to fail on it, and logging then printed the message and its
+    arguments to stderr instead of the line."""
+    record = logging.LogRecord("coffre.x", logging.ERROR, __file__, 1, "no exception", (),
+                               (None, None, None))
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "no exception" and "exception" not in line
+
+
 def test_behind_the_proxy_the_client_address_is_the_one_the_proxy_appended(rf, settings):
     from coffre.serving.proxy import client_address
 

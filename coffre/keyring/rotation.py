@@ -350,7 +350,7 @@ def _index_status(finess: dict[int, str]) -> list[dict]:
 
     from coffre.vault import combined_bits
 
-    used = Counter()
+    used: Counter[tuple[int, int | None]] = Counter()
     for lab_id, bi_key, count in (keyring_patients().values("lab_id", "bi_key")
                                   .annotate(n=Count("id")).order_by()
                                   .values_list("lab_id", "bi_key", "n")):
@@ -397,7 +397,7 @@ def status() -> list[dict]:
                      "installation_keys": counts["InstallationKey"],
                      "lab_keys": counts["LabKey"]})
     data_keys = lab_key_usage()
-    finess = dict(lab_model.objects.values_list("id", "finess"))
+    finess = dict(lab_model._default_manager.values_list("id", "finess"))
     for row in LabKey.objects.order_by("lab_id", "created_at", "pk"):
         rows.append({"kind": "lab", "lab": finess.get(row.lab_id), "key_id": row.key_id,
                      "active": row.active, "master_key_id": row.master_key_id,

@@ -263,6 +263,9 @@ def indexer() -> BlindIndexer:
             raise KeyProviderError("this database has no keyring: run `coffre init`") from None
         root = _unwrap_with_master(bytes(row.wrapped), row.master_key_id,
                                    context("installation-key", INDEX_ROOT), "the index key")
+        if row.index_bits is None:
+            raise KeyProviderError("the installation's index key has no size: the keyring "
+                                   "was changed outside Coffre")
         _indexer = BlindIndexer(root, row.index_bits)
     return _indexer
 

@@ -89,8 +89,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         else:
             entry["message"] = record.getMessage()
-        if record.exc_info:
-            # The exception's type only: a message or traceback may quote a value.
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception's type only: a message or traceback may quote a value. (None:
+            # exc_info=True outside an exception, which must not break the line.)
             entry["exception"] = record.exc_info[0].__name__
         return json.dumps(entry, ensure_ascii=False, default=str)
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
+from typing import AnyStr
 
 SCRATCH_BYTES = 16
 
@@ -18,7 +19,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def same_digest(one: str | bytes, two: str | bytes) -> bool:
+def same_digest(one: AnyStr, two: AnyStr) -> bool:
     """Constant-time comparison of two digests or MACs of the same type."""
     return hmac.compare_digest(one, two)
 

@@ -9,14 +9,8 @@ import pytest
 from django.test import Client
 
 from coffre.accounts.models import Role
+from tests.browser.helpers import inline_code, log_in, shoot
 from tests.conftest import member
-from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
-    browser,
-    inline_code,
-    log_in,
-    open_page,
-    shoot,
-)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +23,7 @@ def ask_token(client_id: str, secret: str):
 
 
 def test_a_manager_registers_a_client_sees_its_secret_once_and_revokes_it(
-        open_page, lab_a):  # noqa: F811
+        open_page, lab_a):
     member("resp-browser", lab_a, Role.LAB_MANAGER)
     page = open_page()
     log_in(page, "resp-browser")

@@ -13,16 +13,9 @@ from django.utils import timezone
 from coffre.identity.access import create_patient
 from coffre.lab import catalogue, workflow
 from coffre.lab.models import Order, ResultState
+from tests.browser.helpers import inline_code, log_in, shoot
 from tests.conftest import patient_row
 from tests.lab_helpers import order_for, result, staff_of
-from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
-    CHROMIUM_ARGS,
-    browser,
-    inline_code,
-    log_in,
-    open_page,
-    shoot,
-)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 S = ResultState
@@ -50,7 +43,7 @@ def history(staff, patient_id, values: list[str]) -> None:
         workflow.publish(staff.biologist, order)
 
 
-def test_a_day_at_the_lab_from_order_to_report(open_page, lab_a):  # noqa: F811
+def test_a_day_at_the_lab_from_order_to_report(open_page, lab_a):
     staff = staff_of(lab_a)
     claire = create_patient(staff.secretary, patient_row())
     history(staff, claire.id, ["3.9", "4.4", "5.3", "4.6"])

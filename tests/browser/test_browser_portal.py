@@ -18,16 +18,9 @@ from coffre.lab import catalogue
 from coffre.lab.models import Order, Specimen
 from coffre.portal.models import PatientAccount
 from coffre.portal.prescriber import add_prescriber
+from tests.browser.helpers import inline_code, log_in, second_factor, shoot
 from tests.conftest import make_nir, patient_row
 from tests.lab_helpers import PRESCRIBER_RPPS, published, staff_of
-from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
-    browser,
-    inline_code,
-    log_in,
-    open_page,
-    second_factor,
-    shoot,
-)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -100,7 +93,7 @@ def activate(page, code: str, birth_date: str = "14/03/1985") -> None:
 
 
 def test_a_patient_activates_the_portal_with_the_receipt_and_reads_their_results(
-        open_page, lab_a):  # noqa: F811 - the shared fixture
+        open_page, lab_a):
     staff, _claire, earlier, latest = claires_orders(lab_a)
     code = print_receipt(open_page(), staff, latest)
 
@@ -186,7 +179,7 @@ def test_a_patient_activates_the_portal_with_the_receipt_and_reads_their_results
 
 
 def test_a_doctor_logs_in_with_the_second_factor_and_reads_their_prescriptions(
-        open_page, lab_a):  # noqa: F811 - the shared fixture
+        open_page, lab_a):
     staff, claire, earlier, latest = claires_orders(lab_a)
     sophie = create_patient(staff.secretary, patient_row(
         nir=make_nir("F", 1990, 7), birth_name="Durand", used_name="", first_names="Sophie",

@@ -6,12 +6,6 @@ The live server answers from another thread, so every test commits its data
 
 from __future__ import annotations
 
-import os
-import re
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from coffre.accounts import mfa
@@ -22,15 +16,18 @@ from coffre.identity.access import create_patient
 from coffre.labs.models import LabGroup
 from coffre.labs.services import add_lab
 from coffre.labs.tenancy import Actor
-from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row
+from tests.browser.helpers import (
+    PASSWORD,
+    SECRETS,
+    SHOTS,
+    inline_code,
+    log_in,
+    second_factor,
+    shoot,
+)
+from tests.conftest import make_nir, member, patient_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
-PASSWORD = STAFF_PASSWORD
 
 # What a page about patient Claire Lefèvre would show if it leaked her record.
 NIR_SHOWN = "2 85 03 75 056 123 " + make_nir("F", 1985, 3)[13:]
@@ -39,120 +36,9 @@ CLAIRE_VALUES = ("Lefèvre", "LEFÈVRE", "Claire Anne", "claire.lefevre@example.
                  make_nir("F", 1985, 3), NIR_SHOWN, "Grossesse")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.fail(f"the browser tests need Debian's Chromium at {CHROMIUM} "
-                    "(apt-get install chromium); it is missing", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop in this thread, which Django's ORM takes
-    # for an async context; the tests' own ORM calls are plain synchronous code.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                  headless=True, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def open_page(browser, live_server):
-    """A fresh browser context (its own cookies) per person: ``open_page()``."""
-    contexts = []
-
-    def new_page():
-        context = browser.new_context(viewport={"width": 1280, "height": 800},
-                                      locale="fr-FR", base_url=live_server.url,
-                                      accept_downloads=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        return page
-
-    yield new_page
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR",
-                                  base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
-
-
 @pytest.fixture
 def secretary_a(lab_a):
     return member("alice", lab_a, Role.SECRETARY)
-
-
-def shoot(page, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def inline_code(page) -> dict:
-    """What a strict CSP would block: scripts, inline styles, event handlers."""
-    return page.evaluate("""() => ({
-        scripts: document.scripts.length,
-        styles: document.querySelectorAll('style, [style]').length,
-        handlers: [...document.querySelectorAll('*')].filter(
-            el => [...el.attributes].some(a => a.name.startsWith('on'))).length,
-        stylesheets: [...document.styleSheets].filter(s => s.cssRules.length).map(
-            s => s.href),
-    })""")
-
-
-# The TOTP secret each account enrolled in this test, read from the enrollment page.
-SECRETS: dict[str, str] = {}
-
-
-def second_factor(page, username: str, enroll_shot: str | None = None,
-                  code_shot: str | None = None) -> None:
-    """The pages after the password: enrollment (first login) or the code, with the code
-    computed the way an authenticator app does (``mfa.current_code``)."""
-    page.wait_for_url(re.compile(r".*/connexion/(activation-2fa|code)/.*"))
-    if "/activation-2fa/" in page.url:
-        SECRETS[username] = page.locator("#mfa-secret").inner_text().replace(" ", "")
-        found = inline_code(page)
-        assert (found["scripts"], found["styles"], found["handlers"]) == (0, 0, 0)
-        if enroll_shot:
-            shoot(page, enroll_shot)
-        page.get_by_label("Code à 6 chiffres").fill(mfa.current_code(SECRETS[username]))
-        page.get_by_role("button", name="Activer").click()
-        page.get_by_role("heading", name="Double authentification activée").wait_for()
-        assert page.locator(".recovery-codes li").count() == 10
-        page.get_by_role("link", name="J'ai noté mes codes, continuer").click()
-    else:
-        if code_shot:
-            shoot(page, code_shot)
-        # The previous login of this test may have used the current step's code: the
-        # next step's is accepted too (one step of clock drift) and not yet used.
-        page.get_by_label("Code").fill(
-            mfa.current_code(SECRETS[username], time.time() + 30))
-        page.get_by_role("button", name="Valider").click()
-
-
-def log_in(page, username: str = "alice", shot: str | None = None, **shots) -> None:
-    page.goto("/connexion/")
-    page.get_by_label("Identifiant").fill(username)
-    page.get_by_label("Mot de passe").fill(PASSWORD)
-    if shot:
-        shoot(page, shot)
-    page.get_by_role("button", name="Se connecter").click()
-    second_factor(page, username, **shots)
-    page.wait_for_url("**/patients/")
 
 
 def test_a_secretary_finds_a_patient_by_name_and_birth_date_and_opens_the_record(

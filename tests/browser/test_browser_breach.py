@@ -15,22 +15,15 @@ from coffre.accounts.models import Role
 from coffre.breach import notifications
 from coffre.breach.report import Evidence
 from coffre.labs.tenancy import Actor
+from tests.browser.helpers import SHOTS, inline_code, log_in, shoot
 from tests.conftest import member
 from tests.test_breach_record import people, scan_report
-from tests.test_browser import (  # noqa: F401 - the browser fixture is shared
-    SHOTS,
-    browser,
-    inline_code,
-    log_in,
-    open_page,
-    shoot,
-)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_the_dpo_sees_the_deadline_and_counts_and_downloads_the_letters(
-        open_page, lab_a, actor_a, tmp_path):  # noqa: F811
+        open_page, lab_a, actor_a, tmp_path):
     member("dpo-browser", lab_a, Role.DPO)
     dpo = Actor("dpo-browser", lab_a.id, Role.DPO, "web")
     report = scan_report({lab_a: people(actor_a, 3)})
@@ -78,7 +71,7 @@ def test_the_dpo_sees_the_deadline_and_counts_and_downloads_the_letters(
 
 
 def test_the_dpo_uploads_a_leaked_csv_and_lands_on_its_breach_record(
-        open_page, lab_a, actor_a, tmp_path):  # noqa: F811
+        open_page, lab_a, actor_a, tmp_path):
     from coffre.breach.models import Breach
 
     member("dpo-upload", lab_a, Role.DPO)
