@@ -21,14 +21,14 @@ from coffre.labs.access import one_row
 from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
-log = logging.getLogger("coffre.audit")
+logger = logging.getLogger("coffre.audit")
 
 
 def raise_alert(lab_id: int | None, kind: str, person: str, summary: str,
                 patient_id: uuid.UUID | None = None) -> Alert:
     alert = Alert.objects.create(lab_id=lab_id, kind=kind, person=person, summary=summary,
                                  patient_id=patient_id)
-    log.warning("alert %s: %s in lab %s (%s)", kind, person, lab_id, summary)
+    logger.warning("alert %s: %s in lab %s (%s)", kind, person, lab_id, summary)
     _mail_officers(alert)
     return alert
 

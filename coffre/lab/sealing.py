@@ -32,7 +32,7 @@ from coffre.lab import catalogue
 from coffre.lab.models import SEALED, Result
 from coffre.vault import Key, context_prefix
 
-log = logging.getLogger("coffre.lab")
+logger = logging.getLogger("coffre.lab")
 
 # What a result's sealed value means, in the order the tag covers them (attnames):
 # first those an order's results share (ORDER_SHARED), then each result's own. The
@@ -145,7 +145,7 @@ def check_results(keys: PatientKeys, results: Iterable[Result]) -> None:
 def tampered(table: str, lab_id: int, row_ids: Sequence[object]) -> TamperedRow:
     """The error for rows that failed their check, logged as it is made."""
     error = TamperedRow(table, lab_id, row_ids)
-    log.error("integrity: %s row(s) %s of lab %s do not match their tag (changed outside "
+    logger.error("integrity: %s row(s) %s of lab %s do not match their tag (changed outside "
               "Coffre)", table, ", ".join(error.row_ids[:20]), lab_id)
     return error
 

@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 
 from coffre import config
 
-log = logging.getLogger("coffre.request")
+logger = logging.getLogger("coffre.request")
 
 # A request id from the reverse proxy is kept when it looks like one (so proxy and
 # application lines can be joined); anything else is replaced, never logged.
@@ -73,7 +73,7 @@ class RequestLogMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = request.coffre_request_id
         fields = request_fields(request, response.status_code, started)
-        log.info("%s %s %s %sms", fields["method"], fields["route"], fields["status"],
+        logger.info("%s %s %s %sms", fields["method"], fields["route"], fields["status"],
                  fields["ms"], extra={"coffre": fields})
         return response
 

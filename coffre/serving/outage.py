@@ -21,7 +21,7 @@ from django.template.loader import render_to_string
 
 from coffre.fhir.outcome import outcome
 
-log = logging.getLogger("coffre.serving")
+logger = logging.getLogger("coffre.serving")
 RETRY_AFTER_SECONDS = "30"
 
 
@@ -45,7 +45,7 @@ def _note_failure(sender, request: HttpRequest | None = None, **kwargs) -> None:
     # message or traceback, which may quote a value.
     fields = {"event": "exception", "exception": type(exc).__name__,
               "request_id": getattr(request, "coffre_request_id", "")}
-    log.error("exception in a request: %s (request %s)", fields["exception"],
+    logger.error("exception in a request: %s (request %s)", fields["exception"],
               fields["request_id"], extra={"coffre": fields})
     if is_outage(exc):
         request.coffre_database_down = True
@@ -94,7 +94,7 @@ class DatabaseOutageMiddleware:
         if not (getattr(request, "coffre_database_down", False)
                 or (response.status_code == 500 and connection_lost())):
             return response
-        log.warning("database unavailable: answered 503",
+        logger.warning("database unavailable: answered 503",
                     extra={"coffre": {"event": "database_unavailable",
                                       "request_id": getattr(request, "coffre_request_id", "")}})
         # A broken connection is not given to the next request of this thread.
