@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from coffre.cli import BadInput, CommandError, command
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 HELPER_BYTES = 2_000_000  # below, forking a helper costs more than it saves
@@ -166,15 +167,6 @@ def _aware_at(text: str | None):
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
-def _lab(finess: str):
-    from coffre.labs.services import LabError, lab_by_finess
-
-    try:
-        return lab_by_finess(finess)
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
-
-
 def handle_record(args: argparse.Namespace) -> int:
     """``coffre breach record|list|drafts``; the vault is open."""
     from coffre.breach import notifications
@@ -192,14 +184,14 @@ def handle_record(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace, notifications) -> int:
     from coffre.breach.readers import BreachScanError
 
-    lab = _lab(args.lab)
+    lab = cmdkit.lab(args.lab)
     actor = _record_actor(args.by, lab)
     try:
         breach = notifications.scan_and_record(actor, lab, args.files,
                                                aware_at=_aware_at(args.aware_at))
     except BreachScanError as exc:
         raise BadInput(f"{exc} (no breach was recorded)") from None
-    _print_json_lines([_summary(breach, notifications)])
+    print_json_lines([_summary(breach, notifications)])
     return 0
 
 
@@ -216,15 +208,15 @@ def _summary(breach, notifications) -> dict:
 
 
 def _list(args: argparse.Namespace, notifications) -> int:
-    lab = _lab(args.lab)
-    _print_json_lines([_summary(b, notifications) for b in notifications.breaches_of(lab.id)])
+    lab = cmdkit.lab(args.lab)
+    print_json_lines([_summary(b, notifications) for b in notifications.breaches_of(lab.id)])
     return 0
 
 
 def _drafts(args: argparse.Namespace, notifications) -> int:
     from coffre.breach import letters
 
-    lab = _lab(args.lab)
+    lab = cmdkit.lab(args.lab)
     actor = _record_actor(args.by, lab)
     breach = notifications.breach_of_lab(lab.id, args.id)
     out = args.out
@@ -239,15 +231,9 @@ def _drafts(args: argparse.Namespace, notifications) -> int:
               "text": letters.email_text(breach, p)} for p in people if p.email]
     (out / "courriels.jsonl").write_text(
         "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mails), encoding="utf-8")
-    _print_json_lines([{"id": breach.pk, "out": str(out), "letters": len(people),
+    print_json_lines([{"id": breach.pk, "out": str(out), "letters": len(people),
                        "emails": len(mails)}])
     return 0
-
-
-def _print_json_lines(rows: list[dict]) -> None:
-    from coffre.cli import print_json_lines
-
-    print_json_lines(rows)
 
 
 for _name in ("record", "list", "drafts"):
