@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coffre import cmdkit
-from coffre.cmdkit import BadInput, CommandError, command, print_json_lines
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines, write_private
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 HELPER_BYTES = 2_000_000  # below, forking a helper costs more than it saves
@@ -225,12 +225,12 @@ def _drafts(args: argparse.Namespace, notifications) -> int:
     people = letters.addressees(actor, breach)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     out.chmod(0o700)  # names and addresses in clear: the operator's eyes only
-    (out / "cnil.txt").write_text(notifications.cnil_text(breach), encoding="utf-8")
-    (out / "courriers.pdf").write_bytes(letters.render_letters(breach, people))
+    write_private(out / "cnil.txt", notifications.cnil_text(breach))
+    write_private(out / "courriers.pdf", letters.render_letters(breach, people))
     mails = [{"to": p.email, "patient_id": str(p.patient_id),
               "text": letters.email_text(breach, p)} for p in people if p.email]
-    (out / "courriels.jsonl").write_text(
-        "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mails), encoding="utf-8")
+    write_private(out / "courriels.jsonl",
+                  "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mails))
     print_json_lines([{"id": breach.pk, "out": str(out), "letters": len(people),
                        "emails": len(mails)}])
     return 0
