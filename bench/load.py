@@ -90,7 +90,7 @@ def prepare(home: Path, patients: int, labs: int, users: int) -> Path:
     django.setup()
     accounts = make_accounts(per_role(users), patients, labs)
     path = home / "load-accounts.json"
-    from coffre.cmdkit import write_private
+    from coffre.files import write_private
 
     write_private(path, json.dumps(accounts))
     return path

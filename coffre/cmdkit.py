@@ -1,22 +1,28 @@
 """What every ``coffre`` command module uses: the handler registry, the errors that end a
-command with one line, JSON lines output, owner-only file writing and the lab lookup.
+command with one line, JSON lines output, the lab lookup and the files an operator names
+(``--out``), written owner-only by coffre.files (re-exported: ``private_file``,
+``write_private``).
 
 Each capability keeps its commands in its own ``commands.py`` (``add_arguments(sub)``,
 handlers registered with :func:`command`); ``coffre.cli`` imports them. This module
-imports nothing of the apps at import time (and no Django), so anything may use it.
+imports nothing of the apps at import time (and no Django): only the lab lookup reaches
+coffre.labs, inside the function.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from coffre.files import private_file, write_private
+
+__all__ = ["COMMANDS", "BadInput", "CommandError", "command", "group_parsers", "lab",
+           "lab_actor", "print_json_lines", "private_file", "run_subcommand", "setup_django",
+           "subcommand", "write_output", "write_private"]
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Handler] = {}
@@ -105,42 +111,7 @@ def lab_actor(finess: str) -> Any:
     return cli_actor(lab(finess).id)
 
 
-# --- owner-only files ----------------------------------------------------------------
-
-@contextlib.contextmanager
-def private_file(path: Path, *, replace: bool = True, text: bool = False
-                 ) -> Iterator[IO[Any]]:
-    """Write ``path`` readable by its owner only (0600), atomically: the block fills a
-    temporary file created 0600 in the same directory (``.NAME.XXXX.part``), which is
-    then fsynced and renamed into place, the directory fsynced too. A crash or an
-    exception leaves the old file or none, never a half one.
-
-    ``replace=False`` never replaces an existing file, even one made meanwhile: the
-    file is linked into place and FileExistsError raised if the name is taken. Errors
-    creating the temporary file are raised before the block runs."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    temporary = Path(name)
-    try:
-        with os.fdopen(fd, "w" if text else "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(temporary, path)
-        else:
-            _link_new(temporary, path)
-        _fsync_directory(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-
-
-def write_private(path: Path, content: bytes | str, *, replace: bool = True) -> None:
-    """:func:`private_file` with the whole content at once (str is written as UTF-8)."""
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    with private_file(path, replace=replace) as handle:
-        handle.write(data)
-
+# --- output files the operator names -----------------------------------------------
 
 def write_output(path: Path, content: bytes, force: bool) -> None:
     """Write a file the operator named (``--out``), readable by its owner only (0600);
@@ -160,25 +131,3 @@ def write_output(path: Path, content: bytes, force: bool) -> None:
         if started and not isinstance(exc, FileExistsError):
             raise  # a full or failing disk: coffre.cli says so
         raise BadInput(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _link_new(temporary: Path, path: Path) -> None:
-    try:
-        os.link(temporary, path)  # atomic, and never over a file made meanwhile
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-        os.replace(temporary, path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except PermissionError:  # a directory one may write in but not list: renamed all the same
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,7 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from coffre import config
-from coffre.cmdkit import write_private
+from coffre.files import write_private
 
 BASE_DIR = Path(__file__).resolve().parent
 COFFRE_HOME = config.home()
@@ -104,6 +104,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "coffre.accounts.context.acting_lab",
                 "coffre.accounts.context.alerts_badge",
+                "coffre.accounts.context.capabilities",
             ],
         },
     },

@@ -250,11 +250,12 @@ def test_marking_patients_sent_records_who_and_when(lab_a, dpo_a, leak):
 
 def test_a_breach_of_another_lab_is_not_found(lab_a, lab_b, dpo_a, leak):
     breach = notifications.record_breach(dpo_a, lab_a, leak[3])
+    dpo_b = Actor("dpo-b", lab_b.id, "dpo", "web")
     with pytest.raises(notifications.BreachError):
-        notifications.breach_of_lab(lab_b.id, breach.pk)
+        notifications.access_breach(dpo_b, breach.pk)
     with pytest.raises(notifications.BreachError):
-        notifications.breach_of_lab(lab_a.id, "nope")
-    assert notifications.breach_of_lab(lab_a.id, str(breach.pk)) == breach
+        notifications.access_breach(dpo_a, "nope")
+    assert notifications.access_breach(dpo_a, str(breach.pk)) == breach
 
 
 def test_no_patient_value_is_in_the_stored_report(lab_a, dpo_a, leak):

@@ -94,7 +94,7 @@ def test_an_order_prints_its_number_and_barcodes(cli, finess, patient_id):
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--tests", "NFS ZZZ9"], ["unknown test code", "ZZZ9"]),
+    (["--tests", "NFS ZZZ9"], ["Unknown test code", "ZZZ9"]),
     (["--tests", ""], ["at least one test"]),
     (["--patient", str(uuid.UUID(int=7))], ["no patient", str(uuid.UUID(int=7))]),
     (["--patient", "Dupont"], ["--patient", "UUID"]),

@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from coffre.audit.models import Alert
 from coffre.identity.access import create_patient
-from coffre.keyring import rotation
 from coffre.lab import access, analyser, catalogue, reports, workflow
 from coffre.lab.models import Result, ResultState
 from coffre.lab.sealing import TamperedRow, tag_untagged_results
 from coffre.labs.tenancy import cli_actor
+from coffre.lifecycle import reencrypt
 from coffre.portal import activation, prescriber, services
 from coffre.portal.models import PatientAccount
 from tests.api_helpers import api_token, bearer
@@ -257,13 +257,13 @@ def test_an_analyser_message_on_an_edited_result_is_refused_and_alerted(staff, p
 
 def test_reencryption_retags_and_never_launders_an_edited_row(staff, patient, order,
                                                               lab_a):
-    report = rotation.reencrypt(lab_a.id)
+    report = reencrypt.reencrypt(lab_a.id)
     assert report.finished
     assert access.access_order(staff.biologist, order.id).results[0].value == "13.2"
     row = result(order, "HB")
     edit(row.id, loinc=CRP)
     with pytest.raises(TamperedRow):
-        rotation.reencrypt(lab_a.id)
+        reencrypt.reencrypt(lab_a.id)
     edit(row.id, loinc=row.loinc)  # put back as it was: it reads again
     assert access.access_order(staff.biologist, order.id).results[0].value == "13.2"
 

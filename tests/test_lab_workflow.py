@@ -8,6 +8,7 @@ from coffre.lab import access, workflow
 from coffre.lab.models import Result, ResultState, SpecimenState
 from tests.conftest import patient_row
 from tests.lab_helpers import enter, order_for, published, receive_all, result, staff_of
+from tests.refusal_helpers import refused, row_codes
 
 S = ResultState
 
@@ -45,8 +46,9 @@ def test_self_validation_is_refused_and_nothing_changes(staff, patient):
     enter(staff.technician, order, NA="140")
     ids = [result(order, "NA").id, result(order, "K").id]
     workflow.validate_technically(staff.technician, ids)
-    with pytest.raises(workflow.WorkflowError, match="same person"):
+    with refused(workflow.WorkflowError, "workflow.biological_validation_refused") as caught:
         workflow.validate_biologically(staff.biologist, ids)
+    assert row_codes(caught.value) == {"workflow.self_validation"}
     assert set(order.results.values_list("state", flat=True)) == {S.TECH_VALIDATED}
     assert workflow.validate_biologically(staff.other_biologist, ids) == 2
 
@@ -57,8 +59,9 @@ def test_a_critical_value_must_be_acknowledged_before_validation(staff, patient)
     enter(staff.technician, order, K="7.1")
     potassium = result(order, "K")
     workflow.validate_technically(staff.technician, [potassium.id])
-    with pytest.raises(workflow.WorkflowError, match="critical"):
+    with refused(workflow.WorkflowError, "workflow.biological_validation_refused") as caught:
         workflow.validate_biologically(staff.biologist, [potassium.id])
+    assert row_codes(caught.value) == {"workflow.critical_not_acknowledged"}
     workflow.acknowledge_critical(staff.technician, potassium.id,
                                   "Dr Bernard prévenu par téléphone à 10h12")
     assert workflow.validate_biologically(staff.biologist, [potassium.id]) == 1
@@ -99,7 +102,7 @@ def test_a_rejected_specimen_ends_its_tests(staff, patient):
 
 
 def test_a_secretary_may_not_enter_results(staff, patient):
-    from coffre.lab.permissions import NotAllowed
+    from coffre.labs.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
@@ -110,9 +113,10 @@ def test_a_secretary_may_not_enter_results(staff, patient):
 def test_a_bad_value_refuses_the_whole_batch(staff, patient):
     order = order_for(staff.secretary, patient.id, "K", "NA")
     receive_all(staff.secretary, order)
-    with pytest.raises(workflow.WorkflowError) as refused:
+    with refused(workflow.WorkflowError, "workflow.entry_refused") as caught:
         enter(staff.technician, order, K="4.1", NA="cent")
-    assert "Sodium" in str(refused.value)
+    assert "Sodium" in str(caught.value)
+    assert row_codes(caught.value) == {"workflow.not_a_number"}
     assert set(order.results.values_list("state", flat=True)) == {S.RECEIVED}
 
 
@@ -123,13 +127,13 @@ def test_collection_then_receipt_moves_specimen_and_tests(staff, patient):
     specimen = order.specimens.get()
     workflow.collect(staff.secretary, specimen.id)
     assert result(order, "K").state == S.COLLECTED
-    with pytest.raises(workflow.WorkflowError, match="not waiting for collection"):
+    with refused(workflow.WorkflowError, "workflow.not_waiting_for_collection"):
         workflow.collect(staff.secretary, specimen.id)
     workflow.receive(staff.technician, specimen.barcode)
     specimen.refresh_from_db()
     assert specimen.state == SpecimenState.RECEIVED and specimen.received_at
     assert result(order, "K").state == S.RECEIVED
-    with pytest.raises(workflow.WorkflowError, match="cannot be received"):
+    with refused(workflow.WorkflowError, "workflow.cannot_be_received"):
         workflow.receive(staff.technician, specimen.barcode)
 
 
@@ -146,34 +150,38 @@ def test_a_specimen_of_another_lab_is_unknown(staff, patient, lab_b):
 
 def test_results_cannot_be_entered_before_receipt(staff, patient):
     order = order_for(staff.secretary, patient.id, "K")
-    with pytest.raises(workflow.WorkflowError, match="not open for entry"):
+    with refused(workflow.WorkflowError, "workflow.entry_refused") as caught:
         enter(staff.technician, order, K="4.1")
+    assert row_codes(caught.value) == {"workflow.not_open_for_entry"}
 
 
 def test_a_calculated_result_cannot_be_typed(staff, patient):
     order = order_for(staff.secretary, patient.id, "CREA")
     receive_all(staff.secretary, order)
     egfr = order.results.get(source="calculated")
-    with pytest.raises(workflow.WorkflowError, match="calculated"):
+    with refused(workflow.WorkflowError, "workflow.entry_refused") as caught:
         workflow.enter_results(staff.technician, [workflow.Entry(egfr.id, "90")])
+    assert row_codes(caught.value) == {"workflow.calculated"}
 
 
 def test_technical_validation_needs_a_value(staff, patient):
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
-    with pytest.raises(workflow.WorkflowError, match="not in analysis"):
+    with refused(workflow.WorkflowError, "workflow.technical_validation_refused") as caught:
         workflow.validate_technically(staff.technician, [result(order, "K").id])
+    assert row_codes(caught.value) == {"workflow.not_in_analysis"}
 
 
 def test_biological_validation_needs_technical_validation_and_a_biologist(staff, patient):
-    from coffre.lab.permissions import NotAllowed
+    from coffre.labs.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
     enter(staff.technician, order, K="4.1")
     potassium = result(order, "K").id
-    with pytest.raises(workflow.WorkflowError, match="not technically validated"):
+    with refused(workflow.WorkflowError, "workflow.biological_validation_refused") as caught:
         workflow.validate_biologically(staff.biologist, [potassium])
+    assert row_codes(caught.value) == {"workflow.not_technically_validated"}
     workflow.validate_technically(staff.technician, [potassium])
     with pytest.raises(NotAllowed):
         workflow.validate_biologically(staff.technician, [potassium])
@@ -194,7 +202,7 @@ def test_a_lab_may_allow_self_validation(staff, patient, lab_a):
 
 def test_publishing_needs_validated_results(staff, patient):
     order = order_for(staff.secretary, patient.id, "K")
-    with pytest.raises(workflow.WorkflowError, match="no validated result"):
+    with refused(workflow.WorkflowError, "workflow.nothing_to_publish"):
         workflow.publish(staff.biologist, order)
 
 
@@ -202,9 +210,9 @@ def test_only_a_published_result_is_corrected_and_with_a_reason(staff, patient):
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
     enter(staff.technician, order, K="4.1")
-    with pytest.raises(workflow.WorkflowError, match="only a published result"):
+    with refused(workflow.WorkflowError, "workflow.not_published"):
         workflow.invalidate(staff.biologist, result(order, "K").id, "4.2", "erreur de saisie")
-    with pytest.raises(workflow.WorkflowError, match="reason"):
+    with refused(workflow.WorkflowError, "workflow.reason_required"):
         workflow.invalidate(staff.biologist, result(order, "K").id, "4.2", "")
 
 
@@ -216,7 +224,7 @@ def test_a_test_is_cancelled_before_biological_validation_only(staff, patient):
     enter(staff.technician, order, K="4.1")
     workflow.validate_technically(staff.technician, [result(order, "K").id])
     workflow.validate_biologically(staff.biologist, [result(order, "K").id])
-    with pytest.raises(workflow.WorkflowError, match="cannot be cancelled"):
+    with refused(workflow.WorkflowError, "workflow.cannot_be_cancelled"):
         workflow.cancel(staff.technician, result(order, "K").id, "trop tard")
 
 
@@ -225,10 +233,10 @@ def test_a_critical_value_is_acknowledged_once_with_a_note(staff, patient):
     receive_all(staff.secretary, order)
     enter(staff.technician, order, K="2.1")
     potassium = result(order, "K").id
-    with pytest.raises(workflow.WorkflowError, match="say what was done"):
+    with refused(workflow.WorkflowError, "workflow.note_required"):
         workflow.acknowledge_critical(staff.technician, potassium, "ok")
     workflow.acknowledge_critical(staff.technician, potassium, "Patient rappelé à 9h")
-    with pytest.raises(workflow.WorkflowError, match="already"):
+    with refused(workflow.WorkflowError, "workflow.already_acknowledged"):
         workflow.acknowledge_critical(staff.biologist, potassium, "Patient rappelé à 9h")
 
 

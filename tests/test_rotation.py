@@ -15,6 +15,7 @@ from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
 from coffre.lab.access import access_order
 from coffre.lab.models import Order, Result, Specimen
+from coffre.lifecycle import reencrypt
 from coffre.vault import key_id_of
 from coffre.vault.master import read_key_file
 from tests.cli_helpers import drop_database, make_cli
@@ -216,7 +217,7 @@ def test_reencrypt_changes_every_ciphertext_and_values_read_back(staff, patients
         Patient.unscoped.get(id=p.id).data_key, "patient", lab_a.id, p.id).key_id
         for p in made}
 
-    report = rotation.reencrypt(lab_a.id)
+    report = reencrypt.reencrypt(lab_a.id)
 
     assert report.finished and report.reencrypted == len(made)
     assert report.tables["result"] >= 2 and report.tables["order"] == 1
@@ -237,7 +238,7 @@ def test_reencrypt_changes_every_ciphertext_and_values_read_back(staff, patients
 def test_reencrypt_resumes_after_a_crash_in_the_middle(staff, patients, lab_a, monkeypatch):
     made, order = patients
     before = _ciphertexts(lab_a.id)
-    real = rotation.reencrypt_patient
+    real = reencrypt.reencrypt_patient
     calls = []
 
     def crash(patient_id, run, tables):
@@ -246,29 +247,29 @@ def test_reencrypt_resumes_after_a_crash_in_the_middle(staff, patients, lab_a, m
             raise RuntimeError("kill -9")
         return real(patient_id, run, tables)
 
-    monkeypatch.setattr(rotation, "reencrypt_patient", crash)
+    monkeypatch.setattr(reencrypt, "reencrypt_patient", crash)
     with pytest.raises(RuntimeError):
-        rotation.reencrypt(lab_a.id)
+        reencrypt.reencrypt(lab_a.id)
     run = ReencryptionRun.objects.get()
     assert run.patients_done == 2 and run.finished_at is None
     keyring.clear_caches()
     assert all(_values(staff.secretary, p.id)["sex"] == "F" for p in made)  # mixed: fine
 
-    monkeypatch.setattr(rotation, "reencrypt_patient", real)
-    report = rotation.reencrypt(lab_a.id)
+    monkeypatch.setattr(reencrypt, "reencrypt_patient", real)
+    report = reencrypt.reencrypt(lab_a.id)
     assert report.resumed and report.finished and report.reencrypted == len(made) - 2
     after = _ciphertexts(lab_a.id)
     assert all(after[k] != before[k] for k in before)  # each patient done exactly once
     assert ReencryptionRun.objects.get().finished_at is not None
     assert _results(staff.biologist, order.id) == {"K": "4.7", "NA": "141"}
-    assert not rotation.reencrypt(lab_a.id).resumed  # a finished run is not resumed
+    assert not reencrypt.reencrypt(lab_a.id).resumed  # a finished run is not resumed
 
 
 def test_reencrypt_with_a_limit_then_again(staff, patients, lab_a):
     made, _order = patients
-    first = rotation.reencrypt(lab_a.id, limit=2)
+    first = reencrypt.reencrypt(lab_a.id, limit=2)
     assert first.reencrypted == 2 and not first.finished
-    second = rotation.reencrypt(lab_a.id)
+    second = reencrypt.reencrypt(lab_a.id)
     assert second.resumed and second.reencrypted == len(made) - 2 and second.finished
 
 
@@ -396,7 +397,7 @@ def test_reencrypt_keeps_critical_notes_and_rejection_reasons(staff, patients, l
     workflow.reject(staff.secretary, specimen.id, "Tube hémolysé")
     note_before = bytes(CriticalValue.objects.get(result=potassium).note)
 
-    rotation.reencrypt(lab_a.id)
+    reencrypt.reencrypt(lab_a.id)
 
     keyring.clear_caches()
     keys = PatientKeys(lab_a.id)

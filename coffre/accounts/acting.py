@@ -15,16 +15,14 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 
 from coffre.accounts import mfa
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Membership
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.labs import rls
+from coffre.labs.capabilities import may
 from coffre.labs.tenancy import Actor
 from coffre.serving.proxy import client_address
 
 SESSION_LAB = "acting_lab_id"
-# Who reviews the lab's alerts: the data-protection officer acknowledges them, the lab
-# manager sees them and lifts the account locks (separation of duties).
-ALERT_REVIEWERS = (Role.DPO, Role.LAB_MANAGER)
 
 
 def memberships(user) -> list[Membership]:
@@ -127,14 +125,15 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-def requires_role(*roles: str) -> Callable[[Callable[..., HttpResponse]],
-                                            Callable[..., HttpResponse]]:
-    """Only these roles in the acting lab; put it under ``@staff_view``."""
+def requires(capability: str) -> Callable[[Callable[..., HttpResponse]],
+                                           Callable[..., HttpResponse]]:
+    """Only the roles holding ``capability`` (coffre.labs.capabilities) in the acting lab;
+    put it under ``@staff_view``. The service the view calls checks it again."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.membership.role not in roles:
+            if not may(request.membership, capability):
                 raise PermissionDenied("role not allowed")
             return view(request, *args, **kwargs)
 

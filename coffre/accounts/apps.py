@@ -18,3 +18,10 @@ class AccountsConfig(AppConfig):
         # Each new session belongs to the person's current epoch ("log out everywhere").
         user_logged_in.connect(stamp_session, dispatch_uid="coffre-session-epoch")
         register_sealed()  # for `coffre keys rotate --installation accounts`
+
+        from coffre.accounts.models import Role, dpo_emails
+        from coffre.audit import alerts, history
+
+        # The audit, below this app, mails alerts to the lab's DPOs and names roles.
+        alerts.officers_from(dpo_emails)
+        history.register_role_labels(Role.choices)

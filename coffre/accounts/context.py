@@ -1,7 +1,7 @@
 from django.http import HttpRequest
 
-from coffre.accounts.acting import ALERT_REVIEWERS
 from coffre.audit.alerts import count_open
+from coffre.labs.capabilities import held_by, may
 
 
 def acting_lab(request: HttpRequest) -> dict:
@@ -10,9 +10,16 @@ def acting_lab(request: HttpRequest) -> dict:
             "acting_role": membership.get_role_display() if membership else ""}
 
 
+def capabilities(request: HttpRequest) -> dict:
+    """``may``: the acting role's capabilities, for the links a page shows
+    (``{% if "lab.settings" in may %}``); the views and services check them again."""
+    membership = getattr(request, "membership", None)
+    return {"may": held_by(membership.role) if membership else frozenset()}
+
+
 def alerts_badge(request: HttpRequest) -> dict:
     """The "Alertes" link and its count of open alerts, for those who review them."""
     membership = getattr(request, "membership", None)
-    if membership is None or membership.role not in ALERT_REVIEWERS:
+    if not may(membership, "alert.review"):
         return {"reviews_alerts": False}
     return {"reviews_alerts": True, "open_alert_count": count_open(membership.lab_id)}

@@ -49,13 +49,12 @@ from coffre.accounts.models import (
 )
 from coffre.audit import log
 from coffre.audit.models import AccountLock
+from coffre.labs.access import RowNotFound, one_row
+from coffre.labs.capabilities import ASSIGNABLE, may
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 
-# Roles a lab manager may give: not the platform administrator (installation-wide).
-ASSIGNABLE_ROLES = (Role.SECRETARY, Role.TECHNICIAN, Role.BIOLOGIST, Role.LAB_MANAGER,
-                    Role.DPO)
-ROLE_CHOICES = [(role.value, role.label) for role in ASSIGNABLE_ROLES]
+ROLE_CHOICES = [(role, Role(role).label) for role in ASSIGNABLE]
 # Names of a desk, a team or a function rather than of a person: the shared-account smell.
 GENERIC_NAMES = frozenset({
     "accueil", "admin", "administrateur", "administration", "biologiste", "commun",
@@ -89,7 +88,7 @@ class AccountError(Exception):
         super().__init__(str(message or self.message))
 
 
-class NoSuchMembership(AccountError):
+class NoSuchMembership(AccountError, RowNotFound):
     message = _("Ce compte n'existe pas dans ce laboratoire.")
 
 
@@ -150,7 +149,7 @@ class Created:
 # --- reads ---------------------------------------------------------------------------
 
 def _require_manager(actor: Actor) -> None:
-    if actor.role != Role.LAB_MANAGER or actor.lab_id is None:
+    if not may(actor, "accounts.manage") or actor.lab_id is None:
         raise NotAllowed
 
 
@@ -190,10 +189,11 @@ def lab_members(actor: Actor) -> list[MemberRow]:
 def access_membership(actor: Actor, membership_id: int) -> Membership:
     """A membership of the actor's lab, that the actor may change; raises otherwise."""
     _require_manager(actor)
-    membership = (Membership.objects.filter(pk=membership_id, lab_id=actor.lab_id)
-                  .select_related("user").first())
-    if membership is None:
-        raise NoSuchMembership
+    try:
+        membership = one_row(Membership.objects.filter(lab_id=actor.lab_id)
+                             .select_related("user"), membership_id, "membership")
+    except RowNotFound:
+        raise NoSuchMembership from None
     if membership.user.get_username() == actor.person:
         raise OwnAccount
     if membership.role == Role.PLATFORM_ADMIN:
@@ -224,7 +224,7 @@ def check_username(username: str) -> str:
 
 
 def _check_role(role: str) -> str:
-    if role not in ASSIGNABLE_ROLES:
+    if role not in ASSIGNABLE:
         raise BadRole
     return role
 

@@ -94,3 +94,10 @@ class PersonWideRequest(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "action", "lab"],
                                                name="one_request_per_lab")]
+
+
+def dpo_emails(lab_id: int | None) -> list[str]:
+    """The e-mail addresses of the lab's data protection officers (coffre.audit.alerts
+    mails them each alert of the lab)."""
+    return sorted({m.user.email for m in Membership.objects.filter(
+        lab_id=lab_id, role=Role.DPO).select_related("user") if m.user.email})

@@ -17,13 +17,12 @@ from coffre.accounts.acting import (
     acting_membership,
     actor_for,
     request_memberships,
-    requires_role,
+    requires,
     second_factor_pending,
     second_factor_required,
     staff_view,
 )
 from coffre.accounts.forms import NewPasswordForm
-from coffre.accounts.models import Role
 from coffre.audit import log
 
 
@@ -153,7 +152,7 @@ def _accounts_page(request: HttpRequest, created: managing.Created | None = None
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("accounts.manage")
 @require_http_methods(["GET", "POST"])
 def lab_accounts(request: HttpRequest) -> HttpResponse:
     """The lab's members and their state; the form creating an account. The temporary
@@ -172,7 +171,7 @@ def lab_accounts(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("accounts.manage")
 @require_POST
 def lab_account_action(request: HttpRequest, membership_id: int) -> HttpResponse:
     action = request.POST.get("action", "")

@@ -27,13 +27,14 @@ from coffre.apiclients.models import AccessToken, ApiClient
 from coffre.apiclients.scopes import Scope, ScopeError
 from coffre.audit import log as audit_log
 from coffre.config import env_int
+from coffre.labs.access import one_row
+from coffre.labs.capabilities import API_CLIENT
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, SharedBudget
 from coffre.vault import same_digest, token_digest
 
 logger = logging.getLogger("coffre.apiclients")
 
-ROLE = "api_client"
 # Prefixes let leak scanners and people recognise what a pasted string is.
 SECRET_PREFIX = "cfs_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_PREFIX = "cft_"  # noqa: S105 (a prefix, not a token)
@@ -103,7 +104,7 @@ class ApiPrincipal:
         return frozenset(t for t in scope_grammar.RESOURCE_TYPES if self.allows(t, "read"))
 
     def actor(self, address: str = "") -> Actor:
-        return Actor(person=self.person, lab_id=self.lab_id, role=ROLE, channel="api",
+        return Actor(person=self.person, lab_id=self.lab_id, role=API_CLIENT, channel="api",
                      address=address, shared=self.shared)
 
 
@@ -158,6 +159,11 @@ def register_client(lab: Lab, name: str, scope_text: str, by: Actor
 def clients_of(lab_id: int) -> list[ApiClient]:
     return list(ApiClient.objects.filter(lab_id=lab_id).select_related("lab")
                 .order_by("revoked_at", "name"))
+
+
+def access_client(actor: Actor, client_pk: int | str) -> ApiClient:
+    """A client of the actor's lab by its row id; RowNotFound for another lab's or none."""
+    return one_row(ApiClient.objects.filter(lab_id=actor.lab_id), client_pk, "API client")
 
 
 def client_of_lab(lab_id: int | None, client_id: str) -> ApiClient:
@@ -294,7 +300,7 @@ def issue_token(client: ApiClient, scope_text: str | None = None, address: str =
         AccessToken.objects.create(client=client, token_hash=digest(token),
                                    scopes=scope_grammar.render(wanted), created_at=now,
                                    expires_at=now + dt.timedelta(seconds=lifetime))
-        audit_log.record(Actor(client.person, client.lab_id, ROLE, "api", address),
+        audit_log.record(Actor(client.person, client.lab_id, API_CLIENT, "api", address),
                          "api_token", [], kind="api_client")
     purge_expired(client)  # keeps the table to the live tokens without a cron job
     return IssuedToken(token, lifetime, scope_grammar.render(wanted))

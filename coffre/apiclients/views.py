@@ -9,12 +9,12 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from coffre.accounts.acting import requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.apiclients import services
 from coffre.apiclients.models import ApiClient
 from coffre.apiclients.scopes import ALL_SCOPES, RESOURCE_TYPES, ScopeError
-from coffre.audit.models import AccountLock
+from coffre.audit import detection
+from coffre.labs.access import RowNotFound
 
 
 def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,
@@ -23,9 +23,8 @@ def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,
     message, a redirect or a log)."""
     clients = services.clients_of(request.actor.lab_id)
     shared = {c.pk: services.budget_name(c) for c in clients}
-    locks = {lock.person: lock for lock in AccountLock.objects.filter(
-        lab_id=request.actor.lab_id, unlocked_at__isnull=True,
-        person__in=[c.person for c in clients] + list(shared.values()))}
+    locks = detection.open_locks_of(request.actor.lab_id,
+                                    [c.person for c in clients] + list(shared.values()))
     # A client is locked on its own, or with every client its registrant registered.
     rows = [{"client": c, "lock": locks.get(c.person) or locks.get(shared[c.pk])}
             for c in clients]
@@ -36,7 +35,7 @@ def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("apiclients.manage")
 @require_http_methods(["GET", "POST"])
 def api_clients(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
@@ -52,12 +51,13 @@ def api_clients(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("apiclients.manage")
 @require_POST
 def api_client_action(request: HttpRequest, client_pk: int) -> HttpResponse:
-    client = ApiClient.objects.filter(pk=client_pk, lab_id=request.actor.lab_id).first()
-    if client is None:
-        raise Http404("no such API client")
+    try:
+        client = services.access_client(request.actor, client_pk)
+    except RowNotFound:
+        raise Http404("no such API client") from None
     action = request.POST.get("action", "")
     if action == "revoke":
         services.revoke_client(client, request.actor)

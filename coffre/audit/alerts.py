@@ -9,12 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
+from coffre.audit.log import open_text, record, seal_text
 from coffre.audit.models import Alert
+from coffre.labs.access import one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 log = logging.getLogger("coffre.audit")
@@ -40,11 +44,19 @@ def raise_once(lab_id: int | None, kind: str, person: str, summary: str, *,
     return raise_alert(lab_id, kind, person, summary)
 
 
-def officers_emails(lab_id: int | None) -> list[str]:
-    from coffre.accounts.models import Membership, Role
+# Who the lab's data protection officers are is coffre.accounts' to say (registered by
+# its ready()): the audit sits below the accounts and imports nothing of them.
+_OFFICERS: list[Callable[[int | None], Iterable[str]]] = []
 
-    return sorted({m.user.email for m in Membership.objects.filter(
-        lab_id=lab_id, role=Role.DPO).select_related("user") if m.user.email})
+
+def officers_from(lookup: Callable[[int | None], Iterable[str]]) -> None:
+    """``lookup(lab_id)``: the e-mail addresses an alert of that lab is sent to."""
+    if lookup not in _OFFICERS:
+        _OFFICERS.append(lookup)
+
+
+def officers_emails(lab_id: int | None) -> list[str]:
+    return sorted({email for lookup in _OFFICERS for email in lookup(lab_id)})
 
 
 def _mail_officers(alert: Alert) -> None:
@@ -66,6 +78,14 @@ def open_alerts(lab_id: int) -> list[Alert]:
     return list(Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=True))
 
 
+def access_alert(actor: Actor, alert_id: int | str, *, open_only: bool = False) -> Alert:
+    """An alert of the actor's lab (still open with ``open_only``); RowNotFound else."""
+    rows = Alert.objects.filter(lab_id=actor.lab_id)
+    if open_only:
+        rows = rows.filter(acknowledged_at__isnull=True)
+    return one_row(rows, alert_id, "alert")
+
+
 def count_open(lab_id: int) -> int:
     return Alert.objects.filter(lab_id=lab_id, acknowledged_at__isnull=True).count()
 
@@ -76,15 +96,12 @@ def acknowledged_alerts(lab_id: int, limit: int = 50) -> list[Alert]:
 
 
 def comment_of(alert: Alert) -> str:
-    from coffre.audit.log import open_text
-
     return open_text(alert.comment, f"alert-comment-{alert.pk}")
 
 
 def acknowledge(alert: Alert, by: Actor, comment: str) -> None:
     """Close an alert with a sealed comment; recorded in the access log."""
-    from coffre.audit.log import record, seal_text
-
+    require(by, "alert.acknowledge")
     if not comment.strip():
         raise CommentRequired("an alert is acknowledged with a comment")
     record(by, "acknowledge", [], kind="alert")

@@ -35,7 +35,7 @@ from django.utils import timezone
 from coffre import config
 from coffre.audit.models import AccessEvent, ChainHead
 from coffre.bulk import bulk_insert
-from coffre.cmdkit import write_private
+from coffre.files import write_private
 from coffre.keyring import services as keyring
 from coffre.vault import Key, context
 from coffre.vault.chain import (

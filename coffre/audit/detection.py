@@ -25,6 +25,8 @@ from django.utils.translation import gettext as _
 
 from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
+from coffre.labs.access import one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 Budget = tuple[str, frozenset[str]]  # (the name locks and alerts use, the persons counted)
@@ -234,6 +236,21 @@ def open_locks(lab_id: int) -> list[AccountLock]:
                 .order_by("locked_at"))
 
 
+def open_locks_of(lab_id: int, persons: list[str]) -> dict[str, AccountLock]:
+    """The lab's open locks of these persons, by person."""
+    return {lock.person: lock for lock in AccountLock.objects.filter(
+        lab_id=lab_id, unlocked_at__isnull=True, person__in=persons)}
+
+
+def access_lock(actor: Actor, lock_id: int | str, *, open_only: bool = False
+                ) -> AccountLock:
+    """A lock of the actor's lab (not yet lifted with ``open_only``); RowNotFound else."""
+    rows = AccountLock.objects.filter(lab_id=actor.lab_id)
+    if open_only:
+        rows = rows.filter(unlocked_at__isnull=True)
+    return one_row(rows, lock_id, "lock")
+
+
 class SelfUnlock(PermissionError):
     """Nobody lifts their own lock, nor that of the API clients they registered."""
 
@@ -248,6 +265,7 @@ def unlock(person: str, by: Actor, lab_id: int | None = None) -> int:
     if by.person == person or locks.filter(answerable=by.person).exists():
         raise SelfUnlock("an account cannot be unlocked by the person it belongs to or "
                          "who answers for it")
+    require(by, "lock.lift")
     lifted = locks.update(unlocked_by=by.person, unlocked_at=timezone.now())
     _locked = None
     if lifted:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.utils.translation import gettext_lazy as _
 
-from coffre.accounts.models import Role
 from coffre.audit.log import open_text
 from coffre.audit.models import AccessEvent
 from coffre.labs.models import Lab
@@ -52,6 +52,9 @@ KIND_LABELS = {
 OTHER_ROLES = {"analyser": _("Automate"), "patient": _("Patient (portail)"),
                "prescriber": _("Prescripteur (portail)"), "cli": _("Ligne de commande"),
                "import": _("Import"), "api_client": _("Logiciel connecté (API)")}
+# The staff roles' labels are coffre.accounts' (Role), registered by its ready(): the
+# audit sits below the accounts and imports nothing of them.
+_STAFF_ROLES: dict[str, str] = {}
 # An attempt on an id the person could not reach read nothing of the patient.
 NOT_ACCESSES = ("not_found",)
 
@@ -72,9 +75,14 @@ class HistoryEntry:
     reason: str  # the break-the-glass reason, only when asked for; else ""
 
 
+def register_role_labels(choices: Iterable[tuple[str, str]]) -> None:
+    """(value, label) of each staff role; labels may be lazy translations."""
+    _STAFF_ROLES.update(choices)
+
+
 def role_label(role: str) -> str:
-    if role in Role.values:
-        return str(Role(role).label)
+    if role in _STAFF_ROLES:
+        return str(_STAFF_ROLES[role])
     return str(OTHER_ROLES.get(role, role))
 
 

@@ -2,14 +2,15 @@
 
 Entries carry ids, never readable values: the patient by internal id, the action, the
 kind of data, the outcome; a purpose (break-the-glass reason) is sealed. Every entry is
-chained (coffre.audit.chain); reads then feed the mass-reading detection and the
-canary check.
+chained (coffre.audit.chain); reads then feed the observers registered with
+``on_read``: the canary check and the mass-reading detection (coffre.audit.apps), which
+raise alerts and so sit above this module.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.utils import timezone
 
@@ -18,6 +19,16 @@ from coffre.labs.tenancy import Actor
 from coffre.vault import context
 
 READ_ACTIONS = frozenset({"read", "search", "export", "print"})
+
+ReadObserver = Callable[[Actor, list[uuid.UUID]], None]
+_READ_OBSERVERS: list[ReadObserver] = []
+
+
+def on_read(observer: ReadObserver) -> None:
+    """``observer(actor, patient ids)`` after each read is chained, in the order
+    registered."""
+    if observer not in _READ_OBSERVERS:
+        _READ_OBSERVERS.append(observer)
 
 
 def seal_text(text: str, where: str) -> bytes:
@@ -40,7 +51,5 @@ def record(actor: Actor, action: str, patient_ids: Iterable[uuid.UUID | None], *
     chain.append([{**entry, "patient_id": pid} for pid in ids])
     read = [pid for pid in ids if pid is not None]
     if action in READ_ACTIONS and read and outcome in {"ok", "break_glass"}:
-        from coffre.audit import canaries, detection
-
-        canaries.check_reads(actor, read)
-        detection.observe(actor, read)
+        for observe in _READ_OBSERVERS:
+            observe(actor, read)

@@ -9,19 +9,19 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from coffre.accounts.acting import ALERT_REVIEWERS, requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.audit import alerts, detection
-from coffre.audit.models import AccountLock, Alert
 from coffre.identity.access import reachable_ids
+from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import may
 
 
 @staff_view
-@requires_role(*ALERT_REVIEWERS)
+@requires("alert.review")
 @require_GET
 def alert_list(request: HttpRequest) -> HttpResponse:
     lab_id = request.actor.lab_id
-    is_dpo = request.membership.role == Role.DPO
+    is_dpo = may(request.membership, "alert.acknowledge")
     pending = alerts.open_alerts(lab_id)
     done = alerts.acknowledged_alerts(lab_id)
     return render(request, "audit/alerts.html", {
@@ -30,18 +30,18 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         "acknowledged": [(a, alerts.comment_of(a) if is_dpo else "") for a in done],
         "can_acknowledge": is_dpo,
         "locks": (detection.open_locks(lab_id)
-                  if request.membership.role == Role.LAB_MANAGER else None),
+                  if may(request.membership, "lock.lift") else None),
     })
 
 
 @staff_view
-@requires_role(Role.DPO)
+@requires("alert.acknowledge")
 @require_POST
 def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
-    alert = Alert.objects.filter(pk=alert_id, lab_id=request.actor.lab_id,
-                                 acknowledged_at__isnull=True).first()
-    if alert is None:
-        raise Http404("no such alert")
+    try:
+        alert = alerts.access_alert(request.actor, alert_id, open_only=True)
+    except RowNotFound:
+        raise Http404("no such alert") from None
     try:
         alerts.acknowledge(alert, by=request.actor,
                            comment=request.POST.get("comment", ""))
@@ -53,13 +53,13 @@ def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(Role.LAB_MANAGER)
+@requires("lock.lift")
 @require_POST
 def account_unlock(request: HttpRequest, lock_id: int) -> HttpResponse:
-    lock = AccountLock.objects.filter(pk=lock_id, lab_id=request.actor.lab_id,
-                                      unlocked_at__isnull=True).first()
-    if lock is None:
-        raise Http404("no such lock")
+    try:
+        lock = detection.access_lock(request.actor, lock_id, open_only=True)
+    except RowNotFound:
+        raise Http404("no such lock") from None
     try:
         detection.unlock(lock.person, by=request.actor, lab_id=lock.lab_id)
     except detection.SelfUnlock:

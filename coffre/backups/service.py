@@ -40,7 +40,7 @@ from typing import BinaryIO
 from coffre import config, faults
 from coffre.audit import chain
 from coffre.backups.archive import SUFFIX, ArchiveError, peek, read_archive, write_archive
-from coffre.cmdkit import private_file
+from coffre.files import private_file
 
 BIG = 32 << 20  # show progress bars from this size on
 Bars = Callable[[str, int | None], Callable[[int], None]]

@@ -16,12 +16,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING
 
+from coffre.breach.columns import Plan, RowKeys
 from coffre.breach.report import Evidence
-
-if TYPE_CHECKING:
-    from coffre.breach.scan import Plan, RowKeys
 
 # Recognised kind -> the registry column a watermark fingerprint was computed for.
 # Only the near-unique ones: a given name or an address alone proves nothing, and

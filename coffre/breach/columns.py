@@ -334,3 +334,59 @@ def first_row_is_header(first: list[str], columns: list[Column]) -> bool:
                 return False  # a header names every column; a data row fits them
         return True
     return any(header_kind(cell) for cell in first if cell)
+
+
+# --- one row's keys (coffre.breach.scan matches them, attribution fingerprints them) -----
+
+@dataclass
+class RowKeys:
+    nir: str = ""
+    names: tuple[str, ...] = ()
+    birth_date: str = ""
+    phone: str = ""
+    email: str = ""
+
+
+@dataclass
+class Plan:
+    """How to read one table's rows, from its recognised columns."""
+
+    table: str
+    header: list[str]
+    columns: list[Column]
+    nir: list[int]
+    family: list[int]
+    birth: Column | None
+    phone: list[int]
+    email: list[int]
+
+    @classmethod
+    def of(cls, table: str, header: list[str], columns: list[Column]) -> Plan:
+        def where(kind: str) -> list[int]:
+            return [c.index for c in columns if c.kind == kind]
+
+        family = sorted((c for c in columns if c.kind == "family_name"),
+                        key=lambda c: -c.share)[:2]
+        births = [c for c in columns if c.kind == "birth_date"]
+        return cls(table, header, columns, where("nir")[:1], [c.index for c in family],
+                   births[0] if births else None, where("phone")[:1], where("email")[:1])
+
+    def keys(self, row: list[str]) -> RowKeys:
+        keys = RowKeys()
+
+        def cell(index: int) -> str:
+            return row[index] if index < len(row) else ""
+
+        for index in self.nir:
+            keys.nir = nir_value(cell(index)) or ""
+        if self.birth is not None:
+            date = date_value(cell(self.birth.index), self.birth.day_first)
+            keys.birth_date = date.isoformat() if date else ""
+        if keys.birth_date:
+            keys.names = tuple(dict.fromkeys(
+                n for i in self.family if (n := normalize_name(cell(i)))))
+        for index in self.phone:
+            keys.phone = phone_value(cell(index), lenient=True) or ""
+        for index in self.email:
+            keys.email = email_value(cell(index)) or ""
+        return keys

@@ -142,12 +142,13 @@ def add_record_arguments(sub: argparse._SubParsersAction) -> None:
 
 
 def _record_actor(username: str, lab):
-    from coffre.accounts.models import Membership, Role
+    from coffre.accounts.models import Membership
+    from coffre.labs.capabilities import may
     from coffre.labs.tenancy import Actor
 
     membership = Membership.objects.filter(user__username=username, lab=lab,
                                            user__is_active=True).first()
-    if membership is None or membership.role not in (Role.DPO, Role.LAB_MANAGER):
+    if not may(membership, "breach.record"):
         raise BadInput(f"{username} is not the DPO or a lab manager of lab {lab.finess}")
     return Actor(person=username, lab_id=lab.id, role=membership.role, channel="cli")
 
@@ -218,7 +219,7 @@ def _drafts(args: argparse.Namespace, notifications) -> int:
 
     lab = cmdkit.lab(args.lab)
     actor = _record_actor(args.by, lab)
-    breach = notifications.breach_of_lab(lab.id, args.id)
+    breach = notifications.access_breach(actor, args.id)
     out = args.out
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} is not empty: give a new directory")

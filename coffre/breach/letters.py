@@ -34,6 +34,7 @@ from coffre.breach.notifications import CATEGORY_LABELS, CHUNK, stored_report, t
 from coffre.identity.access import patients_for
 from coffre.identity.registry import open_patient
 from coffre.lab.pdf import CREATOR, STYLES, markup, paragraph_style, pdf_text
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 NOTIFY_ACTION = "notify"
@@ -66,6 +67,7 @@ def addressees(actor: Actor, breach: Breach,
                patient_ids: Iterable[uuid.UUID] | None = None) -> list[Addressee]:
     """Decrypt the names and addresses of the breach's patients (all, or these ones
     among them); one "notify" entry per patient read. Others' ids are ignored."""
+    require(actor, "breach.record", PermissionError)
     if actor.lab_id != breach.lab_id:
         raise PermissionError("this breach belongs to another laboratory")
     wanted = [n.patient_id for n in patient_notes(breach, patient_ids)]

@@ -28,6 +28,8 @@ from coffre.breach.models import (
 from coffre.breach.report import CONFIDENCES, Evidence, ScanReport
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
+from coffre.labs.access import RowNotFound, one_row
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.vault import Key, context
@@ -103,6 +105,10 @@ class BreachError(ValueError):
     patient value."""
 
 
+class BreachNotFound(BreachError, RowNotFound):
+    """No such breach in the actor's lab."""
+
+
 # --- sealed free text -------------------------------------------------------------------
 
 def _key(breach: Breach) -> Key:
@@ -129,6 +135,7 @@ def _set_texts(breach: Breach, key: Key, values: dict[str, str]) -> None:
 
 
 def update_texts(actor: Actor, breach: Breach, values: dict[str, str]) -> None:
+    require(actor, "breach.manage")
     unknown = set(values) - set(SEALED_TEXT)
     if unknown:
         raise BreachError(f"unknown breach fields: {', '.join(sorted(unknown))}")
@@ -208,6 +215,7 @@ def record_breach(actor: Actor, lab: Lab, report: ScanReport, *,
     """The breach record of ``lab`` from a scan, with its drafts: one for the CNIL, one
     per matched patient of the lab (canaries excepted: they are synthetic). All or
     nothing: any failure leaves no record."""
+    require(actor, "breach.record")
     if actor.lab_id != lab.id:
         raise BreachError("the acting person does not act for this laboratory")
     aware_at = aware_at or timezone.now()
@@ -363,6 +371,7 @@ def cnil_draft(breach: Breach, now: dt.datetime | None = None) -> str:
 
 def edit_cnil_text(actor: Actor, breach: Breach, body: str) -> Notification:
     """Keep the DPO's edited CNIL text (sealed); an empty text returns to the draft."""
+    require(actor, "breach.manage")
     note = breach.notifications.get(kind=NotificationKind.CNIL)
     body = body.replace("\r\n", "\n").strip()
     if body == cnil_draft(breach).strip():
@@ -376,6 +385,7 @@ def edit_cnil_text(actor: Actor, breach: Breach, body: str) -> Notification:
 
 def mark_reviewed(actor: Actor, notes: Sequence[Notification]) -> int:
     """Record who read the drafts, and when; returns how many."""
+    require(actor, "breach.manage")
     now = timezone.now()
     with transaction.atomic():
         for note in notes:
@@ -388,6 +398,7 @@ def mark_reviewed(actor: Actor, notes: Sequence[Notification]) -> int:
 def mark_sent(actor: Actor, notes: Sequence[Notification], channel: str) -> int:
     """Mark drafts sent (by whom, when, how). Sending the CNIL's marks the breach
     notified. Returns how many were marked; already sent ones are left as they were."""
+    require(actor, "breach.manage")
     if channel not in Channel.values:
         raise BreachError(f"unknown channel: {channel}")
     pending = [n for n in notes if n.sent_at is None]
@@ -418,9 +429,10 @@ def breaches_of(lab_id: int):
     return Breach.objects.filter(lab_id=lab_id).select_related("lab")
 
 
-def breach_of_lab(lab_id: int, breach_id: int | str) -> Breach:
-    """The lab's breach; another lab's or a missing one raises the same error."""
+def access_breach(actor: Actor, breach_id: int | str) -> Breach:
+    """The actor's lab's breach; another lab's or a missing one raises the same
+    BreachNotFound."""
     try:
-        return Breach.objects.select_related("lab").get(pk=int(breach_id), lab_id=lab_id)
-    except (Breach.DoesNotExist, ValueError):
-        raise BreachError(f"no breach {breach_id} in this laboratory") from None
+        return one_row(breaches_of(actor.lab_id), int(breach_id), "breach", BreachNotFound)
+    except ValueError:
+        raise BreachNotFound("no such breach") from None

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from coffre.breach import columns as cols
 from coffre.breach.attribution import Attributor
+from coffre.breach.columns import Plan, RowKeys
 from coffre.breach.readers import BreachScanError, Table, open_file
 from coffre.breach.report import (
     CATEGORIES,
@@ -69,62 +70,6 @@ ACTION = "breach_scan"  # audit action; not a READ_ACTION, so outside mass-readi
 _LEVEL_RANK = {level: rank for rank, level in enumerate(CONFIDENCES)}
 
 Progress = Callable[[int], None]
-
-
-# --- one row's keys ------------------------------------------------------------------------
-
-@dataclass
-class RowKeys:
-    nir: str = ""
-    names: tuple[str, ...] = ()
-    birth_date: str = ""
-    phone: str = ""
-    email: str = ""
-
-
-@dataclass
-class Plan:
-    """How to read one table's rows, from its recognised columns."""
-
-    table: str
-    header: list[str]
-    columns: list[cols.Column]
-    nir: list[int]
-    family: list[int]
-    birth: cols.Column | None
-    phone: list[int]
-    email: list[int]
-
-    @classmethod
-    def of(cls, table: str, header: list[str], columns: list[cols.Column]) -> Plan:
-        def where(kind: str) -> list[int]:
-            return [c.index for c in columns if c.kind == kind]
-
-        family = sorted((c for c in columns if c.kind == "family_name"),
-                        key=lambda c: -c.share)[:2]
-        births = [c for c in columns if c.kind == "birth_date"]
-        return cls(table, header, columns, where("nir")[:1], [c.index for c in family],
-                   births[0] if births else None, where("phone")[:1], where("email")[:1])
-
-    def keys(self, row: list[str]) -> RowKeys:
-        keys = RowKeys()
-
-        def cell(index: int) -> str:
-            return row[index] if index < len(row) else ""
-
-        for index in self.nir:
-            keys.nir = cols.nir_value(cell(index)) or ""
-        if self.birth is not None:
-            date = cols.date_value(cell(self.birth.index), self.birth.day_first)
-            keys.birth_date = date.isoformat() if date else ""
-        if keys.birth_date:
-            keys.names = tuple(dict.fromkeys(
-                n for i in self.family if (n := cols.normalize_name(cell(i)))))
-        for index in self.phone:
-            keys.phone = cols.phone_value(cell(index), lenient=True) or ""
-        for index in self.email:
-            keys.email = cols.email_value(cell(index)) or ""
-        return keys
 
 
 def match_row(keys: RowKeys, patients: PatientDigests) -> tuple[int, str] | None:

@@ -7,5 +7,10 @@ class ExportsConfig(AppConfig):
 
     def ready(self) -> None:
         from coffre.exports.sealing import register_sealed
+        from coffre.exports.services import WATERMARK_PURPOSE, watermark_uses
+        from coffre.keyring.installation import register_derived_use
 
-        register_sealed()  # for `coffre keys rotate --installation export-text|exports`
+        # For `coffre keys rotate|retire --installation export-text|exports`: the sealed
+        # texts, then the watermark fingerprints that need a version of "exports".
+        register_sealed()
+        register_derived_use(WATERMARK_PURPOSE, watermark_uses)

@@ -87,7 +87,7 @@ def export(args: argparse.Namespace) -> int:
     try:
         return _dispatch(args, services, cli_actor)
     except services.ExportError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(exc.render("en")) from None
 
 
 def _dispatch(args, services, cli_actor) -> int:
@@ -112,7 +112,7 @@ def _dispatch(args, services, cli_actor) -> int:
                 period_from=args.period_from, period_to=args.period_to, patient_ids=ids,
                 requested_by=requester, format=args.format)
         except services.ExportError as exc:
-            raise BadInput(str(exc)) from None
+            raise BadInput(exc.render("en")) from None
         print_json_lines([{"id": created.pk, "state": created.state,
                            "size_estimate": created.size_estimate,
                            "needs": "dpo" if created.size_estimate > services.dpo_threshold(

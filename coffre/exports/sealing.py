@@ -39,13 +39,11 @@ def open_text(column: str, export_id: int, blob: bytes) -> str:
 
 
 def register_sealed() -> None:
-    """The sealed texts, and the watermark fingerprints that need a version of the
-    "exports" key, for `coffre keys rotate|retire --installation`."""
-    from coffre.exports.services import WATERMARK_PURPOSE, watermark_uses
-    from coffre.keyring.installation import SealedColumn, register, register_derived_use
+    """The sealed texts, for `coffre keys rotate|retire --installation` (the watermark
+    fingerprints that need a version of the "exports" key: coffre.exports.apps)."""
+    from coffre.keyring.installation import SealedColumn, register
 
     for column, min_size in SEALED.items():
         register(SealedColumn(KEY_PURPOSE, "exports.ExportRequest", column,
                               lambda row, column=column: context(TABLE, column, row.pk),
                               min_size=min_size))
-    register_derived_use(WATERMARK_PURPOSE, watermark_uses)

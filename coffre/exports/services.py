@@ -42,17 +42,18 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from coffre import config, faults, spreadsheet
 from coffre.accounts import stepup
-from coffre.accounts.models import Membership, Role
+from coffre.accounts.models import Membership
 from coffre.audit import canaries, chain
 from coffre.audit.detection import DEFAULTS
 from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
-from coffre.cmdkit import private_file, write_private
 from coffre.exports import sealing
 from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
+from coffre.files import private_file, write_private
 from coffre.identity import french
 from coffre.identity.access import patients_for
 from coffre.identity.decoys import LabProfile, draw_unused
@@ -60,8 +61,11 @@ from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.lab.models import Order
+from coffre.labs.access import one_row
+from coffre.labs.capabilities import may, roles
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
+from coffre.refusals import Refusal, reason
 from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
 
 EXPORT_ROLE = "export"  # the role of audit entries written by an export run
@@ -79,8 +83,82 @@ _FP_INFO = b"coffre/export-watermark/v1"
 WATERMARK_PURPOSE = "exports"  # the installation key the fingerprint key derives from
 
 
-class ExportError(ValueError):
-    """A refused request or operation; the message says why (never a patient value)."""
+class ExportError(Refusal, ValueError):
+    """A refused request or operation; its reason says why (never a patient value)."""
+
+
+STATE_LABELS = {
+    ExportState.REQUESTED: gettext_lazy("En attente d'approbation"),
+    ExportState.APPROVED: gettext_lazy("Approuvé"),
+    ExportState.PRODUCED: gettext_lazy("Produit"),
+    ExportState.DOWNLOADED: gettext_lazy("Remis"),
+    ExportState.EXPIRED: gettext_lazy("Expiré"),
+    ExportState.REFUSED: gettext_lazy("Refusé"),
+}
+
+
+def state_label(code: str) -> str:
+    return str(STATE_LABELS.get(code, code))
+
+
+def _state(export: ExportRequest) -> object:
+    """An export's state as a refusal parameter: its label, in the reader's language."""
+    return STATE_LABELS.get(export.state, export.state)
+
+
+NO_FIELDS = reason("export.no_fields", gettext_lazy("Choisissez au moins un champ."))
+UNKNOWN_FIELDS = reason("export.unknown_fields", gettext_lazy(
+    "Champ inconnu du registre : %(fields)s."))
+PURPOSE_REQUIRED = reason("export.purpose_required", gettext_lazy("Le motif est obligatoire."))
+RECIPIENT_REQUIRED = reason("export.recipient_required", gettext_lazy(
+    "Le destinataire est obligatoire."))
+PERIOD_REVERSED = reason("export.period_reversed", gettext_lazy(
+    "La période se termine avant de commencer."))
+RECIPIENT_KEY = reason("export.recipient_key", gettext_lazy(
+    "Clé publique age du destinataire invalide (une clé X25519 commençant par age1…)."))
+PATIENT_LIST_NOT_UUID = reason("export.patient_list_not_uuid", gettext_lazy(
+    "La liste de patients contient autre chose que des identifiants (UUID)."))
+PATIENT_LIST_EMPTY = reason("export.patient_list_empty", gettext_lazy(
+    "La liste de patients est vide."))
+UNKNOWN_FORMAT = reason("export.unknown_format", gettext_lazy(
+    "Format inconnu : %(format)s (formats : %(known)s)."))
+NOT_IN_FHIR = reason("export.not_in_fhir", gettext_lazy(
+    "Certains champs n'ont pas de place dans une ressource FHIR Patient : exportez-les "
+    "en CSV."))
+NO_SUCH_EXPORT = reason("export.no_such_export", gettext_lazy("Aucun export n° %(id)s."))
+NOT_AWAITING_APPROVAL = reason("export.not_awaiting_approval", gettext_lazy(
+    "Cet export n'attend plus d'approbation (état : %(state)s)."))
+SECOND_PERSON = reason("export.second_person", gettext_lazy(
+    "Vous avez demandé cet export : il doit être approuvé par une autre personne."))
+SECOND_OS_USER = reason("export.second_os_user", gettext_lazy(
+    "Un export doit être approuvé par une seconde personne : %(requested_by)s l'a demandé "
+    "et l'approbation est faite en tant que %(os_user)s ; approuvez depuis un autre "
+    "utilisateur du système, ou sur le web."))
+NOT_A_MEMBER = reason("export.not_a_member", gettext_lazy(
+    "Vous n'êtes pas membre actif de ce laboratoire."))
+DPO_ONLY = reason("export.dpo_only", gettext_lazy(
+    "Cet export couvre %(count)s patients, plus que le seuil de %(threshold)s : seul le "
+    "délégué à la protection des données (DPO) peut l'approuver."))
+APPROVER_ROLE = reason("export.approver_role", gettext_lazy(
+    "Seul un responsable de laboratoire ou le DPO peut approuver un export."))
+TOO_LATE_TO_REFUSE = reason("export.too_late_to_refuse", gettext_lazy(
+    "Cet export ne peut plus être refusé (état : %(state)s)."))
+REFUSER_ROLE = reason("export.refuser_role", gettext_lazy(
+    "Seul un responsable de laboratoire ou le DPO peut refuser un export."))
+EXPIRY_DAYS = reason("export.expiry_days", gettext_lazy(
+    "La durée de validité doit être comprise entre 1 et %(max)s jours."))
+RUN_NOT_APPROVED = reason("export.run_not_approved", gettext_lazy(
+    "L'export n° %(id)s est à l'état %(state)s : seul un export approuvé peut être "
+    "produit."))
+GREW_PAST_THRESHOLD = reason("export.grew_past_threshold", gettext_lazy(
+    "L'export couvre désormais plus de patients que le seuil du DPO : il faut une "
+    "nouvelle demande approuvée par le DPO."))
+NOTHING_TO_FETCH = reason("export.nothing_to_fetch", gettext_lazy(
+    "L'export n° %(id)s est à l'état %(state)s : rien à remettre."))
+FILE_EXPIRED = reason("export.file_expired", gettext_lazy(
+    "L'export n° %(id)s a expiré ; son fichier a été supprimé."))
+OUTPUT_EXISTS = reason("export.output_exists", gettext_lazy(
+    "%(path)s existe déjà : il n'est pas remplacé."))
 
 
 # --- request ---------------------------------------------------------------------------
@@ -88,11 +166,10 @@ class ExportError(ValueError):
 def parse_fields(text: str) -> list[str]:
     fields = [f.strip() for f in text.split(",") if f.strip()]
     if not fields:
-        raise ExportError("--fields: name at least one registry column")
+        raise ExportError(NO_FIELDS)
     unknown = [f for f in fields if f not in CSV_COLUMNS]
     if unknown:
-        raise ExportError(f"unknown field(s): {', '.join(unknown)} (known: "
-                          f"{', '.join(CSV_COLUMNS)})")
+        raise ExportError(UNKNOWN_FIELDS, fields=", ".join(unknown))
     return list(dict.fromkeys(fields))
 
 
@@ -126,25 +203,25 @@ def request_export(lab: Lab, *, purpose: str, recipient: str, recipient_key: str
                    channel: str = "cli", address: str = "",
                    format: str = ExportFormat.CSV) -> ExportRequest:
     if not purpose.strip():
-        raise ExportError("a purpose is required")
+        raise ExportError(PURPOSE_REQUIRED)
     if not recipient.strip():
-        raise ExportError("a recipient is required")
+        raise ExportError(RECIPIENT_REQUIRED)
     if period_from > period_to:
-        raise ExportError("the period starts after it ends")
+        raise ExportError(PERIOD_REVERSED)
     names = parse_fields(fields)
     _check_format(format, names)
     try:
         key = check_recipient(recipient_key)
-    except (RecipientKeyError, ValueError) as exc:
-        raise ExportError(f"recipient key: {exc}") from None
+    except (RecipientKeyError, ValueError):
+        raise ExportError(RECIPIENT_KEY) from None
     ids = None
     if patient_ids is not None:
         try:
             ids = sorted({str(uuid.UUID(p.strip())) for p in patient_ids if p.strip()})
         except ValueError:
-            raise ExportError("the patient list holds something that is not a UUID") from None
+            raise ExportError(PATIENT_LIST_NOT_UUID) from None
         if not ids:
-            raise ExportError("the patient list is empty")
+            raise ExportError(PATIENT_LIST_EMPTY)
     export = ExportRequest(lab=lab, recipient_key=key, fields=",".join(names),
                            period_from=period_from, period_to=period_to, patient_ids=ids,
                            requested_by=requested_by, format=format)
@@ -175,14 +252,14 @@ def _check_format(fmt: str, fields: list[str]) -> None:
     """FHIR NDJSON carries Patient resources: only the columns a Patient has elements
     for (coffre.fhir.bulk.EXPORT_COLUMNS) can be asked for in that format."""
     if fmt not in ExportFormat.values:
-        raise ExportError(f"unknown format {fmt!r} (known: {', '.join(ExportFormat.values)})")
+        raise ExportError(UNKNOWN_FORMAT, format=repr(fmt),
+                          known=", ".join(ExportFormat.values))
     if fmt == ExportFormat.NDJSON:
         from coffre.fhir.bulk import EXPORT_COLUMNS
 
         outside = [f for f in fields if f not in EXPORT_COLUMNS]
         if outside:
-            raise ExportError(f"field(s) {', '.join(outside)} have no place in a FHIR "
-                              "Patient: export them as CSV, or leave them out")
+            raise ExportError(NOT_IN_FHIR)
 
 
 def _log_step(export: ExportRequest, action: str, person: str, channel: str,
@@ -228,13 +305,12 @@ def _get(export_id: int | str) -> ExportRequest:
     try:
         return ExportRequest.objects.select_related("lab").get(pk=int(export_id))
     except (ValueError, ExportRequest.DoesNotExist):
-        raise ExportError(f"no export {export_id}") from None
+        raise ExportError(NO_SUCH_EXPORT, id=str(export_id)[:20]) from None
 
 
-def _needed_roles(size: int, lab_id: int) -> set[str]:
-    if size > dpo_threshold(lab_id):
-        return {Role.DPO}
-    return {Role.DPO, Role.LAB_MANAGER}
+def _needed(size: int, lab_id: int) -> str:
+    """The capability approving an export of ``size`` patients needs."""
+    return "export.approve_large" if size > dpo_threshold(lab_id) else "export.approve"
 
 
 def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
@@ -247,28 +323,21 @@ def _approver(export: ExportRequest, by: str, os_user: str = "") -> Membership:
     as: one shell user must not both request and approve. An account and an
     operating-system user of the same name are taken as one person."""
     if export.state != ExportState.REQUESTED:
-        raise ExportError(f"export {export.pk} is {export.state}, not awaiting approval")
+        raise ExportError(NOT_AWAITING_APPROVAL, state=_state(export))
     if _same_person(by, export.requested_by):
-        raise ExportError("an export must be approved by a second person, not the one "
-                          "who requested it")
+        raise ExportError(SECOND_PERSON)
     if os_user and _same_person(os_user, export.requested_by):
-        raise ExportError(f"an export must be approved by a second person: "
-                          f"{export.requested_by} requested it, and the approval is made "
-                          f"as {os_user}; approve from another operating-system user, or "
-                          "on the web")
+        raise ExportError(SECOND_OS_USER, requested_by=export.requested_by, os_user=os_user)
     membership = _person_in_lab(by, export.lab)
     if membership is None:
-        raise ExportError(f"{by} is not an active member of lab {export.lab.finess}")
+        raise ExportError(NOT_A_MEMBER)
     export.size_estimate = covered(export, _runner(export.lab)).count()
-    needed = _needed_roles(export.size_estimate, export.lab_id)
-    if membership.role not in needed:
-        if needed == {Role.DPO}:
-            raise ExportError(
-                f"this export covers {export.size_estimate} patients (more than "
-                f"{dpo_threshold(export.lab_id)}): only the data-protection officer "
-                f"(role dpo) may approve it; {by} is {membership.role}")
-        raise ExportError(f"only a lab manager or the DPO may approve an export; {by} is "
-                          f"{membership.role}")
+    needed = _needed(export.size_estimate, export.lab_id)
+    if not may(membership, needed):
+        if needed == "export.approve_large":
+            raise ExportError(DPO_ONLY, count=export.size_estimate,
+                              threshold=dpo_threshold(export.lab_id))
+        raise ExportError(APPROVER_ROLE)
     return membership
 
 
@@ -286,10 +355,10 @@ def approval_refusal(export: ExportRequest, by: str, os_user: str = "") -> Expor
 def refusal_refusal(export: ExportRequest, by: str) -> ExportError | None:
     """Why ``by`` may not refuse ``export`` now (the same checks as ``refuse``)."""
     if export.state not in {ExportState.REQUESTED, ExportState.APPROVED}:
-        return ExportError(f"export {export.pk} is {export.state}: too late to refuse")
+        return ExportError(TOO_LATE_TO_REFUSE, state=_state(export))
     membership = _person_in_lab(by, export.lab)
-    if membership is None or membership.role not in {Role.DPO, Role.LAB_MANAGER}:
-        return ExportError("only a lab manager or the DPO of the lab may refuse an export")
+    if not may(membership, "export.refuse"):
+        return ExportError(REFUSER_ROLE)
     return None
 
 
@@ -460,17 +529,16 @@ def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
     if not 1 <= days <= MAX_DAYS:
-        raise ExportError(f"the expiry must be between 1 and {MAX_DAYS} days")
+        raise ExportError(EXPIRY_DAYS, max=MAX_DAYS)
     export = _get(export_id)
     if export.state != ExportState.APPROVED:
-        raise ExportError(f"export {export.pk} is {export.state}: only an approved export "
-                          "can run")
+        raise ExportError(RUN_NOT_APPROVED, id=export.pk, state=_state(export))
     actor = _runner(export.lab)
     fields = export.field_list()
     scope = covered(export, actor)
-    if scope.count() > dpo_threshold(export.lab_id) and export.approved_role != Role.DPO:
-        raise ExportError("the export now covers more patients than the DPO threshold: it "
-                          "needs a new request approved by the DPO")
+    if (scope.count() > dpo_threshold(export.lab_id)
+            and export.approved_role not in roles("export.approve_large")):
+        raise ExportError(GREW_PAST_THRESHOLD)
     rng = random.Random(secrets.randbits(64))  # noqa: S311 - positions of synthetic rows
     marks = watermark_rows(export.lab_id, fields, rng)
     ids: list[uuid.UUID] = []
@@ -527,12 +595,12 @@ def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
 def fetch(export_id: int | str, out: Path) -> ExportRequest:
     export = _get(export_id)
     if export.state != ExportState.PRODUCED:
-        raise ExportError(f"export {export.pk} is {export.state}: nothing to fetch")
+        raise ExportError(NOTHING_TO_FETCH, id=export.pk, state=_state(export))
     if export.expires_at and export.expires_at <= timezone.now():
         purge_expired()
-        raise ExportError(f"export {export.pk} has expired; its file was deleted")
+        raise ExportError(FILE_EXPIRED, id=export.pk)
     if out.exists() or out.is_symlink():
-        raise ExportError(f"{out} exists: not replacing it")
+        raise ExportError(OUTPUT_EXISTS, path=str(out))
     source = staged_file(export)
     data = source.read_bytes()
     try:
@@ -594,6 +662,12 @@ def sweep_staging(now: dt.datetime | None = None) -> list[str]:
 def request_days() -> int:
     """Days a request may wait for its approval and run (COFFRE_EXPORT_REQUEST_DAYS)."""
     return config.env_int("COFFRE_EXPORT_REQUEST_DAYS", REQUEST_DAYS)
+
+
+def access_export(actor: Actor, export_id: int | str) -> ExportRequest:
+    """An export request of the actor's lab; RowNotFound for another lab's or none."""
+    return one_row(ExportRequest.objects.select_related("lab").filter(lab_id=actor.lab_id),
+                   export_id, "export")
 
 
 def requests_of(lab: Lab) -> QuerySet[ExportRequest]:

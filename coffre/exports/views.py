@@ -13,9 +13,6 @@ to the server's staging directory, which only the operator can hand over
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import Http404, HttpRequest, HttpResponse
@@ -25,62 +22,12 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from coffre.accounts import mfa, stepup
-from coffre.accounts.acting import requires_role, staff_view
-from coffre.accounts.models import Role
+from coffre.accounts.acting import requires, staff_view
 from coffre.exports import services
 from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
-
-EXPORT_ROLES = (Role.LAB_MANAGER, Role.DPO)
-
-STATE_LABELS = {
-    ExportState.REQUESTED: gettext_lazy("En attente d'approbation"),
-    ExportState.APPROVED: gettext_lazy("Approuvé"),
-    ExportState.PRODUCED: gettext_lazy("Produit"),
-    ExportState.DOWNLOADED: gettext_lazy("Remis"),
-    ExportState.EXPIRED: gettext_lazy("Expiré"),
-    ExportState.REFUSED: gettext_lazy("Refusé"),
-}
-
-
-def state_label(code: str) -> str:
-    return str(STATE_LABELS.get(code, code))
-
-
-# -- the services' English refusals, said in French ---------------------------------------
-
-_REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
-    (r"is (\w+), not awaiting approval", lambda m: _(
-        "Cet export n'attend plus d'approbation (état : %(state)s).")
-        % {"state": state_label(m[1])}),
-    (r"second person", lambda m: _(
-        "Vous avez demandé cet export : il doit être approuvé par une autre personne.")),
-    (r"is not an active member", lambda m: _(
-        "Vous n'êtes pas membre actif de ce laboratoire.")),
-    (r"covers (\d+) patients \(more than (\d+)\)", lambda m: _(
-        "Cet export couvre %(count)s patients, plus que le seuil de %(threshold)s : seul "
-        "le délégué à la protection des données (DPO) peut l'approuver.")
-        % {"count": m[1], "threshold": m[2]}),
-    (r"only a lab manager or the DPO may approve", lambda m: _(
-        "Seul un responsable de laboratoire ou le DPO peut approuver un export.")),
-    (r"is (\w+): too late to refuse", lambda m: _(
-        "Cet export ne peut plus être refusé (état : %(state)s).")
-        % {"state": state_label(m[1])}),
-    (r"may refuse", lambda m: _(
-        "Seul un responsable de laboratoire ou le DPO peut refuser un export.")),
-    (r"a purpose is required", lambda m: _("Le motif est obligatoire.")),
-    (r"a recipient is required", lambda m: _("Le destinataire est obligatoire.")),
-    (r"starts after it ends", lambda m: _("La période se termine avant de commencer.")),
-    (r"name at least one", lambda m: _("Choisissez au moins un champ.")),
-    (r"unknown field", lambda m: _("Champ inconnu du registre.")),
-    (r"no place in a FHIR", lambda m: _(
-        "Certains champs n'ont pas de place dans une ressource FHIR Patient : exportez-les "
-        "en CSV.")),
-    (r"recipient-key", lambda m: _(
-        "Clé publique age du destinataire invalide (une clé X25519 commençant par "
-        "age1…).")),
-)
-
+from coffre.exports.services import state_label
+from coffre.labs.access import RowNotFound
 
 STEP_UP_REASONS = {
     "locked": gettext_lazy("Compte bloqué après trop d'échecs : l'export n'est pas "
@@ -94,15 +41,6 @@ STEP_UP_REASONS = {
 }
 
 
-def say(error: Exception) -> str:
-    text = str(error)
-    for pattern, message in _REASONS:
-        match = re.search(pattern, text)
-        if match:
-            return message(match)
-    return _("Opération refusée.")
-
-
 # -- helpers --------------------------------------------------------------------------
 
 def _username(request: HttpRequest) -> str:
@@ -114,13 +52,12 @@ def _where(request: HttpRequest) -> dict[str, str]:
     return {"channel": "web", "address": request.actor.address}
 
 
-def _own_export(request: HttpRequest, export_id: int) -> ExportRequest:
+def _export(request: HttpRequest, export_id: int) -> ExportRequest:
     """The acting lab's export; another lab's or none is the same 404."""
-    export = (ExportRequest.objects.select_related("lab")
-              .filter(pk=export_id, lab_id=request.membership.lab_id).first())
-    if export is None:
-        raise Http404("no such export")
-    return export
+    try:
+        return services.access_export(request.actor, export_id)
+    except RowNotFound:
+        raise Http404("no such export") from None
 
 
 def _row(export: ExportRequest) -> dict:
@@ -135,7 +72,7 @@ def _row(export: ExportRequest) -> dict:
 # -- pages ----------------------------------------------------------------------------
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_list(request: HttpRequest) -> HttpResponse:
     lab = request.membership.lab
@@ -145,7 +82,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_http_methods(["GET", "POST"])
 def export_new(request: HttpRequest) -> HttpResponse:
     form = ExportRequestForm(request.POST or None)
@@ -159,7 +96,7 @@ def export_new(request: HttpRequest) -> HttpResponse:
                 period_to=data["period_to"], requested_by=_username(request),
                 format=data["format"], **_where(request))
         except services.ExportError as error:
-            form.add_error(None, say(error))
+            form.add_error(None, str(error))
         else:
             messages.success(request, _(
                 "Demande d'export n° %(id)s enregistrée : une autre personne doit "
@@ -171,17 +108,17 @@ def export_new(request: HttpRequest) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_GET
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     me = _username(request)
     cannot_approve = cannot_refuse = None
     if export.state == ExportState.REQUESTED:
         problem = services.approval_refusal(export, me)  # refreshes size_estimate
-        cannot_approve = say(problem) if problem else None
+        cannot_approve = str(problem) if problem else None
     problem = services.refusal_refusal(export, me)
-    cannot_refuse = say(problem) if problem else None
+    cannot_refuse = str(problem) if problem else None
     return render(request, "exports/detail.html", {
         **_row(export), "can_approve": (export.state == ExportState.REQUESTED
                                         and cannot_approve is None),
@@ -190,16 +127,16 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     credentials = stepup.Credentials(_username(request), request.POST.get("password", ""),
                                      request.POST.get("code", ""))
     try:
         services.approve(export.pk, credentials, request=request, **_where(request))
     except services.ExportError as error:
-        messages.error(request, say(error))
+        messages.error(request, str(error))
     except stepup.StepUpRefused as refused:
         if refused.reason == "locked" or mfa.count_failure(request):
             # As on the code page: too many failures end the session.
@@ -216,14 +153,14 @@ def export_approve(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 @staff_view
-@requires_role(*EXPORT_ROLES)
+@requires("export.request")
 @require_POST
 def export_refuse(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _own_export(request, export_id)
+    export = _export(request, export_id)
     try:
         services.refuse(export.pk, _username(request), **_where(request))
     except services.ExportError as error:
-        messages.error(request, say(error))
+        messages.error(request, str(error))
     else:
         messages.success(request, _("Export n° %(id)s refusé.") % {"id": export.pk})
     return redirect("export_detail", export_id=export.pk)

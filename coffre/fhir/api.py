@@ -21,8 +21,8 @@ from coffre.apiclients.scopes import RESOURCE_TYPES
 from coffre.apiclients.services import ApiPrincipal
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.fhir.outcome import FhirError, outcome
-from coffre.lab.permissions import NotAllowed
 from coffre.labs import rls
+from coffre.labs.capabilities import NotAllowed
 from coffre.serving.proxy import client_address
 
 __all__ = ["ApiPrincipal", "ApiRefused", "fhir_endpoint", "require_scope"]

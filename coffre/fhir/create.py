@@ -21,6 +21,7 @@ from coffre.identity.access import InvalidPatient, PatientNotFound, create_patie
 from coffre.lab.access import access_order
 from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
 from coffre.labs.tenancy import Actor
+from coffre.refusals import english
 
 MAX_ENTRIES = 100
 JSON_TYPES = ("application/fhir+json", "application/json")
@@ -193,7 +194,7 @@ def create_service_request(actor: Actor, resource: dict,
     try:
         order = create_order(actor, request)
     except InvalidOrder as exc:
-        raise unprocessable(f"ServiceRequest: {exc}") from None
+        raise unprocessable(f"ServiceRequest: {english(exc)}") from None
     except PatientNotFound:
         raise unprocessable("ServiceRequest.subject: no such Patient") from None
     return fr.validate(fr.service_request_resource(access_order(actor, order.id)))

@@ -55,6 +55,7 @@ from coffre.lab.reports import has_reportable_results, report_pdf
 from coffre.lab.scope import orders_for
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
+from coffre.refusals import english
 
 S = ResultState
 Query = Mapping[str, Sequence[str]]  # a QueryDict's lists: name -> values
@@ -385,7 +386,7 @@ def search_patient(actor: Actor, params: dict[str, list[str]], readable: Readabl
     try:
         matches = find_patients(actor, **criteria)
     except SearchError as exc:
-        raise invalid(f"Patient search: {exc}") from None
+        raise invalid(f"Patient search: {english(exc)}") from None
     offset, count = _page(params)
     return len(matches), [fr.patient_resource(p) for p in matches[offset:offset + count]]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from coffre.audit import canaries, detection, log
 from coffre.audit.alerts import raise_alert
@@ -32,17 +33,45 @@ from coffre.identity.registry import (
 )
 from coffre.keyring import indexes
 from coffre.labs import rls
+from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
+from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
 
 
-class PatientNotFound(LookupError):
+class PatientNotFound(RowNotFound):
     pass
 
 
-class SearchError(ValueError):
-    """The search criteria are incomplete or malformed; the message says which."""
+class SearchError(Refusal, ValueError):
+    """The search criteria are incomplete or malformed; the reason says which (never the
+    value)."""
+
+
+NIR_KEY = reason("search.nir_key", gettext_lazy(
+    "NIR : la clé de contrôle (2 derniers chiffres) ne correspond pas aux 13 premiers "
+    "caractères."))
+NIR_LENGTH = reason("search.nir_length", gettext_lazy(
+    "NIR : il faut 15 caractères, les 13 du numéro et la clé."))
+NIR_INVALID = reason("search.nir_invalid", gettext_lazy("NIR invalide : vérifiez la saisie."))
+NAME_WITHOUT_BIRTH_DATE = reason("search.name_without_birth_date", gettext_lazy(
+    "La recherche par nom demande aussi la date de naissance."))
+BIRTH_DATE_INVALID = reason("search.birth_date_invalid", gettext_lazy(
+    "Date de naissance invalide."))
+PHONE_INVALID = reason("search.phone_invalid", gettext_lazy("Numéro de téléphone invalide."))
+EMAIL_INVALID = reason("search.email_invalid", gettext_lazy("Adresse de courriel invalide."))
+NO_CRITERIA = reason("search.no_criteria", gettext_lazy(
+    "Indiquez un NIR, un nom et une date de naissance, un téléphone ou un courriel."))
+_NIR_RULES = {"nir_key": NIR_KEY, "nir_length": NIR_LENGTH}
+
+
+def _search_refusal(kind: str, error: french.InvalidValue) -> SearchError:
+    why: Reason = {"nir": _NIR_RULES.get(error.rule, NIR_INVALID),
+                   "birth_date": BIRTH_DATE_INVALID, "phone": PHONE_INVALID,
+                   "email": EMAIL_INVALID}.get(kind, NO_CRITERIA)
+    return SearchError(why)
 
 
 class InvalidPatient(ValueError):
@@ -111,6 +140,8 @@ class _Criteria:
 
 def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: str | None,
               email: str | None) -> _Criteria:
+    kind = "nir" if nir else "birth_date" if name or birth_date else (
+        "phone" if phone else "email")
     try:
         if nir:
             values = {"nir": french.clean_nir(nir)}
@@ -118,8 +149,9 @@ def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: 
                              ("nir",))
         if name or birth_date:
             if not (name and birth_date):
-                raise SearchError("a search by name needs the birth date too")
+                raise SearchError(NAME_WITHOUT_BIRTH_DATE)
             dob = french.clean_birth_date(birth_date).isoformat()
+            kind = "name"
             text = f"{french.normalize_name(name)}|{dob}"
             return _Criteria("name", ("bi_birth_name_dob", "bi_used_name_dob"), text,
                              {"name": french.normalize_name(name), "birth_date": dob},
@@ -133,8 +165,8 @@ def _criteria(nir: str | None, name: str | None, birth_date: str | None, phone: 
             return _Criteria("email", ("bi_email",), index_inputs(values)["bi_email"], values,
                              ("email",))
     except french.InvalidValue as exc:
-        raise SearchError(str(exc)) from None
-    raise SearchError("give a NIR, a name and birth date, a phone or an email")
+        raise _search_refusal(kind, exc) from None
+    raise SearchError(NO_CRITERIA)
 
 
 def _confirms(key: Key, pid: uuid.UUID, blobs: dict[str, bytes],
@@ -211,9 +243,6 @@ def _candidates(rows: QuerySet[Patient], fields: tuple[str, ...]
 # --- break-the-glass: another lab of the group, with a written reason ------------------
 
 MIN_REASON = 15
-# Who may break the glass: the people who care for patients, not the roles that
-# administer (lab manager, DPO, platform administrator).
-BREAK_GLASS_ROLES = frozenset({"secretary", "technician", "biologist"})
 
 
 class ReasonRequired(ValueError):
@@ -226,8 +255,7 @@ class BreakGlassRefused(PermissionError):
 
 def _group_labs(actor: Actor, reason: str) -> list[Lab]:
     """The other labs of the actor's lab group, once the break-the-glass rules hold."""
-    if actor.role not in BREAK_GLASS_ROLES:
-        raise BreakGlassRefused("this role cannot open another laboratory's patients")
+    require(actor, "patient.break_glass", BreakGlassRefused)
     if len(reason.strip()) < MIN_REASON:
         raise ReasonRequired(f"break-the-glass needs a written reason of at least "
                              f"{MIN_REASON} characters")

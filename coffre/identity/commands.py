@@ -90,7 +90,7 @@ def patient_find(args: argparse.Namespace) -> int:
                                 birth_date=args.birth_date, phone=args.phone,
                                 email=args.email)
     except SearchError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(exc.render("en")) from None
     print_json_lines([{**r.as_row(), "lab": target.finess} for r in records])
     return 0
 

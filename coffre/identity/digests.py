@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from django.db import connection
 
+from coffre.connections import release_connections
 from coffre.identity import french
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_columns
@@ -144,8 +145,6 @@ def _decrypt_parts(positions: dict[uuid.UUID, int], per_lab: Counter, digest: Sc
     # Each helper opens its own connection: a connection pool copied into the children
     # would hand its one socket to all of them at once (two helpers then read each
     # other's answers, or hang).
-    from coffre.serving.server import release_connections
-
     release_connections()
     pool = multiprocessing.get_context("fork").Pool(helpers)
     try:

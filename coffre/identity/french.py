@@ -44,7 +44,12 @@ from stdnum.fr import nir as stdnum_nir
 
 
 class InvalidValue(ValueError):
-    """A value broke a rule. The message names the rule, never the value."""
+    """A value broke a rule. The message names the rule, never the value; ``rule`` is set
+    where a caller tells the rules apart (``nir_length``, ``nir_key``)."""
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 _SEPARATORS = re.compile(r"[\s.\-]")
@@ -133,7 +138,7 @@ def clean_nir(value: str) -> str:
     """A NIR or NIA with its key, as 15 uppercase characters without separators."""
     nir = _compact(value, "NIR")
     if len(nir) != 15:
-        raise InvalidValue("NIR must have 15 characters (13 + 2-digit key)")
+        raise InvalidValue("NIR must have 15 characters (13 + 2-digit key)", "nir_length")
     if nir[0] not in _NIR_SEX:
         raise InvalidValue("NIR first digit must be 1, 2, 7 or 8")
     if not nir[1:3].isdigit():
@@ -146,7 +151,7 @@ def clean_nir(value: str) -> str:
     if _zero_or_digits(nir[10:13], "serial"):
         raise InvalidValue("NIR serial number must be 3 digits, not 000")
     if not nir[13:].isdigit() or nir_key(nir[:13]) != nir[13:]:
-        raise InvalidValue("NIR check key does not match")
+        raise InvalidValue("NIR check key does not match", "nir_key")
     return nir
 
 

@@ -5,15 +5,12 @@ import uuid
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from coffre.accounts.acting import staff_view
-from coffre.accounts.models import Role
 from coffre.audit.history import patient_history
 from coffre.identity import grants
 from coffre.identity.access import (
-    BREAK_GLASS_ROLES,
     BreakGlassRefused,
     PatientNotFound,
     ReasonRequired,
@@ -26,30 +23,8 @@ from coffre.identity.access import (
 )
 from coffre.identity.forms import BreakGlassSearchForm, PatientSearchForm
 from coffre.lab.access import patient_orders, tests_with_history
-from coffre.lab.permissions import ORDER_ENTRY, RESULT_READERS
+from coffre.labs.capabilities import may
 from coffre.labs.models import Lab
-
-# The access layer's messages are English (the CLI and import reports share them); the
-# staff pages say the same rule in the page's language. Neither ever holds the value.
-_SEARCH_ERRORS = (
-    ("NIR check key", _("NIR : la clé de contrôle (2 derniers chiffres) ne correspond pas "
-                        "aux 13 premiers caractères.")),
-    ("NIR must have 15", _("NIR : il faut 15 caractères, les 13 du numéro et la clé.")),
-    ("NIR", _("NIR invalide : vérifiez la saisie.")),
-    ("a search by name", _("La recherche par nom demande aussi la date de naissance.")),
-    ("birth date", _("Date de naissance invalide.")),
-    ("phone", _("Numéro de téléphone invalide.")),
-    ("e-mail", _("Adresse de courriel invalide.")),
-)
-
-
-def search_error_message(error: SearchError) -> str:
-    reason = str(error)
-    for start, message in _SEARCH_ERRORS:
-        if reason.startswith(start):
-            return str(message)
-    return str(_("Indiquez un NIR, un nom et une date de naissance, un téléphone ou un "
-                 "courriel."))
 
 
 def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,
@@ -57,7 +32,7 @@ def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,
                  bg_form: BreakGlassSearchForm | None = None, bg_results: list | None = None,
                  bg_error: str = "") -> HttpResponse:
     group_labs = ({lab.id: lab for lab in other_group_labs(request.actor)}
-                  if request.actor.role in BREAK_GLASS_ROLES else {})
+                  if may(request.actor, "patient.break_glass") else {})
     return render(request, "identity/search.html", {
         "form": form or PatientSearchForm(), "results": results, "error": error,
         "group_labs": group_labs, "bg_form": bg_form or BreakGlassSearchForm(prefix="bg"),
@@ -75,7 +50,7 @@ def patient_search(request: HttpRequest) -> HttpResponse:
         try:
             results = find_patients(request.actor, **form.criteria())
         except SearchError as exc:
-            error = search_error_message(exc)
+            error = str(exc)
     return _search_page(request, form, results, error)
 
 
@@ -92,7 +67,7 @@ def break_glass_search(request: HttpRequest) -> HttpResponse:
         try:
             results = break_glass_find(request.actor, reason, **form.criteria())
         except SearchError as exc:
-            error = search_error_message(exc)
+            error = str(exc)
         except BreakGlassRefused:
             raise PermissionDenied("break-the-glass is not open to this role") from None
         else:
@@ -108,12 +83,13 @@ def patient_detail(request: HttpRequest, patient_id: str) -> HttpResponse:
         record = access_patient(request.actor, patient_id)
     except PatientNotFound:
         raise Http404("no such patient") from None
-    history = patient_history(record.id, with_reasons=request.membership.role == Role.DPO)
+    history = patient_history(record.id,
+                              with_reasons=may(request.membership, "patient.history_reasons"))
     lab = {}
-    if request.actor.role in RESULT_READERS:
+    if may(request.actor, "result.read"):
         lab = {"orders": patient_orders(request.actor, record.id),
                "charts": tests_with_history(request.actor, record.id),
-               "can_order": request.actor.role in ORDER_ENTRY}
+               "can_order": may(request.actor, "order.create")}
     return render(request, "identity/patient.html", {"patient": record, "history": history,
                                                      **lab})
 

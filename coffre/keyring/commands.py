@@ -123,6 +123,7 @@ def _line(row: dict) -> None:
 def keys(args: argparse.Namespace) -> int:
     from coffre.keyring import installation, rotation
     from coffre.labs import rls
+    from coffre.lifecycle import reencrypt
 
     rls.open_all()  # an administrator on the server: every lab
     try:
@@ -184,7 +185,7 @@ def keys(args: argparse.Namespace) -> int:
             return _reindex(_labs(args.lab), args.batch)
         lab_id = cmdkit.lab(args.lab).id if args.lab else None
         with bars() as add:
-            report = rotation.reencrypt(lab_id, add_bar=add)
+            report = reencrypt.reencrypt(lab_id, add_bar=add)
         _line({**report.as_row(), "lab": args.lab})
         return 0
     except (rotation.RotationError, installation.InstallationKeyError) as exc:

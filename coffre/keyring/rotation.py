@@ -1,6 +1,6 @@
-"""Key rotation and re-encryption.
+"""Key rotation.
 
-Three operations, all resumable by running them again (after a crash, kill -9 or
+Two operations, all resumable by running them again (after a crash, kill -9 or
 Ctrl-C) and safe while the server runs:
 
 * ``rotate_master``: a new master key version is added to the key file (unless rows
@@ -16,14 +16,13 @@ Ctrl-C) and safe while the server runs:
   data key itself (its id and material) is unchanged, so no value is re-encrypted.
   Old lab keys stay readable until ``retire_lab_key``, which refuses while a data key
   uses them.
-* ``reencrypt``: each patient gets a new data key and every value sealed under the old
-  one (identity columns, orders, specimens, results, critical values) is re-sealed
-  with the same table/column/row binding, and each result's tag over its clear columns
-  (coffre.lab.sealing) checked under the old key and made again under the new one, one
-  patient per transaction with its rows locked. Progress is a cursor
-  (:class:`ReencryptionRun`) moved in the same transaction as the patient it names, in
-  primary-key order: a run that did not finish resumes after its cursor. A result
-  changed outside Coffre stops the run at its patient (TamperedRow), never re-tagged.
+Re-encryption (each patient a new data key, every value re-sealed) re-seals identity
+and lab rows, so it lives above them: coffre.lifecycle.reencrypt.
+
+The keyring imports nothing above it (docs/architecture.md, "Layers"): the app whose
+table holds the per-row data keys registers its model (``register_data_keys``, from
+coffre.identity's ``ready``), as apps register their installation-sealed columns
+(coffre.keyring.installation).
 """
 
 from __future__ import annotations
@@ -33,12 +32,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
-from coffre import config, faults
+from coffre import config
 from coffre.bulk import update_rows
 from coffre.keyring import indexes
 from coffre.keyring import services as keyring
@@ -196,10 +195,24 @@ def _data_keys(lab_id: int | None = None) -> Iterator[tuple[uuid.UUID, int, byte
         yield pk, lab, bytes(wrapped)
 
 
-def keyring_patients():
-    from coffre.identity.models import Patient
+_DATA_KEYS: list[type[models.Model]] = []
 
-    return Patient.unscoped.all()
+
+def register_data_keys(model: type[models.Model]) -> None:
+    """The model whose rows carry a ``data_key`` wrapped by their lab's key (the
+    associated data names the table ``patient``): coffre.identity's Patient."""
+    _DATA_KEYS[:] = [model]
+
+
+def _data_key_model() -> type[models.Model]:
+    if not _DATA_KEYS:
+        raise RotationError("no model registered its data keys (coffre.identity not loaded)")
+    return _DATA_KEYS[0]
+
+
+def keyring_patients() -> models.QuerySet:
+    """Every row holding a data key, of every lab (the model's base manager)."""
+    return _data_key_model()._base_manager.all()
 
 
 def lab_key_usage(lab_id: int | None = None) -> Counter:
@@ -261,9 +274,7 @@ def _rewrap_patients(lab_id: int, ids: list[uuid.UUID], target: Key) -> int:
             ad = context(PATIENT_TABLE, "data-key", lab_id, pk)
             data_key = keyring.lab_key_by_id(key_id_of(wrapped), lab_id).unwrap(wrapped, ad)
             updates.append((pk, [target.wrap(data_key, ad)]))
-        from coffre.identity.models import Patient
-
-        update_rows(Patient, ["data_key"], updates)
+        update_rows(_data_key_model(), ["data_key"], updates)
     return len(updates)
 
 
@@ -329,194 +340,6 @@ def retire_lab_key(lab_id: int, hex_id: str) -> None:
     keyring.clear_caches()
 
 
-# ------------------------------------------------------------------------ reencrypt
-
-
-@dataclass
-class ReencryptReport:
-    run_id: int
-    resumed: bool
-    patients: int = 0
-    reencrypted: int = 0
-    seconds: float = 0.0
-    finished: bool = False
-    tables: Counter = field(default_factory=Counter)
-
-    def as_row(self) -> dict:
-        rate = self.reencrypted / self.seconds if self.seconds else 0.0
-        return {"event": "done", "run": self.run_id, "resumed": self.resumed,
-                "finished": self.finished, "patients": self.patients,
-                "reencrypted": self.reencrypted, "rows": dict(self.tables),
-                "seconds": round(self.seconds, 3), "patients_per_second": round(rate, 1)}
-
-
-def _as_uuid(value) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _reseal_rows(model, rows: list[tuple], table: str, old: Key, new: Key,
-                 tables: Counter, lab_id: int) -> None:
-    """Re-seal the sealed columns of rows ``(pk, row id of the binding, *sealed)``; a
-    result row also carries its tag and bound values (``_lock_query``): the tag is
-    checked under the old key and made again under the new one, never for a row changed
-    outside Coffre (TamperedRow: the patient's transaction rolls back)."""
-    from coffre.lab.models import SEALED
-    from coffre.lab.sealing import result_binding, result_intact, seal, tampered, unseal
-
-    if not rows:
-        return
-    columns = list(SEALED[table])
-    tagged = table == "result"
-    updates, bad = [], []
-    for pk, bound_id, *rest in rows:
-        row_id = _as_uuid(bound_id)
-        blobs, extra = rest[:len(columns)], rest[len(columns):]
-        if tagged:
-            tag, *bound = extra
-            if not result_intact(old, row_id, bound, tag):
-                bad.append(row_id)
-                continue
-        values = [seal(new, table, column, row_id, unseal(old, table, column, row_id, blob))
-                  for column, blob in zip(columns, blobs, strict=True)]
-        if tagged:
-            values.append(new.mac(result_binding(row_id, bound)))
-        updates.append((row_id if table != "critical" else pk, values))
-    if bad:
-        raise tampered("result", lab_id, bad)
-    update_rows(model, columns + (["mac"] if tagged else []), updates)
-    tables[table] += len(rows)
-
-
-_LOCK_SQL: dict[tuple[str, str], tuple[str, dict]] = {}
-
-
-def _lock_query(table: str, patient_id: uuid.UUID):
-    """Rows of one patient in ``table``, locked: (pk, row id of the AD, *sealed), and
-    for results their tag and bound values (coffre.lab.sealing.RESULT_BOUND)."""
-    from coffre.lab.models import SEALED, CriticalValue, Order, Result, Specimen
-    from coffre.lab.sealing import RESULT_BOUND
-
-    columns = list(SEALED[table])
-    if table == "order":
-        rows = Order.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)
-    elif table == "specimen":
-        rows = Specimen.unscoped.filter(order__patient_id=patient_id).values_list(
-            "pk", "pk", *columns)
-    elif table == "result":
-        rows = Result.unscoped.filter(patient_id=patient_id).values_list(
-            "pk", "pk", *columns, "mac", *RESULT_BOUND)
-    else:
-        rows = CriticalValue.objects.filter(result__patient_id=patient_id).values_list(
-            "pk", "result_id", *columns)
-    return rows.select_for_update(of=("self",)).order_by("pk")
-
-
-def _locked(table: str, patient_id: uuid.UUID) -> list[tuple]:
-    """The patient's rows of ``table``, locked (FOR UPDATE where the database has it).
-    The query is compiled by the ORM once, then run as plain SQL for each patient: its
-    compilation cost more than the cryptography. Values come back as the ORM would give
-    them (its converters: UUIDs and timestamps, which a result's tag reads)."""
-    from coffre.identity.models import Patient
-
-    cache_key = (connection.vendor, table)
-    found = _LOCK_SQL.get(cache_key)
-    if found is None:
-        compiler = _lock_query(table, patient_id).query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        if len(params) != 1:
-            raise AssertionError(f"unexpected parameters for {table}: {params}")
-        found = _LOCK_SQL[cache_key] = (sql, compiler.get_converters(
-            [column for column, _sql, _alias in compiler.select]))
-    sql, converters = found
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [Patient._meta.pk.get_db_prep_value(patient_id, connection)])
-        rows = cursor.fetchall()
-    if not converters:
-        return rows
-    converted = []
-    for row in rows:
-        row = list(row)
-        for position, (functions, expression) in converters.items():
-            for convert in functions:
-                row[position] = convert(row[position], expression, connection)
-        converted.append(tuple(row))
-    return converted
-
-
-def reencrypt_patient(patient_id: uuid.UUID, run: ReencryptionRun, tables: Counter) -> bool:
-    """Give one patient a new data key and re-seal everything the old one sealed, in one
-    transaction with the patient and their lab rows locked; the run's cursor moves in
-    the same transaction. False if the patient was erased or is gone."""
-    from coffre.identity.registry import open_patient, patient_key, seal_values
-    from coffre.lab.models import CriticalValue, Order, Result, Specimen
-
-    with transaction.atomic():
-        patient = keyring_patients().select_for_update().filter(pk=patient_id).first()
-        done = patient is not None and patient.data_key is not None
-        if done:
-            old = patient_key(patient.id, patient.lab_id, patient.data_key)
-            values = open_patient(patient).values
-            new, wrapped = keyring.new_row_key(patient.lab_id, PATIENT_TABLE, patient.id)
-            sealed = seal_values(new, patient.id, values)
-            update_rows(type(patient), ["data_key", *sealed],
-                        [(patient.id, [wrapped, *sealed.values()])])
-            tables["patient"] += 1
-            for model, table in ((Order, "order"), (Specimen, "specimen"),
-                                 (Result, "result"), (CriticalValue, "critical")):
-                _reseal_rows(model, _locked(table, patient.id), table, old, new, tables,
-                             patient.lab_id)
-            faults.point("reencrypt-patient")  # every row re-sealed, nothing committed
-        ReencryptionRun.objects.filter(pk=run.pk).update(
-            last_patient_id=patient_id, patients_done=run.patients_done + done)
-        run.last_patient_id = patient_id
-        run.patients_done += done
-    return done
-
-
-def open_run(lab_id: int | None) -> tuple[ReencryptionRun, bool]:
-    """The unfinished run of this scope (resumed), or a new one."""
-    run = (ReencryptionRun.objects.filter(lab_id=lab_id, finished_at__isnull=True)
-           .order_by("-pk").first())
-    if run is not None:
-        return run, True
-    return ReencryptionRun.objects.create(lab_id=lab_id), False
-
-
-def reencrypt(lab_id: int | None = None, limit: int | None = None,
-              add_bar: Callable[[str, int | None], Advance] | None = None,
-              batch: int = 1000) -> ReencryptReport:
-    """Re-encrypt every patient of the lab (all labs if None); stop after ``limit``
-    patients (tests), leaving the run to be resumed."""
-    started = time.perf_counter()
-    keyring.clear_caches()
-    run, resumed = open_run(lab_id)
-    report = ReencryptReport(run.pk, resumed)
-    scope = keyring_patients().filter(data_key__isnull=False)
-    if lab_id is not None:
-        scope = scope.filter(lab_id=lab_id)
-    report.patients = scope.count()
-    advance = add_bar("re-encrypting patients", report.patients) if add_bar else _no_advance
-    if run.last_patient_id is not None:
-        advance(scope.filter(id__lte=run.last_patient_id).count())
-    while True:
-        todo = scope.order_by("id")
-        if run.last_patient_id is not None:
-            todo = todo.filter(id__gt=run.last_patient_id)
-        ids = list(todo.values_list("id", flat=True)[:batch])
-        if not ids:
-            break
-        for patient_id in ids:
-            if limit is not None and report.reencrypted >= limit:
-                report.seconds = time.perf_counter() - started
-                return report
-            report.reencrypted += reencrypt_patient(patient_id, run, report.tables)
-            advance(1)
-    ReencryptionRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
-    report.finished = True
-    report.seconds = time.perf_counter() - started
-    return report
-
-
 # --------------------------------------------------------------------------- status
 
 
@@ -553,8 +376,7 @@ def _index_status(finess: dict[int, str]) -> list[dict]:
 
 def status() -> list[dict]:
     """One row per master key version and per lab key, with the rows using each."""
-    from coffre.labs.models import Lab
-
+    lab_model = LabKey._meta.get_field("lab").related_model  # labs.Lab, not imported
     rows: list[dict] = []
     try:
         keys = keyring.master_keys()
@@ -575,7 +397,7 @@ def status() -> list[dict]:
                      "installation_keys": counts["InstallationKey"],
                      "lab_keys": counts["LabKey"]})
     data_keys = lab_key_usage()
-    finess = dict(Lab.objects.values_list("id", "finess"))
+    finess = dict(lab_model.objects.values_list("id", "finess"))
     for row in LabKey.objects.order_by("lab_id", "created_at", "pk"):
         rows.append({"kind": "lab", "lab": finess.get(row.lab_id), "key_id": row.key_id,
                      "active": row.active, "master_key_id": row.master_key_id,

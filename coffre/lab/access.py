@@ -26,15 +26,11 @@ from coffre.identity.registry import PatientRecord
 from coffre.lab import catalogue
 from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
 from coffre.lab.orders import prescriber_filter
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    PORTAL_READERS,
-    RESULT_READERS,
-    check_role,
-)
 from coffre.lab.scope import orders_for, results_for, specimens_for
 from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
-from coffre.lab.workflow import Demographics, demographics
+from coffre.lab.workflow import Demographics, SpecimenNotFound, demographics
+from coffre.labs.access import RowNotFound, one_row
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
 
 S = ResultState
@@ -42,7 +38,7 @@ SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})
 SETTLED = frozenset({S.BIO_VALIDATED, S.PUBLISHED, S.CANCELLED, S.REJECTED, S.INVALIDATED})
 
 
-class OrderNotFound(LookupError):
+class OrderNotFound(RowNotFound):
     pass
 
 
@@ -121,12 +117,30 @@ def parse_order_id(order_id: uuid.UUID | str) -> uuid.UUID:
         raise OrderNotFound("no such order") from None
 
 
-def order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
-    """The order row of the actor's lab (no value opened, nothing logged)."""
-    order = orders_for(actor).filter(id=parse_order_id(order_id)).first()
-    if order is None:
-        raise OrderNotFound("no such order")
-    return order
+def access_order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
+    """The order row of the actor's lab (no value opened, nothing logged); OrderNotFound
+    else. ``access_order`` opens it."""
+    return one_row(orders_for(actor), order_id, "order", OrderNotFound)
+
+
+def access_specimen(actor: Actor, specimen_id: uuid.UUID | str | None, *,
+                    order_id: uuid.UUID | None = None) -> Specimen:
+    """A specimen of the actor's lab (of that order when given), no value opened, nothing
+    logged; SpecimenNotFound else."""
+    rows = specimens_for(actor)
+    if order_id is not None:
+        rows = rows.filter(order_id=order_id)
+    return one_row(rows, specimen_id, "specimen", SpecimenNotFound)
+
+
+def access_result(actor: Actor, result_id: uuid.UUID | str | None, *,
+                  order_id: uuid.UUID | None = None) -> Result:
+    """A result row of the actor's lab (of that order when given), any version, nothing
+    opened or logged; OrderNotFound else. ``result_view`` opens it."""
+    rows = results_for(actor)
+    if order_id is not None:
+        rows = rows.filter(order_id=order_id)
+    return one_row(rows, result_id, "result", OrderNotFound)
 
 
 def order_by_number(actor: Actor, number: str) -> Order:
@@ -215,8 +229,8 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
     prescriber portal passes ``prescribed_by`` (the doctor's RPPS) so that previous
     values come only from orders that doctor prescribed. Every result of the order,
     invalidated versions included, is checked against its tag."""
-    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
-    order = order_row(actor, order_id)
+    require(actor, "order.read")
+    order = access_order_row(actor, order_id)
     try:
         patient = access_patient(actor, order.patient_id)
     except PatientNotFound:
@@ -268,7 +282,7 @@ class WorklistRow:
 def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
              ) -> list[WorklistRow]:
     """Specimens to work on, urgent first then oldest: no name, no value, not logged."""
-    check_role(actor, RESULT_READERS, "see worklists")
+    require(actor, "result.read")
     specimens = specimens_for(actor).select_related("order").order_by(
         "-order__urgent", "received_at", "order__created_at", "barcode")
     open_states = [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED,
@@ -291,7 +305,7 @@ def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
 def results_to_enter(actor: Actor, *, bench: str = "", limit: int = 200) -> list[Result]:
     """The entry grid's rows: received or in-analysis results, not calculated. Values
     already typed are opened by the grid through ``open_entered``."""
-    check_role(actor, RESULT_READERS, "see worklists")
+    require(actor, "result.read")
     rows = (results_for(actor).filter(state__in=[S.RECEIVED, S.IN_ANALYSIS])
             .exclude(source="calculated").select_related("specimen", "order")
             .order_by("-order__urgent", "specimen__received_at", "specimen__barcode",
@@ -322,7 +336,7 @@ class QueueOrder:
 def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
     """Orders waiting for the biologist, urgent and oldest first, with their technically
     validated results opened, flagged, compared with the previous value. Logged."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "see the validation queue")
+    require(actor, "result.validate_biologically")
     waiting = (results_for(actor).filter(state=S.TECH_VALIDATED)
                .values_list("order_id", flat=True))
     orders = list(orders_for(actor).filter(id__in=waiting)
@@ -355,7 +369,7 @@ class Point:
 
 def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
     """A patient's published values of one test over time, for a chart. Logged."""
-    check_role(actor, RESULT_READERS | PORTAL_READERS, "read results")
+    require(actor, "order.read")
     test = catalogue.test(loinc)
     rows = list(results_for(actor).filter(patient_id=patient_id, loinc=test.loinc,
                                           state=S.PUBLISHED)
@@ -383,7 +397,7 @@ def tests_with_history(actor: Actor, patient_id: uuid.UUID) -> list[catalogue.Te
 def specimen_listing(actor: Actor, *, state: str = "") -> Iterator[dict]:
     """Operational listing for integrations (``coffre specimens list``): barcode, state,
     order number, patient id and LOINC codes. No value, not logged as a read."""
-    check_role(actor, RESULT_READERS, "list specimens")
+    require(actor, "result.read")
     specimens = specimens_for(actor).select_related("order").order_by("order__created_at",
                                                                       "barcode")
     if state:
@@ -450,7 +464,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
                     offset: int = 0, limit: int = 50) -> tuple[int, list[ResultView]]:
     """(total, one page of results) of a patient, newest first; only the page is opened
     and its read logged. Values of results not biologically validated stay closed."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     rows = _filtered_results(actor, patient_id, wanted)
     total = rows.count()
     page = list(rows.select_related("specimen", "order")
@@ -470,7 +484,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
 def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
     """One result, an invalidated version included (values closed until biologically
     validated, and for good once invalidated); the read is logged."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     try:
         rid = result_id if isinstance(result_id, uuid.UUID) else uuid.UUID(str(result_id))
     except ValueError:
@@ -494,7 +508,7 @@ def order_statuses(actor: Actor, order_ids: Iterable[uuid.UUID]
                    ) -> dict[uuid.UUID, tuple[frozenset[str], bool]]:
     """Each order's result states, and whether a reported result is a correction
     (version > 1): a report's status. No value, not logged."""
-    check_role(actor, RESULT_READERS, "read results")
+    require(actor, "result.read")
     states: dict[uuid.UUID, set[str]] = defaultdict(set)
     corrected: set[uuid.UUID] = set()
     # The orders are checked to be the lab's, then their results reached by order
@@ -516,7 +530,7 @@ def specimen_rows(actor: Actor, *, specimen_id: uuid.UUID | None = None,
                   patient_id: uuid.UUID | None = None) -> list[Specimen]:
     """Specimens by id or by patient (operational columns only); the read is logged,
     since an API client learns whose specimen it is."""
-    check_role(actor, RESULT_READERS, "read specimens")
+    require(actor, "result.read")
     rows = specimens_for(actor).select_related("order")
     if specimen_id is not None:
         rows = rows.filter(id=specimen_id)

@@ -14,24 +14,36 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from coffre.audit import log
 from coffre.lab import catalogue, hl7v2
 from coffre.lab.access import ResultView, access_order
 from coffre.lab.mllp import AllowList
 from coffre.lab.models import LabWorkflowSettings, ResultState
-from coffre.lab.permissions import ANALYSER
 from coffre.lab.scope import results_for, specimens_for
 from coffre.lab.sealing import TamperedRow, report_tampering
 from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
+from coffre.labs.capabilities import ANALYSER
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, os_user
+from coffre.refusals import english, reason
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})
 # One refusal for every barcode that is not a specimen of this lab: unknown anywhere,
 # another lab's, or an erased patient's (an analyser cannot probe what exists).
-UNKNOWN_SPECIMEN = "OBR {index}: specimen barcode {barcode!r} is unknown in this lab"
+UNKNOWN_SPECIMEN = reason("analyser.unknown_specimen", gettext_lazy(
+    "OBR %(index)s : code-barres d'échantillon %(barcode)s inconnu dans ce laboratoire"))
+UNKNOWN_CODE = reason("analyser.unknown_code", gettext_lazy(
+    "OBX %(set_id)s : le code d'analyse %(code)s n'est pas au catalogue"))
+NOT_WAITING = reason("analyser.not_waiting", gettext_lazy(
+    "OBX %(set_id)s : aucune analyse %(loinc)s de l'échantillon %(barcode)s n'attend de "
+    "résultat"))
+GIVEN_TWICE = reason("analyser.given_twice", gettext_lazy(
+    "OBX %(set_id)s : l'analyse %(loinc)s est donnée deux fois"))
+EMPTY_MESSAGE = reason("analyser.empty_message", gettext_lazy(
+    "Le message ne contient aucun résultat à enregistrer."))
 TAMPERED = ("not recorded: a result it names failed its integrity check; the lab was "
             "alerted")
 
@@ -89,8 +101,8 @@ def _entries(message: hl7v2.OruMessage, actor: Actor) -> list[Entry]:
     for index, group in enumerate(message.groups, start=1):
         specimen = specimens_for(actor).filter(barcode=group.specimen_barcode.strip()).first()
         if specimen is None:
-            raise WorkflowError(UNKNOWN_SPECIMEN.format(index=index,
-                                                        barcode=group.specimen_barcode))
+            raise WorkflowError(UNKNOWN_SPECIMEN, index=index,
+                                barcode=repr(group.specimen_barcode))
         open_results = {r.loinc: r for r in results_for(actor).filter(
             specimen=specimen, state__in=list(ENTERABLE))}
         for obs in group.observations:
@@ -98,14 +110,13 @@ def _entries(message: hl7v2.OruMessage, actor: Actor) -> list[Entry]:
                 continue
             test = catalogue.find(obs.code)
             if test is None:
-                raise WorkflowError(f"OBX {obs.set_id}: test code {obs.code!r} is not in the "
-                                    "catalogue")
+                raise WorkflowError(UNKNOWN_CODE, set_id=obs.set_id, code=repr(obs.code))
             result = open_results.get(test.loinc)
             if result is None:
-                raise WorkflowError(f"OBX {obs.set_id}: no {test.loinc} test of specimen "
-                                    f"{specimen.barcode} is waiting for a result")
+                raise WorkflowError(NOT_WAITING, set_id=obs.set_id, loinc=test.loinc,
+                                    barcode=specimen.barcode)
             if any(e.result_id == result.id for e in entries):
-                raise WorkflowError(f"OBX {obs.set_id}: test {test.loinc} is given twice")
+                raise WorkflowError(GIVEN_TWICE, set_id=obs.set_id, loinc=test.loinc)
             entries.append(Entry(result.id, obs.value))
     return entries
 
@@ -121,10 +132,10 @@ def import_message(lab_id: int, text: str, *, channel: str = "hl7") -> Outcome:
         with transaction.atomic():
             entries = _entries(message, actor)
             if not entries:
-                raise WorkflowError("the message holds no result to record")
+                raise WorkflowError(EMPTY_MESSAGE)
             enter_results(actor, entries, source="analyser")
     except (WorkflowError, catalogue.InvalidResult) as exc:
-        return _ack(message, message.control_id, "AE", str(exc))
+        return _ack(message, message.control_id, "AE", english(exc))
     except TamperedRow as exc:  # rolled back: the alert is kept
         report_tampering(exc, actor.person)
         return _ack(message, message.control_id, "AE", TAMPERED)

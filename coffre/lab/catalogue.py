@@ -25,7 +25,12 @@ _NUMBER = re.compile(r"^([<>]?)(-?(?:\d+(?:\.\d*)?|\.\d+))$")
 
 
 class UnknownTest(KeyError):
-    """A code that is neither a LOINC, a local code nor (for `expand`) a panel code."""
+    """A code that is neither a LOINC, a local code nor (for `expand`) a panel code
+    (``test_code``, as given)."""
+
+    def __init__(self, message: str, test_code: str = "") -> None:
+        super().__init__(message)
+        self.test_code = test_code
 
     def __str__(self) -> str:
         # KeyError would repr() the message; keep it readable.
@@ -34,7 +39,13 @@ class UnknownTest(KeyError):
 
 class InvalidResult(ValueError):
     """A typed or received value that cannot be stored for this test. The message names
-    the test and the rule, never the value (errors may reach a log)."""
+    the test and the rule, never the value (errors may reach a log); ``rule`` and
+    ``params`` say it to callers that reword it (coffre.lab.workflow)."""
+
+    def __init__(self, message: str, rule: str, **params: object) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -323,7 +334,7 @@ def test(code: str) -> TestDef:
     """A test by LOINC or local code; raises UnknownTest."""
     found = find(code)
     if found is None:
-        raise UnknownTest(f"unknown test code {code!r}")
+        raise UnknownTest(f"unknown test code {code!r}", code)
     return found
 
 
@@ -415,12 +426,13 @@ def _parse_numeric(test: TestDef, text: str) -> str:
     compact = re.sub(r"\s", "", text).replace(",", ".")
     match = _NUMBER.match(compact)
     if match is None:
-        raise InvalidResult(f"{test.label}: the value typed is not a number")
+        raise InvalidResult(f"{test.label}: the value typed is not a number", "not_a_number")
     comparator, number = match.groups()
     try:
         return comparator + _round(Decimal(number), test.decimals)
     except InvalidOperation:
-        raise InvalidResult(f"{test.label}: the value typed is out of range") from None
+        raise InvalidResult(f"{test.label}: the value typed is out of range",
+                            "out_of_range") from None
 
 
 def _parse_coded(test: TestDef, text: str) -> str:
@@ -429,20 +441,22 @@ def _parse_coded(test: TestDef, text: str) -> str:
         if choice.casefold() == wanted:
             return choice
     allowed = ", ".join(test.choices)
-    raise InvalidResult(f"{test.label}: the value typed is not one of {allowed}")
+    raise InvalidResult(f"{test.label}: the value typed is not one of {allowed}",
+                        "not_a_choice", choices=allowed)
 
 
 def parse_value(test: TestDef, text: str) -> str:
     """Canonical stored text for a typed or received value; raises InvalidResult."""
     if not text or not text.strip():
-        raise InvalidResult(f"{test.label}: empty result")
+        raise InvalidResult(f"{test.label}: empty result", "empty")
     if test.kind == "numeric":
         return _parse_numeric(test, text)
     if test.kind == "coded":
         return _parse_coded(test, text)
     stripped = text.strip()
     if len(stripped) > MAX_TEXT:
-        raise InvalidResult(f"{test.label}: text longer than {MAX_TEXT} characters")
+        raise InvalidResult(f"{test.label}: text longer than {MAX_TEXT} characters",
+                            "too_long", max=MAX_TEXT)
     return stripped
 
 

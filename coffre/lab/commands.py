@@ -101,7 +101,7 @@ def orders(args: argparse.Namespace) -> int:
             prescriber_name=args.prescriber_name, clinical_info=args.clinical_info,
             urgent=args.urgent))
     except InvalidOrder as exc:
-        raise BadInput(f"order refused, nothing recorded: {exc}") from None
+        raise BadInput(f"order refused, nothing recorded: {exc.render('en')}") from None
     except PatientNotFound:
         raise BadInput(f"no patient {patient_id} in lab {args.lab}") from None
     specimens = [{"barcode": s.barcode, "specimen_type": s.specimen_type,
@@ -156,7 +156,7 @@ class _refusals:
         from coffre.lab.workflow import WorkflowError
 
         if isinstance(exc, WorkflowError):
-            raise BadInput(f"{exc}; nothing was changed") from None
+            raise BadInput(f"{exc.render('en')}; nothing was changed") from None
         return False
 
 

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from coffre.audit import log
 from coffre.identity import french
@@ -21,14 +22,24 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.keyring import indexes
 from coffre.lab import catalogue
 from coffre.lab.models import Order, OrderCounter, Result, Specimen
-from coffre.lab.permissions import ORDER_ENTRY, check_role
 from coffre.lab.sealing import PatientKeys, bind_result, seal_columns
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor
+from coffre.refusals import Refusal, reason
 from coffre.vault import Key
 
 
-class InvalidOrder(ValueError):
-    """The order cannot be created; the message names the problem, never a value."""
+class InvalidOrder(Refusal, ValueError):
+    """The order cannot be created; the reason names the problem, never a value."""
+
+
+UNKNOWN_TEST = reason("order.unknown_test", gettext_lazy("Code d'analyse inconnu : %(code)s"))
+NO_TEST = reason("order.no_test", gettext_lazy("Choisissez au moins une analyse ou un bilan."))
+PRESCRIBER_RPPS = reason("order.prescriber_rpps", gettext_lazy(
+    "RPPS du prescripteur invalide (11 chiffres, clé de Luhn)."))
+CLINICAL_INFO_TOO_LONG = reason("order.clinical_info_too_long", gettext_lazy(
+    "Renseignements cliniques trop longs."))
+DAY_FULL = reason("order.day_full", gettext_lazy("Plus de 9999 demandes en un jour."))
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ def next_number(lab_id: int, day: dt.date) -> str:
     OrderCounter.objects.filter(pk=counter.pk).update(last=F("last") + 1)
     last = OrderCounter.objects.filter(pk=counter.pk).values_list("last", flat=True).get()
     if last > 9999:
-        raise InvalidOrder("more than 9999 orders on one day")
+        raise InvalidOrder(DAY_FULL)
     return f"{day:%y%m%d}{last:04d}"
 
 
@@ -90,25 +101,24 @@ def _clean(request: OrderRequest) -> tuple[list[str], str]:
     try:
         loincs = catalogue.expand(request.tests)
     except catalogue.UnknownTest as exc:
-        raise InvalidOrder(str(exc).strip("'\"")) from None
+        raise InvalidOrder(UNKNOWN_TEST, code=exc.test_code.strip()) from None
     if not loincs:
-        raise InvalidOrder("an order needs at least one test")
+        raise InvalidOrder(NO_TEST)
     rpps = ""
     if request.prescriber_rpps.strip():
         try:
             rpps = french.clean_rpps(request.prescriber_rpps)
-        except french.InvalidValue as exc:
-            raise InvalidOrder(f"prescriber: {exc}") from None
+        except french.InvalidValue:
+            raise InvalidOrder(PRESCRIBER_RPPS) from None
     if len(request.clinical_info) > MAX_CLINICAL_INFO:
-        raise InvalidOrder(f"clinical information is longer than {MAX_CLINICAL_INFO} "
-                           "characters")
+        raise InvalidOrder(CLINICAL_INFO_TOO_LONG)
     return loincs, rpps
 
 
 def create_order(actor: Actor, request: OrderRequest, *,
                  now: dt.datetime | None = None) -> Order:
     """Register an order for a patient of the actor's lab, all or nothing."""
-    check_role(actor, ORDER_ENTRY, "create an order")
+    require(actor, "order.create")
     loincs, rpps = _clean(request)
     if not patients_for(actor).filter(id=request.patient_id).exists():
         raise PatientNotFound("no such patient")
@@ -116,7 +126,7 @@ def create_order(actor: Actor, request: OrderRequest, *,
     by = user_id(actor)
     with transaction.atomic():
         # The patient's row lock orders this with a re-encryption of the patient
-        # (coffre.keyring.rotation), so the order is sealed under the key that stays.
+        # (coffre.lifecycle.reencrypt), so the order is sealed under the key that stays.
         list(patients_for(actor).select_for_update().filter(id=request.patient_id)
              .values_list("id", flat=True))
         key = PatientKeys(actor.lab_id)[request.patient_id]

@@ -9,7 +9,7 @@ A result's clear columns (``RESULT_BOUND``: test code, order, specimen, patient,
 version, source and every validation stamp, plus the test's unit from the catalogue)
 say what its sealed value means. They carry a tag (``Result.mac``: a MAC under a subkey
 of the same patient key, coffre.vault.Key.mac) recomputed by every legitimate write
-(coffre.lab.workflow, orders, synthetic, keyring.rotation) and checked by every read
+(coffre.lab.workflow, orders, synthetic, lifecycle.reencrypt) and checked by every read
 that opens a value and every write, before anything is shown or changed: a haemoglobin
 relabelled CRP or a result pushed to "published" in the database fails loudly
 (:class:`TamperedRow`, naming the row, never a value), and the failure is logged and

@@ -6,7 +6,6 @@ Every patient value stays out of URLs: filters in query strings are operational 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,27 +19,17 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from coffre.accounts.acting import requires_role, staff_view
+from coffre.accounts.acting import requires, staff_view
 from coffre.identity.access import PatientNotFound, access_patient
 from coffre.lab import access, catalogue, reports, workflow
 from coffre.lab.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
-from coffre.lab.models import LabWorkflowSettings, ResultState
+from coffre.lab.models import ResultState
 from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    CRITICAL_ACK,
-    ORDER_ENTRY,
-    RECEPTION,
-    RESULT_ENTRY,
-    RESULT_READERS,
-    SETTINGS,
-    TECHNICAL_VALIDATION,
-    NotAllowed,
-)
-from coffre.lab.scope import orders_for, results_for, specimens_for
+from coffre.lab.scope import orders_for, results_for
+from coffre.labs.capabilities import NotAllowed, may
+from coffre.labs.tenancy import Actor
 
 S = ResultState
-CANCELLABLE = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED)
 RECEIVED_KEY = "lab_received_barcodes"
 
 
@@ -61,58 +50,12 @@ def lab_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-# -- the services' English refusals, said in the page's language ----------------------
-
-_REASONS: tuple[tuple[str, Callable[[re.Match], str]], ...] = (
-    (r"is calculated", lambda m: _("calculé automatiquement, il ne se saisit pas")),
-    (r"is (\w+), not open for entry", lambda m: _("pas ouvert à la saisie (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"is (\w+), not in analysis", lambda m: _("pas en analyse (%(state)s)")
-     % {"state": _state(m[1])}),
-    (r"not technically validated", lambda m: _("pas encore validé techniquement")),
-    (r"same person", lambda m: _("saisi par vous-même : l'auto-validation n'est pas "
-                                 "autorisée dans ce laboratoire")),
-    (r"critical value not acknowledged", lambda m: _("valeur critique non acquittée")),
-    (r"not a number", lambda m: _("la valeur saisie n'est pas un nombre")),
-    (r"not one of (.*)$", lambda m: _("valeurs possibles : %(choices)s")
-     % {"choices": m[1]}),
-    (r"empty result", lambda m: _("résultat vide")),
-    (r"out of range", lambda m: _("valeur hors des limites possibles")),
-    (r"no such result", lambda m: _("résultat inconnu dans ce laboratoire")),
-    (r"needs a reason", lambda m: _("un motif est obligatoire")),
-    (r"say what was done", lambda m: _("indiquez ce qui a été fait (qui a été appelé, "
-                                       "quand)")),
-    (r"no validated result to publish", lambda m: _("aucun résultat validé à diffuser")),
-    (r"not waiting for collection", lambda m: _("l'échantillon n'est plus à prélever")),
-    (r"cannot be received", lambda m: _("l'échantillon ne peut plus être réceptionné")),
-    (r"already rejected", lambda m: _("l'échantillon est déjà refusé")),
-    (r"already acknowledged", lambda m: _("valeur critique déjà acquittée")),
-    (r"cannot be cancelled", lambda m: _("l'analyse ne peut plus être annulée")),
-    (r"only a published result", lambda m: _("seul un résultat diffusé se corrige ainsi")),
-    (r"has no critical value", lambda m: _("pas de valeur critique")),
-)
-
-
-def _state(code: str) -> str:
-    try:
-        return str(S(code).label)
-    except ValueError:
-        return code
-
-
-def say(reason: str) -> str:
-    for pattern, message in _REASONS:
-        match = re.search(pattern, reason)
-        if match:
-            return message(match)
-    return reason
-
-
 def problems_of(error: workflow.WorkflowError) -> list[tuple[str, str]]:
-    """(row label, French reason) of a refused step; one row without label if single."""
+    """(row label, reason in the page's language) of a refused step; one row without
+    label if single."""
     if error.problems:
-        return [(row, say(reason)) for row, reason in error.problems]
-    return [("", say(str(error)))]
+        return [(row, str(reason)) for row, reason in error.problems]
+    return [("", str(error))]
 
 
 def report_refusal(request: HttpRequest, error: workflow.WorkflowError) -> None:
@@ -139,7 +82,7 @@ def _bench_tests() -> list[tuple[str, list[catalogue.TestDef]]]:
 
 
 @staff_view
-@requires_role(*ORDER_ENTRY)
+@requires("order.create")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
@@ -154,7 +97,7 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
                 prescriber_name=data["prescriber_name"],
                 clinical_info=data["clinical_info"], urgent=data["urgent"]))
         except InvalidOrder as exc:
-            form.add_error(None, _order_error(str(exc)))
+            form.add_error(None, str(exc))
         else:
             messages.success(request, _("Demande %(number)s enregistrée.")
                              % {"number": order.number})
@@ -165,18 +108,6 @@ def order_new(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
         "patient_name": reports.patient_name(patient)})
 
 
-def _order_error(reason: str) -> str:
-    if reason.startswith("unknown test code"):
-        return _("Code d'analyse inconnu : %(code)s") % {"code": reason[18:].strip("'\" ")}
-    if reason.startswith("an order needs"):
-        return _("Choisissez au moins une analyse ou un bilan.")
-    if reason.startswith("prescriber"):
-        return _("RPPS du prescripteur invalide (11 chiffres, clé de Luhn).")
-    if reason.startswith("clinical information"):
-        return _("Renseignements cliniques trop longs.")
-    return reason
-
-
 # -- 2. order page, its actions and documents -------------------------------------------
 
 @dataclass
@@ -184,10 +115,30 @@ class ResultRow:
     view: access.ResultView
     reference: str
     previous: str
+    steps: frozenset[str]  # the buttons offered: workflow.allowed says yes
 
 
-def _result_rows(view: access.OrderView) -> list[ResultRow]:
-    return [ResultRow(r, r.reference, r.display_previous) for r in view.results]
+def _steps(actor: Actor, row, steps: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(step for step in steps if workflow.allowed(actor, row, step))
+
+
+def _result_rows(actor: Actor, view: access.OrderView) -> list[ResultRow]:
+    return [ResultRow(r, r.reference, r.display_previous,
+                      _steps(actor, r, workflow.RESULT_STEPS)) for r in view.results]
+
+
+def order_page_context(actor: Actor, view: access.OrderView) -> dict:
+    """What the order page shows and offers: each button where ``workflow.allowed``
+    says yes, and only there (tests/test_workflow_table.py renders every case)."""
+    return {
+        "view": view, "order": view.order, "patient": view.patient,
+        "patient_name": reports.patient_name(view.patient),
+        "rows": _result_rows(actor, view),
+        "specimens": [(s, _steps(actor, s, workflow.SPECIMEN_STEPS))
+                      for s in view.specimens],
+        "reasons": workflow.REJECTION_REASONS,
+        "can_publish": any(workflow.allowed(actor, r, "publish") for r in view.results),
+        "reportable": reports.has_reportable_results(view)}
 
 
 @staff_view
@@ -195,25 +146,14 @@ def _result_rows(view: access.OrderView) -> list[ResultRow]:
 @require_GET
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     view = access.access_order(request.actor, order_id)
-    role = request.actor.role
-    return render(request, "lab/order_detail.html", {
-        "view": view, "order": view.order, "patient": view.patient,
-        "patient_name": reports.patient_name(view.patient), "rows": _result_rows(view),
-        "reasons": workflow.REJECTION_REASONS, "cancellable": CANCELLABLE,
-        "can_receive": role in RECEPTION, "can_cancel": role in TECHNICAL_VALIDATION,
-        "can_validate": role in BIOLOGICAL_VALIDATION, "can_ack": role in CRITICAL_ACK,
-        "can_publish": role in BIOLOGICAL_VALIDATION and any(
-            r.state == S.BIO_VALIDATED for r in view.results),
-        "reportable": reports.has_reportable_results(view)})
+    return render(request, "lab/order_detail.html",
+                  order_page_context(request.actor, view))
 
 
 def _specimen_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted specimen id, if it belongs to this order of the actor's lab."""
-    specimen_id = _uuid(request.POST.get("specimen"))
-    if specimen_id is None or not specimens_for(request.actor).filter(
-            id=specimen_id, order_id=order_id).exists():
-        raise workflow.SpecimenNotFound("no such specimen in this order")
-    return specimen_id
+    return access.access_specimen(request.actor, _uuid(request.POST.get("specimen")),
+                                  order_id=order_id).id
 
 
 def _reject(request: HttpRequest, order_id: uuid.UUID) -> str:
@@ -234,7 +174,7 @@ def _receive(request: HttpRequest, order_id: uuid.UUID) -> str:
 
 
 def _publish(request: HttpRequest, order_id: uuid.UUID) -> str:
-    count = workflow.publish(request.actor, access.order_row(request.actor, order_id))
+    count = workflow.publish(request.actor, access.access_order_row(request.actor, order_id))
     return _("%(count)d résultat(s) diffusé(s).") % {"count": count}
 
 
@@ -259,11 +199,8 @@ def _acknowledge(request: HttpRequest, order_id: uuid.UUID | None) -> str:
 
 def _result_of(request: HttpRequest, order_id: uuid.UUID) -> uuid.UUID:
     """The posted result id, if it belongs to this order of the actor's lab."""
-    result_id = _uuid(request.POST.get("result"))
-    if result_id is None or not results_for(request.actor).filter(
-            id=result_id, order_id=order_id).exists():
-        raise access.OrderNotFound("no such result in this order")
-    return result_id
+    return access.access_result(request.actor, _uuid(request.POST.get("result")),
+                                order_id=order_id).id
 
 
 ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
@@ -275,8 +212,7 @@ ORDER_ACTIONS = {"collect": _collect, "receive": _receive, "reject": _reject,
 @lab_errors
 @require_POST
 def order_action(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    if not orders_for(request.actor).filter(id=order_id).exists():
-        raise Http404("no such order")
+    access.access_order_row(request.actor, order_id)
     action = ORDER_ACTIONS.get(request.POST.get("action", ""))
     if action is None:
         raise Http404("no such action")
@@ -320,7 +256,7 @@ def order_preview(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
 # -- 3. reception -----------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RECEPTION)
+@requires("specimen.receive")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def reception(request: HttpRequest) -> HttpResponse:
@@ -346,7 +282,7 @@ def reception(request: HttpRequest) -> HttpResponse:
 # -- 4. worklists -----------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RESULT_READERS)
+@requires("result.read")
 @lab_errors
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
@@ -400,7 +336,7 @@ def _attach(request: HttpRequest, rows: list[GridRow], error: workflow.WorkflowE
 
 
 @staff_view
-@requires_role(*RESULT_ENTRY)
+@requires("result.enter")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def result_entry(request: HttpRequest) -> HttpResponse:
@@ -438,7 +374,7 @@ def result_entry(request: HttpRequest) -> HttpResponse:
             return redirect(request.get_full_path())
     return render(request, "lab/result_entry.html", {
         "rows": rows, "bench": bench, "benches": catalogue.BENCHES.items(),
-        "can_validate": request.actor.role in TECHNICAL_VALIDATION})
+        "can_validate": may(request.actor, "result.validate_technically")})
 
 
 # -- 6. biologist validation ------------------------------------------------------------
@@ -462,7 +398,7 @@ def _publish_complete(request: HttpRequest, order_ids: set[uuid.UUID]) -> int:
     """Publish the orders that have no test left before biological validation."""
     pending = set(results_for(request.actor).filter(
         order_id__in=order_ids,
-        state__in=[S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDATED])
+        state__in=list(workflow.BEFORE_VALIDATION))
         .values_list("order_id", flat=True))
     published = 0
     for order in orders_for(request.actor).filter(id__in=order_ids - pending):
@@ -472,7 +408,7 @@ def _publish_complete(request: HttpRequest, order_ids: set[uuid.UUID]) -> int:
 
 
 @staff_view
-@requires_role(*BIOLOGICAL_VALIDATION)
+@requires("result.validate_biologically")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def validation(request: HttpRequest) -> HttpResponse:
@@ -507,7 +443,7 @@ def _validate(request: HttpRequest) -> None:
 # -- 7. results chart -------------------------------------------------------------------
 
 @staff_view
-@requires_role(*RESULT_READERS)
+@requires("result.read")
 @lab_errors
 @require_GET
 def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> HttpResponse:
@@ -523,16 +459,15 @@ def result_chart(request: HttpRequest, patient_id: uuid.UUID, loinc: str) -> Htt
 # -- 8. lab settings --------------------------------------------------------------------
 
 @staff_view
-@requires_role(*SETTINGS)
+@requires("lab.settings")
 @lab_errors
 @require_http_methods(["GET", "POST"])
 def lab_settings(request: HttpRequest) -> HttpResponse:
-    current, _created = LabWorkflowSettings.objects.get_or_create(lab_id=request.actor.lab_id)
-    form = SettingsForm(request.POST if request.method == "POST" else None,
-                        initial={"allow_self_validation": current.allow_self_validation})
+    form = SettingsForm(request.POST if request.method == "POST" else None, initial={
+        "allow_self_validation": workflow.self_validation_allowed(request.actor.lab_id)})
     if request.method == "POST" and form.is_valid():
-        current.allow_self_validation = form.cleaned_data["allow_self_validation"]
-        current.save(update_fields=["allow_self_validation"])
+        workflow.set_self_validation(request.actor,
+                                     form.cleaned_data["allow_self_validation"])
         messages.success(request, _("Réglages enregistrés."))
         return redirect("lab_settings")
     return render(request, "lab/settings.html", {"form": form})

@@ -5,11 +5,15 @@
               cancelled, invalidated (a published result corrected by a new version)
     specimen: registered -> collected -> received;  rejected
 
-Each step checks the role (coffre.lab.permissions), the states of every row first and
-then writes them all in one transaction: a refused batch changes nothing. Errors name
-the result or specimen and the rule, never a value. Writes are recorded in the access
-log with the patient's id, inside their transaction: a crash cannot keep a change
-without its entry (tests/test_faults.py kills the server mid-write).
+``TRANSITIONS`` is the table of steps: the capability each needs
+(coffre.labs.capabilities), the states a row may be in, whether a reason is asked.
+``allowed`` answers from it whether a person may take a step on a row now: the pages
+offer a button only where it says yes, and docs/lab-workflow.md shows the same table
+(tests/test_workflow_table.py keeps the three equal). Each step checks the capability,
+the states of every row first and then writes them all in one transaction: a refused
+batch changes nothing. Errors name the result or specimen and the rule, never a value.
+Writes are recorded in the access log with the patient's id, inside their transaction:
+a crash cannot keep a change without its entry (tests/test_faults.py kills the server mid-write).
 
 Every result a step touches is checked against its tag first (coffre.lab.sealing:
 a state or stamp changed in the database raises TamperedRow instead of being validated
@@ -23,9 +27,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from coffre.audit import log
 from coffre.bulk import update_rows
@@ -42,14 +49,6 @@ from coffre.lab.models import (
     SpecimenState,
 )
 from coffre.lab.orders import user_id
-from coffre.lab.permissions import (
-    BIOLOGICAL_VALIDATION,
-    CRITICAL_ACK,
-    RECEPTION,
-    RESULT_ENTRY,
-    TECHNICAL_VALIDATION,
-    check_role,
-)
 from coffre.lab.scope import results_for, specimens_for
 from coffre.lab.sealing import (
     PatientKeys,
@@ -59,7 +58,10 @@ from coffre.lab.sealing import (
     seal,
     unseal,
 )
+from coffre.labs.access import RowNotFound
+from coffre.labs.capabilities import HasRole, may, require
 from coffre.labs.tenancy import Actor
+from coffre.refusals import Reason, Refusal, reason
 from coffre.vault import Key
 
 S = ResultState
@@ -69,19 +71,171 @@ PROGRESS = (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS, S.TECH_VALIDAT
 FINAL = frozenset({S.PUBLISHED, S.REJECTED, S.CANCELLED, S.INVALIDATED})
 OPEN = frozenset(set(S) - FINAL)
 ENTERABLE = frozenset({S.RECEIVED, S.IN_ANALYSIS})
+# Not biologically validated yet: a test may still be withdrawn, a specimen refused.
+BEFORE_VALIDATION = frozenset({S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
+                               S.TECH_VALIDATED})
 REJECTION_REASONS = ("hémolysé", "coagulé", "quantité insuffisante", "tube inadapté",
                      "identification non conforme", "délai d'acheminement dépassé")
 
 
-class WorkflowError(ValueError):
-    """A step refused; ``problems`` lists (row id, reason) for a batch."""
+@dataclass(frozen=True)
+class Transition:
+    """One step: who (a capability), on what (a specimen or a result) in which states,
+    to which state; ``reason``: the shortest reason or note accepted (0: none asked);
+    ``typed_only``: calculated results are refused (they follow their inputs)."""
 
-    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
+    step: str  # the name the order page posts
+    function: str  # in this module
+    subject: str  # "specimen" or "result"
+    capability: str
+    sources: frozenset[str]
+    target: str  # "" when the row keeps its state
+    reason: int = 0
+    typed_only: bool = False
+
+
+SP = SpecimenState
+TRANSITIONS: dict[str, Transition] = {t.step: t for t in (
+    Transition("collect", "collect", "specimen", "specimen.receive",
+               frozenset({SP.REGISTERED}), SP.COLLECTED),
+    Transition("receive", "receive", "specimen", "specimen.receive",
+               frozenset({SP.REGISTERED, SP.COLLECTED}), SP.RECEIVED),
+    Transition("reject", "reject", "specimen", "specimen.receive",
+               frozenset(set(SP) - {SP.REJECTED}), SP.REJECTED, reason=3),
+    Transition("enter", "enter_results", "result", "result.enter", ENTERABLE,
+               S.IN_ANALYSIS, typed_only=True),
+    Transition("validate_technically", "validate_technically", "result",
+               "result.validate_technically", frozenset({S.IN_ANALYSIS}), S.TECH_VALIDATED,
+               typed_only=True),
+    Transition("validate_biologically", "validate_biologically", "result",
+               "result.validate_biologically", frozenset({S.TECH_VALIDATED}),
+               S.BIO_VALIDATED, typed_only=True),
+    Transition("publish", "publish", "result", "result.publish",
+               frozenset({S.BIO_VALIDATED}), S.PUBLISHED),
+    Transition("correct", "invalidate", "result", "result.correct",
+               frozenset({S.PUBLISHED}), S.INVALIDATED, reason=5, typed_only=True),
+    Transition("cancel", "cancel", "result", "result.cancel", BEFORE_VALIDATION,
+               S.CANCELLED, reason=3),
+    # Any state: the result keeps it; refused without an unacknowledged critical value.
+    Transition("acknowledge", "acknowledge_critical", "result", "critical.acknowledge",
+               frozenset(S), "", reason=5),
+)}
+# The buttons of the order page, per row.
+SPECIMEN_STEPS = tuple(t.step for t in TRANSITIONS.values() if t.subject == "specimen")
+RESULT_STEPS = ("acknowledge", "correct", "cancel")
+
+
+def _calculated(row) -> bool:
+    return getattr(row, "result", row).source == "calculated"
+
+
+def _open_critical(row) -> bool:
+    try:
+        critical = row.critical
+    except ObjectDoesNotExist:
+        return False
+    return critical is not None and critical.acknowledged_at is None
+
+
+def allowed(actor: HasRole | None, row, step: str) -> bool:
+    """Whether ``actor`` may take ``step`` on ``row`` (a Specimen, a Result or an
+    access.ResultView) as it is now: the capability, the row's state, no calculated
+    result for a typed step, an open critical value to acknowledge. The step may still
+    refuse for what a row alone does not say (self-validation, an unacknowledged
+    critical value at biological validation, a bad value or reason)."""
+    transition = TRANSITIONS[step]
+    if not may(actor, transition.capability) or row.state not in transition.sources:
+        return False
+    if transition.typed_only and _calculated(row):
+        return False
+    return step != "acknowledge" or _open_critical(row)
+
+
+def _require(actor: Actor, step: str) -> Transition:
+    transition = TRANSITIONS[step]
+    require(actor, transition.capability)
+    return transition
+
+
+class WorkflowError(Refusal, ValueError):
+    """A step refused; ``problems`` lists (row label, refusal) for a batch."""
+
+    def __init__(self, why: Reason, problems: Sequence[tuple[str, Refusal]] = (), /,
+                 **params: object) -> None:
+        super().__init__(why, **params)
         self.problems = list(problems)
 
 
-class SpecimenNotFound(LookupError):
+def _why(code: str, message: Promise) -> Reason:
+    return reason(f"workflow.{code}", message)
+
+
+ENTRY_REFUSED = _why("entry_refused", _(
+    "Saisie des résultats refusée, rien n'a été modifié : %(detail)s"))
+TECHNICAL_REFUSED = _why("technical_validation_refused", _(
+    "Validation technique refusée, rien n'a été modifié : %(detail)s"))
+BIOLOGICAL_REFUSED = _why("biological_validation_refused", _(
+    "Validation biologique refusée, rien n'a été modifié : %(detail)s"))
+UNKNOWN_RESULTS = _why("unknown_results", _("Résultat(s) inconnu(s), rien n'a été modifié."))
+NO_SUCH_RESULT = _why("no_such_result", _("résultat inconnu dans ce laboratoire"))
+CALCULATED = _why("calculated", _("calculé automatiquement, il ne se saisit pas"))
+NOT_OPEN_FOR_ENTRY = _why("not_open_for_entry", _("pas ouvert à la saisie (%(state)s)"))
+NOT_IN_ANALYSIS = _why("not_in_analysis", _("pas en analyse (%(state)s)"))
+NOT_TECHNICALLY_VALIDATED = _why("not_technically_validated", _(
+    "pas encore validé techniquement"))
+SELF_VALIDATION = _why("self_validation", _(
+    "saisi par vous-même : l'auto-validation n'est pas autorisée dans ce laboratoire"))
+CRITICAL_NOT_ACKNOWLEDGED = _why("critical_not_acknowledged", _(
+    "valeur critique non acquittée"))
+NOT_A_NUMBER = _why("not_a_number", _("la valeur saisie n'est pas un nombre"))
+NOT_A_CHOICE = _why("not_a_choice", _("valeurs possibles : %(choices)s"))
+EMPTY_RESULT = _why("empty_result", _("résultat vide"))
+OUT_OF_RANGE = _why("out_of_range", _("valeur hors des limites possibles"))
+TEXT_TOO_LONG = _why("text_too_long", _("texte de plus de %(max)s caractères"))
+REASON_REQUIRED = _why("reason_required", _("un motif est obligatoire"))
+NOTE_REQUIRED = _why("note_required", _(
+    "indiquez ce qui a été fait (qui a été appelé, quand)"))
+NOTHING_TO_PUBLISH = _why("nothing_to_publish", _("aucun résultat validé à diffuser"))
+NOT_WAITING_FOR_COLLECTION = _why("not_waiting_for_collection", _(
+    "l'échantillon n'est plus à prélever"))
+CANNOT_BE_RECEIVED = _why("cannot_be_received", _(
+    "l'échantillon ne peut plus être réceptionné"))
+ALREADY_REJECTED = _why("already_rejected", _("l'échantillon est déjà refusé"))
+ALREADY_ACKNOWLEDGED = _why("already_acknowledged", _("valeur critique déjà acquittée"))
+CANNOT_BE_CANCELLED = _why("cannot_be_cancelled", _("l'analyse ne peut plus être annulée"))
+NOT_PUBLISHED = _why("not_published", _("seul un résultat diffusé se corrige ainsi"))
+NO_CRITICAL_VALUE = _why("no_critical_value", _("pas de valeur critique"))
+_VALUE_RULES = {"not_a_number": NOT_A_NUMBER, "out_of_range": OUT_OF_RANGE,
+                "not_a_choice": NOT_A_CHOICE, "empty": EMPTY_RESULT,
+                "too_long": TEXT_TOO_LONG}
+
+
+def value_refusal(error: catalogue.InvalidResult) -> Refusal:
+    """A value the catalogue refused, as a refusal of the workflow."""
+    return Refusal(_VALUE_RULES[error.rule], **error.params)
+
+
+def _state(code: str) -> object:
+    """A result's state as a refusal parameter: its label, in the reader's language."""
+    try:
+        return S(code).label
+    except ValueError:
+        return code
+
+
+class _Rows:
+    """The refused rows of a batch, said in the language active when rendered."""
+
+    def __init__(self, problems: Sequence[tuple[str, Refusal]]) -> None:
+        self.problems = problems
+
+    def __str__(self) -> str:
+        shown = "; ".join(f"{row}: {why}" for row, why in self.problems[:5])
+        more = len(self.problems) - 5
+        return shown + (f" (+{more})" if more > 0 else "")
+
+
+class SpecimenNotFound(RowNotFound):
     pass
 
 
@@ -92,11 +246,9 @@ class Entry:
     comment: str = ""
 
 
-def _refuse_if(problems: list[tuple[str, str]], what: str) -> None:
+def _refuse_if(problems: list[tuple[str, Refusal]], why: Reason) -> None:
     if problems:
-        detail = "; ".join(f"{row}: {reason}" for row, reason in problems[:5])
-        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise WorkflowError(f"{what} refused, nothing changed: {detail}{more}", problems)
+        raise WorkflowError(why, problems, detail=_Rows(problems))
 
 
 # -- specimens ---------------------------------------------------------------------
@@ -132,13 +284,12 @@ def _move_results(specimen: Specimen, from_states: Iterable[str], to: str) -> No
 
 def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
             ) -> Specimen:
-    check_role(actor, RECEPTION, "record a collection")
+    step = _require(actor, "collect")
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
-        if specimen.state != SpecimenState.REGISTERED:
-            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
-                                "not waiting for collection")
-        specimen.state = SpecimenState.COLLECTED
+        if specimen.state not in step.sources:
+            raise WorkflowError(NOT_WAITING_FOR_COLLECTION)
+        specimen.state = step.target
         specimen.collected_at = at or timezone.now()
         specimen.collected_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "collected_by"])
@@ -150,16 +301,15 @@ def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = No
 def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Specimen:
     """Receipt at the lab, by barcode. A specimen collected elsewhere (a nurse at home)
     arrives registered: its collection time is then the receipt time unless given."""
-    check_role(actor, RECEPTION, "receive a specimen")
+    step = _require(actor, "receive")
     now = at or timezone.now()
     with transaction.atomic():
         specimen = _specimen(actor, barcode=barcode)
-        if specimen.state not in (SpecimenState.REGISTERED, SpecimenState.COLLECTED):
-            raise WorkflowError(f"specimen {specimen.barcode} is {specimen.state}, "
-                                "it cannot be received")
+        if specimen.state not in step.sources:
+            raise WorkflowError(CANNOT_BE_RECEIVED)
         if specimen.collected_at is None:
             specimen.collected_at = now
-        specimen.state = SpecimenState.RECEIVED
+        specimen.state = step.target
         specimen.received_at = now
         specimen.received_by_id = user_id(actor)
         specimen.save(update_fields=["state", "collected_at", "received_at", "received_by"])
@@ -171,21 +321,20 @@ def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Spe
 def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
     """Refuse a specimen (haemolysed, clotted...): its tests that are not validated yet
     are not done. The reason is sealed with the patient's data."""
-    check_role(actor, RECEPTION, "reject a specimen")
+    step = _require(actor, "reject")
     reason = " ".join(reason.split())
-    if len(reason) < 3:
-        raise WorkflowError("a rejection needs a reason")
+    if len(reason) < step.reason:
+        raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         specimen = _specimen(actor, specimen_id=specimen_id)
-        if specimen.state == SpecimenState.REJECTED:
-            raise WorkflowError(f"specimen {specimen.barcode} is already rejected")
+        if specimen.state not in step.sources:
+            raise WorkflowError(ALREADY_REJECTED)
         key = PatientKeys(actor.lab_id)[specimen.order.patient_id]
-        specimen.state = SpecimenState.REJECTED
+        specimen.state = step.target
         specimen.rejection_reason = seal(key, "specimen", "rejection_reason", specimen.id,
                                          reason[:200])
         specimen.save(update_fields=["state", "rejection_reason"])
-        _move_results(specimen, [S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
-                                 S.TECH_VALIDATED], S.REJECTED)
+        _move_results(specimen, BEFORE_VALIDATION, S.REJECTED)
         log.record(actor, "update", [specimen.order.patient_id], kind="specimen")
     return specimen
 
@@ -200,8 +349,8 @@ def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]
             .select_related("specimen").filter(id__in=ids)}
     missing = [str(rid) for rid in ids if rid not in rows]
     if missing:
-        raise WorkflowError("unknown result(s), nothing changed",
-                            [(rid, "no such result in this lab") for rid in missing])
+        raise WorkflowError(UNKNOWN_RESULTS,
+                            [(rid, Refusal(NO_SUCH_RESULT)) for rid in missing])
     keys = PatientKeys(actor.lab_id)
     check_results(keys, rows.values())
     return [rows[rid] for rid in ids], keys
@@ -239,13 +388,13 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
     """Type (or receive from an analyser) values; results move to in_analysis with their
     flag. Re-entering before technical validation replaces the value. Critical values
     raise an alert a person must acknowledge; calculated tests follow."""
-    check_role(actor, RESULT_ENTRY, "enter results")
+    _require(actor, "enter")
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
         results, keys = _locked_results(actor, [e.result_id for e in entries])
         problems, parsed = _parse_entries(results, entries)
-        _refuse_if(problems, "result entry")
+        _refuse_if(problems, ENTRY_REFUSED)
         people = demographics(r.patient_id for r in results)
         for result, (value, comment) in zip(results, parsed, strict=True):
             _write_value(result, keys[result.patient_id], people[result.patient_id],
@@ -256,21 +405,22 @@ def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manu
 
 
 def _parse_entries(results: list[Result], entries: Sequence[Entry]
-                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+                   ) -> tuple[list[tuple[str, Refusal]], list[tuple[str, str]]]:
     problems, parsed = [], []
     for result, entry in zip(results, entries, strict=True):
         test = catalogue.find(result.loinc)
         if test is None or test.calculated:
-            problems.append((_label(result), "is calculated, not typed"))
-        elif result.state not in ENTERABLE:
-            problems.append((_label(result), f"is {result.state}, not open for entry"))
+            problems.append((_label(result), Refusal(CALCULATED)))
+        elif result.state not in TRANSITIONS["enter"].sources:
+            problems.append((_label(result), Refusal(NOT_OPEN_FOR_ENTRY,
+                                                     state=_state(result.state))))
         else:
             try:
                 parsed.append((catalogue.parse_value(test, entry.value),
                                entry.comment.strip()[:1000]))
                 continue
             except catalogue.InvalidResult as exc:
-                problems.append((_label(result), str(exc)))
+                problems.append((_label(result), value_refusal(exc)))
         parsed.append(("", ""))
     return problems, parsed
 
@@ -340,16 +490,16 @@ def _follow(result: Result, inputs: list[Result], key: Key) -> None:
 def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
                          at: dt.datetime | None = None) -> int:
     """The bench's check: the analyser ran correctly, the value is plausible."""
-    check_role(actor, TECHNICAL_VALIDATION, "validate results technically")
+    step = _require(actor, "validate_technically")
     now = at or timezone.now()
     with transaction.atomic():
         results, keys = _locked_results(actor, result_ids)
-        _refuse_if([(_label(r), f"is {r.state}, not in analysis") for r in results
-                    if r.state != S.IN_ANALYSIS or r.source == "calculated"],
-                   "technical validation")
+        _refuse_if([(_label(r), Refusal(NOT_IN_ANALYSIS, state=_state(r.state)))
+                    for r in results if r.state not in step.sources or _calculated(r)],
+                   TECHNICAL_REFUSED)
         by = user_id(actor)
         for result in results:
-            result.state = S.TECH_VALIDATED
+            result.state = step.target
             result.tech_validated_at, result.tech_validated_by_id = now, by
         _store(keys, results, ["state", "tech_validated_at", "tech_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
@@ -362,11 +512,26 @@ def self_validation_allowed(lab_id: int) -> bool:
                                               ).exists()
 
 
+def set_self_validation(actor: Actor, allow: bool) -> None:
+    """The lab manager's switch letting a biologist validate what they entered. A change
+    is recorded in the access log (kind ``lab_settings``) in the same transaction."""
+    require(actor, "lab.settings")
+    with transaction.atomic():
+        current, _created = (LabWorkflowSettings.objects.select_for_update()
+                             .get_or_create(lab_id=actor.lab_id))
+        if current.allow_self_validation == allow:
+            return
+        current.allow_self_validation = allow
+        current.save(update_fields=["allow_self_validation"])
+        log.record(actor, "update", [], kind="lab_settings",
+                   purpose=f"allow_self_validation={'on' if allow else 'off'}")
+
+
 def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
                           at: dt.datetime | None = None) -> int:
     """The biologist's validation: technically validated results only, never one the
     same person entered (unless the lab allows it), never an unacknowledged critical."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "validate results biologically")
+    step = _require(actor, "validate_biologically")
     now = at or timezone.now()
     by = user_id(actor)
     with transaction.atomic():
@@ -377,17 +542,15 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
             .values_list("result_id", flat=True))
         problems = []
         for result in results:
-            if result.state != S.TECH_VALIDATED or result.source == "calculated":
-                problems.append((_label(result), f"is {result.state}, not technically "
-                                 "validated"))
+            if result.state not in step.sources or _calculated(result):
+                problems.append((_label(result), Refusal(NOT_TECHNICALLY_VALIDATED)))
             elif by is not None and result.entered_by_id == by and not own_allowed:
-                problems.append((_label(result), "was entered by the same person "
-                                 "(self-validation is not allowed in this lab)"))
+                problems.append((_label(result), Refusal(SELF_VALIDATION)))
             elif result.id in critical:
-                problems.append((_label(result), "is a critical value not acknowledged yet"))
-        _refuse_if(problems, "biological validation")
+                problems.append((_label(result), Refusal(CRITICAL_NOT_ACKNOWLEDGED)))
+        _refuse_if(problems, BIOLOGICAL_REFUSED)
         for result in results:
-            result.state = S.BIO_VALIDATED
+            result.state = step.target
             result.bio_validated_at, result.bio_validated_by_id = now, by
         _store(keys, results, ["state", "bio_validated_at", "bio_validated_by_id"])
         sync_calculated(actor.lab_id, {r.order_id for r in results}, now)
@@ -398,17 +561,17 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
 def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int:
     """Release the order's biologically validated results (the report). A release after
     the first makes the next report a "compte rendu rectificatif" if it corrects one."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "publish results")
+    step = _require(actor, "publish")
     now = at or timezone.now()
     with transaction.atomic():
         ready = list(results_for(actor).select_for_update()
-                     .filter(order_id=order.id, state=S.BIO_VALIDATED))
+                     .filter(order_id=order.id, state__in=list(step.sources)))
         if not ready:
-            raise WorkflowError(f"order {order.number} has no validated result to publish")
+            raise WorkflowError(NOTHING_TO_PUBLISH)
         keys = PatientKeys(actor.lab_id)
         check_results(keys, ready)
         for result in ready:
-            result.state, result.published_at = S.PUBLISHED, now
+            result.state, result.published_at = step.target, now
         _store(keys, ready, ["state", "published_at"])
         Order.unscoped.filter(pk=order.pk).update(report_count=F("report_count") + 1)
         log.record(actor, "publish", [order.patient_id], kind="results")
@@ -419,25 +582,25 @@ def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
                at: dt.datetime | None = None) -> Result:
     """Correct a published result: the old row is kept (invalidated) and a new version
     replaces it, to be validated again; the next report is a "rectificatif"."""
-    check_role(actor, BIOLOGICAL_VALIDATION, "correct a published result")
+    step = _require(actor, "correct")
     reason = " ".join(reason.split())
-    if len(reason) < 5:
-        raise WorkflowError("a correction needs a reason")
+    if len(reason) < step.reason:
+        raise WorkflowError(REASON_REQUIRED)
     now = at or timezone.now()
     with transaction.atomic():
         (old,), keys = _locked_results(actor, [result_id])
-        if old.state != S.PUBLISHED:
-            raise WorkflowError(f"{_label(old)} is {old.state}: only a published result "
-                                "is corrected this way")
+        if old.state not in step.sources:
+            raise WorkflowError(NOT_PUBLISHED)
         test = catalogue.test(old.loinc)
         if test.calculated:
-            raise WorkflowError(f"{_label(old)} is calculated: correct its inputs")
+            raise WorkflowError(CALCULATED)
         try:
             value = catalogue.parse_value(test, value)
         except catalogue.InvalidResult as exc:
-            raise WorkflowError(str(exc)) from None
+            refused = value_refusal(exc)
+            raise WorkflowError(refused.reason, **refused.params) from None
         key = keys[old.patient_id]
-        old.state = S.INVALIDATED
+        old.state = step.target
         bind_result(key, old)
         old.save(update_fields=["state", "mac"])
         new = _new_version(key, old, S.IN_ANALYSIS, source=old.source)
@@ -479,18 +642,17 @@ def _reopen_calculated(key: Key, corrected: Result) -> None:
 
 def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
     """Withdraw a test not yet validated by a biologist (asked by mistake...)."""
-    check_role(actor, TECHNICAL_VALIDATION, "cancel a test")
+    step = _require(actor, "cancel")
     reason = " ".join(reason.split())
-    if len(reason) < 3:
-        raise WorkflowError("a cancellation needs a reason")
+    if len(reason) < step.reason:
+        raise WorkflowError(REASON_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])
-        if result.state not in (S.REGISTERED, S.COLLECTED, S.RECEIVED, S.IN_ANALYSIS,
-                                S.TECH_VALIDATED):
-            raise WorkflowError(f"{_label(result)} is {result.state}: it cannot be cancelled")
+        if result.state not in step.sources:
+            raise WorkflowError(CANNOT_BE_CANCELLED)
         key = keys[result.patient_id]
         result.comment = seal(key, "result", "comment", result.id, reason[:1000])
-        result.state = S.CANCELLED
+        result.state = step.target
         bind_result(key, result)
         result.save(update_fields=["comment", "state", "mac"])
         log.record(actor, "update", [result.patient_id], kind="results")
@@ -499,17 +661,17 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
 
 def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> CriticalValue:
     """A person took charge of a critical value (the prescriber was called...)."""
-    check_role(actor, CRITICAL_ACK, "acknowledge a critical value")
+    step = _require(actor, "acknowledge")
     note = " ".join(note.split())
-    if len(note) < 5:
-        raise WorkflowError("say what was done (who was called, when)")
+    if len(note) < step.reason:
+        raise WorkflowError(NOTE_REQUIRED)
     with transaction.atomic():
         (result,), keys = _locked_results(actor, [result_id])
         critical = CriticalValue.objects.select_for_update().filter(result=result).first()
         if critical is None:
-            raise WorkflowError(f"{_label(result)} has no critical value")
+            raise WorkflowError(NO_CRITICAL_VALUE)
         if critical.acknowledged_at is not None:
-            raise WorkflowError(f"{_label(result)}: already acknowledged")
+            raise WorkflowError(ALREADY_ACKNOWLEDGED)
         key = keys[result.patient_id]
         critical.note = seal(key, "critical", "note", result.id, note[:1000])
         critical.acknowledged_at = timezone.now()

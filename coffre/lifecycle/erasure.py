@@ -24,11 +24,11 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import index_values
 from coffre.keyring import indexes
+from coffre.labs.capabilities import require
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.lifecycle import ledger
+from coffre.lifecycle.holds import active_hold_ids
 
-# Who may erase: the lab manager, the DPO, and the CLI (an administrator on the server).
-ERASE_ROLES = frozenset({"lab_manager", "dpo", "cli"})
 MIN_REASON = 5
 
 
@@ -48,10 +48,7 @@ def erase_patient(actor: Actor, patient_id: uuid.UUID | str, reason: str, *,
     """Erase a patient of the actor's lab: all or nothing, recorded in the ledger and the
     audit log. PatientNotFound for another lab's patient, an unknown or an erased one;
     ErasureRefused for a role that may not erase, no reason, or an active legal hold."""
-    from coffre.lifecycle.retention import active_hold_ids
-
-    if actor.role not in ERASE_ROLES:
-        raise ErasureRefused(f"the role {actor.role!r} may not erase a patient")
+    require(actor, "patient.erase", ErasureRefused)
     if len(reason.strip()) < MIN_REASON:
         raise ErasureRefused(f"an erasure needs a reason of at least {MIN_REASON} characters")
     pid = _parse(patient_id)

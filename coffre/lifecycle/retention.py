@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from django.db import transaction
@@ -30,14 +29,16 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
 from coffre.lab.models import CriticalValue, Order, Result, Specimen
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
+from coffre.lifecycle.erasure import ErasureRefused, erase_patient
+from coffre.lifecycle.holds import active_hold_ids
 from coffre.lifecycle.models import DEFAULT_YEARS, Category, LegalHold, RetentionRule
 from coffre.vault import context
 
 # LOINC codes of genetics tests (none in the catalogue yet).
 GENETICS_LOINCS: frozenset[str] = frozenset()
-HOLD_ROLES = frozenset({"lab_manager", "dpo", "cli"})
 BATCH = 500
 
 
@@ -74,17 +75,8 @@ def register_sealed() -> None:
                           lambda row: _hold_ad(row.pk)))
 
 
-def active_hold_ids(lab_id: int, patient_ids: Iterable[uuid.UUID] | None = None
-                    ) -> set[uuid.UUID]:
-    holds = LegalHold.objects.filter(lab_id=lab_id, released_at__isnull=True)
-    if patient_ids is not None:
-        holds = holds.filter(patient_id__in=list(patient_ids))
-    return set(holds.values_list("patient_id", flat=True))
-
-
 def _check(actor: Actor) -> None:
-    if actor.role not in HOLD_ROLES:
-        raise PermissionError(f"the role {actor.role!r} may not manage legal holds")
+    require(actor, "patient.hold", PermissionError)
 
 
 def add_hold(actor: Actor, patient_id: uuid.UUID, reason: str) -> LegalHold:
@@ -190,8 +182,6 @@ def _delete_orders(order_ids: list[uuid.UUID]) -> None:
 
 
 def _purge_lab(lab_id: int, now: dt.datetime, dry_run: bool) -> LabPurge:
-    from coffre.lifecycle.erasure import ErasureRefused, erase_patient
-
     report = LabPurge(lab_id)
     years = years_for(lab_id)
     actor = cli_actor(lab_id)

@@ -41,7 +41,7 @@ from coffre.identity import french
 from coffre.identity.access import patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
-from coffre.lab.permissions import RECEPTION, check_role
+from coffre.labs.capabilities import PATIENT, require
 from coffre.labs.tenancy import Actor
 from coffre.portal.models import ActivationCode, PatientAccount
 
@@ -52,7 +52,6 @@ SECRET_LENGTH = 10  # 50 bits
 CODE_DAYS = 90
 MAX_FAILURES = 5
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{5,39}$")
-PATIENT_ROLE = "patient"
 
 
 class ActivationRefused(Exception):
@@ -83,14 +82,14 @@ def normalize_code(text: str) -> str:
 
 
 def portal_actor(user_name: str, lab_id: int) -> Actor:
-    return Actor(person=user_name, lab_id=lab_id, role=PATIENT_ROLE, channel="portal")
+    return Actor(person=user_name, lab_id=lab_id, role=PATIENT, channel="portal")
 
 
 def issue_code(actor: Actor, patient_id: uuid.UUID, *, now: dt.datetime | None = None
                ) -> str:
     """A new code for a patient of the actor's lab (earlier unused ones stop working).
     Returned in clear once, to be printed on the receipt; only its hash is kept."""
-    check_role(actor, RECEPTION, "issue a portal activation code")
+    require(actor, "specimen.receive")
     if not patients_for(actor).filter(id=patient_id).exists():
         raise LookupError("no such patient")
     now = now or timezone.now()

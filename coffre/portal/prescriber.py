@@ -26,9 +26,9 @@ from coffre.identity.registry import PatientRecord
 from coffre.lab.access import OrderNotFound, OrderView, access_order, parse_order_id
 from coffre.lab.models import Order, ResultState
 from coffre.lab.orders import prescriber_filter
-from coffre.lab.permissions import PRESCRIBER
 from coffre.lab.reports import report_pdf
 from coffre.lab.sealing import PatientKeys, unseal
+from coffre.labs.capabilities import PRESCRIBER
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor, cli_actor
 from coffre.portal.models import PrescriberAccount
@@ -38,6 +38,11 @@ LIST_LIMIT = 50  # newest orders on the list page: each line reads a patient's i
 
 class InvalidPrescriber(ValueError):
     pass
+
+
+def prescriber_account_of(user) -> PrescriberAccount | None:
+    """The prescriber account a login belongs to, if any."""
+    return PrescriberAccount.objects.select_related("user").filter(user=user).first()
 
 
 def prescriber_actor(account: PrescriberAccount, lab_id: int | None) -> Actor:
@@ -106,7 +111,9 @@ def prescribed_orders(account: PrescriberAccount) -> list[PrescribedOrder]:
         for order in found]
 
 
-def _own_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> Order:
+def _access_own_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> Order:
+    """An order this doctor prescribed; OrderNotFound (a RowNotFound) else. Scoped to
+    the account, across its labs."""
     oid = parse_order_id(order_id)
     order = _candidates(account).filter(id=oid).first()
     if order is None or not _is_theirs(account, order, {}):
@@ -117,13 +124,13 @@ def _own_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> Order:
 def prescribed_order(account: PrescriberAccount, order_id: uuid.UUID | str) -> OrderView:
     """One of the doctor's orders, published results only; previous values come from
     this doctor's own orders of the patient, never from another doctor's."""
-    order = _own_order(account, order_id)
+    order = _access_own_order(account, order_id)
     return access_order(prescriber_actor(account, order.lab_id), order.id,
                         published_only=True, prescribed_by=account.rpps)
 
 
 def prescribed_report(account: PrescriberAccount, order_id: uuid.UUID | str
                       ) -> tuple[str, bytes]:
-    order = _own_order(account, order_id)
+    order = _access_own_order(account, order_id)
     return report_pdf(prescriber_actor(account, order.lab_id), order.id, published_only=True,
                       prescribed_by=account.rpps)

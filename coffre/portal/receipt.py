@@ -10,8 +10,8 @@ from django.utils import timezone
 from coffre.audit import log
 from coffre.lab import catalogue, pdf
 from coffre.lab.access import access_order
-from coffre.lab.permissions import RECEPTION, check_role
 from coffre.lab.reports import patient_name
+from coffre.labs.capabilities import require
 from coffre.labs.models import Lab
 from coffre.labs.tenancy import Actor
 from coffre.portal.activation import has_account, issue_code
@@ -19,7 +19,7 @@ from coffre.portal.activation import has_account, issue_code
 
 def receipt_pdf(actor: Actor, order_id: uuid.UUID | str, portal_url: str
                 ) -> tuple[str, bytes]:
-    check_role(actor, RECEPTION, "print a receipt")  # before any read: nothing shown
+    require(actor, "specimen.receive")  # before any read: nothing shown
     view = access_order(actor, order_id)
     order = view.order
     code = "" if has_account(order.patient_id) else issue_code(actor, order.patient_id)

@@ -40,6 +40,11 @@ class PortalOrder:
     published: int
 
 
+def patient_account_of(user) -> PatientAccount | None:
+    """The patient account a login belongs to, if any."""
+    return PatientAccount.objects.select_related("user").filter(user=user).first()
+
+
 def actor_for(account: PatientAccount) -> Actor:
     return portal_actor(account.user.username, account.lab_id)
 
@@ -60,7 +65,9 @@ def published_orders(account: PatientAccount) -> list[PortalOrder]:
     return [PortalOrder(o, labs[o.lab_id], counts.get(o.id, 0)) for o in orders]
 
 
-def _own_order(account: PatientAccount, order_id: uuid.UUID | str) -> uuid.UUID:
+def _access_own_order(account: PatientAccount, order_id: uuid.UUID | str) -> uuid.UUID:
+    """An order of the account's patient with a published result; OrderNotFound (a
+    RowNotFound) else. Scoped to the account, not to a lab."""
     oid = parse_order_id(order_id)
     mine = orders_for(actor_for(account)).filter(
         id=oid, patient_id=account.patient_id,
@@ -71,12 +78,12 @@ def _own_order(account: PatientAccount, order_id: uuid.UUID | str) -> uuid.UUID:
 
 
 def patient_order(account: PatientAccount, order_id: uuid.UUID | str) -> OrderView:
-    return access_order(actor_for(account), _own_order(account, order_id),
+    return access_order(actor_for(account), _access_own_order(account, order_id),
                         published_only=True)
 
 
 def patient_report(account: PatientAccount, order_id: uuid.UUID | str) -> tuple[str, bytes]:
-    return report_pdf(actor_for(account), _own_order(account, order_id), published_only=True)
+    return report_pdf(actor_for(account), _access_own_order(account, order_id), published_only=True)
 
 
 def patient_tests(account: PatientAccount) -> list[catalogue.TestDef]:

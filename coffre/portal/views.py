@@ -27,7 +27,6 @@ from coffre.lifecycle.right_of_access import right_of_access
 from coffre.portal import prescriber, services
 from coffre.portal.activation import Activation, ActivationRefused, TooManyAttempts, activate
 from coffre.portal.forms import ActivationForm
-from coffre.portal.models import PatientAccount, PrescriberAccount
 from coffre.portal.receipt import receipt_pdf
 from coffre.serving.proxy import client_address
 
@@ -40,8 +39,7 @@ def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        account = (PatientAccount.objects.select_related("user")
-                   .filter(user=request.user).first())
+        account = services.patient_account_of(request.user)
         if account is None:
             raise PermissionDenied("not a patient account")
         request.patient_account = account
@@ -143,9 +141,9 @@ def portal_access_log(request: HttpRequest) -> HttpResponse:
 def home(request: HttpRequest) -> HttpResponse:
     """Where a login lands: a patient's or a prescriber's portal, else the staff pages."""
     user = request.user
-    if user.is_authenticated and PatientAccount.objects.filter(user=user).exists():
+    if user.is_authenticated and services.patient_account_of(user):
         return redirect("portal_home")
-    if user.is_authenticated and PrescriberAccount.objects.filter(user=user).exists():
+    if user.is_authenticated and prescriber.prescriber_account_of(user):
         return redirect("prescriber_home")
     return redirect("patient_search")
 
@@ -168,8 +166,7 @@ def prescriber_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     @second_factor_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        account = (PrescriberAccount.objects.select_related("user")
-                   .filter(user=request.user).first())
+        account = prescriber.prescriber_account_of(request.user)
         if account is None:
             raise PermissionDenied("not a prescriber account")
         request.prescriber_account = account

@@ -23,6 +23,8 @@ import signal
 from gunicorn.app.base import BaseApplication
 from gunicorn.errors import AppImportError
 
+from coffre.connections import release_connections
+
 MAX_WORKERS = 9
 THREADS = 4
 # A request that takes longer has hung (a PDF report takes well under a second).
@@ -34,17 +36,6 @@ GRACEFUL_SECONDS = 25
 def default_workers(cores: int | None = None) -> int:
     cores = cores or os.cpu_count() or 1
     return min(2 * cores + 1, MAX_WORKERS)
-
-
-def release_connections() -> None:
-    """Close this process's database connections and pools before forking."""
-    from django.db import connections
-
-    for connection in connections.all(initialized_only=True):
-        connection.close()
-        close_pool = getattr(connection, "close_pool", None)
-        if close_pool is not None:
-            close_pool()
 
 
 def _post_fork(server, worker) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from coffre.cmdkit import private_file
+from coffre.files import private_file
 from coffre.vault.aead import KEY_BYTES, Key
 from coffre.vault.errors import KeyProviderError
 
