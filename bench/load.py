@@ -90,8 +90,9 @@ def prepare(home: Path, patients: int, labs: int, users: int) -> Path:
     django.setup()
     accounts = make_accounts(per_role(users), patients, labs)
     path = home / "load-accounts.json"
-    path.write_text(json.dumps(accounts))
-    path.chmod(0o600)
+    from coffre.files import write_private
+
+    write_private(path, json.dumps(accounts))
     return path
 
 

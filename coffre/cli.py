@@ -1,4 +1,6 @@
-"""The ``coffre`` command. Each subcommand parses its arguments and calls services.
+"""The ``coffre`` command: parse, open the vault, dispatch. Each capability keeps its
+subcommands in its own ``commands.py`` (listed in COMMAND_MODULES), built on
+``coffre.cmdkit``; they parse their arguments and call services.
 
 Every command but ``init`` first opens the vault and fails closed: a missing,
 unreadable or wrong master key stops it with a message naming the problem.
@@ -8,46 +10,26 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
+import importlib
 import os
 import sys
-from collections.abc import Callable
 
 from coffre import config
+from coffre.cmdkit import COMMANDS, BadInput, CommandError, setup_django
 
-Handler = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Handler] = {}
+__all__ = ["COMMANDS", "BadInput", "CommandError", "main", "open_vault", "parser",
+           "setup_django"]
 
-
-class CommandError(Exception):
-    """A clear, user-facing failure; printed without a traceback, exit code 1 (or
-    ``code``: 2 for bad input, as argparse does)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class BadInput(CommandError):
-    """The arguments or the input file are wrong: exit code 2, nothing was written."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code=2)
-
-
-def command(name: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        COMMANDS[name] = handler
-        return handler
-
-    return register
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "coffre.settings")
-    import django
-
-    django.setup()
+# Each capability's commands, in the order `coffre --help` lists them: each module has
+# add_arguments(sub) (or the function named after a colon) and registers its handlers
+# (coffre.cmdkit.command) on import.
+COMMAND_MODULES: tuple[str, ...] = (
+    "coffre.setup:add_init_arguments", "coffre.serving.commands", "coffre.setup",
+    "coffre.labs.commands", "coffre.identity.commands", "coffre.leakcheck.commands",
+    "coffre.audit.commands", "coffre.lab.commands", "coffre.lifecycle.commands",
+    "coffre.backups.commands", "coffre.keyring.commands", "coffre.exports.commands",
+    "coffre.apiclients.commands", "coffre.breach.commands", "coffre.portal.commands",
+)
 
 
 def open_vault(finish_restore: bool = True) -> None:
@@ -92,11 +74,11 @@ def open_vault(finish_restore: bool = True) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from coffre import commands  # registers the handlers
-
     top = argparse.ArgumentParser(prog="coffre", description="Coffre laboratory system")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_arguments(sub)
+    for entry in COMMAND_MODULES:  # importing a module registers its handlers
+        name, _, function = entry.partition(":")
+        getattr(importlib.import_module(name), function or "add_arguments")(sub)
     return top
 
 
@@ -157,9 +139,4 @@ def _reported_tampering(exc: BaseException) -> bool:
 
     sealing.report_tampering(exc, cli_actor(exc.lab_id).person)
     return True
-
-
-def print_json_lines(rows: list[dict]) -> None:
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from coffre import config
+from coffre.files import write_private
 
 BASE_DIR = Path(__file__).resolve().parent
 COFFRE_HOME = config.home()
@@ -27,9 +28,9 @@ def _secret_key() -> str:
     if not path.exists():
         try:
             COFFRE_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(50))
+            write_private(path, secrets.token_urlsafe(50), replace=False)
+        except FileExistsError:
+            pass  # another process made it meanwhile: everyone reads that one
         except OSError as exc:
             raise config.ConfigError(config.disk_problem(exc, path)) from None
     return path.read_text().strip()

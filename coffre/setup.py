@@ -1,7 +1,9 @@
-"""Initialising an installation, the demo data set and synthetic data generation."""
+"""Initialising an installation, the demo data set and synthetic data generation; their
+commands (``coffre init``, ``demo``, ``generate``) at the end."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import secrets
@@ -9,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from coffre import config
+from coffre.cmdkit import BadInput, CommandError, command, setup_django
 
 SEED_PATIENTS = 491_840
 SEED_LABS = 28
@@ -25,7 +28,6 @@ def initialise(expected_patients: int | None = None, auditor_key_out: Path | Non
     Never creates a new key for a database that already has one: that would make its
     data unreadable. The missing key must be restored instead.
     """
-    from coffre.cli import setup_django
     from coffre.vault import ENV_VAR, KeyProviderError, create_key_file
 
     home = config.home()
@@ -52,7 +54,6 @@ def initialise(expected_patients: int | None = None, auditor_key_out: Path | Non
         yield "created the installation keyring"
     keyring.check()
     from coffre.backups.service import RestoreUnfinished, finish_restore
-    from coffre.cli import CommandError
 
     try:
         done = finish_restore()  # stops `init` like any other start
@@ -76,7 +77,6 @@ def _auditor_key(private_file: Path | None = None) -> Iterator[str]:
     and kept nowhere on this machine."""
     from coffre.audit import chain
     from coffre.audit.models import ChainHead
-    from coffre.cli import BadInput
 
     if ChainHead.objects.exists() or chain.auditor_public_key():
         if private_file is not None:
@@ -316,3 +316,66 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
                "(synthetic patient)")
         if number == 1:
             yield from _demo_portals(lab)
+
+
+# --- commands ------------------------------------------------------------------------
+
+def add_init_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create the key file and database (idempotent)")
+    p.add_argument("--expected-patients", type=int, default=None,
+                   help="planned number of patients of the installation: sizes the legacy "
+                        "installation-wide index key only (each lab's indexes are sized by "
+                        "`lab add --planned-patients`)")
+    p.add_argument("--auditor-key-out", type=Path, metavar="FILE",
+                   help="write the auditor's private key there (0600, outside COFFRE_HOME)"
+                        " instead of printing it once")
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="load a small demo data set and print the demo logins")
+    p.add_argument("--patients", type=int, default=300, help="patients per demo lab")
+
+    p = sub.add_parser("generate", help="generate synthetic patients (Faker fr_FR)")
+    p.add_argument("--patients", type=int, default=1000)
+    p.add_argument("--labs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=2021)
+    p.add_argument("--profile", choices=["seed"], help="seed = 491,840 patients in 28 labs")
+
+
+@command("init")
+def init(args: argparse.Namespace) -> int:
+    out = args.auditor_key_out
+    if out is not None and config.inside_home(out):
+        raise BadInput(f"--auditor-key-out: {out} is inside COFFRE_HOME ({config.home()}): "
+                       "the auditor's private key must not stay with the data; give a path "
+                       "outside it, or leave the option out to have the key printed once")
+    if out is not None and out.exists():
+        raise BadInput(f"--auditor-key-out: {out} already exists; not overwriting")
+    for line in initialise(args.expected_patients, out):
+        print(line)
+    return 0
+
+
+@command("demo")
+def demo(args: argparse.Namespace) -> int:
+    for line in load_demo(args.patients):
+        print(line)
+    return 0
+
+
+@command("generate")
+def generate(args: argparse.Namespace) -> int:
+    from coffre.bulk import refresh_statistics
+    from coffre.progress import bars
+
+    patients, labs = (SEED_PATIENTS, SEED_LABS) if args.profile == "seed" \
+        else (args.patients, args.labs)
+    if patients < 1 or labs < 1:
+        raise CommandError("--patients and --labs must be at least 1")
+    with bars() as add:
+        done = generate_patients(patients, labs, args.seed, add)
+    refresh_statistics()
+    kept = f"; {patients - done} already made by an earlier run" if done < patients else ""
+    print(f"generated {done} patients in {labs} laboratories (seed {args.seed}){kept}")
+    return 0
+

@@ -100,7 +100,7 @@ def test_the_file_holds_only_requested_fields_of_covered_patients(lab_a, patient
         assert absent not in flat
     path = services.staged_file(export)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert not list(path.parent.glob("*.partial"))
+    assert not list(path.parent.glob(".*.part"))  # no temporary file left (cmdkit)
     # One "export" entry per patient, role export, and no lock for the CLI account.
     events = AccessEvent.objects.filter(action="export")
     assert {e.patient_id for e in events} == {r.id for r in inside}

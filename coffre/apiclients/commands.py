@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from coffre.cli import BadInput, command, print_json_lines
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, command, print_json_lines
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -29,15 +30,6 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
         p.add_argument("client_id", metavar="CLIENT_ID")
         p.add_argument("--by", metavar="USERNAME")
     api.add_parser("purge-tokens", help="delete expired and revoked access tokens (cron)")
-
-
-def _lab(finess: str):
-    from coffre.labs.services import LabError, lab_by_finess
-
-    try:
-        return lab_by_finess(finess)
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
 
 
 def _actor(lab_id: int, by: str | None):
@@ -68,12 +60,12 @@ def api_client(args: argparse.Namespace) -> int:
     action = args.api_client_command
     try:
         if action == "add":
-            lab = _lab(args.lab)
+            lab = cmdkit.lab(args.lab)
             client, secret = services.register_client(lab, args.name, args.scopes,
                                                       _actor(lab.id, args.by))
             print_json_lines([{**_row(client), "client_secret": secret}])
         elif action == "list":
-            print_json_lines([_row(c) for c in services.clients_of(_lab(args.lab).id)])
+            print_json_lines([_row(c) for c in services.clients_of(cmdkit.lab(args.lab).id)])
         elif action in ("rotate", "revoke"):
             client = services.client_of_lab(None, args.client_id)
             by = _actor(client.lab_id, args.by)

@@ -35,6 +35,7 @@ from django.utils import timezone
 from coffre import config
 from coffre.audit.models import AccessEvent, ChainHead
 from coffre.bulk import bulk_insert
+from coffre.files import write_private
 from coffre.keyring import services as keyring
 from coffre.vault import Key, context
 from coffre.vault.chain import (
@@ -106,11 +107,9 @@ def create_auditor_key(private_file: Path | None = None) -> str:
     if private_file is not None:
         private_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_private(private_file, text + "\n", replace=False)
         except FileExistsError:
             raise VerifyError(f"{private_file} already exists; not overwriting") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
     config.subdir("audit")
     auditor_public_key_file().write_text(base64.b64encode(public).decode() + "\n")
     return text

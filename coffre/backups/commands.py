@@ -8,7 +8,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines
 from coffre.progress import bars
 
 

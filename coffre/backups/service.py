@@ -40,6 +40,7 @@ from typing import BinaryIO
 from coffre import config, faults
 from coffre.audit import chain
 from coffre.backups.archive import SUFFIX, ArchiveError, peek, read_archive, write_archive
+from coffre.files import private_file
 
 BIG = 32 << 20  # show progress bars from this size on
 Bars = Callable[[str, int | None], Callable[[int], None]]
@@ -197,31 +198,20 @@ def make_backup(out: Path | None = None, add: Bars | None = None) -> dict:
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent} is not a directory")
     master = _master()
-    part = target.with_name(f".{target.name}.part")
     with clear_temp(directory, ".snapshot-") as clear:
         _snapshot(clear)
         size = clear.stat().st_size
         advance = add("encrypting", size) if add and size >= BIG else None
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as raw, open(clear, "rb") as src:
+            # Linked into place once complete: never over a file made meanwhile.
+            with private_file(target, replace=False) as raw, open(clear, "rb") as src:
                 writer = _HashingWriter(raw)
                 try:
                     header = write_archive(src, writer, master, vendor(), size, advance)
                 finally:
                     writer.close()
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.chmod(part, 0o600)
-            try:
-                os.link(part, target)  # atomic, and never over a file made meanwhile
-            except FileExistsError:
-                raise BackupError(f"{target} already exists; not overwriting") from None
-            except OSError:  # a file system without hard links
-                os.replace(part, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
+        except FileExistsError:
+            raise BackupError(f"{target} already exists; not overwriting") from None
     return {"path": str(target), "bytes": writer.bytes, "sha256": writer.sha256.hexdigest(),
             "vendor": header["vendor"], "created": header["created"],
             "master_key": header["master_key"], "database_bytes": size,
@@ -339,14 +329,8 @@ def pending_file() -> Path:
 
 def _write_durably(path: Path, data: dict) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    part = path.with_name(f".{path.name}.part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
+    with private_file(path, text=True) as handle:
         json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(part, path)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from coffre.cli import BadInput, CommandError, command
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines, write_private
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 HELPER_BYTES = 2_000_000  # below, forking a helper costs more than it saves
@@ -167,15 +168,6 @@ def _aware_at(text: str | None):
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
-def _lab(finess: str):
-    from coffre.labs.services import LabError, lab_by_finess
-
-    try:
-        return lab_by_finess(finess)
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
-
-
 def handle_record(args: argparse.Namespace) -> int:
     """``coffre breach record|list|drafts``; the vault is open."""
     from coffre.breach import notifications
@@ -193,14 +185,14 @@ def handle_record(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace, notifications) -> int:
     from coffre.breach.readers import BreachScanError
 
-    lab = _lab(args.lab)
+    lab = cmdkit.lab(args.lab)
     actor = _record_actor(args.by, lab)
     try:
         breach = notifications.scan_and_record(actor, lab, args.files,
                                                aware_at=_aware_at(args.aware_at))
     except BreachScanError as exc:
         raise BadInput(f"{exc} (no breach was recorded)") from None
-    _print_json_lines([_summary(breach, notifications)])
+    print_json_lines([_summary(breach, notifications)])
     return 0
 
 
@@ -217,15 +209,15 @@ def _summary(breach, notifications) -> dict:
 
 
 def _list(args: argparse.Namespace, notifications) -> int:
-    lab = _lab(args.lab)
-    _print_json_lines([_summary(b, notifications) for b in notifications.breaches_of(lab.id)])
+    lab = cmdkit.lab(args.lab)
+    print_json_lines([_summary(b, notifications) for b in notifications.breaches_of(lab.id)])
     return 0
 
 
 def _drafts(args: argparse.Namespace, notifications) -> int:
     from coffre.breach import letters
 
-    lab = _lab(args.lab)
+    lab = cmdkit.lab(args.lab)
     actor = _record_actor(args.by, lab)
     breach = notifications.access_breach(actor, args.id)
     out = args.out
@@ -234,21 +226,15 @@ def _drafts(args: argparse.Namespace, notifications) -> int:
     people = letters.addressees(actor, breach)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     out.chmod(0o700)  # names and addresses in clear: the operator's eyes only
-    (out / "cnil.txt").write_text(notifications.cnil_text(breach), encoding="utf-8")
-    (out / "courriers.pdf").write_bytes(letters.render_letters(breach, people))
+    write_private(out / "cnil.txt", notifications.cnil_text(breach))
+    write_private(out / "courriers.pdf", letters.render_letters(breach, people))
     mails = [{"to": p.email, "patient_id": str(p.patient_id),
               "text": letters.email_text(breach, p)} for p in people if p.email]
-    (out / "courriels.jsonl").write_text(
-        "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mails), encoding="utf-8")
-    _print_json_lines([{"id": breach.pk, "out": str(out), "letters": len(people),
+    write_private(out / "courriels.jsonl",
+                  "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mails))
+    print_json_lines([{"id": breach.pk, "out": str(out), "letters": len(people),
                        "emails": len(mails)}])
     return 0
-
-
-def _print_json_lines(rows: list[dict]) -> None:
-    from coffre.cli import print_json_lines
-
-    print_json_lines(rows)
 
 
 for _name in ("record", "list", "drafts"):

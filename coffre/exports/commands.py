@@ -16,7 +16,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines
 
 
 def _date(text: str) -> dt.date:
@@ -78,15 +79,6 @@ BY_REFUSED = ("--by is no longer accepted: the command records the operating-sys
               "and second-factor code)")
 
 
-def _lab(finess: str):
-    from coffre.labs.services import LabError, lab_by_finess
-
-    try:
-        return lab_by_finess(finess)
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
-
-
 @command("export")
 def export(args: argparse.Namespace) -> int:
     from coffre.exports import services
@@ -105,7 +97,7 @@ def _dispatch(args, services, cli_actor) -> int:
     if action in {"approve", "refuse"} and not args.username:
         raise BadInput(f"export {action}: --as USERNAME is required (your staff account)")
     if action == "request":
-        lab = _lab(args.lab)
+        lab = cmdkit.lab(args.lab)
         ids = None
         if args.patients is not None:
             try:
@@ -145,7 +137,7 @@ def _dispatch(args, services, cli_actor) -> int:
     if action == "purge-expired":
         print_json_lines([{"id": pk, "state": "expired"} for pk in services.purge_expired()])
         return 0
-    print_json_lines(services.listing(_lab(args.lab)))
+    print_json_lines(services.listing(cmdkit.lab(args.lab)))
     return 0
 
 

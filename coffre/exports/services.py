@@ -29,7 +29,6 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import random
 import secrets
 import uuid
@@ -54,6 +53,7 @@ from coffre.audit.log import record, seal_text
 from coffre.audit.models import AuditSettings
 from coffre.exports import sealing
 from coffre.exports.models import ExportFormat, ExportRequest, ExportState, ExportWatermark
+from coffre.files import private_file, write_private
 from coffre.identity import french
 from coffre.identity.access import patients_for
 from coffre.identity.decoys import LabProfile, draw_unused
@@ -523,17 +523,8 @@ def _csv_lines(scope: QuerySet[Patient], fields: list[str], marks: list[dict[str
 def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` fills an owner-only temporary file, renamed into place once complete:
     a crash leaves no half file under the final name."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with private_file(path) as handle:
+        write(handle)
 
 
 def run(export_id: int | str, days: int = DEFAULT_DAYS) -> ExportRequest:
@@ -612,11 +603,10 @@ def fetch(export_id: int | str, out: Path) -> ExportRequest:
         raise ExportError(OUTPUT_EXISTS, path=str(out))
     source = staged_file(export)
     data = source.read_bytes()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        write_private(out, data, replace=False)
+    except FileExistsError:
+        raise ExportError(f"{out} exists: not replacing it") from None
     source.unlink()
     with transaction.atomic():
         export.state, export.downloaded_at = ExportState.DOWNLOADED, timezone.now()

@@ -11,7 +11,8 @@ import argparse
 import json
 import re
 
-from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines
 from coffre.keyring import ROTATABLE_INSTALLATION_KEYS as ROTATABLE
 from coffre.progress import bars
 
@@ -73,20 +74,11 @@ def _hex_id(value: str, what: str) -> str:
     return value
 
 
-def _lab_id(finess: str) -> int:
-    from coffre.labs.services import LabError, lab_by_finess
-
-    try:
-        return lab_by_finess(finess).id
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
-
-
 def _labs(finess: str | None) -> list[tuple[int, str]]:
     from coffre.labs.models import Lab
 
     if finess:
-        return [(_lab_id(finess), finess)]
+        return [(cmdkit.lab(finess).id, finess)]
     return list(Lab.objects.order_by("finess").values_list("id", "finess"))
 
 
@@ -148,7 +140,7 @@ def keys(args: argparse.Namespace) -> int:
                 _line(report.as_row())
                 return 0
             if args.index:
-                return _rotate_index(_lab_id(args.index), args.index, args.planned_patients,
+                return _rotate_index(cmdkit.lab(args.index).id, args.index, args.planned_patients,
                                      args.batch)
             if args.master:
                 report = rotation.rotate_master(
@@ -156,7 +148,7 @@ def keys(args: argparse.Namespace) -> int:
                     on_batch=lambda done, seen: _line({"event": "progress",
                                                        "rewrapped": done}))
             else:
-                lab_id = _lab_id(args.lab)
+                lab_id = cmdkit.lab(args.lab).id
                 with bars() as add:
                     report = rotation.rotate_lab(lab_id, batch=args.batch, add_bar=add)
                 _line({**report.as_row(), "lab": args.lab})
@@ -184,14 +176,14 @@ def keys(args: argparse.Namespace) -> int:
             if not args.key_id:
                 raise BadInput("--lab needs --key-id HEX (see `coffre keys status`)")
             key_id = _hex_id(args.key_id, "--key-id")
-            rotation.retire_lab_key(_lab_id(args.lab), key_id)
+            rotation.retire_lab_key(cmdkit.lab(args.lab).id, key_id)
             _line({"event": "retired", "lab": args.lab, "lab_key_id": key_id})
             return 0
         if args.keys_command == "reindex":
             if args.batch < 1:
                 raise BadInput("--batch must be at least 1")
             return _reindex(_labs(args.lab), args.batch)
-        lab_id = _lab_id(args.lab) if args.lab else None
+        lab_id = cmdkit.lab(args.lab).id if args.lab else None
         with bars() as add:
             report = reencrypt.reencrypt(lab_id, add_bar=add)
         _line({**report.as_row(), "lab": args.lab})

@@ -1,7 +1,7 @@
 """Commands of the data lifecycle: erasure, purge, legal holds, the erasure ledger.
 
-``coffre patient erase`` is a subcommand of coffre.commands' ``patient`` command, which
-adds its arguments with :func:`add_erase_arguments` and hands it to :func:`patient_erase`.
+``coffre patient erase`` and ``coffre patient access-export`` (the right of access) are
+sub-commands of coffre.identity's ``patient`` group (coffre.cmdkit.subcommand).
 """
 
 from __future__ import annotations
@@ -9,21 +9,31 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
+from pathlib import Path
 
-from coffre.cli import BadInput, CommandError, command, print_json_lines
+from coffre import cmdkit
+from coffre.cmdkit import BadInput, CommandError, command, print_json_lines, subcommand
 
 
-def add_erase_arguments(pat: argparse._SubParsersAction) -> None:
-    """``coffre patient erase`` (called by coffre.commands for its ``patient`` command)."""
+def add_patient_arguments(sub: argparse._SubParsersAction) -> None:
+    """``coffre patient erase`` and ``coffre patient access-export``."""
+    pat = cmdkit.group_parsers(sub, "patient", dest="patient_command", help="patients")
     p = pat.add_parser("erase", help="erase a patient for good (destroys their data key)")
     p.add_argument("--id", required=True, metavar="UUID", help="internal patient id")
     p.add_argument("--lab", required=True, metavar="FINESS")
     p.add_argument("--reason", required=True, metavar="TEXT",
                    help="why (kept sealed in the audit log, never in the ledger)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = pat.add_parser("access-export", help="the patient's right of access: a zip of a FHIR "
+                                             "Bundle and the PDF reports (mode 0600)")
+    p.add_argument("--id", required=True, metavar="UUID", help="internal patient id")
+    p.add_argument("--lab", required=True, metavar="FINESS")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
+    add_patient_arguments(sub)
     p = sub.add_parser("purge", help="apply the retention rules (cron); one JSON line")
     p.add_argument("--lab", metavar="FINESS", help="one lab (default: every lab)")
     p.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
@@ -48,13 +58,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
 
 def _actor(finess: str):
-    from coffre.labs.services import LabError, lab_by_finess
-    from coffre.labs.tenancy import cli_actor
-
-    try:
-        return cli_actor(lab_by_finess(finess).id)
-    except LabError as exc:
-        raise BadInput(str(exc)) from None
+    return cmdkit.lab_actor(finess)
 
 
 def _uuid(text: str, option: str) -> uuid.UUID:
@@ -64,6 +68,7 @@ def _uuid(text: str, option: str) -> uuid.UUID:
         raise BadInput(f"{option} must be a patient id (UUID)") from None
 
 
+@subcommand("patient", "erase")
 def patient_erase(args: argparse.Namespace) -> int:
     from coffre.identity.access import PatientNotFound
     from coffre.lifecycle.erasure import ErasureRefused, erase_patient
@@ -85,6 +90,24 @@ def patient_erase(args: argparse.Namespace) -> int:
     except ErasureRefused as exc:
         raise CommandError(f"erasure refused, nothing changed: {exc}") from None
     print_json_lines([{"erased": str(patient_id), "lab": args.lab}])
+    return 0
+
+
+@subcommand("patient", "access-export")
+def access_export(args: argparse.Namespace) -> int:
+    from coffre.identity.access import PatientNotFound
+    from coffre.lifecycle.right_of_access import right_of_access
+
+    try:
+        patient_id = uuid.UUID(args.id)
+    except ValueError:
+        raise BadInput("--id must be a patient id (UUID)") from None
+    try:
+        _name, content = right_of_access(cmdkit.lab_actor(args.lab), patient_id)
+    except PatientNotFound:
+        raise BadInput(f"no patient {patient_id} in lab {args.lab}") from None
+    cmdkit.write_output(args.out, content, args.force)
+    print(args.out)
     return 0
 
 

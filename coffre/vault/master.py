@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from coffre.files import private_file
 from coffre.vault.aead import KEY_BYTES, Key
 from coffre.vault.errors import KeyProviderError
 
@@ -73,12 +74,11 @@ def create_key_file(path: Path) -> MasterKeys:
                   "key": base64.b64encode(material).decode()}],
     }
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with private_file(path, replace=False, text=True) as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
     except FileExistsError:
         raise KeyProviderError(f"master key file {path} already exists; not overwriting") from None
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
     return read_key_file(path)
 
 
@@ -107,14 +107,9 @@ def remove_key_version(path: Path, hex_id: str) -> MasterKeys:
 
 def _replace_document(path: Path, document: dict) -> MasterKeys:
     """Write the key file atomically (temporary file, fsync, rename)."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
+    with private_file(path, text=True) as handle:
         json.dump(document, handle, indent=2)
         handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return read_key_file(path)
 
 
