@@ -12,7 +12,7 @@ from coffre import cmdkit
 from coffre.cmdkit import CommandError, command, print_json_lines
 from coffre.progress import bars
 
-log = logging.getLogger("coffre.cli")
+logger = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def audit(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"PROBLEM: {problem}")
         print("the access log is intact" if report.ok else "the access log has been altered")
-        log.info("audit verify: %s", "intact" if report.ok else "ALTERED")
+        logger.info("audit verify: %s", "intact" if report.ok else "ALTERED")
         return 0 if report.ok else 1
     if args.audit_command == "checkpoint":
         chain.checkpoint_now()

@@ -12,7 +12,7 @@ from coffre import cmdkit
 from coffre.cmdkit import CommandError, command, print_json_lines
 from coffre.progress import bars
 
-log = logging.getLogger("coffre.cli")
+logger = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +67,7 @@ def import_patients(args: argparse.Namespace) -> int:
               f"of {report.rows_read}: nothing was imported (fix them, or use --skip-invalid)",
               file=sys.stderr)
         return 1
-    log.info("import: %d patients into lab %s, %d rows skipped", report.imported,
+    logger.info("import: %d patients into lab %s, %d rows skipped", report.imported,
              target.finess, report.rows_read - report.imported)
     refresh_statistics()
     print(f"imported {report.imported} patients into {target.name} ({target.finess}); "

@@ -11,7 +11,7 @@ from pathlib import Path
 from coffre import cmdkit
 from coffre.cmdkit import BadInput, command, print_json_lines
 
-log = logging.getLogger("coffre.cli")
+logger = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -232,7 +232,7 @@ def _hl7_import(args: argparse.Namespace) -> int:
             print(_printable(outcome.ack) + "\n")
     refused = sum(1 for o in outcomes if o.code != "AA")
     recorded = sum(o.recorded for o in outcomes)
-    log.info("hl7 import into lab %s: %d message(s), %d refused, %d result(s)",
+    logger.info("hl7 import into lab %s: %d message(s), %d refused, %d result(s)",
              target.finess, len(outcomes), refused, recorded)
     print(f"{len(outcomes)} message(s): {len(outcomes) - refused} accepted, {refused} "
           f"refused; {recorded} result(s) recorded", file=sys.stderr)
@@ -273,7 +273,7 @@ def _hl7_listen(args: argparse.Namespace) -> int:
         try:
             outcome = analyser.import_message(target.id, text, channel="hl7")
         except Exception as exc:  # answer AE rather than leave the analyser waiting
-            log.error("hl7 listen: message failed: %s", type(exc).__name__)
+            logger.error("hl7 listen: message failed: %s", type(exc).__name__)
             return hl7v2.build_ack("", "AE", "internal error: message not recorded")
         finally:
             connection.close()  # each handler thread has its own connection
@@ -292,7 +292,7 @@ def _hl7_listen(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     server.start_background()
-    log.info("hl7 listen: lab %s on %s:%d, analysers %s%s", target.finess, args.host,
+    logger.info("hl7 listen: lab %s on %s:%d, analysers %s%s", target.finess, args.host,
              server.port, allowed, ", TLS with client certificates" if tls else "")
     print(f"listening on {args.host}:{server.port} for lab {target.finess}, analysers "
           f"{allowed}{' over TLS' if tls else ''} (Ctrl-C to stop)", flush=True)
@@ -359,7 +359,7 @@ def _hl7_analysers(args: argparse.Namespace) -> int:
         allowed = analyser.set_analyser_addresses(target.id, args.set)
     except ValueError as exc:
         raise BadInput(f"--set: {exc}; nothing was changed") from None
-    log.info("hl7 analysers of lab %s set to %s", target.finess, allowed or "(none)")
+    logger.info("hl7 analysers of lab %s set to %s", target.finess, allowed or "(none)")
     print(allowed)
     return 0
 

@@ -7,7 +7,7 @@ import logging
 
 from coffre.cmdkit import CommandError, command, print_json_lines
 
-log = logging.getLogger("coffre.cli")
+logger = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def lab(args: argparse.Namespace) -> int:
             created = add_lab(args.finess, args.name, args.address, args.planned_patients)
         except LabError as exc:
             raise CommandError(str(exc)) from None
-        log.info("lab added: %s", created.finess)
+        logger.info("lab added: %s", created.finess)
         print_json_lines([{"finess": created.finess, "name": created.name}])
         return 0
     print_json_lines([{"finess": lab.finess, "name": lab.name, "address": lab.address}

@@ -9,7 +9,7 @@ from coffre import config
 from coffre.cmdkit import BadInput, command
 from coffre.progress import bars
 
-log = logging.getLogger("coffre.cli")
+logger = logging.getLogger("coffre.cli")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,6 @@ def leakcheck(args: argparse.Namespace) -> int:
         lines, passed = run_leakcheck(config.home(), add, bound)
     for line in lines:
         print(line)
-    log.info("leakcheck: %s", "passed" if passed else "FAILED")
+    logger.info("leakcheck: %s", "passed" if passed else "FAILED")
     return 0 if passed else 1
 
