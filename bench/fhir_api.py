@@ -6,7 +6,7 @@ HTTP (gunicorn), with GET /fhir/metadata as the baseline measured in the same ru
     .venv/bin/python bench/fhir_api.py --existing HOME    # after coffre generate --profile seed
 
 A private COFFRE_HOME (temporary directory, SQLite in WAL mode) gets one lab, N
-generated patients and their synthetic history (coffre.lab.synthetic: ~1.6 published
+generated patients and their synthetic history (coffre.labwork.synthetic: ~1.6 published
 orders per patient), an API client and a token. Gunicorn serves it on a free loopback
 port (2 workers, 1 thread); one keep-alive client then alternates, for each round,
 
@@ -40,7 +40,7 @@ def prepare(home: str, patients: int) -> tuple[str, str, int]:
     from bench.lab import _lab, _patients, setup
 
     setup(home)
-    from coffre.lab.synthetic import Counts, generate_history
+    from coffre.labwork.synthetic import Counts, generate_history
 
     lab = _lab(5, "Laboratoire FHIR")
     started = time.perf_counter()
@@ -64,7 +64,7 @@ def prepare_existing(home: str) -> tuple[str, str, int]:
 
     open_vault()
     from coffre.identity.models import Patient
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     biggest = (Patient.unscoped.values("lab_id").annotate(n=Count("id")).order_by("-n")
                .first())
@@ -85,8 +85,8 @@ def _client_and_patient(lab, sample: list) -> tuple[str, str, int]:
     from django.db.models import Count
 
     from coffre.apiclients import services
-    from coffre.lab.models import Result
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork.models import Result
+    from coffre.tenancy.tenancy import cli_actor
 
     client, secret = services.register_client(lab, "Banc FHIR", "system/*.read",
                                               cli_actor(lab.id))

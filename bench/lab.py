@@ -16,7 +16,7 @@ private COFFRE_HOME (temporary directory), SQLite in WAL mode:
 - report: reports.report_pdf for an order of every test of the catalogue (73 results,
   3 pages with comments and previous values). Target < 500 ms.
   Baseline: pdf.render_report alone on the same prebuilt data.
-- generation: coffre.lab.synthetic.generate_history for N generated patients (results
+- generation: coffre.labwork.synthetic.generate_history for N generated patients (results
   per second, all sealed), after importing the patients (not timed). Baseline: the
   patient import of the same patients (patients per second), the seed profile's other
   long step; the seed profile's duration is extrapolated from both.
@@ -64,7 +64,7 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def _lab(index: int, name: str):
     from coffre.identity.synthetic import generate_finess
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.services import add_lab
 
     return add_lab(generate_finess(index, 77), name)
 
@@ -75,7 +75,7 @@ def _staff(lab):
     from django.contrib.auth import get_user_model
 
     from coffre.accounts.models import Membership
-    from coffre.labs.tenancy import Actor
+    from coffre.tenancy.tenancy import Actor
 
     actors = {}
     for name, role in (("tech", "technician"), ("bio", "biologist"),
@@ -90,8 +90,8 @@ def _patients(lab, count: int, seed: int) -> list[tuple]:
     """Generated patients of ``lab`` and what the history needs of them."""
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.synthetic import generate_patients
-    from coffre.labs.tenancy import cli_actor
     from coffre.setup import _recording
+    from coffre.tenancy.tenancy import cli_actor
 
     made: list[tuple] = []
     report = import_rows(cli_actor(lab.id, role="generate"),
@@ -102,7 +102,7 @@ def _patients(lab, count: int, seed: int) -> list[tuple]:
 
 
 def _orders(actor, patient_ids, tests, count: int):
-    from coffre.lab.orders import OrderRequest, create_order
+    from coffre.labwork.orders import OrderRequest, create_order
 
     return [create_order(actor, OrderRequest(
         patient_id=patient_ids[i % len(patient_ids)], tests=tests,
@@ -111,7 +111,7 @@ def _orders(actor, patient_ids, tests, count: int):
 
 
 def _receive(actor, orders) -> None:
-    from coffre.lab import workflow
+    from coffre.labwork import workflow
 
     for order in orders:
         for specimen in order.specimens.all():
@@ -123,7 +123,7 @@ def worklist(rounds: int) -> dict:
     from django.test import Client
 
     from coffre.accounts import mfa
-    from coffre.lab import access
+    from coffre.labwork import access
 
     lab = _lab(0, "Laboratoire Paillasse")
     staff = _staff(lab)
@@ -153,8 +153,8 @@ def worklist(rounds: int) -> dict:
 def validation(rounds: int) -> dict:
     """100 results (ten orders of NFS minus PNB... exactly 100 manual results) brought
     to technical validation through the services, then validated by a biologist."""
-    from coffre.lab import catalogue, workflow
-    from coffre.lab.models import Result
+    from coffre.labwork import catalogue, workflow
+    from coffre.labwork.models import Result
 
     lab = _lab(1, "Laboratoire Validation")
     staff = _staff(lab)
@@ -191,8 +191,8 @@ def report(rounds: int) -> dict:
 
     from pypdf import PdfReader
 
-    from coffre.lab import access, catalogue, pdf, reports, workflow
-    from coffre.lab.models import Result
+    from coffre.labwork import access, catalogue, pdf, reports, workflow
+    from coffre.labwork.models import Result
 
     lab = _lab(2, "Laboratoire Compte Rendu")
     staff = _staff(lab)
@@ -237,14 +237,14 @@ def _typical(test, sex: str) -> str:
 
 
 def catalogue_range(test, sex: str):
-    from coffre.lab import catalogue
+    from coffre.labwork import catalogue
 
     return (catalogue.reference_range(test, sex, 40 * 365)
             or catalogue.reference_range(test, "", 40 * 365))
 
 
 def generation(patients: int) -> dict:
-    from coffre.lab.synthetic import Counts, generate_history
+    from coffre.labwork.synthetic import Counts, generate_history
 
     lab = _lab(3, "Laboratoire Historique")
     started = time.perf_counter()

@@ -116,7 +116,7 @@ def make_accounts(counts: dict[str, int], patients: int, labs: int) -> dict[str,
     from coffre.accounts import mfa
     from coffre.accounts.models import Membership
     from coffre.audit.models import AuditSettings
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     keys = _search_keys(patients, labs)
     every_lab = list(Lab.objects.order_by("id"))
@@ -147,7 +147,7 @@ def fhir_clients(count: int, labs: list, keys: list) -> list[dict]:
     """One API client per simulated FHIR client, with a bearer token for the whole run
     (COFFRE_API_TOKEN_MINUTES is raised for the bench in main)."""
     from coffre.apiclients import services
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.tenancy import cli_actor
 
     made = []
     for i in range(count):
@@ -175,9 +175,9 @@ def portal_accounts(count: int) -> list[dict]:
     secretary would print (coffre.portal.activation)."""
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
-    from coffre.lab.models import Order, ResultState
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork.models import Order, ResultState
     from coffre.portal.activation import Activation, activate, issue_code
+    from coffre.tenancy.tenancy import cli_actor
 
     chosen = (Order.unscoped.filter(results__state=ResultState.PUBLISHED)
               .values_list("patient_id", "lab_id").distinct()[:count])
@@ -288,9 +288,9 @@ def cpu_report(seconds: dict[str, float], requests: int) -> None:
 def verify(writes: Path) -> list[str]:
     """Every acknowledged write, read back from the database (decrypted through the
     access layer as the CLI would: those reads are in the access log as os:<user>)."""
-    from coffre.lab import access
-    from coffre.lab.models import Order, Result, ResultState, Specimen
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import access
+    from coffre.labwork.models import Order, Result, ResultState, Specimen
+    from coffre.tenancy.tenancy import cli_actor
 
     lines = [json.loads(line) for line in writes.read_text().splitlines() if line]
     by_kind: dict[str, list[dict]] = defaultdict(list)

@@ -44,7 +44,7 @@ from locust import HttpUser, between, events, task
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coffre.lab import catalogue  # noqa: E402 - plain Python, no Django
+from coffre.labwork import catalogue  # noqa: E402 - plain Python, no Django
 from coffre.vault import otp_code, otp_counter, otp_secret_from_base32  # noqa: E402
 
 ACCOUNTS = json.loads(Path(os.environ.get("H6_LOAD_ACCOUNTS", "accounts.json")).read_text())

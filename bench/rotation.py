@@ -65,9 +65,9 @@ def plain_read(home: str) -> tuple[int, float]:
 def open_all_lab_rows() -> int:
     """Open every sealed lab column (after the runs): proves nothing was left under a
     lost key, the kill -9 included. Returns the number of rows opened."""
-    from coffre.lab.models import SEALED, CriticalValue, Order, Result, Specimen
-    from coffre.lab.sealing import PatientKeys, unseal
-    from coffre.labs.models import Lab
+    from coffre.labwork.models import SEALED, CriticalValue, Order, Result, Specimen
+    from coffre.labwork.sealing import PatientKeys, unseal
+    from coffre.tenancy.models import Lab
 
     opened = 0
     for lab in Lab.objects.all():

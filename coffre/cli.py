@@ -25,8 +25,8 @@ __all__ = ["COMMANDS", "BadInput", "CommandError", "main", "open_vault", "parser
 # (coffre.cmdkit.command) on import.
 COMMAND_MODULES: tuple[str, ...] = (
     "coffre.setup:add_init_arguments", "coffre.serving.commands", "coffre.setup",
-    "coffre.labs.commands", "coffre.identity.commands", "coffre.leakcheck.commands",
-    "coffre.audit.commands", "coffre.lab.commands", "coffre.lifecycle.commands",
+    "coffre.tenancy.commands", "coffre.identity.commands", "coffre.leakcheck.commands",
+    "coffre.audit.commands", "coffre.labwork.commands", "coffre.lifecycle.commands",
     "coffre.backups.commands", "coffre.keyring.commands", "coffre.exports.commands",
     "coffre.apiclients.commands", "coffre.breach.commands", "coffre.portal.commands",
 )
@@ -129,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reported_tampering(exc: BaseException) -> bool:
-    """A lab row changed outside Coffre (coffre.lab.sealing.TamperedRow): alerted as the
+    """A lab row changed outside Coffre (coffre.labwork.sealing.TamperedRow): alerted as the
     command ends, its transaction rolled back. Only raised once that module is loaded,
     so it is looked up there rather than imported before Django is ready."""
-    sealing = sys.modules.get("coffre.lab.sealing")
+    sealing = sys.modules.get("coffre.labwork.sealing")
     if sealing is None or not isinstance(exc, sealing.TamperedRow):
         return False
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.tenancy import cli_actor
 
     sealing.report_tampering(exc, cli_actor(exc.lab_id).person)
     return True

@@ -6,7 +6,7 @@ command with one line, JSON lines output, the lab lookup and the files an operat
 Each capability keeps its commands in its own ``commands.py`` (``add_arguments(sub)``,
 handlers registered with :func:`command`); ``coffre.cli`` imports them. This module
 imports nothing of the apps at import time (and no Django): only the lab lookup reaches
-coffre.labs, inside the function.
+coffre.tenancy, inside the function.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def print_json_lines(rows: list[dict]) -> None:
 
 def lab(finess: str, code: int = 2) -> Any:
     """The lab with this FINESS, or a one-line error (exit ``code``) naming the problem."""
-    from coffre.labs.services import LabError, lab_by_finess
+    from coffre.tenancy.services import LabError, lab_by_finess
 
     try:
         return lab_by_finess(finess)
@@ -106,7 +106,7 @@ def lab(finess: str, code: int = 2) -> Any:
 
 def lab_actor(finess: str) -> Any:
     """The CLI's actor in the lab with this FINESS (unknown lab: exit 2)."""
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.tenancy import cli_actor
 
     return cli_actor(lab(finess).id)
 

@@ -47,12 +47,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "coffre.labs",
+    "coffre.tenancy",
     "coffre.keyring",
     "coffre.identity",
     "coffre.accounts",
     "coffre.audit",
-    "coffre.lab",
+    "coffre.labwork",
     "coffre.portal",
     "coffre.lifecycle",
     "coffre.exports",
@@ -77,8 +77,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # PostgreSQL row-level security: each request starts unlimited, then staff and
-    # portal views limit it to their labs (coffre.labs.rls).
-    "coffre.labs.rls.ScopeResetMiddleware",
+    # portal views limit it to their labs (coffre.tenancy.rls).
+    "coffre.tenancy.rls.ScopeResetMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "coffre.accounts.sessions.SessionEpochMiddleware",  # "log out everywhere"
     # A temporary password is replaced before any other page (coffre.accounts.temporary).

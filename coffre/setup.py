@@ -108,7 +108,7 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
                       history: bool = True) -> int:
     """Synthetic labs and patients through the same import path as a CSV file, then
     (``history``) each lab's published orders and results for 2015-2020
-    (coffre.lab.synthetic). Returns the patients written by this run.
+    (coffre.labwork.synthetic). Returns the patients written by this run.
 
     Resumable: a lab whose generation finished is marked (``_mark_generated``) and
     skipped by a rerun; a lab a killed run left unfinished is emptied
@@ -116,9 +116,9 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
     from coffre.identity import synthetic
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.keyring.indexes import planned_patients_default
-    from coffre.labs.models import Lab
-    from coffre.labs.services import add_lab
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.models import Lab
+    from coffre.tenancy.services import add_lab
+    from coffre.tenancy.tenancy import cli_actor
 
     sizes = _split(patients, labs, seed)
     check = add("checking", patients)
@@ -192,7 +192,7 @@ def _discard_unfinished(lab, expected_name: str) -> None:
     from django.db import connection, transaction
 
     from coffre.identity.models import Patient
-    from coffre.lab.models import CriticalValue, Order, OrderCounter, Result, Specimen
+    from coffre.labwork.models import CriticalValue, Order, OrderCounter, Result, Specimen
 
     if lab.name != expected_name:
         raise RuntimeError(f"lab {lab.finess} exists and was not made by `coffre generate` "
@@ -227,7 +227,7 @@ def _recording(into: list[tuple]) -> Callable[..., dict]:
 def _start_history(lab_id: int, made: list[tuple], seed: int, index: int):
     """Start making one generated lab's orders and results (a stream of its own per lab);
     ``write()`` on the result stores them."""
-    from coffre.lab.synthetic import History
+    from coffre.labwork.synthetic import History
 
     return History(lab_id, made, seed=seed * 1_000 + index)
 
@@ -239,8 +239,8 @@ def _demo_portals(lab) -> Iterator[str]:
     from coffre.accounts import mfa, temporary
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
-    from coffre.lab.demo import PRESCRIBERS, staff_for
-    from coffre.lab.models import Order, ResultState
+    from coffre.labwork.demo import PRESCRIBERS, staff_for
+    from coffre.labwork.models import Order, ResultState
     from coffre.portal import activation, prescriber
     from coffre.portal.models import PatientAccount
 
@@ -280,8 +280,8 @@ def load_demo(patients_per_lab: int) -> Iterator[str]:
     from coffre.accounts.models import Membership, Role
     from coffre.identity import synthetic
     from coffre.identity.models import Patient
-    from coffre.lab.demo import demo_usernames, load_lab_demo
-    from coffre.labs.models import Lab
+    from coffre.labwork.demo import demo_usernames, load_lab_demo
+    from coffre.tenancy.models import Lab
 
     user_model = get_user_model()
     total = patients_per_lab * DEMO_LABS

@@ -26,7 +26,7 @@ urlpatterns = [
     path("alertes/verrous/<int:lock_id>/deverrouiller/", audit_views.account_unlock,
          name="account_unlock"),
     path("", include("coffre.accounts.urls")),
-    path("", include("coffre.lab.urls")),
+    path("", include("coffre.labwork.urls")),
     path("", include("coffre.portal.urls")),
     path("", include("coffre.exports.urls")),
     path("", include("coffre.apiclients.urls")),

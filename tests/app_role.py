@@ -8,7 +8,7 @@ production's ``coffre_owner``), and for the harness's reset of the database betw
 transactional tests. Everything else (the tests' own connection, every other ``coffre``
 command, the servers the tests start) connects as ``<test database>_app``: NOSUPERUSER,
 NOBYPASSRLS, owning nothing, with the grants production gives its application role
-(``coffre.labs.rls.app_role_grants``). Row-level security therefore binds every test.
+(``coffre.tenancy.rls.app_role_grants``). Row-level security therefore binds every test.
 
 A test that needs more says so by using ``admin_url`` (its own connection).
 """
@@ -80,7 +80,7 @@ def app_url(database: str) -> str:
 def grant(database: str) -> None:
     """Production's grants to the application role, in ``database`` (before or after its
     tables exist: the superuser running the migrations stands for the owner role)."""
-    from coffre.labs.rls import app_role_grants
+    from coffre.tenancy.rls import app_role_grants
 
     owner = _parts()[0] or "postgres"
     admin(database, *app_role_grants(database, app_role()[0], owner))

@@ -7,7 +7,7 @@ import pytest
 from coffre import config
 from coffre.identity.french import nir_key
 from coffre.keyring import services as keyring
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,7 +48,7 @@ def _each_test_starts_unlimited(django_db_blocker):
     from tests import app_role
 
     if app_role.SUITE_CONNECTED:
-        from coffre.labs import rls
+        from coffre.tenancy import rls
 
         with django_db_blocker.unblock():
             rls.open_all()
@@ -108,14 +108,14 @@ def vault(db):
 
 @pytest.fixture
 def lab_a(vault):
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.services import add_lab
 
     return add_lab("750000010", "Laboratoire A")
 
 
 @pytest.fixture
 def lab_b(vault):
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.services import add_lab
 
     return add_lab("690000013", "Laboratoire B")
 
@@ -134,8 +134,8 @@ def actor_b(lab_b) -> Actor:
 def sister_lab(lab_a):
     """Lab A and a sister lab form a group (break-the-glass reaches it); lab B stays
     outside."""
-    from coffre.labs.models import LabGroup
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.models import LabGroup
+    from coffre.tenancy.services import add_lab
 
     group = LabGroup.objects.create(name="Groupe Ouest")
     lab_a.group = group

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coffre.lab import workflow
-from coffre.lab.models import Order, Result
-from coffre.lab.orders import OrderRequest, create_order
-from coffre.labs.tenancy import Actor
+from coffre.labwork import workflow
+from coffre.labwork.models import Order, Result
+from coffre.labwork.orders import OrderRequest, create_order
+from coffre.tenancy.tenancy import Actor
 from tests.conftest import member
 
 PRESCRIBER_RPPS = "10003456786"
@@ -48,7 +48,7 @@ def receive_all(actor: Actor, order: Order) -> None:
 
 
 def result(order: Order, code: str) -> Result:
-    from coffre.lab import catalogue
+    from coffre.labwork import catalogue
 
     return order.results.exclude(state="invalidated").get(loinc=catalogue.test(code).loinc)
 

@@ -18,5 +18,5 @@ def refused(kind: type[Refusal], code: str) -> Iterator[pytest.ExceptionInfo]:
 
 
 def row_codes(error: Refusal) -> set[str]:
-    """The codes of a batch refusal's rows (coffre.lab.workflow.WorkflowError)."""
+    """The codes of a batch refusal's rows (coffre.labwork.workflow.WorkflowError)."""
     return {why.code for _row, why in getattr(error, "problems", [])}

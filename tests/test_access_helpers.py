@@ -21,10 +21,10 @@ from coffre.breach.models import Breach
 from coffre.exports import services as exports
 from coffre.exports.models import ExportRequest
 from coffre.identity.access import access_patient, create_patient
-from coffre.lab import access, workflow
-from coffre.labs.access import RowNotFound
-from coffre.labs.capabilities import NotAllowed
-from coffre.labs.tenancy import Actor
+from coffre.labwork import access, workflow
+from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.capabilities import NotAllowed
+from coffre.tenancy.tenancy import Actor
 from tests.api_helpers import api_client
 from tests.conftest import patient_row
 from tests.lab_helpers import order_for, staff_of

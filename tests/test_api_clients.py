@@ -21,7 +21,7 @@ from coffre.audit.models import AccessEvent, AccountLock
 from coffre.fhir.api import fhir_endpoint
 from coffre.fhir.outcome import fhir_response, outcome
 from coffre.identity.access import PatientNotFound, access_patient, create_patient
-from coffre.labs.tenancy import Actor, cli_actor
+from coffre.tenancy.tenancy import Actor, cli_actor
 from tests.api_helpers import api_client, api_token, bearer
 from tests.conftest import patient_row
 
@@ -308,7 +308,7 @@ def test_a_client_reads_its_lab_only_and_each_read_is_logged(client, lab_a, lab_
 def test_the_database_itself_limits_an_api_request_to_the_clients_lab(client, lab_a):
     if connection.vendor != "postgresql":
         pytest.skip("row-level security is PostgreSQL's")
-    from coffre.labs import rls
+    from coffre.tenancy import rls
 
     seen = {}
 
@@ -341,7 +341,7 @@ def many_patients(lab_a):
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.models import Patient
     from coffre.identity.synthetic import generate_patients
-    from coffre.labs.tenancy import Actor
+    from coffre.tenancy.tenancy import Actor
 
     importer = Actor("importer", lab_a.id, "import", "cli")
     import_rows(importer, lambda: dict_rows(generate_patients(170, seed=5)))

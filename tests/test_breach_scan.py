@@ -27,7 +27,7 @@ from coffre.exports import services as exports
 from coffre.identity.access import create_patient
 from coffre.identity.synthetic import generate_patients
 from coffre.keyring import services as keyring
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import decrypt_with, new_recipient_identity
 from tests.conftest import member, sign
 
@@ -571,7 +571,7 @@ def colliding(db):
     whole row, so nearly every candidate of a search is a coincidence that decryption
     must rule out."""
     from coffre.keyring import indexes
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.services import add_lab
 
     keyring.initialise(expected_patients=8)
     lab = add_lab("750000010", "Laboratoire A", planned_patients=8)

@@ -17,8 +17,8 @@ from coffre.breach import planting
 from coffre.identity.access import access_patient, find_patients
 from coffre.identity.models import SEALED_FIELDS, Patient
 from coffre.identity.registry import open_patient
-from coffre.lab.models import Order
-from coffre.labs.tenancy import Actor
+from coffre.labwork.models import Order
+from coffre.tenancy.tenancy import Actor
 
 ADMIN = "os:admin"
 
@@ -77,8 +77,8 @@ def test_a_canary_is_never_shown_in_search_results_but_the_search_alerts(lab_a, 
 def populated(vault):
     """A lab of 400 patients and their 2015-2020 history, imported as `coffre generate`
     does, then 40 canaries."""
-    from coffre.labs.models import Lab
     from coffre.setup import generate_patients
+    from coffre.tenancy.models import Lab
 
     generate_patients(400, 1, 7, lambda _d, _t: (lambda _n: None))
     lab = Lab.objects.get()

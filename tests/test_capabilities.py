@@ -1,4 +1,4 @@
-"""Who may do what is one table, coffre/labs/capabilities.py: every role in it is a role,
+"""Who may do what is one table, coffre/tenancy/capabilities.py: every role in it is a role,
 every capability is asked somewhere, and no other module lists roles (a set of roles,
 a ``*_ROLES`` name, a role compared with a named role, a template testing a role)."""
 
@@ -12,7 +12,7 @@ import pytest
 
 import coffre
 from coffre.accounts.models import Role
-from coffre.labs.capabilities import (
+from coffre.tenancy.capabilities import (
     CAPABILITIES,
     NotAllowed,
     held_by,
@@ -20,10 +20,10 @@ from coffre.labs.capabilities import (
     require,
     roles,
 )
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 
 ROOT = Path(coffre.__file__).parent
-TABLE = ROOT / "labs" / "capabilities.py"
+TABLE = ROOT / "tenancy" / "capabilities.py"
 NON_MEMBERS = {"cli", "analyser", "patient", "prescriber", "api_client"}
 # The table's names for roles, as other modules import them.
 ROLE_CONSTANTS = {"CLI", "ANALYSER", "PATIENT", "PRESCRIBER", "API_CLIENT", "SECRETARY",
@@ -32,7 +32,7 @@ ROLE_CONSTANTS = {"CLI", "ANALYSER", "PATIENT", "PRESCRIBER", "API_CLIENT", "SEC
 # membership is not the lab's to change.
 ALLOWED_COMPARISONS = {("accounts/managing.py", "PLATFORM_ADMIN")}
 # Data, not a rule: generated results are signed by the lab's biologist and technician.
-ALLOWED_LISTS = {"lab/synthetic.py"}
+ALLOWED_LISTS = {"labwork/synthetic.py"}
 
 
 def sources() -> list[tuple[str, ast.Module]]:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from coffre.lab import catalogue as cat
+from coffre.labwork import catalogue as cat
 
 ADULT = 40 * 365
 CHILD = 6 * 365

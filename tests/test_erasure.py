@@ -11,8 +11,8 @@ import pytest
 
 from coffre.identity.access import PatientNotFound, access_patient, find_patients
 from coffre.identity.models import BLIND_INDEXES, Patient
-from coffre.lab.access import OrderNotFound, access_order
-from coffre.lab.sealing import PatientErased, PatientKeys
+from coffre.labwork.access import OrderNotFound, access_order
+from coffre.labwork.sealing import PatientErased, PatientKeys
 from coffre.lifecycle import ledger
 from coffre.lifecycle.erasure import ErasureRefused, erase_patient, reapply_ledger
 from coffre.lifecycle.retention import add_hold, release_hold
@@ -100,7 +100,7 @@ def test_who_may_erase(staff, patient, actor_b):
     for actor in (staff.secretary, staff.biologist):
         with pytest.raises(ErasureRefused):
             erase_patient(actor, patient.id, "demande du patient")
-    from coffre.labs.tenancy import Actor
+    from coffre.tenancy.tenancy import Actor
 
     with pytest.raises(PatientNotFound):  # another lab's patient does not exist
         erase_patient(Actor("dpo-b", actor_b.lab_id, "dpo", "web"), patient.id, "demande")

@@ -20,7 +20,7 @@ from coffre.exports import services
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
-from coffre.labs.tenancy import Actor, os_user
+from coffre.tenancy.tenancy import Actor, os_user
 from coffre.vault import DecryptionError, decrypt_with, new_recipient_identity
 from tests.cli_helpers import drop_database, make_cli
 from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, sign
@@ -323,7 +323,7 @@ def test_the_cli_end_to_end(tmp_path_factory):
         # shell by the DPO, who signs with her password and authenticator code.
         web_id = int(cli.python(
             "from coffre.exports import services\n"
-            "from coffre.labs.services import lab_by_finess\n"
+            "from coffre.tenancy.services import lab_by_finess\n"
             f"print(services.request_export(lab_by_finess('{finess}'), purpose='étude',"
             f" recipient='CHU', recipient_key='{recipient}', fields='birth_name,birth_date',"
             " period_from=__import__('datetime').date(2000, 1, 1),"

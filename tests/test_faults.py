@@ -509,14 +509,14 @@ def _child() -> None:
 
 
 def _lab():
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     return Lab.objects.order_by("id").first()
 
 
 def _raise_thresholds() -> None:
     from coffre.audit.models import AuditSettings
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     high = 10**6
     for lab in Lab.objects.all():
@@ -536,7 +536,7 @@ def _staff() -> dict:
     from coffre.accounts.models import Membership
     from coffre.apiclients import services
     from coffre.identity.models import Patient
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.tenancy import cli_actor
 
     lab = _lab()
     _raise_thresholds()
@@ -561,9 +561,9 @@ def _check(acknowledged: dict) -> dict:
     technically validated; then the whole database."""
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
-    from coffre.lab import access
-    from coffre.lab.models import Order, ResultState
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import access
+    from coffre.labwork.models import Order, ResultState
+    from coffre.tenancy.tenancy import cli_actor
 
     actor = cli_actor(_lab().id)
     problems = []
@@ -594,9 +594,9 @@ def _consistent() -> dict:
 
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
-    from coffre.lab import access
-    from coffre.lab.models import Order, Result
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import access
+    from coffre.labwork.models import Order, Result
+    from coffre.tenancy.tenancy import cli_actor
 
     _raise_thresholds()  # this check reads hundreds of orders in a second
     problems = []
@@ -660,9 +660,9 @@ def _every_row() -> dict:
     """Every patient and every one of their orders (specimens, results) opens."""
     from coffre.identity.models import Patient
     from coffre.identity.registry import open_patient
-    from coffre.lab import access
-    from coffre.lab.models import Order
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import access
+    from coffre.labwork.models import Order
+    from coffre.tenancy.tenancy import cli_actor
 
     _raise_thresholds()
     problems = []
@@ -715,9 +715,9 @@ def _export_state(export_id: int) -> dict:
 def _received_orders(count: int) -> dict:
     """``count`` orders of one potassium each, received; the value each will get."""
     from coffre.identity.models import Patient
-    from coffre.lab import workflow
-    from coffre.lab.orders import OrderRequest, create_order
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import workflow
+    from coffre.labwork.orders import OrderRequest, create_order
+    from coffre.tenancy.tenancy import cli_actor
 
     lab = _lab()
     actor = cli_actor(lab.id)
@@ -735,9 +735,9 @@ def _received_orders(count: int) -> dict:
 def _analyser_values(expected: dict) -> dict:
     """How many of the expected potassium values are recorded; any recorded one that
     differs from what the message said (a half-written result)."""
-    from coffre.lab import access
-    from coffre.lab.models import Result
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import access
+    from coffre.labwork.models import Result
+    from coffre.tenancy.tenancy import cli_actor
 
     actor = cli_actor(_lab().id)
     recorded, wrong = 0, []

@@ -15,7 +15,7 @@ from coffre.audit.models import AccessEvent
 from coffre.fhir.openapi import PATIENT_EXAMPLE, SERVICE_REQUEST_EXAMPLE, TRANSACTION_EXAMPLE
 from coffre.fhir.resources import INS_NIR_SYSTEM, LOINC, UCUM
 from coffre.identity.models import Patient
-from coffre.lab.models import Order, Result
+from coffre.labwork.models import Order, Result
 from tests.api_helpers import api_token, bearer
 from tests.conftest import patient_row
 from tests.lab_helpers import enter, order_for, published, receive_all
@@ -132,7 +132,7 @@ def test_results_and_report_read_and_search(api, staff, patient):
 
 
 def test_report_status_follows_partial_results_and_the_rectificatif(api, staff, patient):
-    from coffre.lab import workflow
+    from coffre.labwork import workflow
     from tests.lab_helpers import result
 
     order = order_for(staff.secretary, patient.id, "K", "NA")

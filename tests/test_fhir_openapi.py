@@ -25,7 +25,7 @@ from coffre.fhir.create import CREATORS
 from coffre.fhir.routes import search_params
 from coffre.fhir.service import SEARCHERS, check_params
 from coffre.identity.models import Patient
-from coffre.lab.models import Order, Result, Specimen
+from coffre.labwork.models import Order, Result, Specimen
 from tests.api_helpers import api_token, bearer
 from tests.lab_helpers import order_for, published
 

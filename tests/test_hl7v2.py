@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coffre.lab import hl7v2, mllp
-from coffre.lab.hl7v2 import Hl7Error, Observation, ObservationGroup
+from coffre.labwork import hl7v2, mllp
+from coffre.labwork.hl7v2 import Hl7Error, Observation, ObservationGroup
 
 # Synthetic patient only; the name and values below must never appear in error messages.
 PATIENT_NAME = "TESTDUPONT"

@@ -27,7 +27,7 @@ from coffre.audit import alerts
 from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 from tests.conftest import (
     STAFF_PASSWORD,
     make_nir,
@@ -148,8 +148,8 @@ def lab_b_order(lab_b_objects, actor_b):
 
     from django.utils import timezone
 
-    from coffre.lab import workflow
-    from coffre.lab.orders import OrderRequest, create_order
+    from coffre.labwork import workflow
+    from coffre.labwork.orders import OrderRequest, create_order
 
     patient = lab_b_objects[0]
     # Registered on a day of its own: its number cannot be one of lab A's (numbers count
@@ -231,7 +231,7 @@ def lab_state(lab, users=()) -> dict[tuple[str, object], tuple]:
     from django.contrib.auth import get_user_model
     from django.db.models import Q
 
-    from coffre.labs import rls
+    from coffre.tenancy import rls
 
     # Every row of the lab, whatever scope the last page left on the connection (on
     # PostgreSQL a lab A page limits the suite's connection to lab A; each request
@@ -610,7 +610,7 @@ def test_a_lab_a_token_reaches_nothing_of_lab_b_through_the_api(
     (GET with searches on lab B's patient's traits, POST of bodies pointing at them): no
     value of lab B comes back, nothing is written in lab B, no server error."""
     from coffre.identity.models import Patient
-    from coffre.lab.models import Order
+    from coffre.labwork.models import Order
     from tests.api_helpers import api_token, bearer
 
     monkeypatch.setenv("COFFRE_API_RATE_PER_MINUTE", "100000")  # the walk is one burst

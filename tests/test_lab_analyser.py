@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coffre.lab import access, analyser, hl7v2, mllp, workflow
-from coffre.lab.models import Result, ResultState
-from coffre.labs.tenancy import cli_actor
+from coffre.labwork import access, analyser, hl7v2, mllp, workflow
+from coffre.labwork.models import Result, ResultState
+from coffre.tenancy.tenancy import cli_actor
 from tests.lab_helpers import order_for, receive_all, result
 
 S = ResultState

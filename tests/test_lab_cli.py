@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from coffre.lab import hl7v2, mllp
+from coffre.labwork import hl7v2, mllp
 from tests.cli_helpers import drop_database, make_cli
 
 

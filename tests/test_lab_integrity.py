@@ -1,4 +1,4 @@
-"""A result's clear columns are bound to its sealed value (coffre.lab.sealing): an
+"""A result's clear columns are bound to its sealed value (coffre.labwork.sealing): an
 intruder with write access to the database who relabels a result (haemoglobin 13.2
 shown as CRP 13.2 mg/L), moves it to another order, specimen or patient, or edits its
 state or validation stamps makes every read of it fail loudly, naming the row and never
@@ -19,13 +19,13 @@ from django.utils import timezone
 
 from coffre.audit.models import Alert
 from coffre.identity.access import create_patient
-from coffre.lab import access, analyser, catalogue, reports, workflow
-from coffre.lab.models import Result, ResultState
-from coffre.lab.sealing import TamperedRow, tag_untagged_results
-from coffre.labs.tenancy import cli_actor
+from coffre.labwork import access, analyser, catalogue, reports, workflow
+from coffre.labwork.models import Result, ResultState
+from coffre.labwork.sealing import TamperedRow, tag_untagged_results
 from coffre.lifecycle import reencrypt
 from coffre.portal import activation, prescriber, services
 from coffre.portal.models import PatientAccount
+from coffre.tenancy.tenancy import cli_actor
 from tests.api_helpers import api_token, bearer
 from tests.conftest import make_nir, own_password, patient_row, second_factor_done
 from tests.lab_helpers import (
@@ -143,7 +143,7 @@ def test_an_edited_result_fails_loudly_on_every_read_path(staff, patient, order,
                                                           portal_account, caplog, case):
     row = result(order, "HB")
     edit(row.id, **EDITS[case](staff, patient, row))
-    with caplog.at_level(logging.ERROR, logger="coffre.lab"):
+    with caplog.at_level(logging.ERROR, logger="coffre.labwork"):
         for name, read in read_paths(staff, doctor, portal_account, row).items():
             try:
                 assert_refused(read, row.id)

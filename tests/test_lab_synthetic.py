@@ -1,4 +1,4 @@
-"""The synthetic lab history (coffre.lab.synthetic): published orders that open through
+"""The synthetic lab history (coffre.labwork.synthetic): published orders that open through
 the same access layer as real ones, within the seed profile's dates, deterministic for
 a seed, numbered like create_order does, and sealed at rest."""
 
@@ -12,13 +12,13 @@ from django.utils import timezone
 
 from coffre.identity.importer import dict_rows, import_rows
 from coffre.identity.synthetic import generate_patients
-from coffre.lab import access, catalogue
-from coffre.lab.models import CriticalValue, Order, OrderCounter, Result, Specimen
-from coffre.lab.orders import OrderRequest, create_order
-from coffre.lab.sealing import PatientKeys, unseal
-from coffre.lab.synthetic import _CLINICAL, END, START, Counts, generate_history
-from coffre.labs.tenancy import cli_actor
+from coffre.labwork import access, catalogue
+from coffre.labwork.models import CriticalValue, Order, OrderCounter, Result, Specimen
+from coffre.labwork.orders import OrderRequest, create_order
+from coffre.labwork.sealing import PatientKeys, unseal
+from coffre.labwork.synthetic import _CLINICAL, END, START, Counts, generate_history
 from coffre.setup import _recording
+from coffre.tenancy.tenancy import cli_actor
 from tests.cli_helpers import drop_database, make_cli
 from tests.lab_helpers import staff_of
 
@@ -247,7 +247,7 @@ def test_generate_command_writes_sealed_history(cli):
 
 
 def test_prescriber_portal_finds_the_generated_orders(generated):
-    from coffre.lab.orders import prescriber_filter
+    from coffre.labwork.orders import prescriber_filter
 
     lab, _, _ = generated
     biologist = staff_of(lab).biologist

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coffre.lab import access, workflow
-from coffre.lab.models import Result, ResultState, SpecimenState
+from coffre.labwork import access, workflow
+from coffre.labwork.models import Result, ResultState, SpecimenState
 from tests.conftest import patient_row
 from tests.lab_helpers import enter, order_for, published, receive_all, result, staff_of
 from tests.refusal_helpers import refused, row_codes
@@ -70,7 +70,7 @@ def test_a_critical_value_must_be_acknowledged_before_validation(staff, patient)
 
 
 def test_a_correction_after_publication_keeps_history_and_amends_the_report(staff, patient):
-    from coffre.lab import reports
+    from coffre.labwork import reports
 
     order = order_for(staff.secretary, patient.id, "HB")
     receive_all(staff.secretary, order)
@@ -102,7 +102,7 @@ def test_a_rejected_specimen_ends_its_tests(staff, patient):
 
 
 def test_a_secretary_may_not_enter_results(staff, patient):
-    from coffre.labs.capabilities import NotAllowed
+    from coffre.tenancy.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
@@ -173,7 +173,7 @@ def test_technical_validation_needs_a_value(staff, patient):
 
 
 def test_biological_validation_needs_technical_validation_and_a_biologist(staff, patient):
-    from coffre.labs.capabilities import NotAllowed
+    from coffre.tenancy.capabilities import NotAllowed
 
     order = order_for(staff.secretary, patient.id, "K")
     receive_all(staff.secretary, order)
@@ -190,7 +190,7 @@ def test_biological_validation_needs_technical_validation_and_a_biologist(staff,
 
 
 def test_a_lab_may_allow_self_validation(staff, patient, lab_a):
-    from coffre.lab.models import LabWorkflowSettings
+    from coffre.labwork.models import LabWorkflowSettings
 
     LabWorkflowSettings.objects.create(lab=lab_a, allow_self_validation=True)
     order = order_for(staff.secretary, patient.id, "K")
@@ -288,7 +288,7 @@ def test_a_chart_series_holds_published_values_in_time_order(staff, patient):
 # -- secrecy, erasure and the access log ----------------------------------------------
 
 def test_values_are_sealed_and_bound_to_their_row(staff, patient):
-    from coffre.lab.sealing import PatientKeys, unseal
+    from coffre.labwork.sealing import PatientKeys, unseal
     from coffre.vault import DecryptionError
 
     order = published(staff, patient.id, K="4.7", NA="141")

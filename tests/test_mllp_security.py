@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from coffre.lab import hl7v2, mllp
+from coffre.labwork import hl7v2, mllp
 
 MESSAGE = ("MSH|^~\\&|SYSMEX|LABO|COFFRE|750000010|20240312083000||ORU^R01|MSG00001|P|2.5\r"
            "OBR|1||240312000101|CBC\rOBX|1|NM|718-7^Hb^LN||13.2|g/dL\r")

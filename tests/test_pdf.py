@@ -11,7 +11,7 @@ import io
 
 from pypdf import PdfReader
 
-from coffre.lab.pdf import (
+from coffre.labwork.pdf import (
     Label,
     ReportData,
     ReportLine,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from coffre.identity.access import create_patient
-from coffre.lab import access
+from coffre.labwork import access
 from coffre.portal import activation, services
 from coffre.portal.activation import Activation, ActivationRefused
 from coffre.portal.models import ActivationCode, PatientAccount

@@ -9,7 +9,7 @@ from django.test import Client
 
 from coffre.audit.models import AccessEvent
 from coffre.identity.access import create_patient
-from coffre.lab.access import OrderNotFound, access_order
+from coffre.labwork.access import OrderNotFound, access_order
 from coffre.portal import prescriber
 from tests.conftest import make_nir, own_password, patient_row, second_factor_done
 from tests.lab_helpers import PRESCRIBER_RPPS, order_for, published, staff_of
@@ -71,7 +71,7 @@ def test_the_prescriber_pages_need_the_second_factor(staff, patient, doctor):
 
 
 def test_a_prescription_index_does_not_tell_which_orders_have_no_prescriber(staff, patient):
-    from coffre.lab.models import Order
+    from coffre.labwork.models import Order
 
     for _ in range(20):
         order_for(staff.secretary, patient.id, "K", rpps="")

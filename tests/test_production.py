@@ -290,7 +290,7 @@ def staff_client(actor):
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="terminates PostgreSQL sessions")
 @pytest.mark.django_db(transaction=True)
 def test_a_vanished_database_gives_503_pages_and_keeps_acknowledged_writes(staff, patient):
-    from coffre.lab.models import Order
+    from coffre.labwork.models import Order
 
     client = staff_client(staff.secretary)
     created = client.post(f"/patients/{patient.id}/demandes/nouvelle/", {

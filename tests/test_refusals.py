@@ -13,12 +13,12 @@ from django.utils import translation
 
 import coffre.exports.services
 import coffre.identity.access
-import coffre.lab.analyser
-import coffre.lab.orders
-import coffre.lab.workflow  # noqa: F401 - each module declares its reasons on import
+import coffre.labwork.analyser
+import coffre.labwork.orders
+import coffre.labwork.workflow  # noqa: F401 - each module declares its reasons on import
 from coffre.accounts.models import Role
 from coffre.exports import services
-from coffre.lab import workflow
+from coffre.labwork import workflow
 from coffre.refusals import REASONS, Reason, Refusal, english, reason
 from coffre.vault import new_recipient_identity
 from tests.conftest import make_nir, member, second_factor_done

@@ -10,8 +10,8 @@ from django.utils import timezone
 from coffre.audit.models import AccessEvent
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
-from coffre.lab import workflow
-from coffre.lab.models import CriticalValue, Order, Result, Specimen
+from coffre.labwork import workflow
+from coffre.labwork.models import CriticalValue, Order, Result, Specimen
 from coffre.lifecycle import ledger
 from coffre.lifecycle.models import RetentionRule
 from coffre.lifecycle.retention import (

@@ -13,8 +13,8 @@ from coffre.identity.models import SEALED_FIELDS, Patient
 from coffre.keyring import rotation
 from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey, LabKey, ReencryptionRun
-from coffre.lab.access import access_order
-from coffre.lab.models import Order, Result, Specimen
+from coffre.labwork.access import access_order
+from coffre.labwork.models import Order, Result, Specimen
 from coffre.lifecycle import reencrypt
 from coffre.vault import key_id_of
 from coffre.vault.master import read_key_file
@@ -373,7 +373,7 @@ def test_new_keys_are_wrapped_under_the_key_files_current_master(staff, patients
     stale = keyring.master_keys()
     report = rotation.rotate_master()
     keyring._master = stale
-    from coffre.labs.services import add_lab
+    from coffre.tenancy.services import add_lab
 
     add_lab("350000014", "Laboratoire C")
     assert set(LabKey.objects.values_list("master_key_id", flat=True)) == {
@@ -381,9 +381,9 @@ def test_new_keys_are_wrapped_under_the_key_files_current_master(staff, patients
 
 
 def test_reencrypt_keeps_critical_notes_and_rejection_reasons(staff, patients, lab_a):
-    from coffre.lab import workflow
-    from coffre.lab.models import CriticalValue
-    from coffre.lab.sealing import PatientKeys, unseal
+    from coffre.labwork import workflow
+    from coffre.labwork.models import CriticalValue
+    from coffre.labwork.sealing import PatientKeys, unseal
     from tests.lab_helpers import enter, order_for, receive_all, result
 
     made, _order = patients

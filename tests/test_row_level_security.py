@@ -14,8 +14,8 @@ from django.db.utils import ProgrammingError
 
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
-from coffre.lab.models import Order, Result, Specimen
-from coffre.labs import rls
+from coffre.labwork.models import Order, Result, Specimen
+from coffre.tenancy import rls
 from tests.conftest import make_nir, patient_row, second_factor_done
 from tests.lab_helpers import order_for, staff_of
 

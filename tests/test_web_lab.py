@@ -6,9 +6,9 @@ import pytest
 from django.test import Client
 
 from coffre.identity.access import create_patient
-from coffre.lab import workflow
-from coffre.lab.models import LabWorkflowSettings, Order, ResultState
-from coffre.labs import rls
+from coffre.labwork import workflow
+from coffre.labwork.models import LabWorkflowSettings, Order, ResultState
+from coffre.tenancy import rls
 from tests.conftest import make_nir, patient_row, second_factor_done
 from tests.lab_helpers import enter, order_for, receive_all, result, staff_of
 

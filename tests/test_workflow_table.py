@@ -1,4 +1,4 @@
-"""The lab workflow's steps are one table (coffre.lab.workflow.TRANSITIONS), and three
+"""The lab workflow's steps are one table (coffre.labwork.workflow.TRANSITIONS), and three
 things agree with it: docs/lab-workflow.md shows the same table; for every role and
 every state, the order page offers exactly the buttons ``workflow.allowed`` allows; and
 each step refuses exactly where ``allowed`` says no (the page never offers a button the
@@ -14,11 +14,11 @@ from django.db import transaction
 from django.template.loader import render_to_string
 
 from coffre.accounts.models import Role
-from coffre.lab import access, workflow
-from coffre.lab.models import Order, Result, ResultState, SpecimenState
-from coffre.lab.views import order_page_context
-from coffre.labs.capabilities import NotAllowed, roles
-from coffre.labs.tenancy import Actor
+from coffre.labwork import access, workflow
+from coffre.labwork.models import Order, Result, ResultState, SpecimenState
+from coffre.labwork.views import order_page_context
+from coffre.tenancy.capabilities import NotAllowed, roles
+from coffre.tenancy.tenancy import Actor
 from tests.conftest import member
 from tests.lab_helpers import order_for, result
 

@@ -33,10 +33,10 @@ try() {  # name, file, old, new, tests...
   fi
 }
 
-try observation-read-unaudited coffre/lab/access.py \
+try observation-read-unaudited coffre/labwork/access.py \
   '    log.record(actor, "read", [row.patient_id], kind="results")' '    pass' \
   tests/test_audit_walk.py
-try report-pdf-unaudited coffre/lab/reports.py \
+try report-pdf-unaudited coffre/labwork/reports.py \
   '    log.record(actor, "print", [view.order.patient_id], kind="report")' '    pass' \
   tests/test_audit_walk.py
 try record-page-without-second-factor coffre/accounts/acting.py \

@@ -17,10 +17,10 @@ from django.views.decorators.cache import never_cache
 from coffre.accounts import mfa
 from coffre.accounts.models import Membership
 from coffre.audit.detection import AccountLocked, ensure_not_locked
-from coffre.labs import rls
-from coffre.labs.capabilities import may
-from coffre.labs.tenancy import Actor
 from coffre.serving.proxy import client_address
+from coffre.tenancy import rls
+from coffre.tenancy.capabilities import may
+from coffre.tenancy.tenancy import Actor
 
 SESSION_LAB = "acting_lab_id"
 
@@ -127,7 +127,7 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
 
 def requires(capability: str) -> Callable[[Callable[..., HttpResponse]],
                                            Callable[..., HttpResponse]]:
-    """Only the roles holding ``capability`` (coffre.labs.capabilities) in the acting lab;
+    """Only the roles holding ``capability`` (coffre.tenancy.capabilities) in the acting lab;
     put it under ``@staff_view``. The service the view calls checks it again."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -1,7 +1,7 @@
 from django.http import HttpRequest
 
 from coffre.audit.alerts import count_open
-from coffre.labs.capabilities import held_by, may
+from coffre.tenancy.capabilities import held_by, may
 
 
 def acting_lab(request: HttpRequest) -> dict:

@@ -14,7 +14,7 @@ from coffre.apiclients import services
 from coffre.apiclients.models import ApiClient
 from coffre.apiclients.scopes import ALL_SCOPES, RESOURCE_TYPES, ScopeError
 from coffre.audit import detection
-from coffre.labs.access import RowNotFound
+from coffre.tenancy.access import RowNotFound
 
 
 def _page(request: HttpRequest, *, shown: tuple[ApiClient, str] | None = None,

@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from coffre.audit.log import open_text, record, seal_text
 from coffre.audit.models import Alert
-from coffre.labs.access import one_row
-from coffre.labs.capabilities import require
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.access import one_row
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.tenancy import Actor
 
 logger = logging.getLogger("coffre.audit")
 

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 
 from coffre.audit.log import open_text
 from coffre.audit.models import AccessEvent
-from coffre.labs.models import Lab
+from coffre.tenancy.models import Lab
 
 ACTION_LABELS = {
     "read": _("consultation"),

@@ -12,8 +12,8 @@ from django.views.decorators.http import require_GET, require_POST
 from coffre.accounts.acting import requires, staff_view
 from coffre.audit import alerts, detection
 from coffre.identity.access import reachable_ids
-from coffre.labs.access import RowNotFound
-from coffre.labs.capabilities import may
+from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.capabilities import may
 
 
 @staff_view

@@ -167,7 +167,7 @@ def _day(value) -> str:
 def _canary_evidence(canary_rows: Counter[uuid.UUID]) -> list[Evidence]:
     """One piece of evidence per lab whose canaries are in the file."""
     from coffre.audit import canaries
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     if not canary_rows:
         return []

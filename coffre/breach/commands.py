@@ -58,7 +58,7 @@ def scan(args: argparse.Namespace) -> int:
 
     lab_id = None
     if args.lab:
-        from coffre.labs.models import Lab
+        from coffre.tenancy.models import Lab
 
         lab = Lab.objects.filter(finess=args.lab.strip()).first()
         if lab is None:
@@ -143,8 +143,8 @@ def add_record_arguments(sub: argparse._SubParsersAction) -> None:
 
 def _record_actor(username: str, lab):
     from coffre.accounts.models import Membership
-    from coffre.labs.capabilities import may
-    from coffre.labs.tenancy import Actor
+    from coffre.tenancy.capabilities import may
+    from coffre.tenancy.tenancy import Actor
 
     membership = Membership.objects.filter(user__username=username, lab=lab,
                                            user__is_active=True).first()

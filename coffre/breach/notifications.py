@@ -28,10 +28,10 @@ from coffre.breach.models import (
 from coffre.breach.report import CONFIDENCES, Evidence, ScanReport
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
-from coffre.labs.access import RowNotFound, one_row
-from coffre.labs.capabilities import require
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.access import RowNotFound, one_row
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key, context
 
 TABLE = "breach_breach"

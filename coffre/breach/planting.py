@@ -38,7 +38,7 @@ from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import sealed_row
 from coffre.keyring import indexes
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 
 PLANT_ACTION = "canary_plant"
 SAMPLE_ACTION = "decoy_sample"
@@ -77,8 +77,8 @@ def plant(lab_id: int, count: int, actor: Actor) -> int:
 def _history(lab_id: int, made: list[tuple], rng: random.Random) -> None:
     """Published orders for the canaries, over the lab's period of orders, at its mean
     number of orders per patient; each order's author drawn from the lab's orders."""
-    from coffre.lab.models import Order
-    from coffre.lab.synthetic import generate_history
+    from coffre.labwork.models import Order
+    from coffre.labwork.synthetic import generate_history
 
     orders = Order.unscoped.filter(lab_id=lab_id)
     span = orders.aggregate(first=Min("created_at"), last=Max("created_at"), n=Count("id"))

@@ -62,7 +62,7 @@ from coffre.identity.digests import (
     nir_text,
     phone_text,
 )
-from coffre.labs.tenancy import Actor
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import file_sha256
 
 BATCH_ROWS = 5000
@@ -234,7 +234,7 @@ def scan_files(paths: Iterable[Path | str], *, progress: Progress | None = None,
 
 
 def _lab_impacts(tally: _Tally, index_map: PatientDigests) -> list[LabImpact]:
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     per_lab: dict[int, Counter] = defaultdict(Counter)
     for pos, level in tally.matches.items():
@@ -262,7 +262,7 @@ def _audit(report: ScanReport, tally: _Tally, index_map: PatientDigests, actor: 
 
     from coffre.audit import chain
     from coffre.audit.log import seal_text
-    from coffre.labs.tenancy import cli_actor
+    from coffre.tenancy.tenancy import cli_actor
 
     who = actor or cli_actor(None, role="dpo")
     purpose = seal_text("breach scan of " + ", ".join(

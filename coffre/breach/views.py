@@ -31,8 +31,8 @@ from coffre.breach.forms import TEXT_LABELS, CnilTextForm, SendForm, TextsForm, 
 from coffre.breach.models import Breach, NotificationKind
 from coffre.breach.notifications import CATEGORY_LABELS, CONFIDENCE_LABELS, STRENGTH_LABELS
 from coffre.breach.report import ScanReport
-from coffre.labs.access import RowNotFound
-from coffre.labs.capabilities import may
+from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.capabilities import may
 
 SHOWN_NOTES = 200  # patient drafts listed on the page; the batch PDF has them all
 # About 26 ms a letter (500 in 13 s measured on the shared 2-core dev machine) and a web

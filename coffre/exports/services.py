@@ -60,12 +60,12 @@ from coffre.identity.decoys import LabProfile, draw_unused
 from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import CSV_COLUMNS, open_patient
-from coffre.lab.models import Order
-from coffre.labs.access import one_row
-from coffre.labs.capabilities import may, roles
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor, cli_actor
+from coffre.labwork.models import Order
 from coffre.refusals import Refusal, reason
+from coffre.tenancy.access import one_row
+from coffre.tenancy.capabilities import may, roles
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor, cli_actor
 from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
 
 EXPORT_ROLE = "export"  # the role of audit entries written by an export run

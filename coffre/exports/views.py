@@ -27,7 +27,7 @@ from coffre.exports import services
 from coffre.exports.forms import FIELD_LABELS, FORMAT_LABELS, ExportRequestForm
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.exports.services import state_label
-from coffre.labs.access import RowNotFound
+from coffre.tenancy.access import RowNotFound
 
 STEP_UP_REASONS = {
     "locked": gettext_lazy("Compte bloqué après trop d'échecs : l'export n'est pas "

@@ -21,9 +21,9 @@ from coffre.apiclients.scopes import RESOURCE_TYPES
 from coffre.apiclients.services import ApiPrincipal
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.fhir.outcome import FhirError, outcome
-from coffre.labs import rls
-from coffre.labs.capabilities import NotAllowed
 from coffre.serving.proxy import client_address
+from coffre.tenancy import rls
+from coffre.tenancy.capabilities import NotAllowed
 
 __all__ = ["ApiPrincipal", "ApiRefused", "fhir_endpoint", "require_scope"]
 

@@ -18,10 +18,10 @@ from coffre.fhir import resources as fr
 from coffre.fhir.outcome import FhirError
 from coffre.fhir.routes import MAX_BODY
 from coffre.identity.access import InvalidPatient, PatientNotFound, create_patient
-from coffre.lab.access import access_order
-from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
-from coffre.labs.tenancy import Actor
+from coffre.labwork.access import access_order
+from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
 from coffre.refusals import english
+from coffre.tenancy.tenancy import Actor
 
 MAX_ENTRIES = 100
 JSON_TYPES = ("application/fhir+json", "application/json")

@@ -15,10 +15,10 @@ import uuid
 from fhir.resources.R4B import get_fhir_model_class
 
 from coffre.identity.registry import PatientRecord
-from coffre.lab import catalogue
-from coffre.lab.access import OrderView, ResultView
-from coffre.lab.models import Order, ResultState, Specimen
-from coffre.labs.models import Lab
+from coffre.labwork import catalogue
+from coffre.labwork.access import OrderView, ResultView
+from coffre.labwork.models import Order, ResultState, Specimen
+from coffre.tenancy.models import Lab
 
 S = ResultState
 
@@ -271,7 +271,7 @@ def observation_resource(view: ResultView, patient_id: uuid.UUID, *,
 def report_status(states: frozenset[str] | set[str], report_count: int,
                   corrected: bool) -> str:
     """partial while tests are pending, amended for a "rectificatif" (a corrected
-    result in a report released again, as coffre.lab.reports decides), else final;
+    result in a report released again, as coffre.labwork.reports decides), else final;
     registered while nothing is reported yet."""
     if not states & REPORTED:
         return "registered" if states - {S.CANCELLED, S.REJECTED} else "cancelled"

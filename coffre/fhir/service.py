@@ -1,7 +1,7 @@
 """Read and search: plain functions taking an Actor, returning FHIR resources (dicts).
 
-Every value comes through the access layers (coffre.identity.access, coffre.lab.access,
-coffre.lab.reports), which scope the query to the actor's lab and log each read. A
+Every value comes through the access layers (coffre.identity.access, coffre.labwork.access,
+coffre.labwork.reports), which scope the query to the actor's lab and log each read. A
 search about one patient is itself a read of that patient, whatever its page holds (a
 total, an empty answer): ``search`` records it. An id of another lab is answered
 exactly as an unknown id: 404, nothing confirmed. ``readable`` is the set of types the
@@ -38,8 +38,8 @@ from coffre.identity.access import (
     find_patients,
     patients_for,
 )
-from coffre.lab import catalogue
-from coffre.lab.access import (
+from coffre.labwork import catalogue
+from coffre.labwork.access import (
     OrderNotFound,
     ResultFilter,
     access_order,
@@ -49,13 +49,13 @@ from coffre.lab.access import (
     result_view,
     specimen_rows,
 )
-from coffre.lab.models import ResultState
-from coffre.lab.orders import prescriber_filter
-from coffre.lab.reports import has_reportable_results, report_pdf
-from coffre.lab.scope import orders_for
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labwork.models import ResultState
+from coffre.labwork.orders import prescriber_filter
+from coffre.labwork.reports import has_reportable_results, report_pdf
+from coffre.labwork.scope import orders_for
 from coffre.refusals import english
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 Query = Mapping[str, Sequence[str]]  # a QueryDict's lists: name -> values

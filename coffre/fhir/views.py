@@ -17,9 +17,9 @@ from coffre.audit.detection import AccountLocked
 from coffre.fhir import capability, create, openapi, service
 from coffre.fhir.api import fhir_endpoint, require_scope
 from coffre.fhir.outcome import FhirError, fhir_response, from_error, outcome
-from coffre.lab.sealing import TamperedRow, report_tampering
-from coffre.labs.capabilities import NotAllowed
+from coffre.labwork.sealing import TamperedRow, report_tampering
 from coffre.serving.outage import is_outage
+from coffre.tenancy.capabilities import NotAllowed
 
 logger = logging.getLogger(__name__)
 View = Callable[..., HttpResponse]

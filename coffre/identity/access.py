@@ -32,12 +32,12 @@ from coffre.identity.registry import (
     sealed_row,
 )
 from coffre.keyring import indexes
-from coffre.labs import rls
-from coffre.labs.access import RowNotFound
-from coffre.labs.capabilities import require
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
+from coffre.tenancy import rls
+from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 

@@ -201,7 +201,7 @@ def sealed_row(lab_id: int, values: dict[str, str],
 
 
 def patient_key(patient_id: uuid.UUID, lab_id: int, wrapped: bytes) -> Key:
-    """A patient's data key: it seals their identity and, in coffre.lab, their orders and
+    """A patient's data key: it seals their identity and, in coffre.labwork, their orders and
     results, so that destroying it erases all of them."""
     return keyring.open_row_key(wrapped, TABLE, lab_id, patient_id)
 

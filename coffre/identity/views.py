@@ -22,9 +22,9 @@ from coffre.identity.access import (
     other_group_labs,
 )
 from coffre.identity.forms import BreakGlassSearchForm, PatientSearchForm
-from coffre.lab.access import patient_orders, tests_with_history
-from coffre.labs.capabilities import may
-from coffre.labs.models import Lab
+from coffre.labwork.access import patient_orders, tests_with_history
+from coffre.tenancy.capabilities import may
+from coffre.tenancy.models import Lab
 
 
 def _search_page(request: HttpRequest, form: PatientSearchForm | None = None,

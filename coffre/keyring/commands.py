@@ -75,7 +75,7 @@ def _hex_id(value: str, what: str) -> str:
 
 
 def _labs(finess: str | None) -> list[tuple[int, str]]:
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     if finess:
         return [(cmdkit.lab(finess).id, finess)]
@@ -122,8 +122,8 @@ def _line(row: dict) -> None:
 @command("keys")
 def keys(args: argparse.Namespace) -> int:
     from coffre.keyring import installation, rotation
-    from coffre.labs import rls
     from coffre.lifecycle import reencrypt
+    from coffre.tenancy import rls
 
     rls.open_all()  # an administrator on the server: every lab
     try:

@@ -38,7 +38,7 @@ def public_texts() -> list[str]:
     """
     from django.contrib.auth import get_user_model
 
-    from coffre.labs.models import Lab
+    from coffre.tenancy.models import Lab
 
     texts = [t for lab in Lab.objects.all() for t in (lab.name, lab.address)]
     texts += list(get_user_model().objects.values_list("username", flat=True))

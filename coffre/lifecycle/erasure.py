@@ -1,6 +1,6 @@
 """Erasure of a patient by destroying their data key (crypto-shredding).
 
-The patient's data key seals their identity and, through coffre.lab.sealing, their
+The patient's data key seals their identity and, through coffre.labwork.sealing, their
 orders, specimens, results and critical values: once the wrapped key is NULL none of it
 opens. The row stays (orders point at it) but every blind index gets a fresh random
 value, so no search finds it, and the portal account and activation codes are deleted.
@@ -24,10 +24,10 @@ from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import index_values
 from coffre.keyring import indexes
-from coffre.labs.capabilities import require
-from coffre.labs.tenancy import Actor, cli_actor
 from coffre.lifecycle import ledger
 from coffre.lifecycle.holds import active_hold_ids
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.tenancy import Actor, cli_actor
 
 MIN_REASON = 5
 

@@ -1,7 +1,7 @@
 """``coffre keys reencrypt``: each patient gets a new data key and every value sealed
 under the old one (identity columns, orders, specimens, results, critical values) is
 re-sealed with the same table/column/row binding, and each result's tag over its clear
-columns (coffre.lab.sealing) checked under the old key and made again under the new one,
+columns (coffre.labwork.sealing) checked under the old key and made again under the new one,
 one patient per transaction with its rows locked. Progress is a cursor
 (:class:`ReencryptionRun`) moved in the same transaction as the patient it names, in
 primary-key order: a run that did not finish resumes after its cursor. A result changed
@@ -31,8 +31,8 @@ from coffre.identity.registry import open_patient, patient_key, seal_values
 from coffre.keyring import services as keyring
 from coffre.keyring.models import ReencryptionRun
 from coffre.keyring.rotation import PATIENT_TABLE, Advance
-from coffre.lab.models import SEALED, CriticalValue, Order, Result, Specimen
-from coffre.lab.sealing import (
+from coffre.labwork.models import SEALED, CriticalValue, Order, Result, Specimen
+from coffre.labwork.sealing import (
     RESULT_BOUND,
     result_binding,
     result_intact,
@@ -104,7 +104,7 @@ _LOCK_SQL: dict[tuple[str, str], tuple[str, dict]] = {}
 
 def _lock_query(table: str, patient_id: uuid.UUID):
     """Rows of one patient in ``table``, locked: (pk, row id of the AD, *sealed), and
-    for results their tag and bound values (coffre.lab.sealing.RESULT_BOUND)."""
+    for results their tag and bound values (coffre.labwork.sealing.RESULT_BOUND)."""
     columns = list(SEALED[table])
     if table == "order":
         rows = Order.unscoped.filter(patient_id=patient_id).values_list("pk", "pk", *columns)

@@ -32,9 +32,9 @@ from coffre.identity.models import Patient
 from coffre.identity.registry import index_values, open_columns, patient_key
 from coffre.keyring import indexes
 from coffre.keyring.models import LabIndexKey
-from coffre.lab.models import Order
-from coffre.lab.orders import prescriber_index
-from coffre.lab.sealing import unseal
+from coffre.labwork.models import Order
+from coffre.labwork.orders import prescriber_index
+from coffre.labwork.sealing import unseal
 
 BATCH = 200
 _INDEXED = ("nir", "birth_name", "used_name", "birth_date", "phone", "email")

@@ -28,13 +28,13 @@ from coffre.audit import canaries, log
 from coffre.identity.access import PatientNotFound, patients_for
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
-from coffre.lab.models import CriticalValue, Order, Result, Specimen
-from coffre.labs.capabilities import require
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor, cli_actor
+from coffre.labwork.models import CriticalValue, Order, Result, Specimen
 from coffre.lifecycle.erasure import ErasureRefused, erase_patient
 from coffre.lifecycle.holds import active_hold_ids
 from coffre.lifecycle.models import DEFAULT_YEARS, Category, LegalHold, RetentionRule
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor, cli_actor
 from coffre.vault import context
 
 # LOINC codes of genetics tests (none in the catalogue yet).

@@ -23,10 +23,10 @@ from coffre.fhir.resources import (  # noqa: F401  (INS_NIR_SYSTEM: re-exported)
     patient_resource,
 )
 from coffre.identity.access import access_patient
-from coffre.lab.access import access_order, patient_orders
-from coffre.lab.models import ResultState
-from coffre.lab.reports import report_pdf
-from coffre.labs.tenancy import Actor
+from coffre.labwork.access import access_order, patient_orders
+from coffre.labwork.models import ResultState
+from coffre.labwork.reports import report_pdf
+from coffre.tenancy.tenancy import Actor
 
 
 def right_of_access(actor: Actor, patient_id: uuid.UUID) -> tuple[str, bytes]:

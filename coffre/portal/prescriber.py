@@ -2,7 +2,7 @@
 prescribed, in any lab of the installation, and nothing else: the previous values beside
 each result come from that doctor's own earlier orders of the patient too.
 
-Orders carry a blind index of the prescriber's RPPS (coffre.lab.orders.prescriber_index,
+Orders carry a blind index of the prescriber's RPPS (coffre.labwork.orders.prescriber_index,
 truncated so that several doctors share each value); candidates are confirmed by
 opening the sealed RPPS. Each order and patient shown is logged as a read by the
 prescriber, in the order's lab. Accounts need the staff second factor: a doctor reads
@@ -23,15 +23,15 @@ from coffre.audit import detection
 from coffre.identity import french
 from coffre.identity.access import access_patient
 from coffre.identity.registry import PatientRecord
-from coffre.lab.access import OrderNotFound, OrderView, access_order, parse_order_id
-from coffre.lab.models import Order, ResultState
-from coffre.lab.orders import prescriber_filter
-from coffre.lab.reports import report_pdf
-from coffre.lab.sealing import PatientKeys, unseal
-from coffre.labs.capabilities import PRESCRIBER
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor, cli_actor
+from coffre.labwork.access import OrderNotFound, OrderView, access_order, parse_order_id
+from coffre.labwork.models import Order, ResultState
+from coffre.labwork.orders import prescriber_filter
+from coffre.labwork.reports import report_pdf
+from coffre.labwork.sealing import PatientKeys, unseal
 from coffre.portal.models import PrescriberAccount
+from coffre.tenancy.capabilities import PRESCRIBER
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor, cli_actor
 
 LIST_LIMIT = 50  # newest orders on the list page: each line reads a patient's identity
 

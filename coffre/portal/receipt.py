@@ -8,13 +8,13 @@ import uuid
 from django.utils import timezone
 
 from coffre.audit import log
-from coffre.lab import catalogue, pdf
-from coffre.lab.access import access_order
-from coffre.lab.reports import patient_name
-from coffre.labs.capabilities import require
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labwork import catalogue, pdf
+from coffre.labwork.access import access_order
+from coffre.labwork.reports import patient_name
 from coffre.portal.activation import has_account, issue_code
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 
 
 def receipt_pdf(actor: Actor, order_id: uuid.UUID | str, portal_url: str

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from coffre.audit.history import HistoryEntry, patient_history
-from coffre.lab import catalogue
-from coffre.lab.access import (
+from coffre.labwork import catalogue
+from coffre.labwork.access import (
     OrderNotFound,
     OrderView,
     Point,
@@ -23,14 +23,14 @@ from coffre.lab.access import (
     result_series,
     tests_with_history,
 )
-from coffre.lab.models import Order, ResultState
-from coffre.lab.reports import report_pdf
-from coffre.lab.scope import orders_for
-from coffre.lab.workflow import demographics
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labwork.models import Order, ResultState
+from coffre.labwork.reports import report_pdf
+from coffre.labwork.scope import orders_for
+from coffre.labwork.workflow import demographics
 from coffre.portal.activation import portal_actor
 from coffre.portal.models import PatientAccount
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 
 
 @dataclass(frozen=True)

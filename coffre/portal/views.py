@@ -18,17 +18,17 @@ from django.views.decorators.http import require_http_methods
 
 from coffre.accounts.acting import locked_out, second_factor_required, staff_view
 from coffre.audit.detection import AccountLocked, ensure_not_locked
-from coffre.lab import catalogue
-from coffre.lab.access import OrderNotFound
-from coffre.lab.reports import patient_name
-from coffre.lab.views import lab_errors, pdf_response
-from coffre.labs import rls
+from coffre.labwork import catalogue
+from coffre.labwork.access import OrderNotFound
+from coffre.labwork.reports import patient_name
+from coffre.labwork.views import lab_errors, pdf_response
 from coffre.lifecycle.right_of_access import right_of_access
 from coffre.portal import prescriber, services
 from coffre.portal.activation import Activation, ActivationRefused, TooManyAttempts, activate
 from coffre.portal.forms import ActivationForm
 from coffre.portal.receipt import receipt_pdf
 from coffre.serving.proxy import client_address
+from coffre.tenancy import rls
 
 
 def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

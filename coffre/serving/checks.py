@@ -189,7 +189,7 @@ def password_hashing() -> Iterator[Item]:
 def database() -> Iterator[Item]:
     from django.db import DatabaseError, connection
 
-    from coffre.labs.rls import TABLES
+    from coffre.tenancy.rls import TABLES
 
     if connection.vendor != "postgresql":
         yield _fail("database", f"{connection.vendor} ({settings.DATABASES['default']['NAME']})",

@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 
 from coffre.identity.access import create_patient
-from coffre.lab import catalogue, workflow
-from coffre.lab.models import Order, ResultState
+from coffre.labwork import catalogue, workflow
+from coffre.labwork.models import Order, ResultState
 from tests.browser.helpers import inline_code, log_in, shoot
 from tests.conftest import patient_row
 from tests.lab_helpers import order_for, result, staff_of
@@ -25,7 +25,7 @@ def no_inline_code(page) -> None:
     found = inline_code(page)
     assert (found["styles"], found["handlers"]) == (0, 0)
     scripts = page.evaluate("() => [...document.scripts].map(s => s.src)")
-    assert all(src.endswith("/static/coffre/lab.js") for src in scripts), scripts
+    assert all(src.endswith("/static/coffre/labwork.js") for src in scripts), scripts
 
 
 def history(staff, patient_id, values: list[str]) -> None:

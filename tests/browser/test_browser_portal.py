@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from coffre.audit.history import patient_history
 from coffre.identity.access import create_patient
-from coffre.lab import catalogue
-from coffre.lab.models import Order, Specimen
+from coffre.labwork import catalogue
+from coffre.labwork.models import Order, Specimen
 from coffre.portal.models import PatientAccount
 from coffre.portal.prescriber import add_prescriber
 from tests.browser.helpers import inline_code, log_in, second_factor, shoot

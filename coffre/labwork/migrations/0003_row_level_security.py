@@ -1,8 +1,8 @@
-"""PostgreSQL row-level security on the patient-data tables (coffre.labs.rls)."""
+"""PostgreSQL row-level security on the patient-data tables (coffre.tenancy.rls)."""
 
 from django.db import migrations
 
-from coffre.labs import rls
+from coffre.tenancy import rls
 
 
 def enable(apps, schema_editor) -> None:

@@ -9,7 +9,7 @@ A result's clear columns (``RESULT_BOUND``: test code, order, specimen, patient,
 version, source and every validation stamp, plus the test's unit from the catalogue)
 say what its sealed value means. They carry a tag (``Result.mac``: a MAC under a subkey
 of the same patient key, coffre.vault.Key.mac) recomputed by every legitimate write
-(coffre.lab.workflow, orders, synthetic, lifecycle.reencrypt) and checked by every read
+(coffre.labwork.workflow, orders, synthetic, lifecycle.reencrypt) and checked by every read
 that opens a value and every write, before anything is shown or changed: a haemoglobin
 relabelled CRP or a result pushed to "published" in the database fails loudly
 (:class:`TamperedRow`, naming the row, never a value), and the failure is logged and
@@ -28,11 +28,11 @@ from collections.abc import Iterable, Sequence
 
 from coffre.identity.models import Patient
 from coffre.identity.registry import patient_key
-from coffre.lab import catalogue
-from coffre.lab.models import SEALED, Result
+from coffre.labwork import catalogue
+from coffre.labwork.models import SEALED, Result
 from coffre.vault import Key, context_prefix
 
-logger = logging.getLogger("coffre.lab")
+logger = logging.getLogger("coffre.labwork")
 
 # What a result's sealed value means, in the order the tag covers them (attnames):
 # first those an order's results share (ORDER_SHARED), then each result's own. The
@@ -214,7 +214,7 @@ class PatientKeys:
 
 
 def report_request_failure(sender: object, request: object = None, **kwargs: object) -> None:
-    """``got_request_exception`` receiver (coffre.lab.apps): a web or API request that
+    """``got_request_exception`` receiver (coffre.labwork.apps): a web or API request that
     met a changed row alerts, after its transactions have rolled back."""
     import sys
 

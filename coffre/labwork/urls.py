@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from coffre.lab import views
+from coffre.labwork import views
 
 urlpatterns = [
     path("patients/<uuid:patient_id>/demandes/nouvelle/", views.order_new, name="order_new"),

@@ -17,17 +17,17 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from coffre.audit import log
-from coffre.lab import catalogue, hl7v2
-from coffre.lab.access import ResultView, access_order
-from coffre.lab.mllp import AllowList
-from coffre.lab.models import LabWorkflowSettings, ResultState
-from coffre.lab.scope import results_for, specimens_for
-from coffre.lab.sealing import TamperedRow, report_tampering
-from coffre.lab.workflow import ENTERABLE, Entry, WorkflowError, enter_results
-from coffre.labs.capabilities import ANALYSER
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor, os_user
+from coffre.labwork import catalogue, hl7v2
+from coffre.labwork.access import ResultView, access_order
+from coffre.labwork.mllp import AllowList
+from coffre.labwork.models import LabWorkflowSettings, ResultState
+from coffre.labwork.scope import results_for, specimens_for
+from coffre.labwork.sealing import TamperedRow, report_tampering
+from coffre.labwork.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.refusals import english, reason
+from coffre.tenancy.capabilities import ANALYSER
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor, os_user
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})

@@ -20,12 +20,12 @@ from coffre.audit import log
 from coffre.identity import french
 from coffre.identity.access import PatientNotFound, patients_for
 from coffre.keyring import indexes
-from coffre.lab import catalogue
-from coffre.lab.models import Order, OrderCounter, Result, Specimen
-from coffre.lab.sealing import PatientKeys, bind_result, seal_columns
-from coffre.labs.capabilities import require
-from coffre.labs.tenancy import Actor
+from coffre.labwork import catalogue
+from coffre.labwork.models import Order, OrderCounter, Result, Specimen
+from coffre.labwork.sealing import PatientKeys, bind_result, seal_columns
 from coffre.refusals import Refusal, reason
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from coffre.audit import detection
-from coffre.lab.models import Order, Result, Specimen
-from coffre.labs.tenancy import Actor
+from coffre.labwork.models import Order, Result, Specimen
+from coffre.tenancy.tenancy import Actor
 
 
 def orders_for(actor: Actor) -> QuerySet[Order]:

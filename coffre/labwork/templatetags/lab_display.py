@@ -13,9 +13,9 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 
-from coffre.lab import catalogue
-from coffre.lab.access import Point
-from coffre.lab.models import Order, ResultState, SpecimenState
+from coffre.labwork import catalogue
+from coffre.labwork.access import Point
+from coffre.labwork.models import Order, ResultState, SpecimenState
 
 register = template.Library()
 S = ResultState

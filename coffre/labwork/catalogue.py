@@ -40,7 +40,7 @@ class UnknownTest(KeyError):
 class InvalidResult(ValueError):
     """A typed or received value that cannot be stored for this test. The message names
     the test and the rule, never the value (errors may reach a log); ``rule`` and
-    ``params`` say it to callers that reword it (coffre.lab.workflow)."""
+    ``params`` say it to callers that reword it (coffre.labwork.workflow)."""
 
     def __init__(self, message: str, rule: str, **params: object) -> None:
         super().__init__(message)

@@ -3,7 +3,7 @@
 Services check it (``require``) before they read or change anything; pages ask it
 (``may``) only to show or hide a link or a button. No other module lists roles
 (tests/test_capabilities.py checks it). The lab workflow's steps name their capability
-in ``coffre.lab.workflow.TRANSITIONS``; docs/architecture.md ("Who may do what") shows
+in ``coffre.labwork.workflow.TRANSITIONS``; docs/architecture.md ("Who may do what") shows
 this table.
 
 A role is a staff membership's (``coffre.accounts.models.Role``: the values, spelled out
@@ -38,7 +38,7 @@ _BENCH = frozenset({TECHNICIAN, BIOLOGIST})
 _STAFF_READERS = _CARE | {LAB_MANAGER, CLI, API_CLIENT}
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    # -- lab workflow (coffre.lab; each step of workflow.TRANSITIONS names one)
+    # -- lab workflow (coffre.labwork; each step of workflow.TRANSITIONS names one)
     "order.create": _CARE | {CLI, API_CLIENT},
     # collection, receipt and rejection of specimens; the reception page; a portal
     # activation code and the receipt that carries it

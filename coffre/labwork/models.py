@@ -3,11 +3,11 @@
 Clear columns are operational only: ids, lab, states, timestamps, barcodes, specimen
 types and LOINC codes (queries need them, and a copy links them to a patient row that
 reveals nothing). Values, comments, flags, clinical information, the prescriber and
-rejection reasons are sealed under the patient's data key (coffre.lab.sealing), each
+rejection reasons are sealed under the patient's data key (coffre.labwork.sealing), each
 bound to its table, column and row: erasing the patient erases them too.
 
 As for patients, there is no ``objects`` manager: rows are reached through
-``coffre.lab.access`` (scoped to the actor's lab, reads audited) or ``unscoped`` in
+``coffre.labwork.access`` (scoped to the actor's lab, reads audited) or ``unscoped`` in
 administrative code that says so.
 """
 
@@ -63,7 +63,7 @@ class Order(models.Model):
     prescriber_name = models.BinaryField()
     clinical_info = models.BinaryField()
     # Blind index of the prescriber's RPPS for the prescriber portal
-    # (coffre.lab.orders.prescriber_index): a random value when there is none.
+    # (coffre.labwork.orders.prescriber_index): a random value when there is none.
     bi_prescriber = models.IntegerField(null=True)
     # The index key generation of bi_prescriber (see identity.models.Patient.bi_key).
     bi_key = models.ForeignKey("keyring.LabIndexKey", null=True, on_delete=models.PROTECT,
@@ -146,7 +146,7 @@ class Result(models.Model):
     value = models.BinaryField()
     flag = models.BinaryField()
     comment = models.BinaryField()
-    # Tag of the clear columns that give the value its meaning (coffre.lab.sealing:
+    # Tag of the clear columns that give the value its meaning (coffre.labwork.sealing:
     # RESULT_BOUND), under the patient's key; checked before any value is shown.
     mac = models.BinaryField(default=b"")
 
@@ -196,5 +196,5 @@ class LabWorkflowSettings(models.Model):
     # A biologist may validate results they entered themselves (small labs only).
     allow_self_validation = models.BooleanField(default=False)
     # Addresses (IPs or networks, comma-separated) whose MLLP connections the lab's
-    # listener reads (coffre.lab.mllp, `coffre hl7 analysers`); others are closed unread.
+    # listener reads (coffre.labwork.mllp, `coffre hl7 analysers`); others are closed unread.
     analyser_addresses = models.CharField(max_length=1000, blank=True, default="")

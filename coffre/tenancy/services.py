@@ -8,7 +8,7 @@ from django.db import transaction
 from coffre.identity.french import InvalidValue, clean_finess
 from coffre.keyring import indexes
 from coffre.keyring import services as keyring
-from coffre.labs.models import Lab
+from coffre.tenancy.models import Lab
 
 
 class LabError(ValueError):

@@ -6,7 +6,7 @@
     specimen: registered -> collected -> received;  rejected
 
 ``TRANSITIONS`` is the table of steps: the capability each needs
-(coffre.labs.capabilities), the states a row may be in, whether a reason is asked.
+(coffre.tenancy.capabilities), the states a row may be in, whether a reason is asked.
 ``allowed`` answers from it whether a person may take a step on a row now: the pages
 offer a button only where it says yes, and docs/lab-workflow.md shows the same table
 (tests/test_workflow_table.py keeps the three equal). Each step checks the capability,
@@ -15,7 +15,7 @@ batch changes nothing. Errors name the result or specimen and the rule, never a 
 Writes are recorded in the access log with the patient's id, inside their transaction:
 a crash cannot keep a change without its entry (tests/test_faults.py kills the server mid-write).
 
-Every result a step touches is checked against its tag first (coffre.lab.sealing:
+Every result a step touches is checked against its tag first (coffre.labwork.sealing:
 a state or stamp changed in the database raises TamperedRow instead of being validated
 further), and tagged again with what the step wrote (``_store``).
 """
@@ -38,8 +38,8 @@ from coffre.audit import log
 from coffre.bulk import update_rows
 from coffre.identity.models import Patient
 from coffre.identity.registry import PatientRecord, open_patient
-from coffre.lab import catalogue
-from coffre.lab.models import (
+from coffre.labwork import catalogue
+from coffre.labwork.models import (
     CriticalValue,
     LabWorkflowSettings,
     Order,
@@ -48,9 +48,9 @@ from coffre.lab.models import (
     Specimen,
     SpecimenState,
 )
-from coffre.lab.orders import user_id
-from coffre.lab.scope import results_for, specimens_for
-from coffre.lab.sealing import (
+from coffre.labwork.orders import user_id
+from coffre.labwork.scope import results_for, specimens_for
+from coffre.labwork.sealing import (
     PatientKeys,
     bind_result,
     check_result,
@@ -58,10 +58,10 @@ from coffre.lab.sealing import (
     seal,
     unseal,
 )
-from coffre.labs.access import RowNotFound
-from coffre.labs.capabilities import HasRole, may, require
-from coffre.labs.tenancy import Actor
 from coffre.refusals import Reason, Refusal, reason
+from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.capabilities import HasRole, may, require
+from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 S = ResultState

@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from coffre.audit import log
 from coffre.identity.registry import PatientRecord
-from coffre.lab import catalogue, pdf
-from coffre.lab.access import OrderView, ResultView, access_order
-from coffre.lab.models import ResultState
-from coffre.labs.models import Lab
-from coffre.labs.tenancy import Actor
+from coffre.labwork import catalogue, pdf
+from coffre.labwork.access import OrderView, ResultView, access_order
+from coffre.labwork.models import ResultState
+from coffre.tenancy.models import Lab
+from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 REPORTED = frozenset({S.BIO_VALIDATED, S.PUBLISHED})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from coffre.lab import catalogue
-from coffre.lab.models import ResultState
-from coffre.lab.orders import MAX_CLINICAL_INFO
+from coffre.labwork import catalogue
+from coffre.labwork.models import ResultState
+from coffre.labwork.orders import MAX_CLINICAL_INFO
 
 S = ResultState
 

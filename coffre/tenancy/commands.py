@@ -25,8 +25,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
 @command("lab")
 def lab(args: argparse.Namespace) -> int:
-    from coffre.labs.models import Lab
-    from coffre.labs.services import LabError, add_lab
+    from coffre.tenancy.models import Lab
+    from coffre.tenancy.services import LabError, add_lab
 
     if args.lab_command == "add":
         try:

@@ -1,11 +1,11 @@
-"""Reading lab data: scoped to the actor's lab (coffre.lab.scope) and audited.
+"""Reading lab data: scoped to the actor's lab (coffre.labwork.scope) and audited.
 
 Two kinds of reads. Worklists show operational columns only (barcode, order number,
 tests, states, times): no name and no value, nothing decrypted, nothing logged, so a
 bench can list 500 specimens without "reading" 500 patients. Anything that opens a
 value (an order page, the validation queue, a chart, a report) records the read of
 each patient it shows, which feeds the mass-reading detection, and checks each result
-it shows against its tag first (coffre.lab.sealing.check_results): a test code, order,
+it shows against its tag first (coffre.labwork.sealing.check_results): a test code, order,
 state or stamp changed in the database raises TamperedRow instead of showing a value
 under the wrong name or state.
 """
@@ -23,15 +23,15 @@ from django.db.models import Prefetch
 from coffre.audit import detection, log
 from coffre.identity.access import PatientNotFound, access_patient, patients_for
 from coffre.identity.registry import PatientRecord
-from coffre.lab import catalogue
-from coffre.lab.models import CriticalValue, Order, Result, ResultState, Specimen
-from coffre.lab.orders import prescriber_filter
-from coffre.lab.scope import orders_for, results_for, specimens_for
-from coffre.lab.sealing import PatientKeys, check_result, check_results, unseal
-from coffre.lab.workflow import Demographics, SpecimenNotFound, demographics
-from coffre.labs.access import RowNotFound, one_row
-from coffre.labs.capabilities import require
-from coffre.labs.tenancy import Actor
+from coffre.labwork import catalogue
+from coffre.labwork.models import CriticalValue, Order, Result, ResultState, Specimen
+from coffre.labwork.orders import prescriber_filter
+from coffre.labwork.scope import orders_for, results_for, specimens_for
+from coffre.labwork.sealing import PatientKeys, check_result, check_results, unseal
+from coffre.labwork.workflow import Demographics, SpecimenNotFound, demographics
+from coffre.tenancy.access import RowNotFound, one_row
+from coffre.tenancy.capabilities import require
+from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})
@@ -440,7 +440,7 @@ def _filtered_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter)
     erased) first; the results are then reached by the patient alone, since a filter
     on the lab makes SQLite (without ANALYZE statistics) walk the lab's index, every
     result of the lab, instead of the patient's (~200 ms at 200,000 results). A
-    patient's results are all in the patient's lab (coffre.lab.orders)."""
+    patient's results are all in the patient's lab (coffre.labwork.orders)."""
     from django.db.models.functions import Coalesce
 
     rows = (Result.unscoped.filter(patient_id=patient_id).exclude(state=S.INVALIDATED)

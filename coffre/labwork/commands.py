@@ -87,7 +87,7 @@ def orders(args: argparse.Namespace) -> int:
     import uuid
 
     from coffre.identity.access import PatientNotFound
-    from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
+    from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
 
     actor = cmdkit.lab_actor(args.lab)
     try:
@@ -119,8 +119,8 @@ def orders(args: argparse.Namespace) -> int:
 def specimens(args: argparse.Namespace) -> int:
     import json
 
-    from coffre.lab import access, workflow
-    from coffre.lab.models import SpecimenState
+    from coffre.labwork import access, workflow
+    from coffre.labwork.models import SpecimenState
 
     actor = cmdkit.lab_actor(args.lab)
     if args.specimens_command == "receive":
@@ -153,7 +153,7 @@ class _refusals:
         return None
 
     def __exit__(self, kind, exc, tb) -> bool:
-        from coffre.lab.workflow import WorkflowError
+        from coffre.labwork.workflow import WorkflowError
 
         if isinstance(exc, WorkflowError):
             raise BadInput(f"{exc.render('en')}; nothing was changed") from None
@@ -164,10 +164,10 @@ class _refusals:
 def report(args: argparse.Namespace) -> int:
     import uuid
 
-    from coffre.lab import reports
-    from coffre.lab.access import OrderNotFound, order_by_number
-    from coffre.lab.models import Order
-    from coffre.labs.tenancy import cli_actor
+    from coffre.labwork import reports
+    from coffre.labwork.access import OrderNotFound, order_by_number
+    from coffre.labwork.models import Order
+    from coffre.tenancy.tenancy import cli_actor
 
     try:
         order_id: uuid.UUID | None = uuid.UUID(args.order)
@@ -210,7 +210,7 @@ def _printable(message: str) -> str:
 
 
 def _hl7_import(args: argparse.Namespace) -> int:
-    from coffre.lab import analyser, hl7v2
+    from coffre.labwork import analyser, hl7v2
 
     target = cmdkit.lab(args.lab)
     if args.file == "-":
@@ -256,7 +256,7 @@ def _hl7_listen(args: argparse.Namespace) -> int:
 
     from django.db import connection
 
-    from coffre.lab import analyser, hl7v2, mllp
+    from coffre.labwork import analyser, hl7v2, mllp
 
     if not 0 <= args.port <= 65535:
         raise BadInput("--port must be between 0 and 65535")
@@ -310,7 +310,7 @@ def _listener_tls(args: argparse.Namespace):
     """The listener's TLS context, or None; all three files or none of them."""
     import ssl
 
-    from coffre.lab import mllp
+    from coffre.labwork import mllp
 
     files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key,
              "--tls-client-ca": args.tls_client_ca}
@@ -332,7 +332,7 @@ def _listener_tls(args: argparse.Namespace):
 
 
 def _listener_allow_list(args: argparse.Namespace, target):
-    from coffre.lab import analyser, mllp
+    from coffre.labwork import analyser, mllp
 
     if args.allow is not None:
         try:
@@ -349,7 +349,7 @@ def _listener_allow_list(args: argparse.Namespace, target):
 
 
 def _hl7_analysers(args: argparse.Namespace) -> int:
-    from coffre.lab import analyser
+    from coffre.labwork import analyser
 
     target = cmdkit.lab(args.lab)
     if args.set is None:
@@ -365,8 +365,8 @@ def _hl7_analysers(args: argparse.Namespace) -> int:
 
 
 def _hl7_export(args: argparse.Namespace) -> int:
-    from coffre.lab import analyser
-    from coffre.lab.access import OrderNotFound, order_by_number
+    from coffre.labwork import analyser
+    from coffre.labwork.access import OrderNotFound, order_by_number
 
     actor = cmdkit.lab_actor(args.lab)
     if args.out and args.out.exists() and not args.force:

@@ -1,4 +1,4 @@
-"""Results get a tag over their clear columns (coffre.lab.sealing: test code, order,
+"""Results get a tag over their clear columns (coffre.labwork.sealing: test code, order,
 state, validation stamps), and the accounts named in those stamps can no longer be
 deleted from under them (PROTECT: deactivate them instead).
 
@@ -13,7 +13,7 @@ from django.db import migrations, models
 
 
 def tag_existing(apps, schema_editor) -> None:
-    from coffre.lab.sealing import tag_untagged_results
+    from coffre.labwork.sealing import tag_untagged_results
     from coffre.vault import KeyProviderError, VaultError
 
     results = apps.get_model("lab", "Result")

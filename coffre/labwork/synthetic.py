@@ -5,7 +5,7 @@ The seed profile (DESIGN.md, "Data at the scale of the 2021 leak") has samples f
 history for one lab's patients, the way the services would have left it after
 reception, entry, validation and publication: every value, flag, comment, prescriber
 and note sealed under the patient's data key and bound to its table, column and row,
-and each result's clear columns tagged (coffre.lab.sealing), so ``access.access_order``
+and each result's clear columns tagged (coffre.labwork.sealing), so ``access.access_order``
 opens it like any other order.
 
 It is a migration-like load: no audit entry (nothing is read or changed by a person),
@@ -41,8 +41,8 @@ from django.utils import timezone
 
 from coffre.identity.registry import patient_key
 from coffre.keyring import indexes
-from coffre.lab import catalogue
-from coffre.lab.models import (
+from coffre.labwork import catalogue
+from coffre.labwork.models import (
     SEALED,
     CriticalValue,
     Order,
@@ -52,8 +52,8 @@ from coffre.lab.models import (
     Specimen,
     SpecimenState,
 )
-from coffre.lab.orders import prescriber_index
-from coffre.lab.sealing import OrderTags, seal, seal_columns
+from coffre.labwork.orders import prescriber_index
+from coffre.labwork.sealing import OrderTags, seal, seal_columns
 from coffre.vault import Key, context_prefix
 
 START = dt.date(2015, 1, 1)
@@ -402,7 +402,7 @@ class _Maker:
 
     def batches(self, keyed: Sequence[tuple]) -> Iterator[_Batch]:
         """``keyed``: (data key, id, wrapped key, sex, birth date[, RPPS, name])."""
-        rng = random.Random(f"coffre.lab.synthetic/{self.seed}")  # noqa: S311
+        rng = random.Random(f"coffre.labwork.synthetic/{self.seed}")  # noqa: S311
         ids = _Ids()
         for key, pid, _wrapped, sex, birth_iso, *doctor in keyed:
             birth = dt.date.fromisoformat(birth_iso) if birth_iso else None

@@ -1,4 +1,4 @@
-"""Staff pages of the lab workflow: parse the request, call coffre.lab's services, render.
+"""Staff pages of the lab workflow: parse the request, call coffre.labwork's services, render.
 
 Every patient value stays out of URLs: filters in query strings are operational only
 (bench, state); barcodes, values and reasons are POSTed.
@@ -21,13 +21,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from coffre.accounts.acting import requires, staff_view
 from coffre.identity.access import PatientNotFound, access_patient
-from coffre.lab import access, catalogue, reports, workflow
-from coffre.lab.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
-from coffre.lab.models import ResultState
-from coffre.lab.orders import InvalidOrder, OrderRequest, create_order
-from coffre.lab.scope import orders_for, results_for
-from coffre.labs.capabilities import NotAllowed, may
-from coffre.labs.tenancy import Actor
+from coffre.labwork import access, catalogue, reports, workflow
+from coffre.labwork.forms import BarcodeForm, OrderForm, SettingsForm, WorklistFilter
+from coffre.labwork.models import ResultState
+from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
+from coffre.labwork.scope import orders_for, results_for
+from coffre.tenancy.capabilities import NotAllowed, may
+from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 RECEIVED_KEY = "lab_received_barcodes"

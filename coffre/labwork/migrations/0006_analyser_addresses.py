@@ -1,4 +1,4 @@
-"""Each lab's allow-list of analyser addresses for the MLLP listener (coffre.lab.mllp,
+"""Each lab's allow-list of analyser addresses for the MLLP listener (coffre.labwork.mllp,
 `coffre hl7 analysers`)."""
 
 from django.db import migrations, models

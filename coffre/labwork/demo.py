@@ -1,6 +1,6 @@
 """Demo lab activity: orders in every state for the demo labs' synthetic patients.
 
-Everything goes through the workflow services (coffre.lab.orders, coffre.lab.workflow),
+Everything goes through the workflow services (coffre.labwork.orders, coffre.labwork.workflow),
 acting as the demo staff accounts with explicit times, so the staff pages have content:
 orders to receive, benches waiting for entry, results in analysis, a validation queue
 (with a delta and an unacknowledged critical potassium), published history over the
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from coffre.lab import catalogue, workflow
-from coffre.lab.models import Order, Result, ResultState
-from coffre.lab.orders import OrderRequest, create_order
-from coffre.labs.tenancy import Actor
+from coffre.labwork import catalogue, workflow
+from coffre.labwork.models import Order, Result, ResultState
+from coffre.labwork.orders import OrderRequest, create_order
+from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 # The demo accounts of a lab: the user name is f"demo{n}{suffix}", one person each.
