@@ -81,8 +81,8 @@ def reads(count: int, rounds: int, accounts: int) -> dict[str, tuple[float, floa
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.models import Patient
     from coffre.identity.synthetic import generate_patients
+    from coffre.tenancy.actors import Actor
     from coffre.tenancy.services import add_lab
-    from coffre.tenancy.tenancy import Actor
 
     lab = add_lab("750000010", "Laboratoire Bench")
     actors = [Actor(f"staff{i}", lab.id, "secretary", "web", "127.0.0.1")

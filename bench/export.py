@@ -65,8 +65,8 @@ def populate(count: int, seed: int):
     from coffre.accounts.models import Membership, Role
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.synthetic import generate_finess, generate_patients
+    from coffre.tenancy.actors import cli_actor
     from coffre.tenancy.services import add_lab
-    from coffre.tenancy.tenancy import cli_actor
 
     lab = add_lab(generate_finess(0, seed), "Laboratoire du banc d'essai")
     report = import_rows(cli_actor(lab.id, role="generate"),

@@ -86,7 +86,7 @@ def _client_and_patient(lab, sample: list) -> tuple[str, str, int]:
 
     from coffre.apiclients import services
     from coffre.labwork.models import Result
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     client, secret = services.register_client(lab, "Banc FHIR", "system/*.read",
                                               cli_actor(lab.id))

@@ -75,7 +75,7 @@ def _staff(lab):
     from django.contrib.auth import get_user_model
 
     from coffre.accounts.models import Membership
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     actors = {}
     for name, role in (("tech", "technician"), ("bio", "biologist"),
@@ -91,7 +91,7 @@ def _patients(lab, count: int, seed: int) -> list[tuple]:
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.synthetic import generate_patients
     from coffre.setup import _recording
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     made: list[tuple] = []
     report = import_rows(cli_actor(lab.id, role="generate"),

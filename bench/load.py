@@ -147,7 +147,7 @@ def fhir_clients(count: int, labs: list, keys: list) -> list[dict]:
     """One API client per simulated FHIR client, with a bearer token for the whole run
     (COFFRE_API_TOKEN_MINUTES is raised for the bench in main)."""
     from coffre.apiclients import services
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     made = []
     for i in range(count):
@@ -177,7 +177,7 @@ def portal_accounts(count: int) -> list[dict]:
     from coffre.identity.registry import open_patient
     from coffre.labwork.models import Order, ResultState
     from coffre.portal.activation import Activation, activate, issue_code
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     chosen = (Order.unscoped.filter(results__state=ResultState.PUBLISHED)
               .values_list("patient_id", "lab_id").distinct()[:count])
@@ -290,7 +290,7 @@ def verify(writes: Path) -> list[str]:
     access layer as the CLI would: those reads are in the access log as os:<user>)."""
     from coffre.labwork import access
     from coffre.labwork.models import Order, Result, ResultState, Specimen
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     lines = [json.loads(line) for line in writes.read_text().splitlines() if line]
     by_kind: dict[str, list[dict]] = defaultdict(list)

@@ -72,8 +72,8 @@ def worker(mode: str, csv_path: Path, lookups: int, size: int) -> dict:
     from coffre.identity.importer import csv_rows, import_rows
     from coffre.identity.registry import sealed_row
     from coffre.keyring import services as keyring
+    from coffre.tenancy.actors import cli_actor
     from coffre.tenancy.services import add_lab
-    from coffre.tenancy.tenancy import cli_actor
     from coffre.vault import create_key_file
 
     create_key_file(Path(os.environ["COFFRE_HOME"]) / "keys" / "master.key")

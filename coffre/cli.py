@@ -135,7 +135,7 @@ def _reported_tampering(exc: BaseException) -> bool:
     sealing = sys.modules.get("coffre.labwork.sealing")
     if sealing is None or not isinstance(exc, sealing.TamperedRow):
         return False
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     sealing.report_tampering(exc, cli_actor(exc.lab_id).person)
     return True

@@ -106,7 +106,7 @@ def lab(finess: str, code: int = 2) -> Any:
 
 def lab_actor(finess: str) -> Any:
     """The CLI's actor in the lab with this FINESS (unknown lab: exit 2)."""
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     return cli_actor(lab(finess).id)
 

@@ -116,9 +116,9 @@ def generate_patients(patients: int, labs: int, seed: int, add: Bars, *,
     from coffre.identity import synthetic
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.keyring.indexes import planned_patients_default
+    from coffre.tenancy.actors import cli_actor
     from coffre.tenancy.models import Lab
     from coffre.tenancy.services import add_lab
-    from coffre.tenancy.tenancy import cli_actor
 
     sizes = _split(patients, labs, seed)
     check = add("checking", patients)

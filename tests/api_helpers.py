@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coffre.apiclients import services
-from coffre.tenancy.tenancy import Actor, cli_actor
+from coffre.tenancy.actors import Actor, cli_actor
 
 ALL_SCOPES = "system/*.read system/*.write"
 

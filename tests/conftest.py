@@ -7,7 +7,7 @@ import pytest
 from coffre import config
 from coffre.identity.french import nir_key
 from coffre.keyring import services as keyring
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from coffre.labwork import workflow
 from coffre.labwork.models import Order, Result
 from coffre.labwork.orders import OrderRequest, create_order
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import member
 
 PRESCRIBER_RPPS = "10003456786"

@@ -23,8 +23,8 @@ from coffre.exports.models import ExportRequest
 from coffre.identity.access import access_patient, create_patient
 from coffre.labwork import access, workflow
 from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import NotAllowed
-from coffre.tenancy.tenancy import Actor
 from tests.api_helpers import api_client
 from tests.conftest import patient_row
 from tests.lab_helpers import order_for, staff_of

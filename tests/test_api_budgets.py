@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from coffre.apiclients import services
 from coffre.audit import detection
 from coffre.audit.models import AccountLock
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.api_helpers import api_client, api_token, bearer
 from tests.conftest import member, second_factor_done
 

@@ -21,7 +21,7 @@ from coffre.audit.models import AccessEvent, AccountLock
 from coffre.fhir.api import fhir_endpoint
 from coffre.fhir.outcome import fhir_response, outcome
 from coffre.identity.access import PatientNotFound, access_patient, create_patient
-from coffre.tenancy.tenancy import Actor, cli_actor
+from coffre.tenancy.actors import Actor, cli_actor
 from tests.api_helpers import api_client, api_token, bearer
 from tests.conftest import patient_row
 
@@ -341,7 +341,7 @@ def many_patients(lab_a):
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.models import Patient
     from coffre.identity.synthetic import generate_patients
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     importer = Actor("importer", lab_a.id, "import", "cli")
     import_rows(importer, lambda: dict_rows(generate_patients(170, seed=5)))

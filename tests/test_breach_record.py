@@ -15,7 +15,7 @@ from coffre.breach import letters, notifications
 from coffre.breach.models import Breach, BreachStatus, Notification
 from coffre.breach.report import ColumnGuess, Evidence, LabImpact, ScanReport
 from coffre.identity.access import create_patient
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import make_nir, member, patient_row
 
 SECRET_NATURE = "Fichier trouvé chez Maëlys Quéméneur, suivi VIH mentionné"

@@ -27,7 +27,7 @@ from coffre.exports import services as exports
 from coffre.identity.access import create_patient
 from coffre.identity.synthetic import generate_patients
 from coffre.keyring import services as keyring
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import decrypt_with, new_recipient_identity
 from tests.conftest import member, sign
 

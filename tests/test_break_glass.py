@@ -12,7 +12,7 @@ from coffre.identity.access import (
     break_glass_find,
     create_patient,
 )
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import patient_row
 
 REASON = "Patiente transférée aux urgences, résultats antérieurs nécessaires"

@@ -18,7 +18,7 @@ from coffre.identity.access import access_patient, find_patients
 from coffre.identity.models import SEALED_FIELDS, Patient
 from coffre.identity.registry import open_patient
 from coffre.labwork.models import Order
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 ADMIN = "os:admin"
 

@@ -12,6 +12,7 @@ import pytest
 
 import coffre
 from coffre.accounts.models import Role
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import (
     CAPABILITIES,
     NotAllowed,
@@ -20,7 +21,6 @@ from coffre.tenancy.capabilities import (
     require,
     roles,
 )
-from coffre.tenancy.tenancy import Actor
 
 ROOT = Path(coffre.__file__).parent
 TABLE = ROOT / "tenancy" / "capabilities.py"

@@ -135,7 +135,7 @@ def test_a_file_that_is_not_utf8_is_refused(cli, tmp_path):
 
 
 def test_a_cli_search_is_recorded_with_the_operating_system_user(cli):
-    from coffre.tenancy.tenancy import os_user
+    from coffre.tenancy.actors import os_user
 
     cli.run("patient", "find", "--email", "claire.lefevre@example.fr", "--lab", FINESS)
     result = cli.run("leakcheck")  # also proves the log holds no readable value

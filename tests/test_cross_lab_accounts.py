@@ -16,7 +16,7 @@ from coffre.accounts import managing, mfa
 from coffre.accounts.models import Membership, PersonWideRequest, Role, TotpDevice
 from coffre.audit import log
 from coffre.audit.models import AccessEvent
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import STAFF_PASSWORD, member, second_factor_done
 from tests.test_manager_pages import lock_login
 

@@ -14,7 +14,7 @@ from coffre.identity.access import access_patient, find_patients
 from coffre.identity.importer import dict_rows, import_rows
 from coffre.identity.models import Patient
 from coffre.identity.synthetic import generate_patients
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 
 @pytest.fixture

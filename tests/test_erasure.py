@@ -100,7 +100,7 @@ def test_who_may_erase(staff, patient, actor_b):
     for actor in (staff.secretary, staff.biologist):
         with pytest.raises(ErasureRefused):
             erase_patient(actor, patient.id, "demande du patient")
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     with pytest.raises(PatientNotFound):  # another lab's patient does not exist
         erase_patient(Actor("dpo-b", actor_b.lab_id, "dpo", "web"), patient.id, "demande")

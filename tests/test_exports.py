@@ -20,7 +20,7 @@ from coffre.exports import services
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
 from coffre.identity.models import Patient
-from coffre.tenancy.tenancy import Actor, os_user
+from coffre.tenancy.actors import Actor, os_user
 from coffre.vault import DecryptionError, decrypt_with, new_recipient_identity
 from tests.cli_helpers import drop_database, make_cli
 from tests.conftest import STAFF_PASSWORD, make_nir, member, patient_row, sign

@@ -536,7 +536,7 @@ def _staff() -> dict:
     from coffre.accounts.models import Membership
     from coffre.apiclients import services
     from coffre.identity.models import Patient
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     lab = _lab()
     _raise_thresholds()
@@ -563,7 +563,7 @@ def _check(acknowledged: dict) -> dict:
     from coffre.identity.registry import open_patient
     from coffre.labwork import access
     from coffre.labwork.models import Order, ResultState
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     actor = cli_actor(_lab().id)
     problems = []
@@ -596,7 +596,7 @@ def _consistent() -> dict:
     from coffre.identity.registry import open_patient
     from coffre.labwork import access
     from coffre.labwork.models import Order, Result
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     _raise_thresholds()  # this check reads hundreds of orders in a second
     problems = []
@@ -662,7 +662,7 @@ def _every_row() -> dict:
     from coffre.identity.registry import open_patient
     from coffre.labwork import access
     from coffre.labwork.models import Order
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     _raise_thresholds()
     problems = []
@@ -717,7 +717,7 @@ def _received_orders(count: int) -> dict:
     from coffre.identity.models import Patient
     from coffre.labwork import workflow
     from coffre.labwork.orders import OrderRequest, create_order
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     lab = _lab()
     actor = cli_actor(lab.id)
@@ -737,7 +737,7 @@ def _analyser_values(expected: dict) -> dict:
     differs from what the message said (a half-written result)."""
     from coffre.labwork import access
     from coffre.labwork.models import Result
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     actor = cli_actor(_lab().id)
     recorded, wrong = 0, []

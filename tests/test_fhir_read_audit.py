@@ -134,7 +134,7 @@ def many_patients(lab_a):
     from coffre.identity.importer import dict_rows, import_rows
     from coffre.identity.models import Patient
     from coffre.identity.synthetic import generate_patients
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     importer = Actor("importer", lab_a.id, "import", "cli")
     import_rows(importer, lambda: dict_rows(generate_patients(170, seed=5)))

@@ -20,8 +20,8 @@ from coffre.keyring import indexes
 from coffre.keyring import services as keyring
 from coffre.keyring.models import LabIndexKey
 from coffre.lifecycle import reindex
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.services import add_lab
-from coffre.tenancy.tenancy import Actor
 from coffre.vault import combined_bits, index_bits, plan_index_bits
 
 BI_COLUMNS = ("bi_nir", "bi_birth_name_dob", "bi_used_name_dob", "bi_phone", "bi_email")

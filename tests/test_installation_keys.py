@@ -61,7 +61,7 @@ def test_a_rotation_that_stopped_resumes_without_a_third_version(lab_a):
 
 
 def test_the_legal_hold_key_rotates(actor_a):
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     patient = create_patient(actor_a, patient_row())
     manager = Actor("marc", actor_a.lab_id, "lab_manager", "web")
@@ -78,7 +78,7 @@ def test_the_legal_hold_key_rotates(actor_a):
 def audited(actor_a, monkeypatch):
     """A log with a sealed purpose (break-the-glass), an acknowledged alert with a
     comment, canaries, and a checkpoint."""
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
 
     monkeypatch.setenv("COFFRE_AUDIT_CHECKPOINT_SECONDS", "3600")
     chain.checkpoint_file().unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from coffre.audit import alerts
 from coffre.audit.models import AccountLock, AlertKind, AuditSettings
 from coffre.identity.access import create_patient
 from coffre.identity.templatetags.patient_display import nir_display
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import (
     STAFF_PASSWORD,
     make_nir,

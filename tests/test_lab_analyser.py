@@ -6,7 +6,7 @@ import pytest
 
 from coffre.labwork import access, analyser, hl7v2, mllp, workflow
 from coffre.labwork.models import Result, ResultState
-from coffre.tenancy.tenancy import cli_actor
+from coffre.tenancy.actors import cli_actor
 from tests.lab_helpers import order_for, receive_all, result
 
 S = ResultState

@@ -25,7 +25,7 @@ from coffre.labwork.sealing import TamperedRow, tag_untagged_results
 from coffre.lifecycle import reencrypt
 from coffre.portal import activation, prescriber, services
 from coffre.portal.models import PatientAccount
-from coffre.tenancy.tenancy import cli_actor
+from coffre.tenancy.actors import cli_actor
 from tests.api_helpers import api_token, bearer
 from tests.conftest import make_nir, own_password, patient_row, second_factor_done
 from tests.lab_helpers import (

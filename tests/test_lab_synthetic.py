@@ -18,7 +18,7 @@ from coffre.labwork.orders import OrderRequest, create_order
 from coffre.labwork.sealing import PatientKeys, unseal
 from coffre.labwork.synthetic import _CLINICAL, END, START, Counts, generate_history
 from coffre.setup import _recording
-from coffre.tenancy.tenancy import cli_actor
+from coffre.tenancy.actors import cli_actor
 from tests.cli_helpers import drop_database, make_cli
 from tests.lab_helpers import staff_of
 

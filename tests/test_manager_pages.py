@@ -15,7 +15,7 @@ from coffre.accounts.models import Membership, RecoveryCode, Role, TotpDevice
 from coffre.accounts.passwords import password_problems
 from coffre.audit import log
 from coffre.audit.models import AccessEvent, AccountLock
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import STAFF_PASSWORD, member, second_factor_done
 
 pytestmark = pytest.mark.django_db
@@ -380,7 +380,7 @@ def test_lifting_a_mass_reading_lock_does_not_undo_a_managers_deactivation(lab_a
     from coffre.accounts.models import Membership
     from coffre.audit import detection
     from coffre.audit.models import AccountLock
-    from coffre.tenancy.tenancy import Actor
+    from coffre.tenancy.actors import Actor
     from tests.conftest import member
 
     member("claire.manager", lab_a, "lab_manager")

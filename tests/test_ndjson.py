@@ -19,7 +19,7 @@ from coffre.identity.importer import import_rows
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
 from coffre.identity.synthetic import generate_patients
-from coffre.tenancy.tenancy import Actor, cli_actor
+from coffre.tenancy.actors import Actor, cli_actor
 from coffre.vault import decrypt_with
 from tests.conftest import make_nir, member, patient_row, sign
 from tests.test_exports import _home  # noqa: F401 - the same private staging area

@@ -16,7 +16,7 @@ from coffre.accounts import managing, mfa
 from coffre.accounts.locks import login_locks
 from coffre.accounts.models import Membership, Role
 from coffre.audit.models import AccessEvent, Alert, AlertKind
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import STAFF_PASSWORD, member
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.test import Client
 
 from coffre.accounts import managing, mfa, temporary
 from coffre.accounts.models import Role, TemporaryPassword, TotpDevice
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import STAFF_PASSWORD, member
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ from coffre.accounts.models import Role
 from coffre.audit.models import AccessEvent
 from coffre.breach import notifications
 from coffre.breach.models import Breach, Notification
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.conftest import member
 from tests.test_breach_record import people, scan_report
 from tests.test_web_exports import (  # noqa: F401 - _home: a COFFRE_HOME per test

@@ -17,7 +17,7 @@ from coffre.audit.models import AccessEvent, AuditSettings
 from coffre.exports import services
 from coffre.exports.models import ExportRequest, ExportState
 from coffre.identity.access import create_patient
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import new_recipient_identity
 from tests.conftest import (
     STAFF_PASSWORD,

@@ -17,8 +17,8 @@ from coffre.accounts.models import Role
 from coffre.labwork import access, workflow
 from coffre.labwork.models import Order, Result, ResultState, SpecimenState
 from coffre.labwork.views import order_page_context
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import NotAllowed, roles
-from coffre.tenancy.tenancy import Actor
 from tests.conftest import member
 from tests.lab_helpers import order_for, result
 

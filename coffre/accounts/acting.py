@@ -19,8 +19,8 @@ from coffre.accounts.models import Membership
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.serving.proxy import client_address
 from coffre.tenancy import rls
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import may
-from coffre.tenancy.tenancy import Actor
 
 SESSION_LAB = "acting_lab_id"
 

@@ -33,7 +33,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 
 def _failures(since: datetime, **match) -> int:

@@ -1,6 +1,6 @@
 """A lab manager's work on the staff accounts of their lab.
 
-Every function takes the acting :class:`~coffre.tenancy.tenancy.Actor` and works inside
+Every function takes the acting :class:`~coffre.tenancy.actors.Actor` and works inside
 ``actor.lab_id`` only: a membership of another lab is "not found"
 (:class:`NoSuchMembership`), never "forbidden", so its existence is not confirmed. Only a
 lab manager may act (:class:`NotAllowed`), never on their own account
@@ -50,9 +50,9 @@ from coffre.accounts.models import (
 from coffre.audit import log
 from coffre.audit.models import AccountLock
 from coffre.tenancy.access import RowNotFound, one_row
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import ASSIGNABLE, may
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 
 ROLE_CHOICES = [(role, Role(role).label) for role in ASSIGNABLE]
 # Names of a desk, a team or a function rather than of a person: the shared-account smell.

@@ -35,7 +35,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 def _actor(lab_id: int, by: str | None):
     """The CLI's actor, or a member of the lab named by --by."""
     from coffre.accounts.models import Membership
-    from coffre.tenancy.tenancy import Actor, cli_actor
+    from coffre.tenancy.actors import Actor, cli_actor
 
     if not by:
         return cli_actor(lab_id)

@@ -28,9 +28,9 @@ from coffre.apiclients.scopes import Scope, ScopeError
 from coffre.audit import log as audit_log
 from coffre.config import env_int
 from coffre.tenancy.access import one_row
+from coffre.tenancy.actors import Actor, SharedBudget
 from coffre.tenancy.capabilities import API_CLIENT
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor, SharedBudget
 from coffre.vault import same_digest, token_digest
 
 logger = logging.getLogger("coffre.apiclients")

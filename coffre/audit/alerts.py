@@ -18,8 +18,8 @@ from django.utils import timezone
 from coffre.audit.log import open_text, record, seal_text
 from coffre.audit.models import Alert
 from coffre.tenancy.access import one_row
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor
 
 logger = logging.getLogger("coffre.audit")
 

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 
 from coffre.audit import alerts, chain
 from coffre.audit.models import AlertKind, CanaryMark
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import context
 
 _AD = context("audit", "canary")

@@ -79,7 +79,7 @@ def audit(args: argparse.Namespace) -> int:
         print(f"checkpoint written to {chain.checkpoint_file()}")
         return 0
     if args.audit_command == "unlock":
-        from coffre.tenancy.tenancy import cli_actor
+        from coffre.tenancy.actors import cli_actor
 
         try:
             lifted = detection.unlock(args.person, by=cli_actor(None, role="cli"))
@@ -122,8 +122,8 @@ def canary(args: argparse.Namespace) -> int:
     from coffre.audit import canaries
     from coffre.breach import planting
     from coffre.identity.decoys import NoUnusedIdentity
+    from coffre.tenancy.actors import cli_actor
     from coffre.tenancy.models import Lab
-    from coffre.tenancy.tenancy import cli_actor
 
     labs = [cmdkit.lab(args.lab, code=1)] if getattr(args, "lab", None) else list(Lab.objects.all())
     if args.canary_command == "plant":

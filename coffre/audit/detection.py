@@ -26,8 +26,8 @@ from django.utils.translation import gettext as _
 from coffre.audit import alerts, log
 from coffre.audit.models import AccessEvent, AccountLock, AlertKind, AuditSettings
 from coffre.tenancy.access import one_row
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor
 
 Budget = tuple[str, frozenset[str]]  # (the name locks and alerts use, the persons counted)
 

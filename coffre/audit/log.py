@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from django.utils import timezone
 
 from coffre.audit import chain
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import context
 
 READ_ACTIONS = frozenset({"read", "search", "export", "print"})

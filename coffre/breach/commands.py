@@ -143,8 +143,8 @@ def add_record_arguments(sub: argparse._SubParsersAction) -> None:
 
 def _record_actor(username: str, lab):
     from coffre.accounts.models import Membership
+    from coffre.tenancy.actors import Actor
     from coffre.tenancy.capabilities import may
-    from coffre.tenancy.tenancy import Actor
 
     membership = Membership.objects.filter(user__username=username, lab=lab,
                                            user__is_active=True).first()

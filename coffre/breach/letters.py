@@ -34,8 +34,8 @@ from coffre.breach.notifications import CATEGORY_LABELS, CHUNK, stored_report, t
 from coffre.identity.access import patients_for
 from coffre.identity.registry import open_patient
 from coffre.labwork.pdf import CREATOR, STYLES, markup, paragraph_style, pdf_text
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor
 
 NOTIFY_ACTION = "notify"
 LETTER_FIELDS = ("sex", "birth_name", "used_name", "first_names", "address", "postal_code",

@@ -29,9 +29,9 @@ from coffre.breach.report import CONFIDENCES, Evidence, ScanReport
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
 from coffre.tenancy.access import RowNotFound, one_row
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key, context
 
 TABLE = "breach_breach"

@@ -38,7 +38,7 @@ from coffre.identity.digests import PatientDigests
 from coffre.identity.models import Patient
 from coffre.identity.registry import sealed_row
 from coffre.keyring import indexes
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 PLANT_ACTION = "canary_plant"
 SAMPLE_ACTION = "decoy_sample"

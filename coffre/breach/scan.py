@@ -62,7 +62,7 @@ from coffre.identity.digests import (
     nir_text,
     phone_text,
 )
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import file_sha256
 
 BATCH_ROWS = 5000
@@ -262,7 +262,7 @@ def _audit(report: ScanReport, tally: _Tally, index_map: PatientDigests, actor: 
 
     from coffre.audit import chain
     from coffre.audit.log import seal_text
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     who = actor or cli_actor(None, role="dpo")
     purpose = seal_text("breach scan of " + ", ".join(

@@ -82,7 +82,7 @@ BY_REFUSED = ("--by is no longer accepted: the command records the operating-sys
 @command("export")
 def export(args: argparse.Namespace) -> int:
     from coffre.exports import services
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     try:
         return _dispatch(args, services, cli_actor)

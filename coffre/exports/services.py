@@ -63,9 +63,9 @@ from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.labwork.models import Order
 from coffre.refusals import Refusal, reason
 from coffre.tenancy.access import one_row
+from coffre.tenancy.actors import Actor, cli_actor
 from coffre.tenancy.capabilities import may, roles
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor, cli_actor
 from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
 
 EXPORT_ROLE = "export"  # the role of audit entries written by an export run

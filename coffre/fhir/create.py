@@ -21,7 +21,7 @@ from coffre.identity.access import InvalidPatient, PatientNotFound, create_patie
 from coffre.labwork.access import access_order
 from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
 from coffre.refusals import english
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 MAX_ENTRIES = 100
 JSON_TYPES = ("application/fhir+json", "application/json")

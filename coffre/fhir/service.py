@@ -54,8 +54,8 @@ from coffre.labwork.orders import prescriber_filter
 from coffre.labwork.reports import has_reportable_results, report_pdf
 from coffre.labwork.scope import orders_for
 from coffre.refusals import english
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 Query = Mapping[str, Sequence[str]]  # a QueryDict's lists: name -> values

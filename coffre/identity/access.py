@@ -35,9 +35,9 @@ from coffre.keyring import indexes
 from coffre.refusals import Reason, Refusal, reason
 from coffre.tenancy import rls
 from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 

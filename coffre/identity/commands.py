@@ -42,7 +42,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 def import_patients(args: argparse.Namespace) -> int:
     from coffre.bulk import refresh_statistics
     from coffre.identity.importer import ImportFileError, csv_rows, import_rows
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     target = cmdkit.lab(args.lab, code=1)
     actor = cli_actor(target.id, role="import")
@@ -80,7 +80,7 @@ def patient_find(args: argparse.Namespace) -> int:
     """``patient find``; the group's other sub-commands are registered by other
     capabilities (coffre.cmdkit.subcommand)."""
     from coffre.identity.access import SearchError, find_patients
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     if args.patient_command != "find":
         return cmdkit.run_subcommand("patient", args.patient_command, args)

@@ -26,7 +26,7 @@ from coffre.identity.registry import (
     sealed_row,
 )
 from coffre.keyring import indexes
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from coffre.vault import ScratchDigest
 
 BATCH = 1000

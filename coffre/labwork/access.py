@@ -30,8 +30,8 @@ from coffre.labwork.scope import orders_for, results_for, specimens_for
 from coffre.labwork.sealing import PatientKeys, check_result, check_results, unseal
 from coffre.labwork.workflow import Demographics, SpecimenNotFound, demographics
 from coffre.tenancy.access import RowNotFound, one_row
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 SHOWN_STATES = frozenset(set(S) - {S.INVALIDATED})

@@ -25,9 +25,9 @@ from coffre.labwork.scope import results_for, specimens_for
 from coffre.labwork.sealing import TamperedRow, report_tampering
 from coffre.labwork.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.refusals import english, reason
+from coffre.tenancy.actors import Actor, os_user
 from coffre.tenancy.capabilities import ANALYSER
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor, os_user
 
 # OBX-11 statuses that carry no result to record.
 NO_RESULT = frozenset({"X", "D", "W", "N"})

@@ -167,7 +167,7 @@ def report(args: argparse.Namespace) -> int:
     from coffre.labwork import reports
     from coffre.labwork.access import OrderNotFound, order_by_number
     from coffre.labwork.models import Order
-    from coffre.tenancy.tenancy import cli_actor
+    from coffre.tenancy.actors import cli_actor
 
     try:
         order_id: uuid.UUID | None = uuid.UUID(args.order)

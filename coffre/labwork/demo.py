@@ -20,7 +20,7 @@ from django.utils import timezone
 from coffre.labwork import catalogue, workflow
 from coffre.labwork.models import Order, Result, ResultState
 from coffre.labwork.orders import OrderRequest, create_order
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 S = ResultState
 # The demo accounts of a lab: the user name is f"demo{n}{suffix}", one person each.

@@ -24,8 +24,8 @@ from coffre.labwork import catalogue
 from coffre.labwork.models import Order, OrderCounter, Result, Specimen
 from coffre.labwork.sealing import PatientKeys, bind_result, seal_columns
 from coffre.refusals import Refusal, reason
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 

@@ -19,8 +19,8 @@ from coffre.identity.registry import PatientRecord
 from coffre.labwork import catalogue, pdf
 from coffre.labwork.access import OrderView, ResultView, access_order
 from coffre.labwork.models import ResultState
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 REPORTED = frozenset({S.BIO_VALIDATED, S.PUBLISHED})

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from coffre.audit import detection
 from coffre.labwork.models import Order, Result, Specimen
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 
 def orders_for(actor: Actor) -> QuerySet[Order]:

@@ -26,8 +26,8 @@ from coffre.labwork.forms import BarcodeForm, OrderForm, SettingsForm, WorklistF
 from coffre.labwork.models import ResultState
 from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
 from coffre.labwork.scope import orders_for, results_for
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import NotAllowed, may
-from coffre.tenancy.tenancy import Actor
 
 S = ResultState
 RECEIVED_KEY = "lab_received_barcodes"

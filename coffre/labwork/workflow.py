@@ -60,8 +60,8 @@ from coffre.labwork.sealing import (
 )
 from coffre.refusals import Reason, Refusal, reason
 from coffre.tenancy.access import RowNotFound
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import HasRole, may, require
-from coffre.tenancy.tenancy import Actor
 from coffre.vault import Key
 
 S = ResultState

@@ -26,8 +26,8 @@ from coffre.identity.registry import index_values
 from coffre.keyring import indexes
 from coffre.lifecycle import ledger
 from coffre.lifecycle.holds import active_hold_ids
+from coffre.tenancy.actors import Actor, cli_actor
 from coffre.tenancy.capabilities import require
-from coffre.tenancy.tenancy import Actor, cli_actor
 
 MIN_REASON = 5
 

@@ -32,9 +32,9 @@ from coffre.labwork.models import CriticalValue, Order, Result, Specimen
 from coffre.lifecycle.erasure import ErasureRefused, erase_patient
 from coffre.lifecycle.holds import active_hold_ids
 from coffre.lifecycle.models import DEFAULT_YEARS, Category, LegalHold, RetentionRule
+from coffre.tenancy.actors import Actor, cli_actor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor, cli_actor
 from coffre.vault import context
 
 # LOINC codes of genetics tests (none in the catalogue yet).

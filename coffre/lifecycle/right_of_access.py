@@ -26,7 +26,7 @@ from coffre.identity.access import access_patient
 from coffre.labwork.access import access_order, patient_orders
 from coffre.labwork.models import ResultState
 from coffre.labwork.reports import report_pdf
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 
 
 def right_of_access(actor: Actor, patient_id: uuid.UUID) -> tuple[str, bytes]:

@@ -42,8 +42,8 @@ from coffre.identity.access import patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
 from coffre.portal.models import ActivationCode, PatientAccount
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import PATIENT, require
-from coffre.tenancy.tenancy import Actor
 
 logger = logging.getLogger("coffre.portal")
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U

@@ -29,9 +29,9 @@ from coffre.labwork.orders import prescriber_filter
 from coffre.labwork.reports import report_pdf
 from coffre.labwork.sealing import PatientKeys, unseal
 from coffre.portal.models import PrescriberAccount
+from coffre.tenancy.actors import Actor, cli_actor
 from coffre.tenancy.capabilities import PRESCRIBER
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor, cli_actor
 
 LIST_LIMIT = 50  # newest orders on the list page: each line reads a patient's identity
 

@@ -12,9 +12,9 @@ from coffre.labwork import catalogue, pdf
 from coffre.labwork.access import access_order
 from coffre.labwork.reports import patient_name
 from coffre.portal.activation import has_account, issue_code
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 
 
 def receipt_pdf(actor: Actor, order_id: uuid.UUID | str, portal_url: str

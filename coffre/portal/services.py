@@ -29,8 +29,8 @@ from coffre.labwork.scope import orders_for
 from coffre.labwork.workflow import demographics
 from coffre.portal.activation import portal_actor
 from coffre.portal.models import PatientAccount
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.models import Lab
-from coffre.tenancy.tenancy import Actor
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from coffre.accounts.models import Role
 from coffre.audit import alerts
 from coffre.audit.models import Alert, AlertKind
 from coffre.identity.access import create_patient
+from coffre.tenancy.actors import Actor
 from coffre.tenancy.models import LabGroup
 from coffre.tenancy.services import add_lab
-from coffre.tenancy.tenancy import Actor
 from tests.browser.helpers import (
     PASSWORD,
     SECRETS,

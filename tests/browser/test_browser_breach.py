@@ -14,7 +14,7 @@ from django.utils import timezone
 from coffre.accounts.models import Role
 from coffre.breach import notifications
 from coffre.breach.report import Evidence
-from coffre.tenancy.tenancy import Actor
+from coffre.tenancy.actors import Actor
 from tests.browser.helpers import SHOTS, inline_code, log_in, shoot
 from tests.conftest import member
 from tests.test_breach_record import people, scan_report
