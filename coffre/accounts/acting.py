@@ -19,7 +19,7 @@ from coffre.accounts.models import Membership
 from coffre.audit.detection import AccountLocked, ensure_not_locked
 from coffre.serving.proxy import client_address
 from coffre.tenancy import rls
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import may
 
 SESSION_LAB = "acting_lab_id"
@@ -44,10 +44,10 @@ def acting_membership(request: HttpRequest) -> Membership | None:
     return next((m for m in request_memberships(request) if m.lab_id == lab_id), None)
 
 
-def actor_for(request: HttpRequest, membership: Membership) -> Actor:
-    return Actor(person=request.user.get_username(), lab_id=membership.lab_id,
-                 role=membership.role, channel="web",
-                 address=client_address(request))
+def actor_for(request: HttpRequest, membership: Membership) -> LabActor:
+    return LabActor(person=request.user.get_username(), lab_id=membership.lab_id,
+                    role=membership.role, channel="web",
+                    address=client_address(request))
 
 
 def locked_out(request: HttpRequest) -> HttpResponse:

@@ -50,7 +50,7 @@ from coffre.accounts.models import (
 from coffre.audit import log
 from coffre.audit.models import AccountLock
 from coffre.tenancy.access import RowNotFound, one_row
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import ASSIGNABLE, may
 from coffre.tenancy.models import Lab
 
@@ -148,12 +148,12 @@ class Created:
 
 # --- reads ---------------------------------------------------------------------------
 
-def _require_manager(actor: Actor) -> None:
+def _require_manager(actor: LabActor) -> None:
     if not may(actor, "accounts.manage") or actor.lab_id is None:
         raise NotAllowed
 
 
-def lab_members(actor: Actor) -> list[MemberRow]:
+def lab_members(actor: LabActor) -> list[MemberRow]:
     """The lab's members with their state: second factor, last login, locks."""
     _require_manager(actor)
     members = list(Membership.objects.filter(lab_id=actor.lab_id).select_related("user")
@@ -186,7 +186,7 @@ def lab_members(actor: Actor) -> list[MemberRow]:
     return rows
 
 
-def access_membership(actor: Actor, membership_id: int) -> Membership:
+def access_membership(actor: LabActor, membership_id: int) -> Membership:
     """A membership of the actor's lab, that the actor may change; raises otherwise."""
     _require_manager(actor)
     try:
@@ -244,7 +244,7 @@ def new_temporary_password(username: str = "", lab_names: tuple[str, ...] = ()) 
             return password
 
 
-def _record(actor: Actor, action: str, username: str, detail: str = "",
+def _record(actor: LabActor, action: str, username: str, detail: str = "",
             outcome: str = "ok") -> None:
     """The entry names the account concerned in its sealed purpose, never a password."""
     target = f"compte {username}" + (f" ; {detail}" if detail else "")
@@ -263,7 +263,7 @@ def _live_requests(requests):
     return [r for r in requests if r.at >= now - _lifetime(r.action)]
 
 
-def _every_lab_agrees(actor: Actor, user, action: str) -> bool:
+def _every_lab_agrees(actor: LabActor, user, action: str) -> bool:
     """Whether a person-wide change may be made now: the person works for this lab only,
     or a manager of each of their labs has asked for it (this one included) within its
     lifetime. Otherwise this lab's request is recorded, logged, and False returned.
@@ -292,7 +292,7 @@ def _same_person(user, first_name: str, last_name: str) -> bool:
 
 
 @transaction.atomic
-def do_create_account(actor: Actor, username: str, first_name: str, last_name: str,
+def do_create_account(actor: LabActor, username: str, first_name: str, last_name: str,
                       role: str) -> Created:
     """A new account with a temporary password (shown once), or, for a person who
     already works for another lab of the same group (same username and names), a
@@ -327,7 +327,7 @@ def do_create_account(actor: Actor, username: str, first_name: str, last_name: s
 
 
 @transaction.atomic
-def do_change_role(actor: Actor, membership_id: int, role: str) -> Membership:
+def do_change_role(actor: LabActor, membership_id: int, role: str) -> Membership:
     membership = access_membership(actor, membership_id)
     role = _check_role(role)
     previous = membership.role
@@ -338,7 +338,7 @@ def do_change_role(actor: Actor, membership_id: int, role: str) -> Membership:
 
 
 @transaction.atomic
-def do_remove_membership(actor: Actor, membership_id: int) -> None:
+def do_remove_membership(actor: LabActor, membership_id: int) -> None:
     """The person no longer works for this lab. An account left with no lab is
     deactivated and its sessions end; one that works elsewhere keeps its other labs
     (its sessions acting for this lab lose access at their next request)."""
@@ -353,7 +353,7 @@ def do_remove_membership(actor: Actor, membership_id: int) -> None:
 
 
 @transaction.atomic
-def do_deactivate(actor: Actor, membership_id: int) -> None:
+def do_deactivate(actor: LabActor, membership_id: int) -> None:
     """The account can no longer log in, and its open sessions end. Refused for a person
     who also works for another lab (the manager of this lab removes the membership)."""
     membership = access_membership(actor, membership_id)
@@ -368,7 +368,7 @@ def do_deactivate(actor: Actor, membership_id: int) -> None:
 
 
 @transaction.atomic
-def do_reactivate(actor: Actor, membership_id: int) -> bool:
+def do_reactivate(actor: LabActor, membership_id: int) -> bool:
     """The account can log in again (in every lab of the person). Returns False when it
     waits for the managers of the person's other labs (:func:`_every_lab_agrees`)."""
     membership = access_membership(actor, membership_id)
@@ -386,7 +386,7 @@ def do_reactivate(actor: Actor, membership_id: int) -> bool:
 
 
 @transaction.atomic
-def do_reset_second_factor(actor: Actor, membership_id: int) -> bool:
+def do_reset_second_factor(actor: LabActor, membership_id: int) -> bool:
     """Remove the person's authenticator and recovery codes (lost phone) and end all
     their sessions: the next login enrolls a new authenticator. Returns False when it
     waits for the managers of the person's other labs."""
@@ -400,7 +400,7 @@ def do_reset_second_factor(actor: Actor, membership_id: int) -> bool:
 
 
 @transaction.atomic
-def do_clear_login_lock(actor: Actor, membership_id: int) -> bool:
+def do_clear_login_lock(actor: LabActor, membership_id: int) -> bool:
     """Forget the account's failed logins, wrong passwords and second-factor codes alike
     (django-axes), lifting its lock. Failures counted against an address stay. Returns
     False when it waits for the managers of the person's other labs."""

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from coffre import cmdkit
 from coffre.cmdkit import BadInput, command, print_json_lines
+
+if TYPE_CHECKING:
+    from coffre.tenancy.actors import LabActor
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +36,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     api.add_parser("purge-tokens", help="delete expired and revoked access tokens (cron)")
 
 
-def _actor(lab_id: int, by: str | None):
+def _actor(lab_id: int, by: str | None) -> LabActor:
     """The CLI's actor, or a member of the lab named by --by."""
     from coffre.accounts.models import Membership
-    from coffre.tenancy.actors import Actor, cli_actor
+    from coffre.tenancy.actors import LabActor, cli_actor
 
     if not by:
         return cli_actor(lab_id)
@@ -43,7 +47,7 @@ def _actor(lab_id: int, by: str | None):
                                            lab_id=lab_id).first()
     if membership is None:
         raise BadInput(f"{by} is not an active member of this lab")
-    return Actor(person=by, lab_id=lab_id, role=membership.role, channel="cli")
+    return LabActor(person=by, lab_id=lab_id, role=membership.role, channel="cli")
 
 
 def _row(client) -> dict:

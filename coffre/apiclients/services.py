@@ -28,7 +28,7 @@ from coffre.apiclients.scopes import Scope, ScopeError
 from coffre.audit import log as audit_log
 from coffre.config import env_int
 from coffre.tenancy.access import one_row
-from coffre.tenancy.actors import Actor, SharedBudget
+from coffre.tenancy.actors import Actor, LabActor, SharedBudget
 from coffre.tenancy.capabilities import API_CLIENT
 from coffre.tenancy.models import Lab
 from coffre.vault import same_digest, token_digest
@@ -103,9 +103,9 @@ class ApiPrincipal:
         """The FHIR types the token may read (what an answer may contain)."""
         return frozenset(t for t in scope_grammar.RESOURCE_TYPES if self.allows(t, "read"))
 
-    def actor(self, address: str = "") -> Actor:
-        return Actor(person=self.person, lab_id=self.lab_id, role=API_CLIENT, channel="api",
-                     address=address, shared=self.shared)
+    def actor(self, address: str = "") -> LabActor:
+        return LabActor(person=self.person, lab_id=self.lab_id, role=API_CLIENT,
+                        channel="api", address=address, shared=self.shared)
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def clients_of(lab_id: int) -> list[ApiClient]:
                 .order_by("revoked_at", "name"))
 
 
-def access_client(actor: Actor, client_pk: int | str) -> ApiClient:
+def access_client(actor: LabActor, client_pk: int | str) -> ApiClient:
     """A client of the actor's lab by its row id; RowNotFound for another lab's or none."""
     return one_row(ApiClient.objects.filter(lab_id=actor.lab_id), client_pk, "API client")
 

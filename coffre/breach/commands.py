@@ -13,9 +13,13 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coffre import cmdkit
 from coffre.cmdkit import BadInput, CommandError, command, print_json_lines, write_private
+
+if TYPE_CHECKING:
+    from coffre.tenancy.actors import LabActor
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 HELPER_BYTES = 2_000_000  # below, forking a helper costs more than it saves
@@ -141,16 +145,16 @@ def add_record_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
 
 
-def _record_actor(username: str, lab):
+def _record_actor(username: str, lab) -> LabActor:
     from coffre.accounts.models import Membership
-    from coffre.tenancy.actors import Actor
+    from coffre.tenancy.actors import LabActor
     from coffre.tenancy.capabilities import may
 
     membership = Membership.objects.filter(user__username=username, lab=lab,
                                            user__is_active=True).first()
     if not may(membership, "breach.record"):
         raise BadInput(f"{username} is not the DPO or a lab manager of lab {lab.finess}")
-    return Actor(person=username, lab_id=lab.id, role=membership.role, channel="cli")
+    return LabActor(person=username, lab_id=lab.id, role=membership.role, channel="cli")
 
 
 def _aware_at(text: str | None):

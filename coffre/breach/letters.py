@@ -34,7 +34,7 @@ from coffre.breach.notifications import CATEGORY_LABELS, CHUNK, stored_report, t
 from coffre.identity.access import patients_for
 from coffre.identity.registry import open_patient
 from coffre.labwork.pdf import CREATOR, STYLES, markup, paragraph_style, pdf_text
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import require
 
 NOTIFY_ACTION = "notify"
@@ -63,7 +63,7 @@ def patient_notes(breach: Breach, patient_ids: Iterable[uuid.UUID] | None = None
     return list(notes.order_by("pk"))
 
 
-def addressees(actor: Actor, breach: Breach,
+def addressees(actor: LabActor, breach: Breach,
                patient_ids: Iterable[uuid.UUID] | None = None) -> list[Addressee]:
     """Decrypt the names and addresses of the breach's patients (all, or these ones
     among them); one "notify" entry per patient read. Others' ids are ignored."""
@@ -211,13 +211,13 @@ def render_letters(breach: Breach, people: list[Addressee]) -> bytes:
     return buffer.getvalue()
 
 
-def letters_pdf(actor: Actor, breach: Breach,
+def letters_pdf(actor: LabActor, breach: Breach,
                 patient_ids: Iterable[uuid.UUID] | None = None) -> bytes:
     """The letters of the breach's patients (all, or these), read and logged now."""
     return render_letters(breach, addressees(actor, breach, patient_ids))
 
 
-def emails(actor: Actor, breach: Breach) -> list[tuple[Addressee, str]]:
+def emails(actor: LabActor, breach: Breach) -> list[tuple[Addressee, str]]:
     """The email texts, for the breach's patients who have an email address."""
     return [(person, email_text(breach, person))
             for person in addressees(actor, breach) if person.email]

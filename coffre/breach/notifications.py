@@ -29,7 +29,7 @@ from coffre.breach.report import CONFIDENCES, Evidence, ScanReport
 from coffre.identity.models import Patient
 from coffre.keyring import services as keyring
 from coffre.tenancy.access import RowNotFound, one_row
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import Actor, LabActor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
 from coffre.vault import Key, context
@@ -429,7 +429,7 @@ def breaches_of(lab_id: int):
     return Breach.objects.filter(lab_id=lab_id).select_related("lab")
 
 
-def access_breach(actor: Actor, breach_id: int | str) -> Breach:
+def access_breach(actor: LabActor, breach_id: int | str) -> Breach:
     """The actor's lab's breach; another lab's or a missing one raises the same
     BreachNotFound."""
     try:

@@ -63,7 +63,7 @@ from coffre.identity.registry import CSV_COLUMNS, open_patient
 from coffre.labwork.models import Order
 from coffre.refusals import Refusal, reason
 from coffre.tenancy.access import one_row
-from coffre.tenancy.actors import Actor, cli_actor
+from coffre.tenancy.actors import Actor, LabActor, cli_actor
 from coffre.tenancy.capabilities import may, roles
 from coffre.tenancy.models import Lab
 from coffre.vault import RecipientKeyError, check_recipient, encrypt_stream_to, fingerprint
@@ -179,7 +179,7 @@ def _day_bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]
             dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tz))
 
 
-def covered(export: ExportRequest, actor: Actor) -> QuerySet[Patient]:
+def covered(export: ExportRequest, actor: LabActor) -> QuerySet[Patient]:
     """The patients an export covers: the lab's (through patients_for), created or with
     an order within the period, and within the explicit list when there is one."""
     low, high = _day_bounds(export.period_from, export.period_to)
@@ -276,7 +276,7 @@ def _log_step(export: ExportRequest, action: str, person: str, channel: str,
            purpose=f"export {export.pk}" + (f": {note}" if note else ""))
 
 
-def _runner(lab: Lab) -> Actor:
+def _runner(lab: Lab) -> LabActor:
     return cli_actor(lab.id, role=EXPORT_ROLE)
 
 
@@ -576,7 +576,7 @@ def _approval(export: ExportRequest) -> str:
     return f"{export.approved_by}{via}"
 
 
-def _log_export(actor: Actor, export: ExportRequest, ids: list[uuid.UUID],
+def _log_export(actor: LabActor, export: ExportRequest, ids: list[uuid.UUID],
                 at: dt.datetime) -> None:
     """One chained entry per exported patient, as coffre.audit.log.record writes them,
     without the mass-reading detection (see the module's docstring)."""
@@ -664,7 +664,7 @@ def request_days() -> int:
     return config.env_int("COFFRE_EXPORT_REQUEST_DAYS", REQUEST_DAYS)
 
 
-def access_export(actor: Actor, export_id: int | str) -> ExportRequest:
+def access_export(actor: LabActor, export_id: int | str) -> ExportRequest:
     """An export request of the actor's lab; RowNotFound for another lab's or none."""
     return one_row(ExportRequest.objects.select_related("lab").filter(lab_id=actor.lab_id),
                    export_id, "export")

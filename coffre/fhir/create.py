@@ -21,7 +21,7 @@ from coffre.identity.access import InvalidPatient, PatientNotFound, create_patie
 from coffre.labwork.access import access_order
 from coffre.labwork.orders import InvalidOrder, OrderRequest, create_order
 from coffre.refusals import english
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 
 MAX_ENTRIES = 100
 JSON_TYPES = ("application/fhir+json", "application/json")
@@ -128,7 +128,7 @@ def patient_values(resource: dict) -> dict[str, str]:
     return raw
 
 
-def create_patient_resource(actor: Actor, resource: dict) -> dict:
+def create_patient_resource(actor: LabActor, resource: dict) -> dict:
     try:
         record = create_patient(actor, patient_values(resource))
     except InvalidPatient as exc:
@@ -186,7 +186,7 @@ def order_request(resource: dict, local: dict[str, str] | None = None) -> OrderR
         urgent=resource.get("priority") in URGENT)
 
 
-def create_service_request(actor: Actor, resource: dict,
+def create_service_request(actor: LabActor, resource: dict,
                            local: dict[str, str] | None = None) -> dict:
     if resource.get("intent") not in ("order", "original-order"):
         raise unprocessable("ServiceRequest.intent must be order")
@@ -203,7 +203,7 @@ def create_service_request(actor: Actor, resource: dict,
 CREATORS = {"Patient": create_patient_resource, "ServiceRequest": create_service_request}
 
 
-def create(actor: Actor, resource_type: str, resource: dict) -> dict:
+def create(actor: LabActor, resource_type: str, resource: dict) -> dict:
     with transaction.atomic():
         return CREATORS[resource_type](actor, resource)
 
@@ -230,7 +230,7 @@ def transaction_types(body: dict) -> list[str]:
     return types
 
 
-def run_transaction(actor: Actor, body: dict, base: str) -> dict:
+def run_transaction(actor: LabActor, body: dict, base: str) -> dict:
     """Patients first (their urn:uuid fullUrls become Patient/<id>), then the orders;
     one database transaction. Entries answer in the request's order."""
     entries = body["entry"]

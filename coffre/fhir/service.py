@@ -54,7 +54,7 @@ from coffre.labwork.orders import prescriber_filter
 from coffre.labwork.reports import has_reportable_results, report_pdf
 from coffre.labwork.scope import orders_for
 from coffre.refusals import english
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.models import Lab
 
 S = ResultState
@@ -79,14 +79,14 @@ def _uuid(text: str, resource_type: str) -> uuid.UUID:
 
 # --- read -------------------------------------------------------------------------------
 
-def read_patient(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_patient(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     try:
         return fr.patient_resource(access_patient(actor, _uuid(resource_id, "Patient")))
     except PatientNotFound:
         raise not_found("Patient") from None
 
 
-def read_practitioner(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_practitioner(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     """A prescriber known to the lab's orders (by the prescriber blind index; the
     name is sealed under each patient's key, so it is not given here)."""
     try:
@@ -98,32 +98,32 @@ def read_practitioner(actor: Actor, resource_id: str, readable: Readable) -> dic
     return fr.practitioner_resource(rpps)
 
 
-def read_organization(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_organization(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     lab = Lab.objects.filter(pk=actor.lab_id, finess=resource_id).first()
     if lab is None:
         raise not_found("Organization")
     return fr.organization_resource(lab)
 
 
-def _order_view(actor: Actor, resource_id: str, resource_type: str):
+def _order_view(actor: LabActor, resource_id: str, resource_type: str):
     try:
         return access_order(actor, _uuid(resource_id, resource_type))
     except OrderNotFound:
         raise not_found(resource_type) from None
 
 
-def read_service_request(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_service_request(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     return fr.service_request_resource(_order_view(actor, resource_id, "ServiceRequest"))
 
 
-def read_specimen(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_specimen(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     rows = specimen_rows(actor, specimen_id=_uuid(resource_id, "Specimen"))
     if not rows:
         raise not_found("Specimen")
     return fr.specimen_resource(rows[0], rows[0].order)
 
 
-def read_observation(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_observation(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     try:
         view = result_view(actor, _uuid(resource_id, "Observation"))
     except OrderNotFound:
@@ -131,7 +131,7 @@ def read_observation(actor: Actor, resource_id: str, readable: Readable) -> dict
     return fr.observation_resource(view, view.result.patient_id)
 
 
-def _report(actor: Actor, view, readable: Readable) -> dict:
+def _report(actor: LabActor, view, readable: Readable) -> dict:
     """The report; its PDF (identity, results, prescriber) only for a token that may read
     all of those: otherwise it is neither built nor printed."""
     reported = [v for v in view.results if v.state in fr.REPORTED]
@@ -140,11 +140,11 @@ def _report(actor: Actor, view, readable: Readable) -> dict:
     return fr.diagnostic_report_resource(view, [str(v.id) for v in reported], pdf)
 
 
-def read_diagnostic_report(actor: Actor, resource_id: str, readable: Readable) -> dict:
+def read_diagnostic_report(actor: LabActor, resource_id: str, readable: Readable) -> dict:
     return _report(actor, _order_view(actor, resource_id, "DiagnosticReport"), readable)
 
 
-READERS: dict[str, Callable[[Actor, str, Readable], dict]] = {
+READERS: dict[str, Callable[[LabActor, str, Readable], dict]] = {
     "Patient": read_patient, "Practitioner": read_practitioner,
     "Organization": read_organization, "ServiceRequest": read_service_request,
     "Specimen": read_specimen, "Observation": read_observation,
@@ -152,7 +152,7 @@ READERS: dict[str, Callable[[Actor, str, Readable], dict]] = {
 }
 
 
-def read(actor: Actor, resource_type: str, resource_id: str, *, readable: Readable) -> dict:
+def read(actor: LabActor, resource_type: str, resource_id: str, *, readable: Readable) -> dict:
     if resource_type not in READERS:
         raise FhirError(404, "not-found", "unknown resource type")
     if len(resource_id) > 64:
@@ -355,7 +355,7 @@ def _telecom(value: str) -> dict[str, str]:
     return {system: number}
 
 
-def search_patient(actor: Actor, params: dict[str, list[str]], readable: Readable
+def search_patient(actor: LabActor, params: dict[str, list[str]], readable: Readable
                    ) -> tuple[int, list[dict]]:
     one = {k: v[0] for k, v in params.items() if not k.startswith("_")}
     telecoms = [k for k in ("telecom", "phone", "email") if k in one]
@@ -411,7 +411,7 @@ def observation_filter(params: dict[str, list[str]]) -> ResultFilter:
                         since=since, until=until, corrected=corrected)
 
 
-def search_observation(actor: Actor, params: dict[str, list[str]], readable: Readable
+def search_observation(actor: LabActor, params: dict[str, list[str]], readable: Readable
                        ) -> tuple[int, list[dict]]:
     patient_id = _patient_param(params)
     wanted = observation_filter(params)
@@ -433,7 +433,7 @@ def _report_matches(order, states: tuple[frozenset[str], bool], since, until,
     return True
 
 
-def search_diagnostic_report(actor: Actor, params: dict[str, list[str]], readable: Readable
+def search_diagnostic_report(actor: LabActor, params: dict[str, list[str]], readable: Readable
                              ) -> tuple[int, list[dict]]:
     patient_id = _patient_param(params)
     since, until = date_range(params.get("date", []))
@@ -449,7 +449,7 @@ def search_diagnostic_report(actor: Actor, params: dict[str, list[str]], readabl
                            for o in matching[offset:offset + count]]
 
 
-def search_service_request(actor: Actor, params: dict[str, list[str]], readable: Readable
+def search_service_request(actor: LabActor, params: dict[str, list[str]], readable: Readable
                            ) -> tuple[int, list[dict]]:
     orders = patient_orders(actor, _patient_param(params))
     offset, count = _page(params)
@@ -457,14 +457,14 @@ def search_service_request(actor: Actor, params: dict[str, list[str]], readable:
                          for o in orders[offset:offset + count]]
 
 
-def search_specimen(actor: Actor, params: dict[str, list[str]], readable: Readable
+def search_specimen(actor: LabActor, params: dict[str, list[str]], readable: Readable
                     ) -> tuple[int, list[dict]]:
     rows = specimen_rows(actor, patient_id=_patient_param(params))
     offset, count = _page(params)
     return len(rows), [fr.specimen_resource(s, s.order) for s in rows[offset:offset + count]]
 
 
-Searcher = Callable[[Actor, dict[str, list[str]], Readable], tuple[int, list[dict]]]
+Searcher = Callable[[LabActor, dict[str, list[str]], Readable], tuple[int, list[dict]]]
 SEARCHERS: dict[str, Searcher] = {
     "Patient": search_patient, "Observation": search_observation,
     "DiagnosticReport": search_diagnostic_report,
@@ -477,7 +477,7 @@ PATIENT_SEARCH_KINDS = {"Observation": "results", "DiagnosticReport": "report",
                         "ServiceRequest": "order", "Specimen": "specimen"}
 
 
-def record_search(actor: Actor, resource_type: str, params: dict[str, list[str]]) -> None:
+def record_search(actor: LabActor, resource_type: str, params: dict[str, list[str]]) -> None:
     """A search about one patient reads that patient whatever its page holds: its total
     (``_count=0``, ``_summary=count``) and even an empty answer ("no such test") tell
     something. One entry naming the patient, counted by the mass-reading detection; a
@@ -488,7 +488,7 @@ def record_search(actor: Actor, resource_type: str, params: dict[str, list[str]]
                outcome="ok" if known else "not_found")
 
 
-def search(actor: Actor, resource_type: str, query: Query, base: str, *,
+def search(actor: LabActor, resource_type: str, query: Query, base: str, *,
            readable: Readable) -> dict:
     if resource_type not in SEARCHERS:
         raise FhirError(404, "not-found", "unknown resource type or no search for it")

@@ -35,7 +35,7 @@ from coffre.keyring import indexes
 from coffre.refusals import Reason, Refusal, reason
 from coffre.tenancy import rls
 from coffre.tenancy.access import RowNotFound
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
 from coffre.vault import Key
@@ -80,14 +80,14 @@ class InvalidPatient(ValueError):
         self.errors = errors
 
 
-def patients_for(actor: Actor) -> QuerySet[Patient]:
+def patients_for(actor: LabActor) -> QuerySet[Patient]:
     """Every patient query starts here: the actor's lab and nothing else, never an erased
     patient, and nothing at all for an account locked by the mass-reading detection."""
     detection.ensure_not_locked(actor)
     return Patient.unscoped.filter(lab_id=actor.lab_id, data_key__isnull=False)
 
 
-def reachable_ids(actor: Actor, patient_ids: Iterable[uuid.UUID | None]) -> set[uuid.UUID]:
+def reachable_ids(actor: LabActor, patient_ids: Iterable[uuid.UUID | None]) -> set[uuid.UUID]:
     """Which of these ids are patients of the actor's lab that a page may link to
     (canaries excluded: a link to one is a trap for the person who follows it). Reads
     no value and logs nothing; opening the record logs the read."""
@@ -98,7 +98,7 @@ def reachable_ids(actor: Actor, patient_ids: Iterable[uuid.UUID | None]) -> set[
                .values_list("id", flat=True))
 
 
-def other_group_labs(actor: Actor) -> list[Lab]:
+def other_group_labs(actor: LabActor) -> list[Lab]:
     """The other labs of the actor's lab group: where break-the-glass can reach."""
     group_id = Lab.objects.filter(pk=actor.lab_id).values_list("group_id", flat=True).first()
     if group_id is None:
@@ -113,7 +113,7 @@ def _parse_id(patient_id: uuid.UUID | str) -> uuid.UUID:
         raise PatientNotFound("no such patient") from None
 
 
-def access_patient(actor: Actor, patient_id: uuid.UUID | str,
+def access_patient(actor: LabActor, patient_id: uuid.UUID | str,
                    names: Iterable[str] | None = None) -> PatientRecord:
     """Open one patient of the actor's lab, recording the read."""
     pid = _parse_id(patient_id)
@@ -190,7 +190,7 @@ def _confirms(key: Key, pid: uuid.UUID, blobs: dict[str, bytes],
     return bool(value) and value == wanted[kind]
 
 
-def find_patients(actor: Actor, *, nir: str | None = None, name: str | None = None,
+def find_patients(actor: LabActor, *, nir: str | None = None, name: str | None = None,
                   birth_date: str | None = None, phone: str | None = None,
                   email: str | None = None) -> list[PatientRecord]:
     """Search the actor's lab through the blind indexes; every match read is recorded."""
@@ -253,7 +253,7 @@ class BreakGlassRefused(PermissionError):
     pass
 
 
-def _group_labs(actor: Actor, reason: str) -> list[Lab]:
+def _group_labs(actor: LabActor, reason: str) -> list[Lab]:
     """The other labs of the actor's lab group, once the break-the-glass rules hold."""
     require(actor, "patient.break_glass", BreakGlassRefused)
     if len(reason.strip()) < MIN_REASON:
@@ -269,7 +269,7 @@ def _group_patients(labs: list[Lab]) -> QuerySet[Patient]:
     return Patient.unscoped.filter(lab__in=labs, data_key__isnull=False)
 
 
-def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
+def _record_break_glass(actor: LabActor, action: str, records: list[PatientRecord],
                         reason: str) -> None:
     """Alert each patient's lab first (a lock raised by the log must not skip them), then
     log every record read, canaries included, as find_patients does."""
@@ -286,7 +286,7 @@ def _record_break_glass(actor: Actor, action: str, records: list[PatientRecord],
                outcome="break_glass" if records else "no_match", purpose=reason)
 
 
-def break_glass_find(actor: Actor, reason: str, **criteria: str | None
+def break_glass_find(actor: LabActor, reason: str, **criteria: str | None
                      ) -> list[PatientRecord]:
     """Search the other labs of the group; logged with the reason and alerted."""
     labs = _group_labs(actor, reason)
@@ -295,7 +295,7 @@ def break_glass_find(actor: Actor, reason: str, **criteria: str | None
     return canaries.without(matches)
 
 
-def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
+def break_glass_access(actor: LabActor, patient_id: uuid.UUID | str, reason: str
                        ) -> PatientRecord:
     pid = _parse_id(patient_id)
     patient = _group_patients(_group_labs(actor, reason)).filter(id=pid).first()
@@ -307,7 +307,7 @@ def break_glass_access(actor: Actor, patient_id: uuid.UUID | str, reason: str
     return record
 
 
-def create_patient(actor: Actor, raw: dict[str, str]) -> PatientRecord:
+def create_patient(actor: LabActor, raw: dict[str, str]) -> PatientRecord:
     values, errors = clean_values(raw)
     if errors:
         raise InvalidPatient(errors)

@@ -26,7 +26,7 @@ from coffre.identity.registry import (
     sealed_row,
 )
 from coffre.keyring import indexes
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.vault import ScratchDigest
 
 BATCH = 1000
@@ -164,7 +164,7 @@ def validate_rows(lab_id: int, rows: Rows, advance: Advance | None = None,
     return count, sorted(errors, key=lambda e: e.line)
 
 
-def import_rows(actor: Actor, rows: Callable[[], Rows], *, skip_invalid: bool = False,
+def import_rows(actor: LabActor, rows: Callable[[], Rows], *, skip_invalid: bool = False,
                 advance_check: Advance | None = None, advance_write: Advance | None = None,
                 encrypt: Encrypt = sealed_row) -> ImportReport:
     """Validate all rows, then write them in one transaction (see module docstring).

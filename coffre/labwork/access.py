@@ -30,7 +30,7 @@ from coffre.labwork.scope import orders_for, results_for, specimens_for
 from coffre.labwork.sealing import PatientKeys, check_result, check_results, unseal
 from coffre.labwork.workflow import Demographics, SpecimenNotFound, demographics
 from coffre.tenancy.access import RowNotFound, one_row
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import require
 
 S = ResultState
@@ -117,13 +117,13 @@ def parse_order_id(order_id: uuid.UUID | str) -> uuid.UUID:
         raise OrderNotFound("no such order") from None
 
 
-def access_order_row(actor: Actor, order_id: uuid.UUID | str) -> Order:
+def access_order_row(actor: LabActor, order_id: uuid.UUID | str) -> Order:
     """The order row of the actor's lab (no value opened, nothing logged); OrderNotFound
     else. ``access_order`` opens it."""
     return one_row(orders_for(actor), order_id, "order", OrderNotFound)
 
 
-def access_specimen(actor: Actor, specimen_id: uuid.UUID | str | None, *,
+def access_specimen(actor: LabActor, specimen_id: uuid.UUID | str | None, *,
                     order_id: uuid.UUID | None = None) -> Specimen:
     """A specimen of the actor's lab (of that order when given), no value opened, nothing
     logged; SpecimenNotFound else."""
@@ -133,7 +133,7 @@ def access_specimen(actor: Actor, specimen_id: uuid.UUID | str | None, *,
     return one_row(rows, specimen_id, "specimen", SpecimenNotFound)
 
 
-def access_result(actor: Actor, result_id: uuid.UUID | str | None, *,
+def access_result(actor: LabActor, result_id: uuid.UUID | str | None, *,
                   order_id: uuid.UUID | None = None) -> Result:
     """A result row of the actor's lab (of that order when given), any version, nothing
     opened or logged; OrderNotFound else. ``result_view`` opens it."""
@@ -143,7 +143,7 @@ def access_result(actor: Actor, result_id: uuid.UUID | str | None, *,
     return one_row(rows, result_id, "result", OrderNotFound)
 
 
-def order_by_number(actor: Actor, number: str) -> Order:
+def order_by_number(actor: LabActor, number: str) -> Order:
     order = orders_for(actor).filter(number=number.strip()).first()
     if order is None:
         raise OrderNotFound("no such order")
@@ -221,7 +221,7 @@ def _attach_criticals(views: list[ResultView]) -> None:
         view.critical = found.get(view.id)
 
 
-def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False,
+def access_order(actor: LabActor, order_id: uuid.UUID | str, *, published_only: bool = False,
                  prescribed_by: str | None = None) -> OrderView:
     """An order with its patient, specimens and results, opened; the read is logged
     (the patient's identity read by coffre.identity.access, the results here).
@@ -263,7 +263,7 @@ def access_order(actor: Actor, order_id: uuid.UUID | str, *, published_only: boo
                            for s in specimens if s.state == "rejected"})
 
 
-def patient_orders(actor: Actor, patient_id: uuid.UUID) -> list[Order]:
+def patient_orders(actor: LabActor, patient_id: uuid.UUID) -> list[Order]:
     """A patient's orders, newest first: numbers, dates and states only. The caller has
     opened the patient through coffre.identity.access (which logged the read)."""
     return list(orders_for(actor).filter(patient_id=patient_id)
@@ -279,7 +279,7 @@ class WorklistRow:
     states: list[str]
 
 
-def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
+def worklist(actor: LabActor, *, bench: str = "", state: str = "", limit: int = 500
              ) -> list[WorklistRow]:
     """Specimens to work on, urgent first then oldest: no name, no value, not logged."""
     require(actor, "result.read")
@@ -302,7 +302,7 @@ def worklist(actor: Actor, *, bench: str = "", state: str = "", limit: int = 500
                         [st for _, st in by_specimen[s.id]]) for s in rows]
 
 
-def results_to_enter(actor: Actor, *, bench: str = "", limit: int = 200) -> list[Result]:
+def results_to_enter(actor: LabActor, *, bench: str = "", limit: int = 200) -> list[Result]:
     """The entry grid's rows: received or in-analysis results, not calculated. Values
     already typed are opened by the grid through ``open_entered``."""
     require(actor, "result.read")
@@ -316,7 +316,7 @@ def results_to_enter(actor: Actor, *, bench: str = "", limit: int = 200) -> list
     return list(rows[:limit])
 
 
-def open_entered(actor: Actor, results: list[Result]) -> dict[uuid.UUID, ResultView]:
+def open_entered(actor: LabActor, results: list[Result]) -> dict[uuid.UUID, ResultView]:
     """Open the values already typed in these rows (to correct them), logging the read
     of each patient concerned."""
     entered = [r for r in results if r.entered_at is not None]
@@ -333,7 +333,7 @@ class QueueOrder:
     results: list[ResultView]
 
 
-def validation_queue(actor: Actor, *, limit: int = 50) -> list[QueueOrder]:
+def validation_queue(actor: LabActor, *, limit: int = 50) -> list[QueueOrder]:
     """Orders waiting for the biologist, urgent and oldest first, with their technically
     validated results opened, flagged, compared with the previous value. Logged."""
     require(actor, "result.validate_biologically")
@@ -367,7 +367,7 @@ class Point:
     flag: str
 
 
-def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
+def result_series(actor: LabActor, patient_id: uuid.UUID, loinc: str) -> list[Point]:
     """A patient's published values of one test over time, for a chart. Logged."""
     require(actor, "order.read")
     test = catalogue.test(loinc)
@@ -387,14 +387,14 @@ def result_series(actor: Actor, patient_id: uuid.UUID, loinc: str) -> list[Point
     return points
 
 
-def tests_with_history(actor: Actor, patient_id: uuid.UUID) -> list[catalogue.TestDef]:
+def tests_with_history(actor: LabActor, patient_id: uuid.UUID) -> list[catalogue.TestDef]:
     """The numeric tests this patient has published results for (no value read)."""
     loincs = set(results_for(actor).filter(patient_id=patient_id, state=S.PUBLISHED)
                  .values_list("loinc", flat=True))
     return [t for t in catalogue.TESTS.values() if t.loinc in loincs and t.kind == "numeric"]
 
 
-def specimen_listing(actor: Actor, *, state: str = "") -> Iterator[dict]:
+def specimen_listing(actor: LabActor, *, state: str = "") -> Iterator[dict]:
     """Operational listing for integrations (``coffre specimens list``): barcode, state,
     order number, patient id and LOINC codes. No value, not logged as a read."""
     require(actor, "result.read")
@@ -435,7 +435,7 @@ class ResultFilter:
     corrected: bool | None = None  # only corrected (version > 1) or only first results
 
 
-def _filtered_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter):
+def _filtered_results(actor: LabActor, patient_id: uuid.UUID, wanted: ResultFilter):
     """A patient's results. The patient is checked to be of the actor's lab (and not
     erased) first; the results are then reached by the patient alone, since a filter
     on the lab makes SQLite (without ANALYZE statistics) walk the lab's index, every
@@ -460,7 +460,7 @@ def _filtered_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter)
     return rows
 
 
-def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *,
+def patient_results(actor: LabActor, patient_id: uuid.UUID, wanted: ResultFilter, *,
                     offset: int = 0, limit: int = 50) -> tuple[int, list[ResultView]]:
     """(total, one page of results) of a patient, newest first; only the page is opened
     and its read logged. Values of results not biologically validated stay closed."""
@@ -481,7 +481,7 @@ def patient_results(actor: Actor, patient_id: uuid.UUID, wanted: ResultFilter, *
     return total, views
 
 
-def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
+def result_view(actor: LabActor, result_id: uuid.UUID | str) -> ResultView:
     """One result, an invalidated version included (values closed until biologically
     validated, and for good once invalidated); the read is logged."""
     require(actor, "result.read")
@@ -504,7 +504,7 @@ def result_view(actor: Actor, result_id: uuid.UUID | str) -> ResultView:
     return view
 
 
-def order_statuses(actor: Actor, order_ids: Iterable[uuid.UUID]
+def order_statuses(actor: LabActor, order_ids: Iterable[uuid.UUID]
                    ) -> dict[uuid.UUID, tuple[frozenset[str], bool]]:
     """Each order's result states, and whether a reported result is a correction
     (version > 1): a report's status. No value, not logged."""
@@ -526,7 +526,7 @@ def order_statuses(actor: Actor, order_ids: Iterable[uuid.UUID]
     return {k: (frozenset(v), k in corrected) for k, v in states.items()}
 
 
-def specimen_rows(actor: Actor, *, specimen_id: uuid.UUID | None = None,
+def specimen_rows(actor: LabActor, *, specimen_id: uuid.UUID | None = None,
                   patient_id: uuid.UUID | None = None) -> list[Specimen]:
     """Specimens by id or by patient (operational columns only); the read is logged,
     since an API client learns whose specimen it is."""

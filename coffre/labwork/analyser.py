@@ -25,7 +25,7 @@ from coffre.labwork.scope import results_for, specimens_for
 from coffre.labwork.sealing import TamperedRow, report_tampering
 from coffre.labwork.workflow import ENTERABLE, Entry, WorkflowError, enter_results
 from coffre.refusals import english, reason
-from coffre.tenancy.actors import Actor, os_user
+from coffre.tenancy.actors import LabActor, os_user
 from coffre.tenancy.capabilities import ANALYSER
 from coffre.tenancy.models import Lab
 
@@ -48,14 +48,14 @@ TAMPERED = ("not recorded: a result it names failed its integrity check; the lab
             "alerted")
 
 
-def analyser_actor(lab_id: int, source: str, channel: str) -> Actor:
+def analyser_actor(lab_id: int, source: str, channel: str) -> LabActor:
     """The identity an analyser connection acts under: results it sends go through the
     same entry rules as typed ones, and a biologist validates them."""
     who = source or "unknown"
     if channel == "cli":
         who = f"{who} via {os_user()}"
-    return Actor(person=f"analyser:{who}"[:150], lab_id=lab_id, role=ANALYSER,
-                 channel=channel)
+    return LabActor(person=f"analyser:{who}"[:150], lab_id=lab_id, role=ANALYSER,
+                    channel=channel)
 
 
 def analyser_addresses(lab_id: int) -> AllowList:
@@ -96,7 +96,7 @@ def _ack(message: hl7v2.OruMessage | None, control_id: str, code: str, text: str
     return Outcome(control_id, code, text, ack, recorded)
 
 
-def _entries(message: hl7v2.OruMessage, actor: Actor) -> list[Entry]:
+def _entries(message: hl7v2.OruMessage, actor: LabActor) -> list[Entry]:
     entries: list[Entry] = []
     for index, group in enumerate(message.groups, start=1):
         specimen = specimens_for(actor).filter(barcode=group.specimen_barcode.strip()).first()
@@ -150,7 +150,7 @@ def import_stream(lab_id: int, data: str | bytes, *, channel: str = "hl7"
             for message in hl7v2.split_messages(data)]
 
 
-def export_oru(actor: Actor, order_id: uuid.UUID | str) -> str:
+def export_oru(actor: LabActor, order_id: uuid.UUID | str) -> str:
     """An order's validated results as ORU^R01 (for a prescriber's system or another
     lab). PID carries the internal patient id only; the export is logged."""
     view = access_order(actor, order_id)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from coffre.labwork import catalogue, workflow
 from coffre.labwork.models import Order, Result, ResultState
 from coffre.labwork.orders import OrderRequest, create_order
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 
 S = ResultState
 # The demo accounts of a lab: the user name is f"demo{n}{suffix}", one person each.
@@ -38,12 +38,12 @@ HISTORY_MONTHS = 5
 
 @dataclass(frozen=True)
 class DemoStaff:
-    secretary: Actor
-    technician: Actor
-    biologist: Actor
-    other_biologist: Actor
-    manager: Actor
-    dpo: Actor
+    secretary: LabActor
+    technician: LabActor
+    biologist: LabActor
+    other_biologist: LabActor
+    manager: LabActor
+    dpo: LabActor
 
 
 def demo_usernames(number: int) -> list[tuple[str, str]]:
@@ -52,7 +52,7 @@ def demo_usernames(number: int) -> list[tuple[str, str]]:
 
 
 def staff_for(number: int, lab_id: int) -> DemoStaff:
-    actors = [Actor(username, lab_id, role, "web") for username, role in
+    actors = [LabActor(username, lab_id, role, "web") for username, role in
               demo_usernames(number)]
     return DemoStaff(*actors)
 

@@ -24,7 +24,7 @@ from coffre.labwork import catalogue
 from coffre.labwork.models import Order, OrderCounter, Result, Specimen
 from coffre.labwork.sealing import PatientKeys, bind_result, seal_columns
 from coffre.refusals import Refusal, reason
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import Actor, LabActor
 from coffre.tenancy.capabilities import require
 from coffre.vault import Key
 
@@ -115,7 +115,7 @@ def _clean(request: OrderRequest) -> tuple[list[str], str]:
     return loincs, rpps
 
 
-def create_order(actor: Actor, request: OrderRequest, *,
+def create_order(actor: LabActor, request: OrderRequest, *,
                  now: dt.datetime | None = None) -> Order:
     """Register an order for a patient of the actor's lab, all or nothing."""
     require(actor, "order.create")

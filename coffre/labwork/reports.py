@@ -19,7 +19,7 @@ from coffre.identity.registry import PatientRecord
 from coffre.labwork import catalogue, pdf
 from coffre.labwork.access import OrderView, ResultView, access_order
 from coffre.labwork.models import ResultState
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.models import Lab
 
 S = ResultState
@@ -95,7 +95,7 @@ def report_data(view: OrderView, *, now: dt.datetime | None = None) -> pdf.Repor
         reference=f"{order.number}-{secrets.token_hex(4)}")
 
 
-def report_pdf(actor: Actor, order_id: uuid.UUID | str, *, published_only: bool = False,
+def report_pdf(actor: LabActor, order_id: uuid.UUID | str, *, published_only: bool = False,
                prescribed_by: str | None = None) -> tuple[str, bytes]:
     """(file name, PDF bytes) of an order's report; the print is logged. Portals pass
     ``published_only`` and ``prescribed_by`` as to ``access.access_order``."""
@@ -111,7 +111,7 @@ def has_reportable_results(view: OrderView) -> bool:
     return any(v.state in REPORTED for v in view.results)
 
 
-def labels_pdf(actor: Actor, order_id: uuid.UUID | str) -> tuple[str, bytes]:
+def labels_pdf(actor: LabActor, order_id: uuid.UUID | str) -> tuple[str, bytes]:
     """Tube labels of an order's specimens (identity on the tube is a quality rule)."""
     view = access_order(actor, order_id)
     patient = view.patient

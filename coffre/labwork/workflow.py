@@ -60,7 +60,7 @@ from coffre.labwork.sealing import (
 )
 from coffre.refusals import Reason, Refusal, reason
 from coffre.tenancy.access import RowNotFound
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import HasRole, may, require
 from coffre.vault import Key
 
@@ -151,7 +151,7 @@ def allowed(actor: HasRole | None, row, step: str) -> bool:
     return step != "acknowledge" or _open_critical(row)
 
 
-def _require(actor: Actor, step: str) -> Transition:
+def _require(actor: LabActor, step: str) -> Transition:
     transition = TRANSITIONS[step]
     require(actor, transition.capability)
     return transition
@@ -253,7 +253,7 @@ def _refuse_if(problems: list[tuple[str, Refusal]], why: Reason) -> None:
 
 # -- specimens ---------------------------------------------------------------------
 
-def _specimen(actor: Actor, *, specimen_id: uuid.UUID | None = None,
+def _specimen(actor: LabActor, *, specimen_id: uuid.UUID | None = None,
               barcode: str | None = None) -> Specimen:
     rows = specimens_for(actor).select_for_update()
     found = (rows.filter(id=specimen_id) if specimen_id else
@@ -282,7 +282,7 @@ def _move_results(specimen: Specimen, from_states: Iterable[str], to: str) -> No
     _store(keys, rows, ["state"])
 
 
-def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
+def collect(actor: LabActor, specimen_id: uuid.UUID, *, at: dt.datetime | None = None
             ) -> Specimen:
     step = _require(actor, "collect")
     with transaction.atomic():
@@ -298,7 +298,7 @@ def collect(actor: Actor, specimen_id: uuid.UUID, *, at: dt.datetime | None = No
     return specimen
 
 
-def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Specimen:
+def receive(actor: LabActor, barcode: str, *, at: dt.datetime | None = None) -> Specimen:
     """Receipt at the lab, by barcode. A specimen collected elsewhere (a nurse at home)
     arrives registered: its collection time is then the receipt time unless given."""
     step = _require(actor, "receive")
@@ -318,7 +318,7 @@ def receive(actor: Actor, barcode: str, *, at: dt.datetime | None = None) -> Spe
     return specimen
 
 
-def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
+def reject(actor: LabActor, specimen_id: uuid.UUID, reason: str) -> Specimen:
     """Refuse a specimen (haemolysed, clotted...): its tests that are not validated yet
     are not done. The reason is sealed with the patient's data."""
     step = _require(actor, "reject")
@@ -341,7 +341,7 @@ def reject(actor: Actor, specimen_id: uuid.UUID, reason: str) -> Specimen:
 
 # -- results -----------------------------------------------------------------------
 
-def _locked_results(actor: Actor, result_ids: Iterable[uuid.UUID]
+def _locked_results(actor: LabActor, result_ids: Iterable[uuid.UUID]
                     ) -> tuple[list[Result], PatientKeys]:
     """The results, locked and checked against their tags, and their patients' keys."""
     ids = list(dict.fromkeys(result_ids))
@@ -383,7 +383,7 @@ def demographics(patient_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Demographi
     return found
 
 
-def enter_results(actor: Actor, entries: Sequence[Entry], *, source: str = "manual",
+def enter_results(actor: LabActor, entries: Sequence[Entry], *, source: str = "manual",
                   at: dt.datetime | None = None) -> list[Result]:
     """Type (or receive from an analyser) values; results move to in_analysis with their
     flag. Re-entering before technical validation replaces the value. Critical values
@@ -487,7 +487,7 @@ def _follow(result: Result, inputs: list[Result], key: Key) -> None:
                                    "bio_validated_at", "bio_validated_by", "mac"])
 
 
-def validate_technically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
+def validate_technically(actor: LabActor, result_ids: Iterable[uuid.UUID], *,
                          at: dt.datetime | None = None) -> int:
     """The bench's check: the analyser ran correctly, the value is plausible."""
     step = _require(actor, "validate_technically")
@@ -512,7 +512,7 @@ def self_validation_allowed(lab_id: int) -> bool:
                                               ).exists()
 
 
-def set_self_validation(actor: Actor, allow: bool) -> None:
+def set_self_validation(actor: LabActor, allow: bool) -> None:
     """The lab manager's switch letting a biologist validate what they entered. A change
     is recorded in the access log (kind ``lab_settings``) in the same transaction."""
     require(actor, "lab.settings")
@@ -527,7 +527,7 @@ def set_self_validation(actor: Actor, allow: bool) -> None:
                    purpose=f"allow_self_validation={'on' if allow else 'off'}")
 
 
-def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
+def validate_biologically(actor: LabActor, result_ids: Iterable[uuid.UUID], *,
                           at: dt.datetime | None = None) -> int:
     """The biologist's validation: technically validated results only, never one the
     same person entered (unless the lab allows it), never an unacknowledged critical."""
@@ -558,7 +558,7 @@ def validate_biologically(actor: Actor, result_ids: Iterable[uuid.UUID], *,
     return len(results)
 
 
-def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int:
+def publish(actor: LabActor, order: Order, *, at: dt.datetime | None = None) -> int:
     """Release the order's biologically validated results (the report). A release after
     the first makes the next report a "compte rendu rectificatif" if it corrects one."""
     step = _require(actor, "publish")
@@ -578,7 +578,7 @@ def publish(actor: Actor, order: Order, *, at: dt.datetime | None = None) -> int
     return len(ready)
 
 
-def invalidate(actor: Actor, result_id: uuid.UUID, value: str, reason: str, *,
+def invalidate(actor: LabActor, result_id: uuid.UUID, value: str, reason: str, *,
                at: dt.datetime | None = None) -> Result:
     """Correct a published result: the old row is kept (invalidated) and a new version
     replaces it, to be validated again; the next report is a "rectificatif"."""
@@ -640,7 +640,7 @@ def _reopen_calculated(key: Key, corrected: Result) -> None:
             _new_version(key, result, S.RECEIVED, source="calculated")
 
 
-def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
+def cancel(actor: LabActor, result_id: uuid.UUID, reason: str) -> Result:
     """Withdraw a test not yet validated by a biologist (asked by mistake...)."""
     step = _require(actor, "cancel")
     reason = " ".join(reason.split())
@@ -659,7 +659,7 @@ def cancel(actor: Actor, result_id: uuid.UUID, reason: str) -> Result:
     return result
 
 
-def acknowledge_critical(actor: Actor, result_id: uuid.UUID, note: str) -> CriticalValue:
+def acknowledge_critical(actor: LabActor, result_id: uuid.UUID, note: str) -> CriticalValue:
     """A person took charge of a critical value (the prescriber was called...)."""
     step = _require(actor, "acknowledge")
     note = " ".join(note.split())

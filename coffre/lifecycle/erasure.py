@@ -26,7 +26,7 @@ from coffre.identity.registry import index_values
 from coffre.keyring import indexes
 from coffre.lifecycle import ledger
 from coffre.lifecycle.holds import active_hold_ids
-from coffre.tenancy.actors import Actor, cli_actor
+from coffre.tenancy.actors import LabActor, cli_actor
 from coffre.tenancy.capabilities import require
 
 MIN_REASON = 5
@@ -43,7 +43,7 @@ def _parse(patient_id: uuid.UUID | str) -> uuid.UUID:
         raise PatientNotFound("no such patient") from None
 
 
-def erase_patient(actor: Actor, patient_id: uuid.UUID | str, reason: str, *,
+def erase_patient(actor: LabActor, patient_id: uuid.UUID | str, reason: str, *,
                   cause: str = "request") -> None:
     """Erase a patient of the actor's lab: all or nothing, recorded in the ledger and the
     audit log. PatientNotFound for another lab's patient, an unknown or an erased one;

@@ -32,7 +32,7 @@ from coffre.labwork.models import CriticalValue, Order, Result, Specimen
 from coffre.lifecycle.erasure import ErasureRefused, erase_patient
 from coffre.lifecycle.holds import active_hold_ids
 from coffre.lifecycle.models import DEFAULT_YEARS, Category, LegalHold, RetentionRule
-from coffre.tenancy.actors import Actor, cli_actor
+from coffre.tenancy.actors import LabActor, cli_actor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
 from coffre.vault import context
@@ -75,11 +75,11 @@ def register_sealed() -> None:
                           lambda row: _hold_ad(row.pk)))
 
 
-def _check(actor: Actor) -> None:
+def _check(actor: LabActor) -> None:
     require(actor, "patient.hold", PermissionError)
 
 
-def add_hold(actor: Actor, patient_id: uuid.UUID, reason: str) -> LegalHold:
+def add_hold(actor: LabActor, patient_id: uuid.UUID, reason: str) -> LegalHold:
     _check(actor)
     if not reason.strip():
         raise HoldError("a legal hold needs a reason")
@@ -97,7 +97,7 @@ def add_hold(actor: Actor, patient_id: uuid.UUID, reason: str) -> LegalHold:
     return hold
 
 
-def release_hold(actor: Actor, patient_id: uuid.UUID) -> int:
+def release_hold(actor: LabActor, patient_id: uuid.UUID) -> int:
     """Release the patient's active hold(s); returns how many (0: there was none)."""
     _check(actor)
     with transaction.atomic():
@@ -109,7 +109,7 @@ def release_hold(actor: Actor, patient_id: uuid.UUID) -> int:
     return released
 
 
-def list_holds(actor: Actor, *, include_released: bool = False) -> list[dict]:
+def list_holds(actor: LabActor, *, include_released: bool = False) -> list[dict]:
     """Holds of the actor's lab; the reasons are opened, so the listing is audited."""
     _check(actor)
     holds = LegalHold.objects.filter(lab_id=actor.lab_id).order_by("created_at")

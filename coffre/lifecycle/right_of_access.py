@@ -26,10 +26,10 @@ from coffre.identity.access import access_patient
 from coffre.labwork.access import access_order, patient_orders
 from coffre.labwork.models import ResultState
 from coffre.labwork.reports import report_pdf
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 
 
-def right_of_access(actor: Actor, patient_id: uuid.UUID) -> tuple[str, bytes]:
+def right_of_access(actor: LabActor, patient_id: uuid.UUID) -> tuple[str, bytes]:
     """(file name, zip bytes): bundle.json and one PDF report per order with published
     results. The caller has checked the actor may act for this patient."""
     patient = access_patient(actor, patient_id)

@@ -42,7 +42,7 @@ from coffre.identity.access import patients_for
 from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient
 from coffre.portal.models import ActivationCode, PatientAccount
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import PATIENT, require
 
 logger = logging.getLogger("coffre.portal")
@@ -81,11 +81,11 @@ def normalize_code(text: str) -> str:
     return cleaned
 
 
-def portal_actor(user_name: str, lab_id: int) -> Actor:
-    return Actor(person=user_name, lab_id=lab_id, role=PATIENT, channel="portal")
+def portal_actor(user_name: str, lab_id: int) -> LabActor:
+    return LabActor(person=user_name, lab_id=lab_id, role=PATIENT, channel="portal")
 
 
-def issue_code(actor: Actor, patient_id: uuid.UUID, *, now: dt.datetime | None = None
+def issue_code(actor: LabActor, patient_id: uuid.UUID, *, now: dt.datetime | None = None
                ) -> str:
     """A new code for a patient of the actor's lab (earlier unused ones stop working).
     Returned in clear once, to be printed on the receipt; only its hash is kept."""

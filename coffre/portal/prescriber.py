@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import overload
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -29,7 +30,7 @@ from coffre.labwork.orders import prescriber_filter
 from coffre.labwork.reports import report_pdf
 from coffre.labwork.sealing import PatientKeys, unseal
 from coffre.portal.models import PrescriberAccount
-from coffre.tenancy.actors import Actor, cli_actor
+from coffre.tenancy.actors import Actor, LabActor, cli_actor
 from coffre.tenancy.capabilities import PRESCRIBER
 from coffre.tenancy.models import Lab
 
@@ -45,7 +46,16 @@ def prescriber_account_of(user) -> PrescriberAccount | None:
     return PrescriberAccount.objects.select_related("user").filter(user=user).first()
 
 
+@overload
+def prescriber_actor(account: PrescriberAccount, lab_id: int) -> LabActor: ...
+
+
+@overload
+def prescriber_actor(account: PrescriberAccount, lab_id: None) -> Actor: ...
+
+
 def prescriber_actor(account: PrescriberAccount, lab_id: int | None) -> Actor:
+    """The prescriber, for the lab of an order (a LabActor) or for none (their lock)."""
     return Actor(person=account.user.username, lab_id=lab_id, role=PRESCRIBER,
                  channel="portal")
 

@@ -12,12 +12,12 @@ from coffre.labwork import catalogue, pdf
 from coffre.labwork.access import access_order
 from coffre.labwork.reports import patient_name
 from coffre.portal.activation import has_account, issue_code
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.capabilities import require
 from coffre.tenancy.models import Lab
 
 
-def receipt_pdf(actor: Actor, order_id: uuid.UUID | str, portal_url: str
+def receipt_pdf(actor: LabActor, order_id: uuid.UUID | str, portal_url: str
                 ) -> tuple[str, bytes]:
     require(actor, "specimen.receive")  # before any read: nothing shown
     view = access_order(actor, order_id)

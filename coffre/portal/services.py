@@ -29,7 +29,7 @@ from coffre.labwork.scope import orders_for
 from coffre.labwork.workflow import demographics
 from coffre.portal.activation import portal_actor
 from coffre.portal.models import PatientAccount
-from coffre.tenancy.actors import Actor
+from coffre.tenancy.actors import LabActor
 from coffre.tenancy.models import Lab
 
 
@@ -45,7 +45,7 @@ def patient_account_of(user) -> PatientAccount | None:
     return PatientAccount.objects.select_related("user").filter(user=user).first()
 
 
-def actor_for(account: PatientAccount) -> Actor:
+def actor_for(account: PatientAccount) -> LabActor:
     return portal_actor(account.user.username, account.lab_id)
 
 

@@ -87,7 +87,10 @@ ASSIGNABLE = (SECRETARY, TECHNICIAN, BIOLOGIST, LAB_MANAGER, DPO)
 
 
 class HasRole(Protocol):
-    role: str
+    """An Actor (frozen: its role is read-only) or a Membership."""
+
+    @property
+    def role(self) -> str: ...
 
 
 class NotAllowed(PermissionError):
