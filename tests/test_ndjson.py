@@ -22,6 +22,7 @@ from coffre.identity.synthetic import generate_patients
 from coffre.tenancy.actors import Actor, cli_actor
 from coffre.vault import decrypt_with
 from tests.conftest import make_nir, member, patient_row, sign
+from tests.refusal_helpers import refused
 from tests.test_exports import _home  # noqa: F401 - the same private staging area
 
 TODAY = dt.date.today()
@@ -87,8 +88,10 @@ def test_export_holds_patients_of_the_requested_fields_only(lab_a, patients, key
 
 
 def test_fields_without_a_patient_element_are_refused_for_ndjson(lab_a, patients, keys):
-    with pytest.raises(services.ExportError, match="notes"):
+    with refused(services.ExportError, "export.not_in_fhir") as caught:
         produce(lab_a, keys[1], "nir,notes")
+    assert caught.value.render("en") == ("Some fields have no place in a FHIR Patient "
+                                         "resource (notes): export them as CSV.")
 
 
 def test_round_trip_into_another_lab(lab_a, lab_b, patients, keys, tmp_path):

@@ -123,8 +123,8 @@ PATIENT_LIST_EMPTY = reason("export.patient_list_empty", gettext_lazy(
 UNKNOWN_FORMAT = reason("export.unknown_format", gettext_lazy(
     "Format inconnu : %(format)s (formats : %(known)s)."))
 NOT_IN_FHIR = reason("export.not_in_fhir", gettext_lazy(
-    "Certains champs n'ont pas de place dans une ressource FHIR Patient : exportez-les "
-    "en CSV."))
+    "Certains champs n'ont pas de place dans une ressource FHIR Patient "
+    "(%(fields)s) : exportez-les en CSV."))
 NO_SUCH_EXPORT = reason("export.no_such_export", gettext_lazy("Aucun export n° %(id)s."))
 NOT_AWAITING_APPROVAL = reason("export.not_awaiting_approval", gettext_lazy(
     "Cet export n'attend plus d'approbation (état : %(state)s)."))
@@ -259,7 +259,7 @@ def _check_format(fmt: str, fields: list[str]) -> None:
 
         outside = [f for f in fields if f not in EXPORT_COLUMNS]
         if outside:
-            raise ExportError(NOT_IN_FHIR)
+            raise ExportError(NOT_IN_FHIR, fields=", ".join(outside))
 
 
 def _log_step(export: ExportRequest, action: str, person: str, channel: str,

@@ -25,7 +25,7 @@ def no_inline_code(page) -> None:
     found = inline_code(page)
     assert (found["styles"], found["handlers"]) == (0, 0)
     scripts = page.evaluate("() => [...document.scripts].map(s => s.src)")
-    assert all(src.endswith("/static/coffre/labwork.js") for src in scripts), scripts
+    assert all(src.endswith("/static/coffre/lab.js") for src in scripts), scripts
 
 
 def history(staff, patient_id, values: list[str]) -> None:
