@@ -18,6 +18,11 @@ from rich.progress import (
 Advance = Callable[[int], None]
 
 
+def no_advance(n: int) -> None:
+    """The advance of a run without a bar (a test, a caller that shows none)."""
+    return None
+
+
 @contextmanager
 def bars() -> Iterator[Callable[[str, int | None], Advance]]:
     """Yields ``add(description, total) -> advance(n)``; each call adds a bar."""

@@ -105,6 +105,16 @@ def _flush_as_superuser(self, sql_list: list[str]) -> None:
             conn.execute(statement)
 
 
+def _reconnect(settings: dict) -> None:
+    """The suite's connection, closed, to open next as ``settings`` (USER, PASSWORD)."""
+    from django.db import connections
+
+    connection = connections["default"]
+    connection.close()
+    connection.close_pool()  # the pool keeps connections of the previous role
+    connection.settings_dict.update(settings)
+
+
 def suite_as_app_role() -> Callable[[], None]:
     """Once pytest-django has created and migrated the test database (as the
     superuser): grant the application role and make it the suite's connection. Returns
@@ -118,20 +128,15 @@ def suite_as_app_role() -> Callable[[], None]:
     before = {key: connection.settings_dict.get(key) for key in ("USER", "PASSWORD")}
     flush = DatabaseOperations.execute_sql_flush
 
-    def reconnect(settings: dict) -> None:
-        connection.close()
-        connection.close_pool()  # the pool keeps connections of the previous role
-        connection.settings_dict.update(settings)
-
     def undo() -> None:
         global SUITE_CONNECTED
         SUITE_CONNECTED = False
         DatabaseOperations.execute_sql_flush = flush
-        reconnect(before)
+        _reconnect(before)
 
     global SUITE_CONNECTED
     _OWNER_SETTINGS.update(before)
-    reconnect({"USER": name, "PASSWORD": password})
+    _reconnect({"USER": name, "PASSWORD": password})
     DatabaseOperations.execute_sql_flush = _flush_as_superuser
     SUITE_CONNECTED = True
     return undo
@@ -141,21 +146,12 @@ def suite_as_app_role() -> Callable[[], None]:
 def as_owner() -> Iterator[None]:
     """The suite's connection as the superuser for a block, where production uses its
     owner role (a test that runs migrations). On SQLite nothing changes."""
-    from django.db import connections
-
     if not SUITE_CONNECTED:
         yield
         return
-    connection = connections["default"]
     name, password = app_role()
-
-    def reconnect(settings: dict) -> None:
-        connection.close()
-        connection.close_pool()
-        connection.settings_dict.update(settings)
-
-    reconnect(_OWNER_SETTINGS)
+    _reconnect(_OWNER_SETTINGS)
     try:
         yield
     finally:
-        reconnect({"USER": name, "PASSWORD": password})
+        _reconnect({"USER": name, "PASSWORD": password})

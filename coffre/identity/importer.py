@@ -26,13 +26,13 @@ from coffre.identity.registry import (
     sealed_row,
 )
 from coffre.keyring import indexes
+from coffre.progress import Advance
 from coffre.tenancy.actors import LabActor
 from coffre.vault import ScratchDigest
 
 BATCH = 1000
 LOG_BATCH = 10_000
 Rows = Iterable[tuple[int, dict[str, str]]]
-Advance = Callable[[int], None]
 # (lab id, canonical values, index key generation) -> a row to insert
 Encrypt = Callable[[int, dict[str, str], indexes.Generation], dict]
 

@@ -42,20 +42,16 @@ from coffre.bulk import update_rows
 from coffre.keyring import indexes
 from coffre.keyring import services as keyring
 from coffre.keyring.models import InstallationKey, LabIndexKey, LabKey, ReencryptionRun
+from coffre.progress import Advance, no_advance
 from coffre.vault import ENV_VAR, Key, KeyProviderError, add_key_version, context, key_id_of
 
 BATCH = 200
 PATIENT_TABLE = "patient"
 
-Advance = Callable[[int], None]
 
 
 class RotationError(Exception):
     """A rotation or retirement that must not happen (key in use, unknown key...)."""
-
-
-def _no_advance(n: int) -> None:
-    return None
 
 
 # --------------------------------------------------------------------------- master
@@ -279,7 +275,7 @@ def _rewrap_patients(lab_id: int, ids: list[uuid.UUID], target: Key) -> int:
 
 
 def rewrap_lab(lab_id: int, target: Key, batch: int = BATCH, limit: int | None = None,
-               advance: Advance = _no_advance) -> int:
+               advance: Advance = no_advance) -> int:
     """Re-wrap the lab's data keys not yet under ``target`` by locked batches; stop
     after ``limit`` rows (tests). The ids to do are listed first (a few bytes each), so
     no cursor stays open over the table being written."""
@@ -305,7 +301,7 @@ def rotate_lab(lab_id: int, batch: int = BATCH, limit: int | None = None,
     target, created = prepare_lab(lab_id)
     report = LabReport(target.hex_id, created)
     report.patients = keyring_patients().filter(lab_id=lab_id, data_key__isnull=False).count()
-    advance = add_bar("re-wrapping data keys", report.patients) if add_bar else _no_advance
+    advance = add_bar("re-wrapping data keys", report.patients) if add_bar else no_advance
     report.rewrapped = rewrap_lab(lab_id, target, batch, limit, advance)
     usage = lab_key_usage(lab_id)
     report.remaining = sum(n for key_id, n in usage.items() if key_id != target.hex_id)

@@ -30,7 +30,7 @@ from coffre.identity.models import Patient
 from coffre.identity.registry import open_patient, patient_key, seal_values
 from coffre.keyring import services as keyring
 from coffre.keyring.models import ReencryptionRun
-from coffre.keyring.rotation import PATIENT_TABLE, Advance
+from coffre.keyring.rotation import PATIENT_TABLE
 from coffre.labwork.models import SEALED, CriticalValue, Order, Result, Specimen
 from coffre.labwork.sealing import (
     RESULT_BOUND,
@@ -40,11 +40,8 @@ from coffre.labwork.sealing import (
     tampered,
     unseal,
 )
+from coffre.progress import Advance, no_advance
 from coffre.vault import Key
-
-
-def _no_advance(n: int) -> None:
-    return None
 
 
 @dataclass
@@ -199,7 +196,7 @@ def reencrypt(lab_id: int | None = None, limit: int | None = None,
     if lab_id is not None:
         scope = scope.filter(lab_id=lab_id)
     report.patients = scope.count()
-    advance = add_bar("re-encrypting patients", report.patients) if add_bar else _no_advance
+    advance = add_bar("re-encrypting patients", report.patients) if add_bar else no_advance
     if run.last_patient_id is not None:
         advance(scope.filter(id__lte=run.last_patient_id).count())
     while True:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -35,13 +34,13 @@ from coffre.keyring.models import LabIndexKey
 from coffre.labwork.models import Order
 from coffre.labwork.orders import prescriber_index
 from coffre.labwork.sealing import unseal
+from coffre.progress import Advance
 
 BATCH = 200
 _INDEXED = ("nir", "birth_name", "used_name", "birth_date", "phone", "email")
 _PATIENT_COLUMNS = ["bi_nir", "bi_birth_name_dob", "bi_used_name_dob", "bi_phone",
                     "bi_email", "bi_key"]
 
-Advance = Callable[[int], None]
 
 
 class ReindexError(Exception):
